@@ -1,0 +1,261 @@
+//! Types shared by the ollama-egress kernel programs and the userspace daemon.
+//!
+//! Every struct here crosses the kernel/user boundary through a BPF map or the event ring
+//! buffer, so each one is `#[repr(C)]`, `Copy`, and laid out without implicit padding: fields are
+//! ordered by alignment and flags are `u32` rather than `bool` (a `bool` would leave three bytes
+//! of padding whose contents the verifier and `aya::Pod` cannot vouch for). The size assertions
+//! at the bottom of this file keep it that way.
+#![no_std]
+
+/// Name of the LPM trie maps, indexed by policy slot (see [`ACTIVE_SLOT_MAP`]).
+pub const POLICY_V4_MAPS: [&str; 2] = ["POLICY_V4_0", "POLICY_V4_1"];
+/// Name of the IPv6 LPM trie maps, indexed by policy slot.
+pub const POLICY_V6_MAPS: [&str; 2] = ["POLICY_V6_0", "POLICY_V6_1"];
+/// Array map with one `u32`: the slot (0 or 1) whose tries and [`SlotConfig`] are in force.
+pub const ACTIVE_SLOT_MAP: &str = "ACTIVE_SLOT";
+/// Array map of two [`SlotConfig`]s, one per policy slot.
+pub const SLOT_CONFIG_MAP: &str = "SLOT_CONFIG";
+/// Per-CPU array of [`Counter`]s, indexed by [`counter_index`].
+pub const PACKET_COUNTERS_MAP: &str = "PACKET_COUNTERS";
+/// Per-CPU array of `u64` statistics, indexed by the `STAT_*` constants.
+pub const STATS_MAP: &str = "STATS";
+/// Ring buffer of [`ConnectEvent`]s.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// LRU hash of [`DedupKey`] → [`DedupValue`]: datagram destinations already decided.
+pub const DEDUP_MAP: &str = "DATAGRAM_SEEN";
+
+/// Default capacity of each policy trie (prefixes per family and slot).
+pub const DEFAULT_MAX_PREFIXES: u32 = 1 << 20;
+/// Default size of the event ring buffer in bytes (a power of two, a multiple of the page size).
+pub const DEFAULT_RINGBUF_BYTES: u32 = 1 << 22;
+/// Entries of the datagram de-duplication LRU map.
+pub const DEDUP_ENTRIES: u32 = 16_384;
+
+/// Let the traffic through.
+pub const ACTION_ALLOW: u32 = 0;
+/// Refuse the traffic (drop in enforce mode, record `would_block` in monitor mode).
+pub const ACTION_DENY: u32 = 1;
+
+/// Record decisions, never drop.
+pub const MODE_MONITOR: u32 = 0;
+/// Drop denied traffic.
+pub const MODE_ENFORCE: u32 = 1;
+
+/// The destination is allowed.
+pub const VERDICT_ALLOWED: u32 = 0;
+/// The destination is denied and the traffic was refused (enforce mode).
+pub const VERDICT_BLOCKED: u32 = 1;
+/// The destination is denied but monitor mode let it through.
+pub const VERDICT_WOULD_BLOCK: u32 = 2;
+/// Number of verdicts.
+pub const VERDICT_COUNT: u32 = 3;
+
+/// Packets leaving the cgroup.
+pub const DIRECTION_EGRESS: u32 = 0;
+/// Packets arriving at the cgroup.
+pub const DIRECTION_INGRESS: u32 = 1;
+/// Number of directions.
+pub const DIRECTION_COUNT: u32 = 2;
+
+/// Rule id of the policy's default action (no rule matched).
+pub const RULE_DEFAULT: u32 = 0;
+/// Rule id of IPv6 packets that carry a routing header: their final destination is not the one
+/// in the fixed header, so they are always judged as denied.
+pub const RULE_IPV6_ROUTING_HEADER: u32 = u32::MAX;
+
+/// Ring-buffer events that could not be reserved (the buffer was full).
+pub const STAT_EVENTS_LOST: u32 = 0;
+/// Number of `STAT_*` slots.
+pub const STAT_COUNT: u32 = 4;
+
+/// `AF_INET`.
+pub const FAMILY_IPV4: u32 = 2;
+/// `AF_INET6`.
+pub const FAMILY_IPV6: u32 = 10;
+
+/// Event kind: a connect/sendmsg decision.
+pub const EVENT_KIND_CONNECT: u32 = 1;
+
+/// Which hook made a decision.
+pub const HOOK_CONNECT4: u32 = 1;
+/// `cgroup/connect6`.
+pub const HOOK_CONNECT6: u32 = 2;
+/// `cgroup/sendmsg4`.
+pub const HOOK_SENDMSG4: u32 = 3;
+/// `cgroup/sendmsg6`.
+pub const HOOK_SENDMSG6: u32 = 4;
+
+/// Length of a task's `comm`.
+pub const COMM_LEN: usize = 16;
+
+/// Value of a policy trie entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyValue {
+    /// [`ACTION_ALLOW`] or [`ACTION_DENY`].
+    pub action: u32,
+    /// Index into the daemon's rule table for this policy generation.
+    pub rule_id: u32,
+}
+
+/// Everything about a policy slot that is not in its tries. Written before the slot is made
+/// active, so a flip of [`ACTIVE_SLOT_MAP`] switches tries and settings together.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotConfig {
+    /// Action when no prefix matches.
+    pub default_action: u32,
+    /// [`MODE_MONITOR`] or [`MODE_ENFORCE`].
+    pub mode: u32,
+    /// Increases with every policy load; events carry it so rule ids decode against the right
+    /// rule table.
+    pub generation: u32,
+    /// Non-zero once the slot has been fully written (a zeroed slot is never made active).
+    pub valid: u32,
+}
+
+/// Packet and byte counts of one (direction, verdict) pair.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// Packets seen.
+    pub packets: u64,
+    /// Bytes seen (IP packet length).
+    pub bytes: u64,
+}
+
+/// Index of the [`Counter`] for `direction` and `verdict` in [`PACKET_COUNTERS_MAP`].
+#[inline(always)]
+pub const fn counter_index(direction: u32, verdict: u32) -> u32 {
+    direction * VERDICT_COUNT + verdict
+}
+
+/// Number of entries in [`PACKET_COUNTERS_MAP`].
+pub const COUNTER_ENTRIES: u32 = DIRECTION_COUNT * VERDICT_COUNT;
+
+/// Header at the start of every ring-buffer event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// `bpf_ktime_get_boot_ns()` when the event was made.
+    pub ts_boot_ns: u64,
+    /// `EVENT_KIND_*`.
+    pub kind: u32,
+    /// Size of the whole event in bytes, header included.
+    pub size: u32,
+}
+
+/// One connection (or datagram destination) decision.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectEvent {
+    /// Common header; `kind` is [`EVENT_KIND_CONNECT`].
+    pub header: EventHeader,
+    /// Thread id (the kernel's pid).
+    pub pid: u32,
+    /// Process id (the kernel's tgid).
+    pub tgid: u32,
+    /// Real user id.
+    pub uid: u32,
+    /// Real group id.
+    pub gid: u32,
+    /// Task name, NUL padded.
+    pub comm: [u8; COMM_LEN],
+    /// Address family of the destination as judged: [`FAMILY_IPV4`] for IPv4 and IPv4-mapped
+    /// IPv6 destinations, [`FAMILY_IPV6`] otherwise.
+    pub family: u32,
+    /// IP protocol (`IPPROTO_TCP`, `IPPROTO_UDP`, ...).
+    pub protocol: u32,
+    /// Destination port in host byte order.
+    pub dport: u32,
+    /// `VERDICT_*`.
+    pub verdict: u32,
+    /// Rule that decided, in the rule table of `generation`.
+    pub rule_id: u32,
+    /// Policy generation that decided.
+    pub generation: u32,
+    /// `HOOK_*`.
+    pub hook: u32,
+    /// Non-zero when the socket was IPv6 and the destination IPv4-mapped.
+    pub v4_mapped: u32,
+    /// Destination address in network byte order; an IPv4 address fills the first four bytes.
+    pub daddr: [u8; 16],
+}
+
+impl ConnectEvent {
+    /// Size of the event in bytes.
+    pub const SIZE: usize = core::mem::size_of::<Self>();
+}
+
+/// Key of the datagram de-duplication map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DedupKey {
+    /// `bpf_get_socket_cookie` of the sending socket.
+    pub cookie: u64,
+    /// Destination address, as in [`ConnectEvent::daddr`].
+    pub daddr: [u8; 16],
+    /// Destination port in host byte order.
+    pub dport: u32,
+    /// Address family of the destination as judged.
+    pub family: u32,
+}
+
+/// Value of the datagram de-duplication map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DedupValue {
+    /// Policy generation of the last decision.
+    pub generation: u32,
+    /// Verdict of the last decision.
+    pub verdict: u32,
+}
+
+// Layout guards: no implicit padding, sizes as documented.
+const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8);
+const _: () = assert!(core::mem::size_of::<SlotConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
+const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 16 + 16 + 16 + 32 + 16);
+const _: () = assert!(core::mem::size_of::<DedupKey>() == 8 + 16 + 4 + 4);
+const _: () = assert!(core::mem::size_of::<DedupValue>() == 8);
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+
+    // SAFETY: all of these are `#[repr(C)]`, `Copy`, made only of integers and byte arrays, and
+    // have no padding (checked by the size assertions above), so every bit pattern is valid.
+    unsafe impl aya::Pod for PolicyValue {}
+    unsafe impl aya::Pod for SlotConfig {}
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for EventHeader {}
+    unsafe impl aya::Pod for ConnectEvent {}
+    unsafe impl aya::Pod for DedupKey {}
+    unsafe impl aya::Pod for DedupValue {}
+
+    impl ConnectEvent {
+        /// Decodes an event from ring-buffer bytes. Returns `None` when `bytes` is shorter than
+        /// an event or its header does not describe a connect event.
+        pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+            if bytes.len() < Self::SIZE {
+                return None;
+            }
+            // SAFETY: the length was checked, the type is Pod, and read_unaligned copes with any
+            // alignment of the ring-buffer slice.
+            let ev = unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) };
+            if ev.header.kind != EVENT_KIND_CONNECT || ev.header.size as usize != Self::SIZE {
+                return None;
+            }
+            Some(ev)
+        }
+
+        /// The event's bytes, as the kernel writes them.
+        pub fn as_bytes(&self) -> &[u8] {
+            // SAFETY: Pod without padding: every byte is initialised.
+            unsafe {
+                core::slice::from_raw_parts((self as *const Self).cast::<u8>(), Self::SIZE)
+            }
+        }
+    }
+}

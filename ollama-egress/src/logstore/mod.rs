@@ -1,0 +1,1 @@
+//! The event log: JSON lines on disk, rotation, queries.
