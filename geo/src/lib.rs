@@ -1,1 +1,32 @@
-//! Geo lookups.
+//! GeoIP and ASN support for ollama-egress.
+//!
+//! - [`GeoDb`] opens a country database (ip-location-db or MaxMind GeoLite2/GeoIP2 layout)
+//!   and/or an ASN database (GeoLite2-ASN layout) and answers [`GeoDb::lookup`] with a
+//!   [`GeoInfo`], through a small bounded cache.
+//! - [`GeoDb::country_networks`] / [`GeoDb::asn_networks`] expand a country or AS number
+//!   into every network of it, in both families, for the policy compiler.
+//! - [`update()`] downloads the free ip-location-db data from the npm registry, checks it and
+//!   installs it atomically (`ollama-egress geo update`).
+//! - [`fixture`] (feature `fixtures`) writes small databases for tests.
+//!
+//! Data attribution: see [`ATTRIBUTION`].
+
+mod cache;
+mod convert;
+mod error;
+mod expand;
+#[cfg(feature = "fixtures")]
+pub mod fixture;
+mod lookup;
+mod update;
+
+pub use convert::{ASN_DATABASE_TYPE, AsnMmdbBuilder, range_to_cidrs};
+pub use error::{GeoError, UpdateStep};
+pub use expand::normalize_country_code;
+pub use lookup::{DatabaseInfo, GeoDb, GeoInfo, LOOKUP_CACHE_ENTRIES, normalize_ip};
+pub use update::{
+    ASN_ATTRIBUTION, ASN_CSVS_IN_TARBALL, ASN_FILE, ASN_PACKAGE, ATTRIBUTION, COUNTRY_ATTRIBUTION,
+    COUNTRY_FILE, COUNTRY_MMDB_IN_TARBALL, COUNTRY_PACKAGE, DEFAULT_DIR, DEFAULT_REGISTRY,
+    DEFAULT_TIMEOUT, PackageReport, SOURCE_FILE, UpdateOptions, UpdateReport, check_integrity,
+    metadata_url, update,
+};

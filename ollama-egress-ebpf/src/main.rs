@@ -1,2 +1,24 @@
+//! ollama-egress kernel programs.
+//!
+//! - `skb`: cgroup_skb egress (enforcement backstop, per-packet counters) and ingress (counters).
+//! - `sock_addr`: cgroup connect4/connect6/sendmsg4/sendmsg6 (one decision and one event per
+//!   connection or datagram destination, immediate EPERM when enforcing).
+//!
+//! Every program is a thin wrapper around a `try_*` function; the shared decision logic is in
+//! `policy`, the maps in `maps`, event emission in `event`.
 #![no_std]
 #![no_main]
+
+mod event;
+mod maps;
+mod policy;
+mod skb;
+mod sock_addr;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the verifier rejects any program in which a panic is reachable, so this code is
+    // never executed in the kernel.
+    unsafe { core::hint::unreachable_unchecked() }
+}

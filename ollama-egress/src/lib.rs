@@ -1,7 +1,15 @@
 //! ollama-egress: an eBPF egress monitor and blocker for local LLM servers.
 //!
-//! The library holds every piece of the daemon behind a seam of its own, so each can be tested
-//! without the others: the policy compiler ([`policy`]), the event log ([`logstore`]).
+//! Each piece of the daemon sits behind a seam of its own so it can be tested without the
+//! others: the policy compiler ([`policy`]), the kernel loader and tables ([`loader`]), the
+//! event pipeline ([`pipeline`]), the event log ([`logstore`]), the target cgroup
+//! ([`target`]), the daemon that ties them together ([`daemon`]) and the command line
+//! ([`cli`]).
 
+pub mod cli;
+pub mod daemon;
+pub mod loader;
 pub mod logstore;
+pub mod pipeline;
 pub mod policy;
+pub mod target;

@@ -1,1 +1,30 @@
 //! Policy files: parsing, validation and compilation into kernel prefixes.
+//!
+//! ```text
+//! TOML text ──Policy::from_toml_str──▶ Policy ──compile(+ Expander)──▶ CompiledPolicy
+//!                                                                       ├─ v4 / v6 trie entries
+//!                                                                       ├─ rules (id table)
+//!                                                                       └─ summary(), lookup()
+//! ```
+//!
+//! * [`Policy`] is a validated policy file (see `design.md`, "Policy file (TOML)"): every
+//!   section and key is optional, `default` defaults to `deny`, unknown keys, host bits,
+//!   malformed country codes, AS 0 and duplicates are errors naming the line.
+//! * [`compile`] expands countries and ASNs through an [`Expander`] and merges everything into
+//!   one LPM prefix list per family (longest prefix wins; on an equal prefix deny wins; then the
+//!   first rule in file order).
+//! * [`CompiledPolicy::lookup`] is a userspace reference of the kernel's decision.
+
+mod cidr;
+mod compile;
+mod error;
+mod parse;
+mod summary;
+
+#[cfg(test)]
+mod tests;
+
+pub use compile::{CompiledPolicy, Expander, Rule, compile};
+pub use error::{ExpandError, Location, PolicyError};
+pub use parse::{Action, Policy, RuleSet};
+pub use summary::{FamilyTotals, PolicySummary, PrefixTotals};

@@ -1,0 +1,262 @@
+//! Opening country/ASN databases and looking addresses up in them.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use ipnet::IpNet;
+use maxminddb::{LookupResult, Reader};
+use serde::Deserialize;
+
+use crate::cache::ClockCache;
+use crate::error::GeoError;
+
+/// How many lookup results [`GeoDb`] keeps (one entry per destination address).
+pub const LOOKUP_CACHE_ENTRIES: usize = 4096;
+
+/// What the databases say about one address. Fields are `None` when the address is not in a
+/// database, or when that database is not loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GeoInfo {
+    /// ISO 3166-1 alpha-2 country code, e.g. `"CN"`.
+    pub country: Option<String>,
+    /// Autonomous system number, e.g. `45102`.
+    pub asn: Option<u32>,
+    /// Autonomous system organisation, e.g. `"Alibaba (US) Technology Co., Ltd."`.
+    pub as_org: Option<String>,
+}
+
+/// Facts about one loaded database file, for `status` output.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DatabaseInfo {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The `database_type` field of the mmdb metadata.
+    pub database_type: String,
+    /// Build time, seconds since the Unix epoch.
+    pub build_epoch: u64,
+    /// 4 or 6.
+    pub ip_version: u16,
+}
+
+/// One opened mmdb file.
+pub(crate) struct Db {
+    pub(crate) path: PathBuf,
+    pub(crate) reader: Reader<Vec<u8>>,
+}
+
+impl Db {
+    fn open(path: &Path) -> Result<Db, GeoError> {
+        let reader = Reader::open_readfile(path).map_err(|source| GeoError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Db {
+            path: path.to_path_buf(),
+            reader,
+        })
+    }
+
+    fn info(&self) -> DatabaseInfo {
+        let m = self.reader.metadata();
+        DatabaseInfo {
+            path: self.path.clone(),
+            database_type: m.database_type.clone(),
+            build_epoch: m.build_epoch,
+            ip_version: m.ip_version,
+        }
+    }
+}
+
+/// Already expanded country/ASN network lists, so a policy reload does not walk the tree again.
+#[derive(Default)]
+pub(crate) struct ExpansionMemo {
+    pub(crate) countries: HashMap<String, Arc<Vec<IpNet>>>,
+    pub(crate) asns: HashMap<u32, Arc<Vec<IpNet>>>,
+}
+
+/// Country and ASN databases, either of which may be absent.
+///
+/// Lookups go through a small bounded cache (events are per connection, so the same
+/// destinations repeat); the API takes `&self` and is safe to share between threads.
+pub struct GeoDb {
+    pub(crate) country: Option<Db>,
+    pub(crate) asn: Option<Db>,
+    cache: Mutex<ClockCache<IpAddr, GeoInfo>>,
+    pub(crate) memo: Mutex<ExpansionMemo>,
+}
+
+impl std::fmt::Debug for GeoDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeoDb")
+            .field("country", &self.country.as_ref().map(|d| &d.path))
+            .field("asn", &self.asn.as_ref().map(|d| &d.path))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Country record in either layout: ip-location-db (`country_code`) or GeoLite2/GeoIP2
+/// (`country.iso_code`, else `registered_country.iso_code`).
+#[derive(Deserialize)]
+struct CountryRecord<'a> {
+    #[serde(borrow, default)]
+    country_code: Option<&'a str>,
+    #[serde(borrow, default)]
+    country: Option<IsoCode<'a>>,
+    #[serde(borrow, default)]
+    registered_country: Option<IsoCode<'a>>,
+}
+
+#[derive(Deserialize)]
+struct IsoCode<'a> {
+    #[serde(borrow, default)]
+    iso_code: Option<&'a str>,
+}
+
+/// GeoLite2-ASN record.
+#[derive(Deserialize)]
+struct AsnRecord<'a> {
+    #[serde(default)]
+    autonomous_system_number: Option<u32>,
+    #[serde(borrow, default)]
+    autonomous_system_organization: Option<&'a str>,
+}
+
+/// The country code of a record, in either layout.
+pub(crate) fn decode_country<'a, S: AsRef<[u8]>>(
+    r: &LookupResult<'a, S>,
+) -> Result<Option<&'a str>, maxminddb::MaxMindDbError> {
+    let Some(rec) = r.decode::<CountryRecord<'a>>()? else {
+        return Ok(None);
+    };
+    Ok(rec
+        .country_code
+        .or_else(|| rec.country.and_then(|c| c.iso_code))
+        .or_else(|| rec.registered_country.and_then(|c| c.iso_code))
+        .filter(|cc| !cc.is_empty()))
+}
+
+/// The AS number and organisation of a GeoLite2-ASN record.
+pub(crate) fn decode_asn<'a, S: AsRef<[u8]>>(
+    r: &LookupResult<'a, S>,
+) -> Result<Option<(u32, Option<&'a str>)>, maxminddb::MaxMindDbError> {
+    let Some(rec) = r.decode::<AsnRecord<'a>>()? else {
+        return Ok(None);
+    };
+    Ok(rec
+        .autonomous_system_number
+        .map(|n| (n, rec.autonomous_system_organization)))
+}
+
+/// The address a lookup uses: IPv4-mapped IPv6 (`::ffff:a.b.c.d`) becomes IPv4.
+pub fn normalize_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+impl GeoDb {
+    /// Open a country database and/or an ASN database; either may be `None`.
+    ///
+    /// The country file may be in ip-location-db layout (`country_code`) or MaxMind
+    /// GeoLite2/GeoIP2 layout (`country.iso_code`); the ASN file in GeoLite2-ASN layout.
+    /// Errors name the file that failed.
+    pub fn open(country: Option<&Path>, asn: Option<&Path>) -> Result<GeoDb, GeoError> {
+        let country = country.map(Db::open).transpose()?;
+        let asn = asn.map(Db::open).transpose()?;
+        Ok(GeoDb {
+            country,
+            asn,
+            cache: Mutex::new(ClockCache::new(LOOKUP_CACHE_ENTRIES)),
+            memo: Mutex::new(ExpansionMemo::default()),
+        })
+    }
+
+    /// A `GeoDb` with no databases: every lookup answers nothing, every expansion fails.
+    pub fn empty() -> GeoDb {
+        GeoDb {
+            country: None,
+            asn: None,
+            cache: Mutex::new(ClockCache::new(LOOKUP_CACHE_ENTRIES)),
+            memo: Mutex::new(ExpansionMemo::default()),
+        }
+    }
+
+    /// Whether a country database is loaded.
+    pub fn has_country(&self) -> bool {
+        self.country.is_some()
+    }
+
+    /// Whether an ASN database is loaded.
+    pub fn has_asn(&self) -> bool {
+        self.asn.is_some()
+    }
+
+    /// Metadata of the loaded country database.
+    pub fn country_info(&self) -> Option<DatabaseInfo> {
+        self.country.as_ref().map(Db::info)
+    }
+
+    /// Metadata of the loaded ASN database.
+    pub fn asn_info(&self) -> Option<DatabaseInfo> {
+        self.asn.as_ref().map(Db::info)
+    }
+
+    /// Country, ASN and AS organisation of `ip`.
+    ///
+    /// IPv4-mapped IPv6 addresses are looked up as IPv4. An address a database does not
+    /// cover, or a damaged record, leaves the fields `None` (a damaged record is logged).
+    pub fn lookup(&self, ip: IpAddr) -> GeoInfo {
+        let ip = normalize_ip(ip);
+        if let Some(hit) = self.lock_cache().get(&ip) {
+            return hit;
+        }
+        let info = self.lookup_uncached(ip);
+        self.lock_cache().insert(ip, info.clone());
+        info
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, ClockCache<IpAddr, GeoInfo>> {
+        // A panic while holding the lock cannot leave the cache inconsistent in a harmful
+        // way (at worst one stale entry), so keep using it.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lookup_uncached(&self, ip: IpAddr) -> GeoInfo {
+        let mut info = GeoInfo::default();
+        if let Some(db) = &self.country {
+            match db
+                .reader
+                .lookup(ip)
+                .and_then(|r| decode_country(&r).map(|c| c.map(str::to_owned)))
+            {
+                Ok(cc) => info.country = cc,
+                Err(e) => {
+                    tracing::debug!(%ip, path = %db.path.display(), error = %e, "country lookup failed")
+                }
+            }
+        }
+        if let Some(db) = &self.asn {
+            match db
+                .reader
+                .lookup(ip)
+                .and_then(|r| decode_asn(&r).map(|a| a.map(|(n, org)| (n, org.map(str::to_owned)))))
+            {
+                Ok(Some((n, org))) => {
+                    info.asn = Some(n);
+                    info.as_org = org;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::debug!(%ip, path = %db.path.display(), error = %e, "ASN lookup failed")
+                }
+            }
+        }
+        info
+    }
+}

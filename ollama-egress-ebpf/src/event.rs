@@ -1,0 +1,64 @@
+//! Building and sending [`ConnectEvent`]s.
+
+use aya_ebpf::helpers::{
+    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    generated::bpf_ktime_get_boot_ns,
+};
+use ollama_egress_common::{ConnectEvent, EVENT_KIND_CONNECT, EventHeader, STAT_EVENTS_LOST};
+
+use crate::{
+    maps::EVENTS,
+    policy::{Decision, bump_stat},
+};
+
+/// Where a decision was made and about what.
+pub struct Target {
+    /// `HOOK_*`.
+    pub hook: u32,
+    /// Family as judged.
+    pub family: u32,
+    /// IP protocol of the socket.
+    pub protocol: u32,
+    /// Destination port, host byte order.
+    pub dport: u32,
+    /// Destination address, network byte order, IPv4 in the first four bytes.
+    pub daddr: [u8; 16],
+    /// Non-zero for an IPv4-mapped destination of an IPv6 socket.
+    pub v4_mapped: u32,
+}
+
+/// Sends one event for `decision`, counting it as lost when the ring buffer is full.
+#[inline(always)]
+pub fn emit(target: &Target, decision: &Decision) {
+    let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
+        bump_stat(STAT_EVENTS_LOST);
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: helper without preconditions.
+    let ts = unsafe { bpf_ktime_get_boot_ns() };
+    entry.write(ConnectEvent {
+        header: EventHeader {
+            ts_boot_ns: ts,
+            kind: EVENT_KIND_CONNECT,
+            size: ConnectEvent::SIZE as u32,
+        },
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        comm,
+        family: target.family,
+        protocol: target.protocol,
+        dport: target.dport,
+        verdict: decision.verdict,
+        rule_id: decision.rule_id,
+        generation: decision.generation,
+        hook: target.hook,
+        v4_mapped: target.v4_mapped,
+        daddr: target.daddr,
+    });
+    entry.submit(0);
+}

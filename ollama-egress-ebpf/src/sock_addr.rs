@@ -1,0 +1,141 @@
+//! cgroup sock_addr programs: one decision per `connect()` and per datagram destination, seen
+//! with the calling task, so events name the process. Returning 0 makes the syscall fail at once
+//! with EPERM.
+
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    EbpfContext as _, bindings::bpf_sock_addr, helpers::generated::bpf_get_socket_cookie,
+    macros::cgroup_sock_addr, programs::SockAddrContext,
+};
+use ollama_egress_common::{
+    DedupKey, DedupValue, FAMILY_IPV4, FAMILY_IPV6, HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4,
+    HOOK_SENDMSG6,
+};
+
+use crate::{
+    event::{Target, emit},
+    maps::DATAGRAM_SEEN,
+    policy::{Decision, judge_v4, judge_v6, v4_mapped},
+};
+
+/// `connect()` of an IPv4 socket.
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    try_decide(&ctx, HOOK_CONNECT4)
+}
+
+/// `connect()` of an IPv6 socket (IPv4-mapped destinations are judged as IPv4).
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    try_decide(&ctx, HOOK_CONNECT6)
+}
+
+/// `sendto()`/`sendmsg()` with a destination on an IPv4 datagram socket.
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
+    try_decide(&ctx, HOOK_SENDMSG4)
+}
+
+/// `sendto()`/`sendmsg()` with a destination on an IPv6 datagram socket.
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
+    try_decide(&ctx, HOOK_SENDMSG6)
+}
+
+/// Judges the destination, emits the event, returns 1 (proceed) or 0 (EPERM).
+#[inline(always)]
+fn try_decide(ctx: &SockAddrContext, hook: u32) -> i32 {
+    let sa = ctx.sock_addr;
+    let (target, decision) = if hook == HOOK_CONNECT4 || hook == HOOK_SENDMSG4 {
+        judge4(sa, hook)
+    } else {
+        judge6(sa, hook)
+    };
+    let datagram = hook == HOOK_SENDMSG4 || hook == HOOK_SENDMSG6;
+    if !datagram || first_decision(ctx, &target, &decision) {
+        emit(&target, &decision);
+    }
+    if decision.drops() { 0 } else { 1 }
+}
+
+#[inline(always)]
+fn judge4(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
+    // SAFETY: the context pointer is valid for the program's run; the verifier permits 4-byte
+    // reads of these fields.
+    let (ip, port, protocol) = unsafe {
+        (
+            read_volatile(&(*sa).user_ip4),
+            read_volatile(&(*sa).user_port),
+            read_volatile(&(*sa).protocol),
+        )
+    };
+    let v4 = ip.to_ne_bytes();
+    let mut daddr = [0u8; 16];
+    daddr[..4].copy_from_slice(&v4);
+    let target = Target {
+        hook,
+        family: FAMILY_IPV4,
+        protocol,
+        dport: u32::from(u16::from_be(port as u16)),
+        daddr,
+        v4_mapped: 0,
+    };
+    (target, judge_v4(v4))
+}
+
+#[inline(always)]
+fn judge6(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
+    let mut addr = [0u8; 16];
+    // SAFETY: as in `judge4`; `user_ip6` is read one 4-byte word at a time.
+    let (port, protocol) = unsafe {
+        for i in 0..4 {
+            let w = read_volatile(&(*sa).user_ip6[i]).to_ne_bytes();
+            addr[i * 4..i * 4 + 4].copy_from_slice(&w);
+        }
+        (read_volatile(&(*sa).user_port), read_volatile(&(*sa).protocol))
+    };
+    let dport = u32::from(u16::from_be(port as u16));
+    let (family, daddr, mapped) = match v4_mapped(&addr) {
+        Some(v4) => {
+            let mut d = [0u8; 16];
+            d[..4].copy_from_slice(&v4);
+            (FAMILY_IPV4, d, 1)
+        }
+        None => (FAMILY_IPV6, addr, 0),
+    };
+    let target = Target {
+        hook,
+        family,
+        protocol,
+        dport,
+        daddr,
+        v4_mapped: mapped,
+    };
+    (target, judge_v6(addr))
+}
+
+/// Whether this socket's datagrams to this destination have not been decided yet under the
+/// current policy generation with this verdict. Repeated datagrams make one event, not one each.
+#[inline(always)]
+fn first_decision(ctx: &SockAddrContext, target: &Target, decision: &Decision) -> bool {
+    // SAFETY: `bpf_get_socket_cookie` accepts a sock_addr context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let key = DedupKey {
+        cookie,
+        daddr: target.daddr,
+        dport: target.dport,
+        family: target.family,
+    };
+    let value = DedupValue {
+        generation: decision.generation,
+        verdict: decision.verdict,
+    };
+    // SAFETY: the value is copied out before any update of the map.
+    let seen = unsafe { DATAGRAM_SEEN.get(&key) }.copied();
+    if seen == Some(value) {
+        return false;
+    }
+    let _ = DATAGRAM_SEEN.insert(&key, &value, 0);
+    true
+}

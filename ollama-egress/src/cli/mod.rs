@@ -1,0 +1,60 @@
+//! The command line: `run`, `logs`, `status`, `policy check`, `detach`, `geo lookup|update`.
+
+mod geo;
+mod policy;
+mod run;
+mod status;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use geo::GeoCommand;
+pub use policy::PolicyCommand;
+pub use run::RunArgs;
+pub use status::StatusArgs;
+
+use crate::logstore::LogsArgs;
+
+/// Watch and control where a local LLM server (Ollama) connects, in the kernel, with eBPF.
+///
+/// Start with `run --monitor` to record every outbound connection of Ollama's processes with
+/// the policy's verdict (nothing is blocked), review them with `logs`, then switch to
+/// `run --enforce` to drop denied connections in the kernel.
+#[derive(Debug, Parser)]
+#[command(name = "ollama-egress", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to Ollama's cgroup and record (--monitor) or enforce (--enforce) the policy.
+    Run(RunArgs),
+    /// Query the event log.
+    Logs(LogsArgs),
+    /// Show what a running daemon is doing.
+    Status(StatusArgs),
+    /// Work with policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Geo databases: look up an address, download the databases.
+    #[command(subcommand)]
+    Geo(GeoCommand),
+}
+
+/// Options shared by commands that read the geo databases.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GeoArgs {
+    /// Country database (mmdb, ip-location-db or GeoLite2 layout).
+    /// [default: /var/lib/ollama-egress/geo/country.mmdb when present]
+    #[arg(long, value_name = "FILE")]
+    pub geo_db: Option<PathBuf>,
+    /// ASN database (mmdb, GeoLite2-ASN layout).
+    /// [default: /var/lib/ollama-egress/geo/asn.mmdb when present]
+    #[arg(long, value_name = "FILE")]
+    pub asn_db: Option<PathBuf>,
+}

@@ -1,0 +1,58 @@
+//! `ollama-egress policy check`.
+
+use std::{io::Write, net::IpAddr, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::Subcommand;
+
+use super::GeoArgs;
+use crate::daemon::inputs;
+
+/// Policy subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file and print what it compiles to; exits non-zero with the line and
+    /// the problem when it is invalid.
+    Check {
+        /// The policy file (TOML).
+        file: PathBuf,
+        /// Geo databases, for country and ASN rules.
+        #[command(flatten)]
+        geo: GeoArgs,
+        /// Also show the verdict and rule for these addresses.
+        #[arg(long, value_name = "IP")]
+        explain: Vec<IpAddr>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl PolicyCommand {
+    /// Runs the subcommand.
+    pub fn run(&self, out: &mut dyn Write) -> anyhow::Result<()> {
+        let Self::Check {
+            file,
+            geo,
+            explain,
+            json,
+        } = self;
+        let policy = inputs::load_policy(Some(file))?;
+        let (country, asn) = inputs::geo_paths(geo.geo_db.as_deref(), geo.asn_db.as_deref());
+        let db = inputs::open_geo(country.as_deref(), asn.as_deref())?;
+        let compiled = inputs::compile_policy(&policy, db.as_deref())?;
+        let summary = compiled.summary();
+        if *json {
+            serde_json::to_writer_pretty(&mut *out, &summary).context("writing JSON")?;
+            writeln!(out)?;
+        } else {
+            write!(out, "{summary}")?;
+            writeln!(out, "policy OK")?;
+        }
+        for ip in explain {
+            let (action, rule) = compiled.lookup(*ip);
+            writeln!(out, "{ip}: {} by {}", action.as_str(), compiled.rule_name(rule))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+//! `ollama-egress run`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::GeoArgs;
+use crate::{
+    daemon::RunOptions,
+    logstore::{DEFAULT_LOG_DIR, Mode},
+    target::TargetSpec,
+};
+
+/// Options of `run`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["monitor", "enforce"])))]
+#[command(group(clap::ArgGroup::new("target").args(["cgroup", "unit", "process"])))]
+pub struct RunArgs {
+    /// Record every decision, block nothing: denied connections are logged as `would_block`.
+    #[arg(long)]
+    pub monitor: bool,
+    /// Drop denied connections in the kernel (connect() fails at once with EPERM).
+    #[arg(long)]
+    pub enforce: bool,
+    /// Attach to this cgroup v2 directory.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Attach to the cgroup of this systemd unit (e.g. ollama.service).
+    #[arg(long, value_name = "NAME")]
+    pub unit: Option<String>,
+    /// Move processes with this name (now and as they start) into the managed cgroup and
+    /// attach there. This is the default, with `ollama`.
+    #[arg(long, value_name = "NAME")]
+    pub process: Option<String>,
+    /// Policy file (TOML). [default: /etc/ollama-egress/policy.toml, or the built-in policy
+    /// (allow loopback and private ranges, deny the rest) when that file does not exist]
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Geo databases.
+    #[command(flatten)]
+    pub geo: GeoArgs,
+    /// Directory of the event log and the daemon's state.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_LOG_DIR)]
+    pub log_dir: PathBuf,
+    /// Address for the Prometheus metrics endpoint (`/metrics`).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// bpffs directory where programs, links and maps are pinned.
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/ollama-egress")]
+    pub pin_dir: PathBuf,
+    /// Most prefixes each kernel policy table holds (per address family).
+    #[arg(long, value_name = "N", default_value_t = ollama_egress_common::DEFAULT_MAX_PREFIXES)]
+    pub max_prefixes: u32,
+    /// Name of the cgroup, under the cgroup v2 root, that --process moves processes into.
+    #[arg(long, value_name = "NAME", default_value = "ollama-egress")]
+    pub managed_cgroup: String,
+}
+
+impl RunArgs {
+    /// The daemon's options.
+    pub fn options(&self) -> RunOptions {
+        let target = match (&self.cgroup, &self.unit, &self.process) {
+            (Some(c), _, _) => TargetSpec::Cgroup(c.clone()),
+            (_, Some(u), _) => TargetSpec::Unit(u.clone()),
+            (_, _, Some(p)) => TargetSpec::Process(p.clone()),
+            _ => TargetSpec::Process("ollama".to_owned()),
+        };
+        RunOptions {
+            mode: if self.enforce { Mode::Enforce } else { Mode::Monitor },
+            target,
+            policy: self.policy.clone(),
+            geo_db: self.geo.geo_db.clone(),
+            asn_db: self.geo.asn_db.clone(),
+            log_dir: self.log_dir.clone(),
+            max_prefixes: self.max_prefixes,
+            managed_cgroup: self.managed_cgroup.clone(),
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The capabilities the daemon needs, checked before anything is touched.
+
+use std::fs;
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// The missing capabilities, by name, for loading and attaching the programs and moving
+/// processes between cgroups. Empty when everything needed is there.
+pub fn missing_capabilities() -> Vec<&'static str> {
+    let eff = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| parse_cap_eff(&s))
+        .unwrap_or(0);
+    missing_from(eff)
+}
+
+/// Missing capabilities in an effective set.
+pub fn missing_from(eff: u64) -> Vec<&'static str> {
+    let has = |cap: u32| eff & (1u64 << cap) != 0;
+    if has(CAP_SYS_ADMIN) && has(CAP_NET_ADMIN) {
+        // CAP_SYS_ADMIN covers BPF and PERFMON on every kernel that has them.
+        return Vec::new();
+    }
+    let mut missing = Vec::new();
+    for (cap, name) in [
+        (CAP_BPF, "CAP_BPF"),
+        (CAP_PERFMON, "CAP_PERFMON"),
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+    ] {
+        if !has(cap) && !(cap != CAP_NET_ADMIN && has(CAP_SYS_ADMIN)) {
+            missing.push(name);
+        }
+    }
+    missing
+}
+
+fn parse_cap_eff(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_has_everything() {
+        assert!(missing_from(0x000001ffffffffff).is_empty());
+    }
+
+    #[test]
+    fn nothing_names_all() {
+        assert_eq!(missing_from(0), vec!["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]);
+    }
+
+    #[test]
+    fn bpf_without_net_admin() {
+        let eff = (1 << CAP_BPF) | (1 << CAP_PERFMON);
+        assert_eq!(missing_from(eff), vec!["CAP_NET_ADMIN"]);
+    }
+
+    #[test]
+    fn parses_status() {
+        let s = "Name:\tx\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(parse_cap_eff(s), Some(0x1ffffffffff));
+    }
+}

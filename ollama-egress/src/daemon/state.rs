@@ -1,0 +1,111 @@
+//! `<log-dir>/state.json`: what a running daemon is doing, for `status`.
+
+use std::{
+    fs,
+    io::{self, Write as _},
+    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// File name of the state file inside the log directory.
+pub const STATE_FILE: &str = "state.json";
+
+/// The running daemon's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonState {
+    /// Process id of the daemon.
+    pub pid: u32,
+    /// "monitor" or "enforce".
+    pub mode: String,
+    /// The target as given (`cgroup …`, `unit …`, `processes named …`).
+    pub target: String,
+    /// The cgroup the programs are attached to.
+    pub cgroup: PathBuf,
+    /// Where the policy came from (a path or "built-in").
+    pub policy: String,
+    /// Policy generation in force.
+    pub generation: u32,
+    /// Kernel ids of the attached programs, by program name.
+    pub programs: Vec<(String, u32)>,
+    /// When the daemon started (RFC 3339).
+    pub started: String,
+    /// Country database in use, if any.
+    pub geo_db: Option<PathBuf>,
+    /// ASN database in use, if any.
+    pub asn_db: Option<PathBuf>,
+}
+
+impl DaemonState {
+    /// Writes the state atomically (temp file + rename), mode 0640.
+    pub fn write(&self, dir: &Path) -> io::Result<()> {
+        let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
+        f.sync_all()?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o640))?;
+        fs::rename(&tmp, dir.join(STATE_FILE))
+    }
+
+    /// Reads the state file of `dir`; `None` when there is none.
+    pub fn read(dir: &Path) -> io::Result<Option<Self>> {
+        match fs::read(dir.join(STATE_FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(io::Error::other),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes the state file of `dir` (a missing file is fine).
+    pub fn remove(dir: &Path) -> io::Result<()> {
+        match fs::remove_file(dir.join(STATE_FILE)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the recorded daemon process is still alive.
+    pub fn daemon_alive(&self) -> bool {
+        Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_remove() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(DaemonState::read(dir.path()).expect("read"), None);
+        let st = DaemonState {
+            pid: std::process::id(),
+            mode: "enforce".into(),
+            target: "cgroup /x".into(),
+            cgroup: "/x".into(),
+            policy: "built-in".into(),
+            generation: 2,
+            programs: vec![("egress".into(), 7)],
+            started: "2026-11-22T10:00:00Z".into(),
+            geo_db: None,
+            asn_db: None,
+        };
+        st.write(dir.path()).expect("write");
+        let back = DaemonState::read(dir.path()).expect("read").expect("present");
+        assert_eq!(back, st);
+        assert!(back.daemon_alive());
+        let mode = fs::metadata(dir.path().join(STATE_FILE)).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
+        DaemonState::remove(dir.path()).expect("remove");
+        DaemonState::remove(dir.path()).expect("remove twice");
+        assert_eq!(DaemonState::read(dir.path()).expect("read"), None);
+    }
+}

@@ -1,0 +1,295 @@
+//! Loading the kernel programs, attaching them to a cgroup, and checking with the kernel that
+//! they are attached.
+
+mod attach;
+mod tables;
+
+use std::{fs::File, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSockAddr},
+};
+use ollama_egress_common::{
+    COUNTER_ENTRIES, Counter, DIRECTION_COUNT, EVENTS_MAP, PACKET_COUNTERS_MAP, POLICY_V4_MAPS,
+    POLICY_V6_MAPS, STAT_EVENTS_LOST, STATS_MAP, VERDICT_COUNT, counter_index,
+};
+
+pub use attach::{AttachPoint, attached_program_ids};
+pub use tables::{PolicyTables, TableError, TablePolicy};
+
+/// The kernel object built by `build.rs`.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ollama-egress"));
+
+/// Errors of loading and attaching.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    /// The binary was built with `AYA_BUILD_SKIP` and carries no kernel object.
+    #[error(
+        "this build of ollama-egress carries no eBPF object (built with AYA_BUILD_SKIP=1); rebuild it with bpf-linker installed (`cargo xtask setup`)"
+    )]
+    NoObject,
+    /// The kernel refused the object or a map.
+    #[error("loading the eBPF programs failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program or map is missing from the object.
+    #[error("the eBPF object has no {kind} named {name}")]
+    Missing {
+        /// "program" or "map".
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// A program operation failed (load, attach).
+    #[error("{what}: {source}")]
+    Program {
+        /// What was being done.
+        what: String,
+        /// The kernel's answer.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A map operation failed.
+    #[error("{what}: {source}")]
+    Map {
+        /// What was being done.
+        what: String,
+        /// The kernel's answer.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// The target cgroup directory could not be opened.
+    #[error("cannot open cgroup {path}: {source}")]
+    Cgroup {
+        /// The directory.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Asking the kernel which programs are attached failed.
+    #[error("querying the programs attached to {path}: {source}")]
+    Query {
+        /// The cgroup.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// After attaching, the kernel does not list a program on the cgroup.
+    #[error("program {program} is not attached to {path} although the attach call succeeded")]
+    NotAttached {
+        /// The program.
+        program: &'static str,
+        /// The cgroup.
+        path: String,
+    },
+}
+
+/// Sizes of the maps, chosen before the object is loaded.
+#[derive(Clone, Copy, Debug)]
+pub struct MapSizes {
+    /// Capacity of each policy trie (per family and slot).
+    pub max_prefixes: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        Self {
+            max_prefixes: ollama_egress_common::DEFAULT_MAX_PREFIXES,
+        }
+    }
+}
+
+/// The loaded (not yet attached) programs and their maps.
+pub struct Loaded {
+    ebpf: Ebpf,
+    sizes: MapSizes,
+}
+
+impl Loaded {
+    /// Loads the programs into the kernel and verifies them.
+    pub fn load(sizes: MapSizes) -> Result<Self, LoaderError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(LoaderError::NoObject);
+        }
+        let mut loader = EbpfLoader::new();
+        for name in POLICY_V4_MAPS.iter().chain(POLICY_V6_MAPS.iter()) {
+            loader.map_max_entries(name, sizes.max_prefixes.max(1));
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
+        for point in AttachPoint::ALL {
+            let name = point.program_name();
+            let prog = ebpf.program_mut(name).ok_or_else(|| LoaderError::Missing {
+                kind: "program",
+                name: name.to_owned(),
+            })?;
+            let res = match point.sock_addr_type() {
+                Some(_) => <&mut CgroupSockAddr>::try_from(prog).and_then(|p| p.load()),
+                None => <&mut CgroupSkb>::try_from(prog).and_then(|p| p.load()),
+            };
+            res.map_err(|source| LoaderError::Program {
+                what: format!("loading program {name}"),
+                source,
+            })?;
+        }
+        Ok(Self { ebpf, sizes })
+    }
+
+    /// Takes the policy tables out of the object. Call once, before attaching.
+    pub fn policy_tables(&mut self) -> Result<PolicyTables, LoaderError> {
+        PolicyTables::from_ebpf(&mut self.ebpf, self.sizes.max_prefixes.max(1))
+    }
+
+    /// Takes the event ring buffer out of the object.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, LoaderError> {
+        let map = take_map(&mut self.ebpf, EVENTS_MAP)?;
+        RingBuf::try_from(map).map_err(|source| LoaderError::Map {
+            what: format!("opening {EVENTS_MAP}"),
+            source,
+        })
+    }
+
+    /// Takes the kernel counters out of the object.
+    pub fn take_counters(&mut self) -> Result<KernelCounters, LoaderError> {
+        let packets = take_map(&mut self.ebpf, PACKET_COUNTERS_MAP)?;
+        let stats = take_map(&mut self.ebpf, STATS_MAP)?;
+        Ok(KernelCounters {
+            packets: PerCpuArray::try_from(packets).map_err(|source| LoaderError::Map {
+                what: format!("opening {PACKET_COUNTERS_MAP}"),
+                source,
+            })?,
+            stats: PerCpuArray::try_from(stats).map_err(|source| LoaderError::Map {
+                what: format!("opening {STATS_MAP}"),
+                source,
+            })?,
+        })
+    }
+
+    /// Attaches every program to `cgroup` and checks with the kernel that each is listed there.
+    ///
+    /// aya attaches with `bpf_link_create`, whose cgroup links always coexist with other
+    /// programs on the cgroup (systemd's IP filters, for one) and which takes no attach flags:
+    /// `CgroupAttachMode::Single` is the mode that passes none.
+    pub fn attach(&mut self, cgroup: &Path) -> Result<(), LoaderError> {
+        let dir = File::open(cgroup).map_err(|source| LoaderError::Cgroup {
+            path: cgroup.display().to_string(),
+            source,
+        })?;
+        for point in AttachPoint::ALL {
+            let name = point.program_name();
+            let prog = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| LoaderError::Missing {
+                    kind: "program",
+                    name: name.to_owned(),
+                })?;
+            let res = match point.skb_type() {
+                Some(ty) => <&mut CgroupSkb>::try_from(prog)
+                    .and_then(|p| p.attach(&dir, ty, CgroupAttachMode::Single))
+                    .map(drop),
+                None => <&mut CgroupSockAddr>::try_from(prog)
+                    .and_then(|p| p.attach(&dir, CgroupAttachMode::Single))
+                    .map(drop),
+            };
+            res.map_err(|source| LoaderError::Program {
+                what: format!("attaching {name} to {}", cgroup.display()),
+                source,
+            })?;
+        }
+        self.verify_attached(cgroup)
+    }
+
+    /// Checks with the kernel that every program of this object is attached to `cgroup`.
+    pub fn verify_attached(&self, cgroup: &Path) -> Result<(), LoaderError> {
+        for point in AttachPoint::ALL {
+            let id = self.program_id(point)?;
+            let ids = attached_program_ids(cgroup, point).map_err(|source| LoaderError::Query {
+                path: cgroup.display().to_string(),
+                source,
+            })?;
+            if !ids.contains(&id) {
+                return Err(LoaderError::NotAttached {
+                    program: point.program_name(),
+                    path: cgroup.display().to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The kernel id of the program for `point`.
+    pub fn program_id(&self, point: AttachPoint) -> Result<u32, LoaderError> {
+        let name = point.program_name();
+        let prog = self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| LoaderError::Missing {
+                kind: "program",
+                name: name.to_owned(),
+            })?;
+        let info = prog.info().map_err(|source| LoaderError::Program {
+            what: format!("reading the id of {name}"),
+            source,
+        })?;
+        Ok(info.id())
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map, LoaderError> {
+    ebpf.take_map(name).ok_or_else(|| LoaderError::Missing {
+        kind: "map",
+        name: name.to_owned(),
+    })
+}
+
+/// Packet/byte counters and statistics kept by the kernel programs.
+pub struct KernelCounters {
+    packets: PerCpuArray<MapData, Counter>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+/// A snapshot of [`KernelCounters`], summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// `[direction][verdict]`.
+    pub packets: [[Counter; VERDICT_COUNT as usize]; DIRECTION_COUNT as usize],
+    /// Events the ring buffer could not take.
+    pub events_lost: u64,
+}
+
+impl KernelCounters {
+    /// Reads and sums the per-CPU counters.
+    pub fn snapshot(&self) -> Result<CounterSnapshot, LoaderError> {
+        let mut snap = CounterSnapshot::default();
+        for d in 0..DIRECTION_COUNT {
+            for v in 0..VERDICT_COUNT {
+                let idx = counter_index(d, v);
+                debug_assert!(idx < COUNTER_ENTRIES);
+                let values = self
+                    .packets
+                    .get(&idx, 0)
+                    .map_err(|source| LoaderError::Map {
+                        what: format!("reading {PACKET_COUNTERS_MAP}[{idx}]"),
+                        source,
+                    })?;
+                let slot = &mut snap.packets[d as usize][v as usize];
+                for c in values.iter() {
+                    slot.packets += c.packets;
+                    slot.bytes += c.bytes;
+                }
+            }
+        }
+        let lost = self
+            .stats
+            .get(&STAT_EVENTS_LOST, 0)
+            .map_err(|source| LoaderError::Map {
+                what: format!("reading {STATS_MAP}"),
+                source,
+            })?;
+        snap.events_lost = lost.iter().sum();
+        Ok(snap)
+    }
+}

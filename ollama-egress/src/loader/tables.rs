@@ -1,0 +1,248 @@
+//! The policy tables in the kernel: two slots, each an IPv4 and an IPv6 LPM trie plus a
+//! [`SlotConfig`]. A new policy is written into the inactive slot and switched in by one update
+//! of `ACTIVE_SLOT`, so no packet is ever judged against a half-written policy.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf,
+    maps::{
+        Array, MapData,
+        lpm_trie::{Key, LpmTrie},
+    },
+};
+use ipnet::{Ipv4Net, Ipv6Net};
+use ollama_egress_common::{
+    ACTIVE_SLOT_MAP, POLICY_V4_MAPS, POLICY_V6_MAPS, PolicyValue, SLOT_CONFIG_MAP, SlotConfig,
+};
+
+use super::LoaderError;
+
+/// A program that read the old `ACTIVE_SLOT` just before a flip may still be looking at the old
+/// slot for the length of one program run (microseconds). The old slot is not rewritten until
+/// this much time has passed since the flip.
+const GRACE: Duration = Duration::from_millis(20);
+
+/// Errors of writing a policy into the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// The policy has more prefixes than the tries can hold.
+    #[error(
+        "the policy needs {needed} {family} prefixes but the kernel table holds at most {max}; raise --max-prefixes to at least {needed}"
+    )]
+    Capacity {
+        /// "IPv4" or "IPv6".
+        family: &'static str,
+        /// Prefixes in the policy.
+        needed: usize,
+        /// Capacity of the trie.
+        max: u32,
+    },
+    /// A map update failed; the active policy is unchanged.
+    #[error("writing the policy into {map}: {source}")]
+    Map {
+        /// The map.
+        map: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// A compiled policy in the form the kernel tables take.
+#[derive(Clone, Copy, Debug)]
+pub struct TablePolicy<'a> {
+    /// IPv4 prefixes.
+    pub v4: &'a [(Ipv4Net, PolicyValue)],
+    /// IPv6 prefixes.
+    pub v6: &'a [(Ipv6Net, PolicyValue)],
+    /// `ACTION_*` when nothing matches.
+    pub default_action: u32,
+    /// `MODE_*`.
+    pub mode: u32,
+}
+
+type Trie<const N: usize> = LpmTrie<MapData, [u8; N], PolicyValue>;
+type Contents<const N: usize> = HashMap<(u8, [u8; N]), PolicyValue>;
+
+/// Handles on the policy maps, and what userspace last wrote into each slot.
+pub struct PolicyTables {
+    v4: [Trie<4>; 2],
+    v6: [Trie<16>; 2],
+    active: Array<MapData, u32>,
+    config: Array<MapData, SlotConfig>,
+    contents_v4: [Contents<4>; 2],
+    contents_v6: [Contents<16>; 2],
+    max_v4: u32,
+    max_v6: u32,
+    active_slot: Option<u32>,
+    generation: u32,
+    flipped_at: Option<Instant>,
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoaderError {
+    move |source| LoaderError::Map {
+        what: format!("opening {map}"),
+        source,
+    }
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoaderError> {
+    ebpf.take_map(name).ok_or_else(|| LoaderError::Missing {
+        kind: "map",
+        name: name.to_owned(),
+    })
+}
+
+impl PolicyTables {
+    /// Takes the policy maps out of a freshly loaded object.
+    pub(super) fn from_ebpf(ebpf: &mut Ebpf, max_prefixes: u32) -> Result<Self, LoaderError> {
+        let [a4, b4] = POLICY_V4_MAPS;
+        let [a6, b6] = POLICY_V6_MAPS;
+        let v4 = [
+            Trie::<4>::try_from(take(ebpf, a4)?).map_err(map_err(a4))?,
+            Trie::<4>::try_from(take(ebpf, b4)?).map_err(map_err(b4))?,
+        ];
+        let v6 = [
+            Trie::<16>::try_from(take(ebpf, a6)?).map_err(map_err(a6))?,
+            Trie::<16>::try_from(take(ebpf, b6)?).map_err(map_err(b6))?,
+        ];
+        Ok(Self {
+            v4,
+            v6,
+            active: Array::try_from(take(ebpf, ACTIVE_SLOT_MAP)?)
+                .map_err(map_err(ACTIVE_SLOT_MAP))?,
+            config: Array::try_from(take(ebpf, SLOT_CONFIG_MAP)?)
+                .map_err(map_err(SLOT_CONFIG_MAP))?,
+            contents_v4: Default::default(),
+            contents_v6: Default::default(),
+            max_v4: max_prefixes,
+            max_v6: max_prefixes,
+            active_slot: None,
+            generation: 0,
+            flipped_at: None,
+        })
+    }
+
+    /// The generation of the policy in force (0 before the first [`apply`](Self::apply)).
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Writes `policy` into the inactive slot and switches it in. On error the policy in force
+    /// is untouched. Returns the new generation.
+    pub fn apply(&mut self, policy: TablePolicy<'_>) -> Result<u32, TableError> {
+        check_capacity("IPv4", policy.v4.len(), self.max_v4)?;
+        check_capacity("IPv6", policy.v6.len(), self.max_v6)?;
+        let slot = match self.active_slot {
+            Some(s) => 1 - s,
+            None => 1,
+        };
+        if let Some(at) = self.flipped_at {
+            let since = at.elapsed();
+            if since < GRACE {
+                std::thread::sleep(GRACE - since);
+            }
+        }
+        let s = slot as usize;
+        // Mark the slot incomplete while it is rewritten (it is inactive, so nothing reads it;
+        // this guards a reader that still races the previous flip).
+        let generation = self.generation.wrapping_add(1).max(1);
+        self.config
+            .set(slot, SlotConfig::default(), 0)
+            .map_err(|source| TableError::Map {
+                map: SLOT_CONFIG_MAP,
+                source,
+            })?;
+        let new_v4: Contents<4> = policy
+            .v4
+            .iter()
+            .map(|(net, v)| ((net.prefix_len(), net.network().octets()), *v))
+            .collect();
+        let new_v6: Contents<16> = policy
+            .v6
+            .iter()
+            .map(|(net, v)| ((net.prefix_len(), net.network().octets()), *v))
+            .collect();
+        sync_trie(
+            &mut self.v4[s],
+            &mut self.contents_v4[s],
+            new_v4,
+            POLICY_V4_MAPS[s],
+        )?;
+        sync_trie(
+            &mut self.v6[s],
+            &mut self.contents_v6[s],
+            new_v6,
+            POLICY_V6_MAPS[s],
+        )?;
+        let cfg = SlotConfig {
+            default_action: policy.default_action,
+            mode: policy.mode,
+            generation,
+            valid: 1,
+        };
+        self.config
+            .set(slot, cfg, 0)
+            .map_err(|source| TableError::Map {
+                map: SLOT_CONFIG_MAP,
+                source,
+            })?;
+        self.active
+            .set(0, slot, 0)
+            .map_err(|source| TableError::Map {
+                map: ACTIVE_SLOT_MAP,
+                source,
+            })?;
+        self.active_slot = Some(slot);
+        self.generation = generation;
+        self.flipped_at = Some(Instant::now());
+        Ok(generation)
+    }
+}
+
+fn check_capacity(family: &'static str, needed: usize, max: u32) -> Result<(), TableError> {
+    if needed > max as usize {
+        return Err(TableError::Capacity {
+            family,
+            needed,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Makes `trie` hold exactly `new`: removes what is stale, writes what changed.
+fn sync_trie<const N: usize>(
+    trie: &mut Trie<N>,
+    contents: &mut Contents<N>,
+    new: Contents<N>,
+    map: &'static str,
+) -> Result<(), TableError> {
+    let stale: Vec<(u8, [u8; N])> = contents
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .copied()
+        .collect();
+    for k in stale {
+        let key = Key::new(u32::from(k.0), k.1);
+        match trie.remove(&key) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(source) => return Err(TableError::Map { map, source }),
+        }
+        contents.remove(&k);
+    }
+    for (k, v) in &new {
+        if contents.get(k) == Some(v) {
+            continue;
+        }
+        let key = Key::new(u32::from(k.0), k.1);
+        trie.insert(&key, *v, 0)
+            .map_err(|source| TableError::Map { map, source })?;
+        contents.insert(*k, *v);
+    }
+    Ok(())
+}

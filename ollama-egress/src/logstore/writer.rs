@@ -1,0 +1,524 @@
+//! [`LogWriter`]: appends records to `events.jsonl` and rotates it by size.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{EVENTS_FILE, EventRecord, LogError};
+
+/// Default size at which `events.jsonl` is rotated: 64 MiB.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Default number of rotated files kept (`events.jsonl.1` … `events.jsonl.8`); with the default
+/// size the log takes at most 9 × 64 MiB = 576 MiB.
+pub const DEFAULT_MAX_FILES: usize = 8;
+
+/// Mode of a log directory the writer creates.
+const DIR_MODE: u32 = 0o750;
+/// Mode of a log file the writer creates.
+const FILE_MODE: u32 = 0o640;
+
+/// When and how far the log rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotateOptions {
+    /// Rotate when appending a record would make `events.jsonl` larger than this many bytes
+    /// (default [`DEFAULT_MAX_BYTES`], 64 MiB). A single record larger than this is still
+    /// written, alone in its file.
+    pub max_bytes: u64,
+    /// Rotated files to keep (default [`DEFAULT_MAX_FILES`], 8); the oldest beyond this are
+    /// deleted. 0 keeps none: the active file starts over.
+    pub max_files: usize,
+}
+
+impl Default for RotateOptions {
+    fn default() -> Self {
+        RotateOptions {
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_files: DEFAULT_MAX_FILES,
+        }
+    }
+}
+
+/// Appends [`EventRecord`]s to `<dir>/events.jsonl`, one JSON object per line.
+///
+/// Each record goes out in a single `write(2)` on an `O_APPEND` descriptor: readers never wait
+/// for a buffer, and a crash loses nothing written. A failed write or rotation (disk full,
+/// permissions) returns an error, counts the record in [`dropped`](Self::dropped) and leaves
+/// the writer usable: the next [`write`](Self::write) tries again. Not meant for several
+/// writers on one directory at once.
+#[derive(Debug)]
+pub struct LogWriter {
+    dir: PathBuf,
+    path: PathBuf,
+    opts: RotateOptions,
+    /// `None` after a failed (re)open; reopened on the next write.
+    file: Option<File>,
+    /// Bytes in the active file, as far as this writer knows.
+    size: u64,
+    /// A failed write may have left part of a line behind; start the next with a newline.
+    broken_line: bool,
+    written: u64,
+    dropped: u64,
+    line: Vec<u8>,
+}
+
+impl LogWriter {
+    /// Opens `<dir>/events.jsonl` for appending, creating `dir` (mode 0750) and the file
+    /// (mode 0640) when missing. Existing directories and files keep their permissions.
+    pub fn open(dir: &Path, opts: RotateOptions) -> Result<LogWriter, LogError> {
+        create_dir(dir)?;
+        let path = dir.join(EVENTS_FILE);
+        let mut writer = LogWriter {
+            dir: dir.to_path_buf(),
+            path,
+            opts,
+            file: None,
+            size: 0,
+            broken_line: false,
+            written: 0,
+            dropped: 0,
+            line: Vec::with_capacity(512),
+        };
+        writer.reopen()?;
+        Ok(writer)
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The active log file, `<dir>/events.jsonl`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records written since [`open`](Self::open).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Records dropped because writing or rotating failed, since [`open`](Self::open).
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Appends one record as one line, rotating first if the line would not fit.
+    ///
+    /// On error the record is not in the log (at most a fragment, which readers skip as a
+    /// malformed line), [`dropped`](Self::dropped) counts it, and the writer stays usable.
+    pub fn write(&mut self, record: &EventRecord) -> Result<(), LogError> {
+        match self.try_write(record) {
+            Ok(()) => {
+                self.written += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.dropped += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes the active file. Records are not buffered in user space, so this only reports
+    /// an error the OS has kept for the file; it does not `fsync`.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        match &mut self.file {
+            Some(file) => file.flush().map_err(|source| LogError::Write {
+                path: self.path.clone(),
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn try_write(&mut self, record: &EventRecord) -> Result<(), LogError> {
+        self.line.clear();
+        if self.broken_line {
+            self.line.push(b'\n');
+        }
+        serde_json::to_writer(&mut self.line, record).map_err(|source| LogError::Encode {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.line.push(b'\n');
+        let len = self.line.len() as u64;
+        if self.size > 0 && self.size.saturating_add(len) > self.opts.max_bytes {
+            self.rotate()?;
+            // A fresh file needs no newline to close a fragment.
+            if self.broken_line {
+                self.line.remove(0);
+                self.broken_line = false;
+            }
+        }
+        if self.file.is_none() {
+            self.reopen()?;
+        }
+        let Some(file) = self.file.as_mut() else {
+            // reopen() either sets the file or fails.
+            return Err(LogError::Write {
+                path: self.path.clone(),
+                source: io::Error::other("log file not open"),
+            });
+        };
+        match file.write_all(&self.line) {
+            Ok(()) => {
+                self.size += self.line.len() as u64;
+                self.broken_line = false;
+                Ok(())
+            }
+            Err(source) => {
+                // Cut a partial line off again; if that fails too, the next line starts with a
+                // newline so the fragment stays a line of its own.
+                match file.set_len(self.size) {
+                    Ok(()) => {}
+                    Err(_) => self.broken_line = true,
+                }
+                // The real size is unknown after a partial write; re-read it on the next write.
+                if let Ok(meta) = file.metadata() {
+                    self.size = meta.len();
+                    self.broken_line = self.size > 0 && self.broken_line;
+                } else {
+                    self.file = None;
+                }
+                Err(LogError::Write {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// (Re)opens the active file for appending and learns its size.
+    fn reopen(&mut self) -> Result<(), LogError> {
+        self.file = None;
+        let file = open_append(&self.path)?;
+        let size = file
+            .metadata()
+            .map_err(|source| LogError::Open {
+                path: self.path.clone(),
+                source,
+            })?
+            .len();
+        self.size = size;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// `events.jsonl.(max_files-1)` → `.max_files` … `events.jsonl` → `.1`, deleting what falls
+    /// off the end, then opens a new `events.jsonl`.
+    fn rotate(&mut self) -> Result<(), LogError> {
+        let max = self.opts.max_files;
+        // Delete everything at or beyond the last slot, including leftovers of a larger
+        // max_files in an earlier run.
+        for (n, path) in rotated_files(&self.dir)? {
+            if n >= max.max(1) {
+                remove_if_exists(&path)?;
+            }
+        }
+        if max == 0 {
+            remove_if_exists(&self.path)?;
+        } else {
+            for n in (1..max).rev() {
+                rename_if_exists(
+                    &rotated_path(&self.path, n),
+                    &rotated_path(&self.path, n + 1),
+                )?;
+            }
+            rename_if_exists(&self.path, &rotated_path(&self.path, 1))?;
+        }
+        self.file = None;
+        self.size = 0;
+        self.reopen()
+    }
+}
+
+/// `events.jsonl.N`.
+fn rotated_path(active: &Path, n: usize) -> PathBuf {
+    let mut name = active.as_os_str().to_owned();
+    name.push(format!(".{n}"));
+    PathBuf::from(name)
+}
+
+/// The rotated files present in `dir`, as `(N, path)`, unordered.
+pub(super) fn rotated_files(dir: &Path) -> Result<Vec<(usize, PathBuf)>, LogError> {
+    let entries = fs::read_dir(dir).map_err(|e| LogError::read(dir, e))?;
+    let prefix = format!("{EVENTS_FILE}.");
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| LogError::read(dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(suffix) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        // Only plain decimal suffixes: not "events.jsonl.1.gz" or "events.jsonl.+1".
+        if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(n) = suffix.parse::<usize>() {
+            if n > 0 {
+                out.push((n, entry.path()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), LogError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(LogError::Rotate {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn rename_if_exists(from: &Path, to: &Path) -> Result<(), LogError> {
+    match fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(LogError::Rotate {
+            path: from.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Creates `dir` and missing parents; a directory this call creates gets exactly 0750.
+fn create_dir(dir: &Path) -> Result<(), LogError> {
+    let err = |source| LogError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(err)?;
+    }
+    match DirBuilder::new().mode(DIR_MODE).create(dir) {
+        // The umask may have taken bits away; set them as documented.
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(err),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// Opens `path` for appending without following a symlink; a file this call creates gets
+/// exactly 0640.
+fn open_append(path: &Path) -> Result<File, LogError> {
+    let err = |source| LogError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let open = |create_new: bool| {
+        let mut o = OpenOptions::new();
+        o.append(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW);
+        if create_new {
+            o.create_new(true);
+        }
+        o.open(path)
+    };
+    match open(false) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match open(true) {
+            Ok(f) => {
+                f.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+                    .map_err(err)?;
+                Ok(f)
+            }
+            // Lost a race with another creator: use theirs.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open(false).map_err(err),
+            Err(e) => Err(err(e)),
+        },
+        Err(e) => Err(err(e)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::logstore::record::tests::sample;
+    use time::macros::datetime;
+
+    fn records(n: usize) -> Vec<EventRecord> {
+        (0..n)
+            .map(|i| {
+                let mut r =
+                    sample(datetime!(2026-11-22 10:00:00 UTC) + time::Duration::seconds(i as i64));
+                r.pid = i as u32;
+                r
+            })
+            .collect()
+    }
+
+    fn pids(path: &Path) -> Vec<u32> {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<EventRecord>(l).unwrap().pid)
+            .collect()
+    }
+
+    #[test]
+    fn creates_dir_and_file_with_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b/log");
+        let mut w = LogWriter::open(&dir, RotateOptions::default()).unwrap();
+        w.write(&records(1)[0]).unwrap();
+        w.flush().unwrap();
+        let dmode = fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+        let fmode = fs::metadata(dir.join(EVENTS_FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777;
+        assert_eq!(dmode, 0o750, "dir mode {dmode:o}");
+        assert_eq!(fmode, 0o640, "file mode {fmode:o}");
+        assert_eq!((w.written(), w.dropped()), (1, 0));
+    }
+
+    #[test]
+    fn appends_to_existing_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let recs = records(4);
+        {
+            let mut w = LogWriter::open(tmp.path(), RotateOptions::default()).unwrap();
+            w.write(&recs[0]).unwrap();
+            w.write(&recs[1]).unwrap();
+        }
+        let mut w = LogWriter::open(tmp.path(), RotateOptions::default()).unwrap();
+        w.write(&recs[2]).unwrap();
+        w.write(&recs[3]).unwrap();
+        assert_eq!(pids(&tmp.path().join(EVENTS_FILE)), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn rotation_keeps_max_files_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let recs = records(40);
+        let line_len = serde_json::to_string(&recs[39]).unwrap().len() as u64 + 1;
+        // Three lines per file.
+        let opts = RotateOptions {
+            max_bytes: line_len * 3 + 1,
+            max_files: 3,
+        };
+        let mut w = LogWriter::open(tmp.path(), opts).unwrap();
+        for r in &recs {
+            w.write(r).unwrap();
+        }
+        let mut rotated: Vec<usize> = rotated_files(tmp.path())
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        rotated.sort();
+        assert_eq!(rotated, vec![1, 2, 3]);
+        let mut all = Vec::new();
+        for n in [3, 2, 1] {
+            let p = pids(&rotated_path(&w.path, n));
+            assert_eq!(p.len(), 3);
+            all.extend(p);
+        }
+        let active = pids(w.path());
+        assert_eq!(active, vec![39]);
+        all.extend(active);
+        assert_eq!(all, (30..40).collect::<Vec<u32>>());
+        for (_, p) in rotated_files(tmp.path()).unwrap() {
+            assert!(fs::metadata(&p).unwrap().len() <= opts.max_bytes);
+        }
+    }
+
+    #[test]
+    fn rotation_removes_leftovers_and_zero_keeps_none() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("events.jsonl.7"), "old\n").unwrap();
+        fs::write(tmp.path().join("events.jsonl.1.gz"), "not ours\n").unwrap();
+        let recs = records(3);
+        let opts = RotateOptions {
+            max_bytes: 10,
+            max_files: 0,
+        };
+        let mut w = LogWriter::open(tmp.path(), opts).unwrap();
+        for r in &recs {
+            w.write(r).unwrap();
+        }
+        assert!(rotated_files(tmp.path()).unwrap().is_empty());
+        assert!(tmp.path().join("events.jsonl.1.gz").exists());
+        assert_eq!(pids(w.path()), vec![2]);
+    }
+
+    #[test]
+    fn oversized_record_is_written_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = RotateOptions {
+            max_bytes: 10,
+            max_files: 2,
+        };
+        let mut w = LogWriter::open(tmp.path(), opts).unwrap();
+        for r in &records(2) {
+            w.write(r).unwrap();
+        }
+        assert_eq!(pids(w.path()), vec![1]);
+        assert_eq!(pids(&rotated_path(w.path(), 1)), vec![0]);
+    }
+
+    #[test]
+    fn failed_rotation_drops_and_recovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let recs = records(3);
+        let opts = RotateOptions {
+            max_bytes: 10,
+            max_files: 1,
+        };
+        let mut w = LogWriter::open(tmp.path(), opts).unwrap();
+        w.write(&recs[0]).unwrap();
+        // A non-empty directory where the rotated file goes: neither removable nor replaceable,
+        // even for root.
+        let blocker = tmp.path().join("events.jsonl.1");
+        fs::create_dir(&blocker).unwrap();
+        fs::write(blocker.join("x"), "x").unwrap();
+        let err = w.write(&recs[1]).unwrap_err();
+        assert!(matches!(err, LogError::Rotate { .. }), "{err}");
+        assert!(err.to_string().contains("events.jsonl.1"), "{err}");
+        assert_eq!((w.written(), w.dropped()), (1, 1));
+        fs::remove_dir_all(&blocker).unwrap();
+        w.write(&recs[2]).unwrap();
+        assert_eq!((w.written(), w.dropped()), (2, 1));
+        assert_eq!(pids(&blocker), vec![0]);
+        assert_eq!(pids(w.path()), vec![2]);
+    }
+
+    #[test]
+    fn write_error_is_reported_and_writer_recovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let recs = records(2);
+        let mut w = LogWriter::open(tmp.path(), RotateOptions::default()).unwrap();
+        // Simulate a device that refuses writes (as ENOSPC would) with /dev/full.
+        w.file = Some(OpenOptions::new().append(true).open("/dev/full").unwrap());
+        let err = w.write(&recs[0]).unwrap_err();
+        assert!(matches!(err, LogError::Write { .. }), "{err}");
+        assert!(err.to_string().contains("events.jsonl"), "{err}");
+        assert_eq!(w.dropped(), 1);
+        w.reopen().unwrap();
+        w.write(&recs[1]).unwrap();
+        assert_eq!(pids(w.path()), vec![1]);
+    }
+
+    #[test]
+    fn symlinked_log_file_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("elsewhere");
+        fs::write(&target, "").unwrap();
+        std::os::unix::fs::symlink(&target, tmp.path().join(EVENTS_FILE)).unwrap();
+        let err = LogWriter::open(tmp.path(), RotateOptions::default()).unwrap_err();
+        assert!(matches!(err, LogError::Open { .. }), "{err}");
+    }
+}

@@ -1,0 +1,375 @@
+//! Compilation of a [`Policy`] into the prefixes of the kernel's LPM tries.
+//!
+//! Semantics (the kernel does a longest-prefix-match lookup, one trie entry per prefix):
+//!
+//! 1. the longest matching prefix wins;
+//! 2. on an identical prefix, deny wins over allow;
+//! 3. within the same action on an identical prefix, the first rule in file order owns it
+//!    (`cidrs`, then `countries`, then `asns`; each in list order);
+//! 4. no match → the policy's default action, rule [`RULE_DEFAULT`].
+//!
+//! Countries and ASNs are expanded into networks by an [`Expander`] (the geo databases) and
+//! merged with the CIDR rules under the same precedence. A prefix whose nearest enclosing prefix
+//! carries the same action and rule is dropped: the LPM result is the same for every address.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ollama_egress_common::{PolicyValue, RULE_DEFAULT, RULE_IPV6_ROUTING_HEADER};
+use serde::Serialize;
+
+use super::cidr::canonical;
+use super::error::{ExpandError, PolicyError};
+use super::parse::{Action, Policy};
+
+/// Expands countries and ASNs into networks (implemented over the geo databases).
+pub trait Expander {
+    /// Every network the database maps to country `cc` (ISO 3166-1 alpha-2, upper case).
+    /// [`ExpandError::Unknown`] when the country is not in the database.
+    fn country_networks(&self, cc: &str) -> Result<Vec<IpNet>, ExpandError>;
+    /// Every network the database maps to AS number `asn`. [`ExpandError::Unknown`] when the
+    /// ASN is not in the database.
+    fn asn_networks(&self, asn: u32) -> Result<Vec<IpNet>, ExpandError>;
+}
+
+/// One rule of a compiled policy. Its index in [`CompiledPolicy::rules`] is the numeric rule id
+/// the kernel reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    /// Stable name: `default`, `allow.cidrs:10.0.0.0/8`, `deny.countries:CN`, `deny.asns:45102`.
+    pub id: String,
+    /// The rule's action.
+    pub action: Action,
+    /// IPv4 prefixes the rule owns in the compiled tries (after merging).
+    pub v4_prefixes: usize,
+    /// IPv6 prefixes the rule owns in the compiled tries (after merging).
+    pub v6_prefixes: usize,
+}
+
+/// A policy compiled for the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledPolicy {
+    /// Where the policy came from (file path or `built-in`).
+    pub origin: String,
+    /// The action when no prefix matches.
+    pub default_action: Action,
+    /// The rule table; index = numeric rule id, index 0 is always `default`.
+    pub rules: Vec<Rule>,
+    /// IPv4 trie entries, sorted, each prefix once, host bits clear.
+    pub v4: Vec<(Ipv4Net, PolicyValue)>,
+    /// IPv6 trie entries, sorted, each prefix once, host bits clear. Never holds an IPv4-mapped
+    /// network of length /96 or more: those are in [`CompiledPolicy::v4`].
+    pub v6: Vec<(Ipv6Net, PolicyValue)>,
+}
+
+/// Compiles `policy`. Country and ASN rules need an `expander`; without one they are a
+/// [`PolicyError::GeoDatabaseMissing`] error.
+pub fn compile(
+    policy: &Policy,
+    expander: Option<&dyn Expander>,
+) -> Result<CompiledPolicy, PolicyError> {
+    let origin = &policy.origin;
+    let expander = match expander {
+        Some(e) => Some(e),
+        None => {
+            let rules: Vec<String> = [(Action::Allow, &policy.allow), (Action::Deny, &policy.deny)]
+                .into_iter()
+                .flat_map(|(action, set)| {
+                    let a = action.as_str();
+                    set.countries
+                        .iter()
+                        .map(move |cc| format!("{a}.countries:{}", cc.to_ascii_uppercase()))
+                        .chain(set.asns.iter().map(move |asn| format!("{a}.asns:{asn}")))
+                })
+                .collect();
+            if !rules.is_empty() {
+                return Err(PolicyError::GeoDatabaseMissing {
+                    origin: origin.clone(),
+                    rules,
+                });
+            }
+            None
+        }
+    };
+
+    let mut b = Builder::new(policy.default);
+    for (action, set) in [(Action::Allow, &policy.allow), (Action::Deny, &policy.deny)] {
+        let a = action.as_str();
+        for net in &set.cidrs {
+            let net = canonical(*net);
+            b.rule(format!("{a}.cidrs:{net}"), action, origin, [net])?;
+        }
+        for cc in &set.countries {
+            let cc = cc.to_ascii_uppercase();
+            let id = format!("{a}.countries:{cc}");
+            if b.has(&id) {
+                continue;
+            }
+            let nets = expand(expander, |e| e.country_networks(&cc)).map_err(|e| {
+                expand_error(
+                    e,
+                    origin,
+                    &id,
+                    format!("{a}.countries"),
+                    format!("{cc:?}"),
+                    "geo",
+                )
+            })?;
+            b.rule(id, action, origin, nets)?;
+        }
+        for &asn in &set.asns {
+            let id = format!("{a}.asns:{asn}");
+            if b.has(&id) {
+                continue;
+            }
+            let nets = expand(expander, |e| e.asn_networks(asn)).map_err(|e| {
+                expand_error(e, origin, &id, format!("{a}.asns"), asn.to_string(), "ASN")
+            })?;
+            b.rule(id, action, origin, nets)?;
+        }
+    }
+    Ok(b.finish(origin))
+}
+
+fn expand(
+    expander: Option<&dyn Expander>,
+    f: impl FnOnce(&dyn Expander) -> Result<Vec<IpNet>, ExpandError>,
+) -> Result<Vec<IpNet>, ExpandError> {
+    // `compile` returns GeoDatabaseMissing before any expansion when there is no expander.
+    expander.map_or(Ok(Vec::new()), f)
+}
+
+fn expand_error(
+    e: ExpandError,
+    origin: &str,
+    rule: &str,
+    list: String,
+    item: String,
+    database: &'static str,
+) -> PolicyError {
+    match e {
+        ExpandError::Unknown => PolicyError::NotInDatabase {
+            origin: origin.to_string(),
+            list,
+            item,
+            database,
+        },
+        ExpandError::Database(message) => PolicyError::Expansion {
+            origin: origin.to_string(),
+            rule: rule.to_string(),
+            message,
+        },
+    }
+}
+
+/// A prefix offered by a rule, before precedence is applied.
+struct Candidate<N> {
+    net: N,
+    deny: bool,
+    rule: u32,
+}
+
+/// Collects rules and their candidate prefixes.
+struct Builder {
+    default_action: Action,
+    rules: Vec<Rule>,
+    ids: HashSet<String>,
+    v4: Vec<Candidate<Ipv4Net>>,
+    v6: Vec<Candidate<Ipv6Net>>,
+}
+
+impl Builder {
+    fn new(default_action: Action) -> Builder {
+        let mut b = Builder {
+            default_action,
+            rules: Vec::new(),
+            ids: HashSet::new(),
+            v4: Vec::new(),
+            v6: Vec::new(),
+        };
+        b.rules.push(Rule {
+            id: "default".to_string(),
+            action: default_action,
+            v4_prefixes: 0,
+            v6_prefixes: 0,
+        });
+        b
+    }
+
+    fn has(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// Adds a rule with its networks. A repeated id (possible in a policy built in code, never
+    /// in a parsed one) is skipped: its first occurrence already owns every prefix it could.
+    fn rule(
+        &mut self,
+        id: String,
+        action: Action,
+        origin: &str,
+        nets: impl IntoIterator<Item = IpNet>,
+    ) -> Result<(), PolicyError> {
+        if self.ids.contains(&id) {
+            return Ok(());
+        }
+        let rule = u32::try_from(self.rules.len())
+            .ok()
+            .filter(|&r| r != RULE_IPV6_ROUTING_HEADER)
+            .ok_or_else(|| PolicyError::TooManyRules {
+                origin: origin.to_string(),
+                count: self.rules.len() + 1,
+            })?;
+        let deny = action == Action::Deny;
+        for net in nets {
+            match canonical(net) {
+                IpNet::V4(net) => self.v4.push(Candidate { net, deny, rule }),
+                IpNet::V6(net) => self.v6.push(Candidate { net, deny, rule }),
+            }
+        }
+        self.ids.insert(id.clone());
+        self.rules.push(Rule {
+            id,
+            action,
+            v4_prefixes: 0,
+            v6_prefixes: 0,
+        });
+        Ok(())
+    }
+
+    fn finish(mut self, origin: &str) -> CompiledPolicy {
+        let v4 = merge(std::mem::take(&mut self.v4));
+        let v6 = merge(std::mem::take(&mut self.v6));
+        for (_, value) in &v4 {
+            if let Some(rule) = self.rules.get_mut(value.rule_id as usize) {
+                rule.v4_prefixes += 1;
+            }
+        }
+        for (_, value) in &v6 {
+            if let Some(rule) = self.rules.get_mut(value.rule_id as usize) {
+                rule.v6_prefixes += 1;
+            }
+        }
+        CompiledPolicy {
+            origin: origin.to_string(),
+            default_action: self.default_action,
+            rules: self.rules,
+            v4,
+            v6,
+        }
+    }
+}
+
+/// A network type the merge works on.
+trait Prefix: Copy + Ord {
+    /// Whether `self` contains all of `other`.
+    fn covers(&self, other: &Self) -> bool;
+}
+
+impl Prefix for Ipv4Net {
+    fn covers(&self, other: &Self) -> bool {
+        self.contains(other)
+    }
+}
+
+impl Prefix for Ipv6Net {
+    fn covers(&self, other: &Self) -> bool {
+        self.contains(other)
+    }
+}
+
+/// Applies precedence: one entry per prefix (deny before allow, then the first rule), then drops
+/// entries whose nearest enclosing entry has the same value. O(n log n).
+fn merge<N: Prefix>(mut candidates: Vec<Candidate<N>>) -> Vec<(N, PolicyValue)> {
+    // Ordering by network then prefix length puts every prefix right before the prefixes it
+    // contains (a pre-order walk of the prefix tree).
+    candidates.sort_unstable_by(|a, b| {
+        a.net
+            .cmp(&b.net)
+            .then(b.deny.cmp(&a.deny))
+            .then(a.rule.cmp(&b.rule))
+    });
+    candidates.dedup_by(|later, first| later.net == first.net);
+
+    let mut out: Vec<(N, PolicyValue)> = Vec::with_capacity(candidates.len());
+    // The kept prefixes enclosing the current one, outermost first.
+    let mut enclosing: Vec<(N, PolicyValue)> = Vec::new();
+    for c in candidates {
+        let value = PolicyValue {
+            action: if c.deny { Action::Deny } else { Action::Allow }.to_kernel(),
+            rule_id: c.rule,
+        };
+        while enclosing.last().is_some_and(|(net, _)| !net.covers(&c.net)) {
+            enclosing.pop();
+        }
+        if enclosing.last().is_some_and(|(_, v)| *v == value) {
+            continue;
+        }
+        enclosing.push((c.net, value));
+        out.push((c.net, value));
+    }
+    out
+}
+
+impl CompiledPolicy {
+    /// The stable name of numeric rule id `id`: the rule's id, `ipv6-routing-header` for
+    /// [`RULE_IPV6_ROUTING_HEADER`], `unknown` for an id not in the table.
+    pub fn rule_name(&self, id: u32) -> &str {
+        if id == RULE_IPV6_ROUTING_HEADER {
+            return "ipv6-routing-header";
+        }
+        self.rules
+            .get(id as usize)
+            .map_or("unknown", |r| r.id.as_str())
+    }
+
+    /// The numeric id of the rule named `name`.
+    pub fn rule_id(&self, name: &str) -> Option<u32> {
+        self.rules
+            .iter()
+            .position(|r| r.id == name)
+            .and_then(|i| u32::try_from(i).ok())
+    }
+
+    /// The verdict for destination `ip` and the numeric id of the rule that decided it, as the
+    /// kernel computes it. An IPv4-mapped IPv6 address is judged as its IPv4 address.
+    /// A reference implementation (a linear scan): correct, not fast.
+    pub fn lookup(&self, ip: IpAddr) -> (Action, u32) {
+        match self.lookup_entry(ip) {
+            // Any other action value cannot come from `compile`; fail closed regardless.
+            Some((_, value)) => (
+                Action::from_kernel(value.action).unwrap_or(Action::Deny),
+                value.rule_id,
+            ),
+            None => (self.default_action, RULE_DEFAULT),
+        }
+    }
+
+    /// The trie entry that decides destination `ip` (its longest matching prefix), or `None`
+    /// when the default action applies.
+    pub fn lookup_entry(&self, ip: IpAddr) -> Option<(IpNet, PolicyValue)> {
+        match ip {
+            IpAddr::V4(a) => self.lookup_v4(a),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => self.lookup_v4(v4),
+                None => self.lookup_v6(a),
+            },
+        }
+    }
+
+    fn lookup_v4(&self, a: Ipv4Addr) -> Option<(IpNet, PolicyValue)> {
+        self.v4
+            .iter()
+            .filter(|(net, _)| net.contains(&a))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(net, v)| (IpNet::V4(*net), *v))
+    }
+
+    fn lookup_v6(&self, a: Ipv6Addr) -> Option<(IpNet, PolicyValue)> {
+        self.v6
+            .iter()
+            .filter(|(net, _)| net.contains(&a))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(net, v)| (IpNet::V6(*net), *v))
+    }
+}

@@ -1,0 +1,291 @@
+//! The policy file: TOML text → validated [`Policy`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::cidr::{CidrError, parse_cidr};
+use super::error::{Location, PolicyError};
+
+/// What happens to traffic to a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Let it through.
+    Allow,
+    /// Refuse it: drop in enforce mode, record `would_block` in monitor mode.
+    Deny,
+}
+
+impl Action {
+    /// `"allow"` or `"deny"`, as in the policy file, events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "allow",
+            Action::Deny => "deny",
+        }
+    }
+
+    /// The kernel's encoding ([`ollama_egress_common::ACTION_ALLOW`] or
+    /// [`ollama_egress_common::ACTION_DENY`]).
+    pub fn to_kernel(self) -> u32 {
+        match self {
+            Action::Allow => ollama_egress_common::ACTION_ALLOW,
+            Action::Deny => ollama_egress_common::ACTION_DENY,
+        }
+    }
+
+    /// Decodes the kernel's encoding; `None` for an unknown value.
+    pub fn from_kernel(value: u32) -> Option<Action> {
+        match value {
+            ollama_egress_common::ACTION_ALLOW => Some(Action::Allow),
+            ollama_egress_common::ACTION_DENY => Some(Action::Deny),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The rules of one action (`[allow]` or `[deny]`). Every list is optional in the file and
+/// defaults to empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleSet {
+    /// Networks, normalised: host bits are never set (the parser refuses them), a bare address
+    /// is a /32 or /128, and IPv4-mapped IPv6 networks of length /96 or more are stored as IPv4.
+    pub cidrs: Vec<IpNet>,
+    /// ISO 3166-1 alpha-2 country codes, upper case.
+    pub countries: Vec<String>,
+    /// AS numbers, never 0.
+    pub asns: Vec<u32>,
+}
+
+impl RuleSet {
+    /// Whether the set has no rules at all.
+    pub fn is_empty(&self) -> bool {
+        self.cidrs.is_empty() && self.countries.is_empty() && self.asns.is_empty()
+    }
+}
+
+/// A validated policy, as read from a file or built in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// The action when no rule matches. Defaults to [`Action::Deny`] when the file has no
+    /// `default` key.
+    pub default: Action,
+    /// The `[allow]` rules (empty when the section is absent).
+    pub allow: RuleSet,
+    /// The `[deny]` rules (empty when the section is absent).
+    pub deny: RuleSet,
+    /// Where the policy came from: the file path, or `built-in`.
+    pub origin: String,
+}
+
+/// The file as serde sees it: every key optional, unknown keys refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    default: Option<Spanned<String>>,
+    #[serde(default)]
+    allow: Option<RawRuleSet>,
+    #[serde(default)]
+    deny: Option<RawRuleSet>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRuleSet {
+    #[serde(default)]
+    cidrs: Vec<Spanned<String>>,
+    #[serde(default)]
+    countries: Vec<Spanned<String>>,
+    #[serde(default)]
+    asns: Vec<Spanned<i64>>,
+}
+
+impl Policy {
+    /// The name [`Policy::builtin`] gives as its origin.
+    pub const BUILTIN_ORIGIN: &'static str = "built-in";
+
+    /// Reads and validates a policy file. A file that cannot be read is an error naming it
+    /// (check [`PolicyError::is_not_found`] to fall back to [`Policy::builtin`]).
+    pub fn from_file(path: &Path) -> Result<Policy, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Policy::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates policy text; `origin` names it in errors and becomes
+    /// [`Policy::origin`].
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| PolicyError::Toml {
+            at: match e.span() {
+                Some(span) => Location::at(origin, text, span.start),
+                None => Location::unknown(origin),
+            },
+            message: friendlier(e.message().trim_end()),
+        })?;
+        let parser = Parser { text, origin };
+        let default = match &raw.default {
+            None => Action::Deny,
+            Some(value) => match value.get_ref().as_str() {
+                "allow" => Action::Allow,
+                "deny" => Action::Deny,
+                other => {
+                    return Err(PolicyError::BadAction {
+                        at: parser.location(value),
+                        value: other.to_string(),
+                    });
+                }
+            },
+        };
+        Ok(Policy {
+            default,
+            allow: parser.rule_set("allow", raw.allow.unwrap_or_default())?,
+            deny: parser.rule_set("deny", raw.deny.unwrap_or_default())?,
+            origin: origin.to_string(),
+        })
+    }
+
+    /// The policy in force when no policy file exists: default deny, allow loopback
+    /// (`127.0.0.0/8`, `::1/128`) and the private, shared and link-local ranges (`10.0.0.0/8`,
+    /// `172.16.0.0/12`, `192.168.0.0/16`, `169.254.0.0/16`, `100.64.0.0/10`, `fc00::/7`,
+    /// `fe80::/10`). In monitor mode everything else is recorded as `would_block`.
+    pub fn builtin() -> Policy {
+        const ALLOW: [&str; 9] = [
+            "127.0.0.0/8",
+            "::1/128",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "169.254.0.0/16",
+            "100.64.0.0/10",
+            "fc00::/7",
+            "fe80::/10",
+        ];
+        Policy {
+            default: Action::Deny,
+            allow: RuleSet {
+                cidrs: ALLOW.iter().filter_map(|c| c.parse().ok()).collect(),
+                ..RuleSet::default()
+            },
+            deny: RuleSet::default(),
+            origin: Policy::BUILTIN_ORIGIN.to_string(),
+        }
+    }
+}
+
+/// serde's type errors name Rust types; say what the policy format wants instead.
+fn friendlier(message: &str) -> String {
+    message
+        .replace("expected i64", "expected an AS number such as 13335")
+        .replace("expected a string", "expected a quoted string")
+}
+
+/// Validation of the raw lists, with positions for errors.
+struct Parser<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Parser<'_> {
+    fn location<T>(&self, value: &Spanned<T>) -> Location {
+        Location::at(self.origin, self.text, value.span().start)
+    }
+
+    fn rule_set(&self, action: &str, raw: RawRuleSet) -> Result<RuleSet, PolicyError> {
+        let mut set = RuleSet::default();
+
+        let list = format!("{action}.cidrs");
+        let mut seen = Seen::default();
+        for item in &raw.cidrs {
+            let text = item.get_ref();
+            let at = self.location(item);
+            let net = parse_cidr(text).map_err(|e| match e {
+                CidrError::Invalid(reason) => PolicyError::InvalidCidr {
+                    at: at.clone(),
+                    list: list.clone(),
+                    value: text.clone(),
+                    reason,
+                },
+                CidrError::HostBits { network, host } => PolicyError::HostBitsSet {
+                    at: at.clone(),
+                    list: list.clone(),
+                    value: text.clone(),
+                    network: network.to_string(),
+                    host: host.to_string(),
+                },
+            })?;
+            seen.check(&list, at, format!("{text:?}"), net.to_string())?;
+            set.cidrs.push(net);
+        }
+
+        let list = format!("{action}.countries");
+        let mut seen = Seen::default();
+        for item in &raw.countries {
+            let text = item.get_ref();
+            let at = self.location(item);
+            if text.len() != 2 || !text.bytes().all(|b| b.is_ascii_alphabetic()) {
+                return Err(PolicyError::InvalidCountry {
+                    at,
+                    list,
+                    value: text.clone(),
+                });
+            }
+            let code = text.to_ascii_uppercase();
+            seen.check(&list, at, format!("{text:?}"), code.clone())?;
+            set.countries.push(code);
+        }
+
+        let list = format!("{action}.asns");
+        let mut seen = Seen::default();
+        for item in &raw.asns {
+            let value = *item.get_ref();
+            let at = self.location(item);
+            let asn = match u32::try_from(value) {
+                Ok(asn) if asn != 0 => asn,
+                _ => return Err(PolicyError::InvalidAsn { at, list, value }),
+            };
+            seen.check(&list, at, value.to_string(), format!("AS{asn}"))?;
+            set.asns.push(asn);
+        }
+        Ok(set)
+    }
+}
+
+/// Normalised entries of one list and the line each first appeared on.
+#[derive(Default)]
+struct Seen(HashMap<String, usize>);
+
+impl Seen {
+    fn check(
+        &mut self,
+        list: &str,
+        at: Location,
+        value: String,
+        canonical: String,
+    ) -> Result<(), PolicyError> {
+        if let Some(&first_line) = self.0.get(&canonical) {
+            return Err(PolicyError::Duplicate {
+                at,
+                list: list.to_string(),
+                value,
+                canonical,
+                first_line,
+            });
+        }
+        self.0.insert(canonical, at.line);
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! A printable, serialisable summary of a compiled policy.
+
+use std::fmt;
+
+use ollama_egress_common::ACTION_DENY;
+use serde::Serialize;
+
+use super::compile::{CompiledPolicy, Rule};
+use super::parse::Action;
+
+/// Prefix counts of one address family.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FamilyTotals {
+    /// Prefixes whose action is allow.
+    pub allow: usize,
+    /// Prefixes whose action is deny.
+    pub deny: usize,
+}
+
+/// Prefix counts per family (`ipv4`, `ipv6`, as in the `ollama_egress_policy_prefixes` metric).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PrefixTotals {
+    /// IPv4 trie entries.
+    pub ipv4: FamilyTotals,
+    /// IPv6 trie entries.
+    pub ipv6: FamilyTotals,
+}
+
+/// What `policy check` and `status` print: serialisable to JSON, and [`fmt::Display`] for
+/// people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicySummary {
+    /// Where the policy came from.
+    pub origin: String,
+    /// The action when no rule matches.
+    pub default: Action,
+    /// Every rule except `default`, in rule-id order, with the prefixes it owns.
+    pub rules: Vec<Rule>,
+    /// Trie entries per family and action.
+    pub prefixes: PrefixTotals,
+}
+
+impl CompiledPolicy {
+    /// Summarises the policy.
+    pub fn summary(&self) -> PolicySummary {
+        let mut prefixes = PrefixTotals::default();
+        for (_, v) in &self.v4 {
+            count(&mut prefixes.ipv4, v.action);
+        }
+        for (_, v) in &self.v6 {
+            count(&mut prefixes.ipv6, v.action);
+        }
+        PolicySummary {
+            origin: self.origin.clone(),
+            default: self.default_action,
+            rules: self.rules.iter().skip(1).cloned().collect(),
+            prefixes,
+        }
+    }
+}
+
+fn count(totals: &mut FamilyTotals, action: u32) {
+    if action == ACTION_DENY {
+        totals.deny += 1;
+    } else {
+        totals.allow += 1;
+    }
+}
+
+impl fmt::Display for PolicySummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "policy {}: default {}", self.origin, self.default)?;
+        let width = self.rules.iter().map(|r| r.id.len()).max().unwrap_or(0);
+        for rule in &self.rules {
+            write!(f, "  {:<width$}  {:<6}", rule.id, rule.action.as_str())?;
+            match (rule.v4_prefixes, rule.v6_prefixes) {
+                (0, 0) => write!(f, "  no prefixes (shadowed or empty)")?,
+                (v4, 0) => write!(f, "  {v4} IPv4")?,
+                (0, v6) => write!(f, "  {v6} IPv6")?,
+                (v4, v6) => write!(f, "  {v4} IPv4  {v6} IPv6")?,
+            }
+            writeln!(f)?;
+        }
+        let p = &self.prefixes;
+        write!(
+            f,
+            "prefixes: IPv4 {} allow / {} deny, IPv6 {} allow / {} deny",
+            p.ipv4.allow, p.ipv4.deny, p.ipv6.allow, p.ipv6.deny
+        )
+    }
+}
