@@ -1,1 +1,340 @@
+//! Harness of the root integration tests: cgroups, network namespaces, the daemon and the probe
+//! client, each removed again when dropped (also when a test fails).
+//!
+//! These tests load programs into the running kernel. They need root and panic with a message
+//! saying so otherwise: a root test that cannot run fails, it never passes silently.
 
+use std::{
+    fs,
+    io::Read as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// Panics unless the tests run as root.
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the integration tests load eBPF programs and need root: run `sudo cargo xtask test`"
+    );
+}
+
+/// A name unique to this process and call, for cgroups and namespaces.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The `ollama-egress` binary under test: `$OLLAMA_EGRESS_BIN`, else the one built next to this
+/// test binary (`cargo xtask test` builds it first).
+pub fn daemon_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("OLLAMA_EGRESS_BIN") {
+        return PathBuf::from(p);
+    }
+    built_binary("ollama-egress", "cargo build -p ollama-egress")
+}
+
+/// The probe client, built by cargo with these tests.
+pub fn probe_bin() -> PathBuf {
+    built_binary("egress-probe", "cargo test -p ollama-egress-tests")
+}
+
+/// `target/<profile>/<name>`, next to this test binary (`target/<profile>/deps/<test>`).
+fn built_binary(name: &str, how: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join(name))
+        .expect("target directory");
+    assert!(
+        bin.is_file(),
+        "{} not found: build it first (`{how}`) or run `cargo xtask test`",
+        bin.display()
+    );
+    bin
+}
+
+/// A cgroup v2 directory made for one test, removed on drop.
+pub struct TestCgroup {
+    /// Its path.
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    /// Makes a new cgroup directly under the cgroup v2 root.
+    pub fn new(prefix: &str) -> Self {
+        let mount = ollama_egress::target::cgroup2_mount().expect("cgroup v2 mount");
+        let path = mount.join(unique(prefix));
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Self { path }
+    }
+
+    /// Wraps an existing cgroup directory (e.g. the daemon's managed one) for removal on drop.
+    pub fn adopt(path: PathBuf) -> Self {
+        Self { path }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // The processes a test put here are its own and have exited; give the kernel a moment
+        // to notice before removing the directory.
+        for _ in 0..50 {
+            match fs::remove_dir(&self.path) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        eprintln!("warning: could not remove cgroup {}", self.path.display());
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running ip {args:?}: {e} (install iproute2)"));
+    assert!(
+        out.status.success(),
+        "ip {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace with addresses on its loopback device, deleted on drop.
+pub struct NetNs {
+    /// Its `ip netns` name.
+    pub name: String,
+}
+
+impl NetNs {
+    /// Creates a namespace whose `lo` is up and carries `addrs` (CIDR notation).
+    pub fn new(prefix: &str, addrs: &[&str]) -> Self {
+        let name = unique(prefix);
+        ip(&["netns", "add", &name]);
+        let ns = Self { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        for a in addrs {
+            if a.contains(':') {
+                ip(&["-n", &ns.name, "-6", "addr", "add", a, "dev", "lo", "nodad"]);
+            } else {
+                ip(&["-n", &ns.name, "addr", "add", a, "dev", "lo"]);
+            }
+        }
+        ns
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Writes a policy file into `dir`.
+pub fn write_policy(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("policy.toml");
+    fs::write(&p, text).expect("write policy");
+    p
+}
+
+/// A running `ollama-egress run`, stopped with SIGTERM on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    /// Its log directory.
+    pub log_dir: PathBuf,
+    stderr: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts `ollama-egress run ARGS --log-dir <tmp>` and waits until it reports ready (its
+    /// state file names its pid).
+    pub fn start(args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let log_dir = tmp.path().join("log");
+        let stderr = tmp.path().join("daemon.stderr");
+        let child = Command::new(daemon_bin())
+            .arg("run")
+            .args(args)
+            .arg("--log-dir")
+            .arg(&log_dir)
+            .env("OLLAMA_EGRESS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("spawn ollama-egress");
+        let mut d = Self {
+            child: Some(child),
+            log_dir,
+            stderr,
+            _tmp: tmp,
+        };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let pid = self.pid();
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = ollama_egress::daemon::DaemonState::read(&self.log_dir) {
+                if st.pid == pid {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("ollama-egress exited with {status} before it was ready:\n{}", self.stderr_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("ollama-egress not ready after 30 s:\n{}", self.stderr_text());
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// What the daemon wrote on stderr so far.
+    pub fn stderr_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = fs::File::open(&self.stderr) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Every event in the log now.
+    pub fn events(&self) -> Vec<Value> {
+        read_events(&self.log_dir)
+    }
+
+    /// Waits up to 5 s until at least `n` events match `pred`; returns the matches.
+    pub fn wait_events(&self, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found: Vec<Value> = self.events().into_iter().filter(&pred).collect();
+            if found.len() >= n || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// Every event of a log directory, oldest first.
+pub fn read_events(log_dir: &Path) -> Vec<Value> {
+    let Ok(text) = fs::read_to_string(log_dir.join("events.jsonl")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}")))
+        .collect()
+}
+
+/// Outcome of one probe run.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// The probe's JSON line.
+    pub json: Value,
+}
+
+impl Probe {
+    /// Whether the action succeeded.
+    pub fn ok(&self) -> bool {
+        self.json["ok"].as_bool().unwrap_or(false)
+    }
+    /// The errno of a failed action.
+    pub fn errno(&self) -> Option<i32> {
+        self.json["errno"].as_i64().and_then(|e| i32::try_from(e).ok())
+    }
+    /// How long the action took.
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_micros(self.json["elapsed_us"].as_u64().unwrap_or(u64::MAX))
+    }
+    /// The pid that acted.
+    pub fn pid(&self) -> u64 {
+        self.json["pid"].as_u64().unwrap_or(0)
+    }
+    /// Asserts the action failed with EPERM in well under 100 ms (no SYN retries).
+    pub fn assert_eperm(&self, what: &str) {
+        assert_eq!(self.errno(), Some(libc::EPERM), "{what}: expected EPERM, got {}", self.json);
+        assert!(self.elapsed() < Duration::from_millis(100), "{what}: EPERM took {:?}", self.elapsed());
+    }
+    /// Asserts the action succeeded.
+    pub fn assert_ok(&self, what: &str) {
+        assert!(self.ok(), "{what}: expected success, got {}", self.json);
+    }
+}
+
+/// Runs the probe with `args` (see `egress-probe --help`) and returns its outcome.
+pub fn probe<S: AsRef<str>>(args: &[S]) -> Probe {
+    let out = Command::new(probe_bin())
+        .args(args.iter().map(AsRef::as_ref))
+        .output()
+        .expect("run egress-probe");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "egress-probe {:?} failed: {}{}",
+        args.iter().map(AsRef::as_ref).collect::<Vec<_>>(),
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("probe output {stdout:?}: {e}"));
+    Probe { json }
+}
+
+/// Probe arguments: in `ns`, inside `cgroup` when given, listening on `listen`.
+pub fn probe_args(ns: &NetNs, cgroup: Option<&Path>, listen: &[&str]) -> Vec<String> {
+    let mut v = vec!["--netns".to_owned(), ns.name.clone()];
+    for l in listen {
+        v.push("--listen".into());
+        v.push((*l).to_owned());
+    }
+    if let Some(cg) = cgroup {
+        v.push("--cgroup".into());
+        v.push(cg.display().to_string());
+    }
+    v
+}
+
+/// `base` followed by `more`.
+pub fn with(base: &[String], more: &[&str]) -> Vec<String> {
+    base.iter().cloned().chain(more.iter().map(|s| (*s).to_owned())).collect()
+}

@@ -95,37 +95,29 @@ pub fn compile(
 
     let mut b = Builder::new(policy.default);
     for (action, set) in [(Action::Allow, &policy.allow), (Action::Deny, &policy.deny)] {
-        let a = action.as_str();
+        let [cidrs_list, countries_list, asns_list] = action.list_names();
         for net in &set.cidrs {
             let net = canonical(*net);
-            b.rule(format!("{a}.cidrs:{net}"), action, origin, [net])?;
+            b.rule(format!("{cidrs_list}:{net}"), action, origin, [net])?;
         }
         for cc in &set.countries {
             let cc = cc.to_ascii_uppercase();
-            let id = format!("{a}.countries:{cc}");
+            let id = format!("{countries_list}:{cc}");
             if b.has(&id) {
                 continue;
             }
             let nets = expand(expander, |e| e.country_networks(&cc)).map_err(|e| {
-                expand_error(
-                    e,
-                    origin,
-                    &id,
-                    format!("{a}.countries"),
-                    format!("{cc:?}"),
-                    "geo",
-                )
+                expand_error(e, origin, &id, countries_list, format!("{cc:?}"), "geo")
             })?;
             b.rule(id, action, origin, nets)?;
         }
         for &asn in &set.asns {
-            let id = format!("{a}.asns:{asn}");
+            let id = format!("{asns_list}:{asn}");
             if b.has(&id) {
                 continue;
             }
-            let nets = expand(expander, |e| e.asn_networks(asn)).map_err(|e| {
-                expand_error(e, origin, &id, format!("{a}.asns"), asn.to_string(), "ASN")
-            })?;
+            let nets = expand(expander, |e| e.asn_networks(asn))
+                .map_err(|e| expand_error(e, origin, &id, asns_list, asn.to_string(), "ASN"))?;
             b.rule(id, action, origin, nets)?;
         }
     }
@@ -144,7 +136,7 @@ fn expand_error(
     e: ExpandError,
     origin: &str,
     rule: &str,
-    list: String,
+    list: &'static str,
     item: String,
     database: &'static str,
 ) -> PolicyError {

@@ -95,7 +95,7 @@ pub enum PolicyError {
         /// The entry.
         at: Location,
         /// `allow.cidrs` or `deny.cidrs`.
-        list: String,
+        list: &'static str,
         /// The entry as written.
         value: String,
         /// What is wrong with it.
@@ -105,20 +105,20 @@ pub enum PolicyError {
     /// A `cidrs` entry has bits set after its prefix (`10.1.2.3/8`). Such an entry is a typo or
     /// a misunderstanding; a security tool must not guess which network was meant.
     #[error(
-        "{at}: {list}: {value:?} has host bits set; write {network:?} for the whole network \
-         or {host:?} for the single address"
+        "{at}: {list}: {value:?} has host bits set; write \"{network}\" for the whole network \
+         or \"{host}\" for the single address"
     )]
     HostBitsSet {
         /// The entry.
         at: Location,
         /// `allow.cidrs` or `deny.cidrs`.
-        list: String,
+        list: &'static str,
         /// The entry as written.
         value: String,
         /// The network with the host bits cleared (`10.0.0.0/8`).
-        network: String,
+        network: ipnet::IpNet,
         /// The single address (`10.1.2.3/32`).
-        host: String,
+        host: ipnet::IpNet,
     },
 
     /// A `countries` entry is not two ASCII letters.
@@ -130,7 +130,7 @@ pub enum PolicyError {
         /// The entry.
         at: Location,
         /// `allow.countries` or `deny.countries`.
-        list: String,
+        list: &'static str,
         /// The entry as written.
         value: String,
     },
@@ -141,7 +141,7 @@ pub enum PolicyError {
         /// The entry.
         at: Location,
         /// `allow.asns` or `deny.asns`.
-        list: String,
+        list: &'static str,
         /// The number as written.
         value: i64,
     },
@@ -155,7 +155,7 @@ pub enum PolicyError {
         /// The second occurrence.
         at: Location,
         /// The list, e.g. `deny.countries`.
-        list: String,
+        list: &'static str,
         /// The second occurrence as written (quoted for strings).
         value: String,
         /// The normalised entry both occurrences stand for.
@@ -183,7 +183,7 @@ pub enum PolicyError {
         /// The policy's origin.
         origin: String,
         /// The list, e.g. `deny.countries`.
-        list: String,
+        list: &'static str,
         /// The entry, e.g. `"XX"` or `64512`.
         item: String,
         /// `geo` for countries, `ASN` for AS numbers.

@@ -10,7 +10,7 @@
 //! * [`Policy`] is a validated policy file (see `design.md`, "Policy file (TOML)"): every
 //!   section and key is optional, `default` defaults to `deny`, unknown keys, host bits,
 //!   malformed country codes, AS 0 and duplicates are errors naming the line.
-//! * [`compile`] expands countries and ASNs through an [`Expander`] and merges everything into
+//! * [`compile()`] expands countries and ASNs through an [`Expander`] and merges everything into
 //!   one LPM prefix list per family (longest prefix wins; on an equal prefix deny wins; then the
 //!   first rule in file order).
 //! * [`CompiledPolicy::lookup`] is a userspace reference of the kernel's decision.

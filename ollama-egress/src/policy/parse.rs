@@ -39,6 +39,14 @@ impl Action {
         }
     }
 
+    /// Names of the lists of this action in the file: `cidrs`, `countries`, `asns`.
+    pub(crate) fn list_names(self) -> [&'static str; 3] {
+        match self {
+            Action::Allow => ["allow.cidrs", "allow.countries", "allow.asns"],
+            Action::Deny => ["deny.cidrs", "deny.countries", "deny.asns"],
+        }
+    }
+
     /// Decodes the kernel's encoding; `None` for an unknown value.
     pub fn from_kernel(value: u32) -> Option<Action> {
         match value {
@@ -152,8 +160,8 @@ impl Policy {
         };
         Ok(Policy {
             default,
-            allow: parser.rule_set("allow", raw.allow.unwrap_or_default())?,
-            deny: parser.rule_set("deny", raw.deny.unwrap_or_default())?,
+            allow: parser.rule_set(Action::Allow, raw.allow.unwrap_or_default())?,
+            deny: parser.rule_set(Action::Deny, raw.deny.unwrap_or_default())?,
             origin: origin.to_string(),
         })
     }
@@ -204,10 +212,12 @@ impl Parser<'_> {
         Location::at(self.origin, self.text, value.span().start)
     }
 
-    fn rule_set(&self, action: &str, raw: RawRuleSet) -> Result<RuleSet, PolicyError> {
+    fn rule_set(&self, action: Action, raw: RawRuleSet) -> Result<RuleSet, PolicyError> {
         let mut set = RuleSet::default();
 
-        let list = format!("{action}.cidrs");
+        let [cidrs_list, countries_list, asns_list] = action.list_names();
+
+        let list = cidrs_list;
         let mut seen = Seen::default();
         for item in &raw.cidrs {
             let text = item.get_ref();
@@ -215,23 +225,23 @@ impl Parser<'_> {
             let net = parse_cidr(text).map_err(|e| match e {
                 CidrError::Invalid(reason) => PolicyError::InvalidCidr {
                     at: at.clone(),
-                    list: list.clone(),
+                    list,
                     value: text.clone(),
                     reason,
                 },
                 CidrError::HostBits { network, host } => PolicyError::HostBitsSet {
                     at: at.clone(),
-                    list: list.clone(),
+                    list,
                     value: text.clone(),
-                    network: network.to_string(),
-                    host: host.to_string(),
+                    network,
+                    host,
                 },
             })?;
-            seen.check(&list, at, format!("{text:?}"), net.to_string())?;
+            seen.check(list, at, format!("{text:?}"), net.to_string())?;
             set.cidrs.push(net);
         }
 
-        let list = format!("{action}.countries");
+        let list = countries_list;
         let mut seen = Seen::default();
         for item in &raw.countries {
             let text = item.get_ref();
@@ -244,11 +254,11 @@ impl Parser<'_> {
                 });
             }
             let code = text.to_ascii_uppercase();
-            seen.check(&list, at, format!("{text:?}"), code.clone())?;
+            seen.check(list, at, format!("{text:?}"), code.clone())?;
             set.countries.push(code);
         }
 
-        let list = format!("{action}.asns");
+        let list = asns_list;
         let mut seen = Seen::default();
         for item in &raw.asns {
             let value = *item.get_ref();
@@ -257,7 +267,7 @@ impl Parser<'_> {
                 Ok(asn) if asn != 0 => asn,
                 _ => return Err(PolicyError::InvalidAsn { at, list, value }),
             };
-            seen.check(&list, at, value.to_string(), format!("AS{asn}"))?;
+            seen.check(list, at, value.to_string(), format!("AS{asn}"))?;
             set.asns.push(asn);
         }
         Ok(set)
@@ -271,7 +281,7 @@ struct Seen(HashMap<String, usize>);
 impl Seen {
     fn check(
         &mut self,
-        list: &str,
+        list: &'static str,
         at: Location,
         value: String,
         canonical: String,
@@ -279,7 +289,7 @@ impl Seen {
         if let Some(&first_line) = self.0.get(&canonical) {
             return Err(PolicyError::Duplicate {
                 at,
-                list: list.to_string(),
+                list,
                 value,
                 canonical,
                 first_line,
