@@ -4,6 +4,8 @@
 fn main() {
     match which::which("bpf-linker") {
         Ok(path) => println!("cargo:rerun-if-changed={}", path.display()),
-        Err(err) => println!("cargo:warning=bpf-linker not found on PATH ({err}); run `cargo xtask setup`"),
+        Err(err) => {
+            println!("cargo:warning=bpf-linker not found on PATH ({err}); run `cargo xtask setup`")
+        }
     }
 }

@@ -9,7 +9,8 @@ use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
     let out_dir = std::path::PathBuf::from(std::env::var_os("OUT_DIR").context("OUT_DIR not set")?);
-    let skip = std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let skip =
+        std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         let obj = out_dir.join("ollama-egress");
         if !obj.exists() {
@@ -21,7 +22,9 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("crate has no parent directory"))?
         .join("ollama-egress-ebpf");
-    let root = root.to_str().ok_or_else(|| anyhow!("non UTF-8 path {}", root.display()))?;
+    let root = root
+        .to_str()
+        .ok_or_else(|| anyhow!("non UTF-8 path {}", root.display()))?;
     aya_build::build_ebpf(
         [Package {
             name: "ollama-egress-ebpf",

@@ -238,6 +238,15 @@ impl Http {
             // A local registry (tests, a local mirror) must not go through an env proxy.
             config = config.proxy(None);
         }
+        if let Some(roots) = system_root_certs() {
+            // Trust what the system trusts (e.g. a company's TLS-inspecting proxy CA), as
+            // npm and curl do; ureq's built-in Mozilla roots are the fallback.
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                    .build(),
+            );
+        }
         Http {
             agent: config.build().into(),
         }
@@ -255,6 +264,34 @@ impl Http {
             .read_to_vec()
             .map_err(|e| format!("GET {url}: reading the body: {e}"))
     }
+}
+
+/// System CA bundles, in the order distributions put them.
+const CA_BUNDLES: [&str; 5] = [
+    "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Arch, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL
+    "/etc/ssl/ca-bundle.pem",             // openSUSE
+    "/etc/pki/tls/cacert.pem",            // OpenELEC
+    "/etc/ssl/cert.pem",                  // Alpine, macOS-style
+];
+
+/// The system's trusted CA certificates: `$SSL_CERT_FILE`, else the first distribution
+/// bundle that holds any certificate. `None` means "use ureq's built-in roots".
+fn system_root_certs() -> Option<Vec<ureq::tls::Certificate<'static>>> {
+    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    env.into_iter()
+        .chain(CA_BUNDLES.iter().map(PathBuf::from))
+        .find_map(|path| {
+            let pem = std::fs::read(&path).ok()?;
+            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            tracing::debug!(path = %path.display(), certs = certs.len(), "CA bundle");
+            (!certs.is_empty()).then_some(certs)
+        })
 }
 
 fn is_loopback_url(url: &str) -> bool {

@@ -253,9 +253,7 @@ mod user {
         /// The event's bytes, as the kernel writes them.
         pub fn as_bytes(&self) -> &[u8] {
             // SAFETY: Pod without padding: every byte is initialised.
-            unsafe {
-                core::slice::from_raw_parts((self as *const Self).cast::<u8>(), Self::SIZE)
-            }
+            unsafe { core::slice::from_raw_parts((self as *const Self).cast::<u8>(), Self::SIZE) }
         }
     }
 }

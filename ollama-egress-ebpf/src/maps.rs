@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use ollama_egress_common::{
-    COUNTER_ENTRIES, Counter, DEDUP_ENTRIES, DEFAULT_MAX_PREFIXES, DEFAULT_RINGBUF_BYTES,
-    DedupKey, DedupValue, PolicyValue, STAT_COUNT, SlotConfig,
+    COUNTER_ENTRIES, Counter, DEDUP_ENTRIES, DEFAULT_MAX_PREFIXES, DEFAULT_RINGBUF_BYTES, DedupKey,
+    DedupValue, PolicyValue, STAT_COUNT, SlotConfig,
 };
 
 /// IPv4 policy, slot 0. Userspace sizes the tries to the policy before loading.

@@ -84,7 +84,11 @@ fn judge_packet(ctx: &SkBuffContext, peer: Peer) -> Result<Option<Decision>, i64
     let proto = u16::from_be(ctx.skb.protocol() as u16);
     match proto {
         ETH_P_IP => {
-            let off = if peer == Peer::Destination { IPV4_DADDR } else { IPV4_SADDR };
+            let off = if peer == Peer::Destination {
+                IPV4_DADDR
+            } else {
+                IPV4_SADDR
+            };
             let addr: [u8; 4] = ctx.load(off)?;
             Ok(Some(judge_v4(addr)))
         }
@@ -92,7 +96,11 @@ fn judge_packet(ctx: &SkBuffContext, peer: Peer) -> Result<Option<Decision>, i64
             if peer == Peer::Destination && routes_elsewhere(ctx)? {
                 return Ok(Some(deny_with(RULE_IPV6_ROUTING_HEADER)));
             }
-            let off = if peer == Peer::Destination { IPV6_DADDR } else { IPV6_SADDR };
+            let off = if peer == Peer::Destination {
+                IPV6_DADDR
+            } else {
+                IPV6_SADDR
+            };
             let addr: [u8; 16] = ctx.load(off)?;
             Ok(Some(judge_v6(addr)))
         }

@@ -93,7 +93,10 @@ fn judge6(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
             let w = read_volatile(&(*sa).user_ip6[i]).to_ne_bytes();
             addr[i * 4..i * 4 + 4].copy_from_slice(&w);
         }
-        (read_volatile(&(*sa).user_port), read_volatile(&(*sa).protocol))
+        (
+            read_volatile(&(*sa).user_port),
+            read_volatile(&(*sa).protocol),
+        )
     };
     let dport = u32::from(u16::from_be(port as u16));
     let (family, daddr, mapped) = match v4_mapped(&addr) {

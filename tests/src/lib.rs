@@ -26,7 +26,11 @@ pub fn require_root() {
 /// A name unique to this process and call, for cgroups and namespaces.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The `ollama-egress` binary under test: `$OLLAMA_EGRESS_BIN`, else the one built next to this
@@ -133,7 +137,9 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -185,17 +191,27 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(30);
         let pid = self.pid();
         while Instant::now() < deadline {
-            if let Ok(Some(st)) = ollama_egress::daemon::DaemonState::read(&self.log_dir) {
-                if st.pid == pid {
-                    return;
-                }
+            if let Ok(Some(st)) = ollama_egress::daemon::DaemonState::read(&self.log_dir)
+                && st.pid == pid
+            {
+                return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("ollama-egress exited with {status} before it was ready:\n{}", self.stderr_text());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "ollama-egress exited with {status} before it was ready:\n{}",
+                    self.stderr_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("ollama-egress not ready after 30 s:\n{}", self.stderr_text());
+        panic!(
+            "ollama-egress not ready after 30 s:\n{}",
+            self.stderr_text()
+        );
     }
 
     /// The daemon's pid.
@@ -281,7 +297,9 @@ impl Probe {
     }
     /// The errno of a failed action.
     pub fn errno(&self) -> Option<i32> {
-        self.json["errno"].as_i64().and_then(|e| i32::try_from(e).ok())
+        self.json["errno"]
+            .as_i64()
+            .and_then(|e| i32::try_from(e).ok())
     }
     /// How long the action took.
     pub fn elapsed(&self) -> Duration {
@@ -293,8 +311,17 @@ impl Probe {
     }
     /// Asserts the action failed with EPERM in well under 100 ms (no SYN retries).
     pub fn assert_eperm(&self, what: &str) {
-        assert_eq!(self.errno(), Some(libc::EPERM), "{what}: expected EPERM, got {}", self.json);
-        assert!(self.elapsed() < Duration::from_millis(100), "{what}: EPERM took {:?}", self.elapsed());
+        assert_eq!(
+            self.errno(),
+            Some(libc::EPERM),
+            "{what}: expected EPERM, got {}",
+            self.json
+        );
+        assert!(
+            self.elapsed() < Duration::from_millis(100),
+            "{what}: EPERM took {:?}",
+            self.elapsed()
+        );
     }
     /// Asserts the action succeeded.
     pub fn assert_ok(&self, what: &str) {
@@ -316,7 +343,8 @@ pub fn probe<S: AsRef<str>>(args: &[S]) -> Probe {
         stdout,
         String::from_utf8_lossy(&out.stderr)
     );
-    let json = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("probe output {stdout:?}: {e}"));
+    let json = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("probe output {stdout:?}: {e}"));
     Probe { json }
 }
 
@@ -336,5 +364,8 @@ pub fn probe_args(ns: &NetNs, cgroup: Option<&Path>, listen: &[&str]) -> Vec<Str
 
 /// `base` followed by `more`.
 pub fn with(base: &[String], more: &[&str]) -> Vec<String> {
-    base.iter().cloned().chain(more.iter().map(|s| (*s).to_owned())).collect()
+    base.iter()
+        .cloned()
+        .chain(more.iter().map(|s| (*s).to_owned()))
+        .collect()
 }

@@ -44,13 +44,20 @@ fn enforce_refuses_denied_destinations_at_once_and_allows_the_rest() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let policy = write_policy(tmp.path(), DENY_POLICY);
     let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&["--enforce", "--cgroup", &cgs, "--policy", policy.to_str().expect("utf8")]);
+    let d = Daemon::start(&[
+        "--enforce",
+        "--cgroup",
+        &cgs,
+        "--policy",
+        policy.to_str().expect("utf8"),
+    ]);
 
     let inside = probe_args(&ns, Some(&cg.path), LISTEN);
     let tcp4 = probe(&with(&inside, &["tcp", "203.0.113.7:8080"]));
     tcp4.assert_eperm("TCP over IPv4");
     probe(&with(&inside, &["tcp", "[2001:db8::dead]:8080"])).assert_eperm("TCP over IPv6");
-    probe(&with(&inside, &["tcp", "[::ffff:203.0.113.7]:8080"])).assert_eperm("TCP to a v4-mapped address");
+    probe(&with(&inside, &["tcp", "[::ffff:203.0.113.7]:8080"]))
+        .assert_eperm("TCP to a v4-mapped address");
     probe(&with(&inside, &["udp", "203.0.113.7:5353"])).assert_eperm("UDP sendto");
     probe(&with(&inside, &["udp", "[2001:db8::dead]:5353"])).assert_eperm("UDP sendto over IPv6");
     probe(&with(&inside, &["udp-connected", "203.0.113.7:5353"])).assert_eperm("connected UDP");
@@ -60,11 +67,17 @@ fn enforce_refuses_denied_destinations_at_once_and_allows_the_rest() {
     probe(&with(&inside, &["udp", "192.0.2.1:5353"])).assert_ok("allowed UDP");
 
     let outside = probe_args(&ns, None, LISTEN);
-    probe(&with(&outside, &["tcp", "203.0.113.7:8080"])).assert_ok("denied address from outside the cgroup");
-    probe(&with(&outside, &["tcp", "[2001:db8::dead]:8080"])).assert_ok("denied IPv6 address from outside");
+    probe(&with(&outside, &["tcp", "203.0.113.7:8080"]))
+        .assert_ok("denied address from outside the cgroup");
+    probe(&with(&outside, &["tcp", "[2001:db8::dead]:8080"]))
+        .assert_ok("denied IPv6 address from outside");
 
     let blocked = d.wait_events(5, |e| e["verdict"] == "blocked");
-    assert_eq!(blocked.len(), 6, "one blocked event per refused decision: {blocked:#?}");
+    assert_eq!(
+        blocked.len(),
+        6,
+        "one blocked event per refused decision: {blocked:#?}"
+    );
     let first = blocked
         .iter()
         .find(|e| is(e, "blocked", "203.0.113.7") && e["proto"] == "tcp")
@@ -75,12 +88,21 @@ fn enforce_refuses_denied_destinations_at_once_and_allows_the_rest() {
     assert_eq!(first["pid"].as_u64(), Some(tcp4.pid()));
     assert_eq!(first["dport"], 8080);
     assert_eq!(first["family"], "ipv4");
-    let v6 = blocked.iter().find(|e| e["dst"] == "2001:db8::dead").expect("IPv6 event");
+    let v6 = blocked
+        .iter()
+        .find(|e| e["dst"] == "2001:db8::dead")
+        .expect("IPv6 event");
     assert_eq!(v6["rule"], "deny.cidrs:2001:db8::dead/128");
     assert_eq!(v6["family"], "ipv6");
-    assert!(blocked.iter().any(|e| e["proto"] == "udp"), "UDP events: {blocked:#?}");
+    assert!(
+        blocked.iter().any(|e| e["proto"] == "udp"),
+        "UDP events: {blocked:#?}"
+    );
     let allowed = d.wait_events(3, |e| e["verdict"] == "allowed");
-    assert!(allowed.iter().all(|e| e["rule"] == "default"), "{allowed:#?}");
+    assert!(
+        allowed.iter().all(|e| e["rule"] == "default"),
+        "{allowed:#?}"
+    );
     // Nothing from outside the cgroup is recorded.
     let n_before = d.events().len();
     assert_eq!(n_before, blocked.len() + allowed.len(), "{:#?}", d.events());
@@ -94,7 +116,13 @@ fn monitor_lets_everything_through_and_records_would_block() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let policy = write_policy(tmp.path(), DENY_POLICY);
     let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&["--monitor", "--cgroup", &cgs, "--policy", policy.to_str().expect("utf8")]);
+    let d = Daemon::start(&[
+        "--monitor",
+        "--cgroup",
+        &cgs,
+        "--policy",
+        policy.to_str().expect("utf8"),
+    ]);
 
     let inside = probe_args(&ns, Some(&cg.path), LISTEN);
     let tcp4 = probe(&with(&inside, &["tcp", "203.0.113.7:8080"]));
@@ -105,22 +133,44 @@ fn monitor_lets_everything_through_and_records_would_block() {
     probe(&with(&inside, &["raw-ping", "203.0.113.7"])).assert_ok("monitored raw ICMP");
 
     let wb = d.wait_events(4, |e| e["verdict"] == "would_block");
-    assert_eq!(wb.len(), 4, "five datagrams from one socket are one decision: {wb:#?}");
+    assert_eq!(
+        wb.len(),
+        4,
+        "five datagrams from one socket are one decision: {wb:#?}"
+    );
     let tcp_ev = wb
         .iter()
-        .find(|e| e["proto"] == "tcp" && e["dst"] == "203.0.113.7" && e["pid"].as_u64() == Some(tcp4.pid()))
+        .find(|e| {
+            e["proto"] == "tcp"
+                && e["dst"] == "203.0.113.7"
+                && e["pid"].as_u64() == Some(tcp4.pid())
+        })
         .expect("would_block TCP event of the probe");
     assert_eq!(tcp_ev["rule"], "deny.cidrs:203.0.113.0/24");
     assert_eq!(tcp_ev["mode"], "monitor");
     assert_eq!(tcp_ev["comm"], "egress-probe");
-    assert!(wb.iter().any(|e| e["dst"] == "2001:db8::dead" && e["rule"] == "deny.cidrs:2001:db8::dead/128"));
-    assert!(!d.events().iter().any(|e| e["verdict"] == "blocked"), "monitor never blocks");
+    assert!(
+        wb.iter()
+            .any(|e| e["dst"] == "2001:db8::dead" && e["rule"] == "deny.cidrs:2001:db8::dead/128")
+    );
+    assert!(
+        !d.events().iter().any(|e| e["verdict"] == "blocked"),
+        "monitor never blocks"
+    );
 }
 
 #[test]
 fn longest_prefix_wins_deny_wins_a_tie_and_default_decides_the_rest() {
     require_root();
-    let ns = NetNs::new("oe-prec", &["203.0.113.7/32", "203.0.113.8/32", "192.0.2.1/32", "198.51.100.1/32"]);
+    let ns = NetNs::new(
+        "oe-prec",
+        &[
+            "203.0.113.7/32",
+            "203.0.113.8/32",
+            "192.0.2.1/32",
+            "198.51.100.1/32",
+        ],
+    );
     let cg = TestCgroup::new("oe-prec");
     let tmp = tempfile::tempdir().expect("tempdir");
     let policy = write_policy(
@@ -134,23 +184,47 @@ cidrs = ["203.0.113.0/24", "192.0.2.1/32"]
 "#,
     );
     let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&["--enforce", "--cgroup", &cgs, "--policy", policy.to_str().expect("utf8")]);
+    let d = Daemon::start(&[
+        "--enforce",
+        "--cgroup",
+        &cgs,
+        "--policy",
+        policy.to_str().expect("utf8"),
+    ]);
     let inside = probe_args(&ns, Some(&cg.path), &["203.0.113.7:8080", "192.0.2.1:8080"]);
-    probe(&with(&inside, &["tcp", "203.0.113.7:8080"])).assert_ok("a /32 allow inside a denied /24");
+    probe(&with(&inside, &["tcp", "203.0.113.7:8080"]))
+        .assert_ok("a /32 allow inside a denied /24");
     probe(&with(&inside, &["tcp", "203.0.113.8:8080"])).assert_eperm("the rest of the denied /24");
-    probe(&with(&inside, &["tcp", "192.0.2.1:8080"])).assert_eperm("allow and deny of the same prefix");
-    probe(&with(&inside, &["tcp", "198.51.100.1:8080"])).assert_eperm("unmatched under default deny");
+    probe(&with(&inside, &["tcp", "192.0.2.1:8080"]))
+        .assert_eperm("allow and deny of the same prefix");
+    probe(&with(&inside, &["tcp", "198.51.100.1:8080"]))
+        .assert_eperm("unmatched under default deny");
 
     let evs = d.wait_events(4, |_| true);
     let rule_of = |dst: &str| {
-        evs.iter()
-            .find(|e| e["dst"] == dst)
-            .map(|e| (e["verdict"].as_str().unwrap_or("").to_owned(), e["rule"].as_str().unwrap_or("").to_owned()))
+        evs.iter().find(|e| e["dst"] == dst).map(|e| {
+            (
+                e["verdict"].as_str().unwrap_or("").to_owned(),
+                e["rule"].as_str().unwrap_or("").to_owned(),
+            )
+        })
     };
-    assert_eq!(rule_of("203.0.113.7"), Some(("allowed".into(), "allow.cidrs:203.0.113.7/32".into())));
-    assert_eq!(rule_of("203.0.113.8"), Some(("blocked".into(), "deny.cidrs:203.0.113.0/24".into())));
-    assert_eq!(rule_of("192.0.2.1"), Some(("blocked".into(), "deny.cidrs:192.0.2.1/32".into())));
-    assert_eq!(rule_of("198.51.100.1"), Some(("blocked".into(), "default".into())));
+    assert_eq!(
+        rule_of("203.0.113.7"),
+        Some(("allowed".into(), "allow.cidrs:203.0.113.7/32".into()))
+    );
+    assert_eq!(
+        rule_of("203.0.113.8"),
+        Some(("blocked".into(), "deny.cidrs:203.0.113.0/24".into()))
+    );
+    assert_eq!(
+        rule_of("192.0.2.1"),
+        Some(("blocked".into(), "deny.cidrs:192.0.2.1/32".into()))
+    );
+    assert_eq!(
+        rule_of("198.51.100.1"),
+        Some(("blocked".into(), "default".into()))
+    );
 }
 
 #[test]
@@ -161,17 +235,32 @@ fn cgroup_skb_drops_what_bypasses_the_sock_addr_hooks() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let policy = write_policy(tmp.path(), DENY_POLICY);
     let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&["--enforce", "--cgroup", &cgs, "--policy", policy.to_str().expect("utf8")]);
+    let d = Daemon::start(&[
+        "--enforce",
+        "--cgroup",
+        &cgs,
+        "--policy",
+        policy.to_str().expect("utf8"),
+    ]);
 
     let inside = probe_args(&ns, Some(&cg.path), &[]);
     let outside = probe_args(&ns, None, &[]);
     // Raw sockets pass no connect/sendmsg hook: only the egress program sees these packets.
-    probe(&with(&outside, &["raw-ping", "203.0.113.7"])).assert_ok("raw ICMP from outside the cgroup");
+    probe(&with(&outside, &["raw-ping", "203.0.113.7"]))
+        .assert_ok("raw ICMP from outside the cgroup");
     probe(&with(&inside, &["raw-ping", "192.0.2.1"])).assert_ok("raw ICMP to an allowed host");
     let denied = probe(&with(&inside, &["raw-ping", "203.0.113.7"]));
-    assert!(!denied.ok(), "raw ICMP to a denied host got a reply: {}", denied.json);
+    assert!(
+        !denied.ok(),
+        "raw ICMP to a denied host got a reply: {}",
+        denied.json
+    );
     // Raw sockets make no connection decision, so no event; the drop shows in no reply above.
-    assert!(d.events().iter().all(|e| e["dst"] != "203.0.113.7"), "{:#?}", d.events());
+    assert!(
+        d.events().iter().all(|e| e["dst"] != "203.0.113.7"),
+        "{:#?}",
+        d.events()
+    );
 }
 
 #[test]
@@ -182,13 +271,23 @@ fn children_of_the_target_are_covered() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let policy = write_policy(tmp.path(), DENY_POLICY);
     let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&["--enforce", "--cgroup", &cgs, "--policy", policy.to_str().expect("utf8")]);
+    let d = Daemon::start(&[
+        "--enforce",
+        "--cgroup",
+        &cgs,
+        "--policy",
+        policy.to_str().expect("utf8"),
+    ]);
     let inside = probe_args(&ns, Some(&cg.path), &[]);
     let child = probe(&with(&inside, &["fork-tcp", "203.0.113.7:8080"]));
     child.assert_eperm("TCP from a forked child");
     let evs = d.wait_events(1, |e| e["verdict"] == "blocked");
     assert_eq!(evs.len(), 1, "{evs:#?}");
-    assert_eq!(evs[0]["pid"].as_u64(), Some(child.pid()), "the event names the child");
+    assert_eq!(
+        evs[0]["pid"].as_u64(),
+        Some(child.pid()),
+        "the event names the child"
+    );
 }
 
 #[test]
@@ -206,7 +305,14 @@ fn process_target_moves_existing_and_new_processes() {
     let _managed = TestCgroup::adopt(mount.join(&managed));
     let start_probe = |delay_ms: &str| {
         Command::new(&bin)
-            .args(["--netns", &ns.name, "--delay-ms", delay_ms, "tcp", "203.0.113.7:8080"])
+            .args([
+                "--netns",
+                &ns.name,
+                "--delay-ms",
+                delay_ms,
+                "tcp",
+                "203.0.113.7:8080",
+            ])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("spawn probe copy")
@@ -225,12 +331,23 @@ fn process_target_moves_existing_and_new_processes() {
     // Started after the daemon: picked up within a second.
     std::thread::sleep(Duration::from_millis(200));
     let late = start_probe("1500");
-    for (what, child) in [("process started before the daemon", early), ("process started after the daemon", late)] {
+    for (what, child) in [
+        ("process started before the daemon", early),
+        ("process started after the daemon", late),
+    ] {
         let out = child.wait_with_output().expect("probe output");
-        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_eq!(json["errno"].as_i64(), Some(i64::from(libc::EPERM)), "{what}: {json}\n{}", d.stderr_text());
+        let json: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(
+            json["errno"].as_i64(),
+            Some(i64::from(libc::EPERM)),
+            "{what}: {json}\n{}",
+            d.stderr_text()
+        );
     }
-    let evs = d.wait_events(2, |e| e["verdict"] == "blocked" && e["comm"] == name.as_str());
+    let evs = d.wait_events(2, |e| {
+        e["verdict"] == "blocked" && e["comm"] == name.as_str()
+    });
     assert_eq!(evs.len(), 2, "{evs:#?}");
     assert!(d.stop(), "daemon exits cleanly on SIGTERM");
 }
@@ -240,7 +357,10 @@ fn an_invalid_policy_is_refused_and_nothing_is_attached() {
     require_root();
     let cg = TestCgroup::new("oe-bad");
     let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = write_policy(tmp.path(), "default = \"deny\"\n[deny]\ncidrs = [\"10.0.0.0/33\"]\n");
+    let policy = write_policy(
+        tmp.path(),
+        "default = \"deny\"\n[deny]\ncidrs = [\"10.0.0.0/33\"]\n",
+    );
     let out = Command::new(ollama_egress_tests::daemon_bin())
         .args(["run", "--enforce", "--cgroup"])
         .arg(&cg.path)
@@ -251,7 +371,10 @@ fn an_invalid_policy_is_refused_and_nothing_is_attached() {
         .output()
         .expect("run ollama-egress");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "an invalid policy must fail: {stderr}");
+    assert!(
+        !out.status.success(),
+        "an invalid policy must fail: {stderr}"
+    );
     assert!(stderr.contains("line 3"), "names the line: {stderr}");
     assert!(stderr.contains("10.0.0.0/33"), "names the value: {stderr}");
     for point in AttachPoint::ALL {

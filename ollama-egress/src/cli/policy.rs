@@ -51,7 +51,12 @@ impl PolicyCommand {
         }
         for ip in explain {
             let (action, rule) = compiled.lookup(*ip);
-            writeln!(out, "{ip}: {} by {}", action.as_str(), compiled.rule_name(rule))?;
+            writeln!(
+                out,
+                "{ip}: {} by {}",
+                action.as_str(),
+                compiled.rule_name(rule)
+            )?;
         }
         Ok(())
     }

@@ -66,7 +66,11 @@ impl RunArgs {
             _ => TargetSpec::Process("ollama".to_owned()),
         };
         RunOptions {
-            mode: if self.enforce { Mode::Enforce } else { Mode::Monitor },
+            mode: if self.enforce {
+                Mode::Enforce
+            } else {
+                Mode::Monitor
+            },
             target,
             policy: self.policy.clone(),
             geo_db: self.geo.geo_db.clone(),

@@ -73,18 +73,55 @@ impl StatusArgs {
             return Ok(());
         }
         let Some(st) = &r.daemon else {
-            writeln!(out, "no daemon state in {}: ollama-egress run is not running", self.log_dir.display())?;
+            writeln!(
+                out,
+                "no daemon state in {}: ollama-egress run is not running",
+                self.log_dir.display()
+            )?;
             return Ok(());
         };
-        writeln!(out, "daemon:    pid {} ({})", st.pid, if r.daemon_running { "running" } else { "not running" })?;
+        writeln!(
+            out,
+            "daemon:    pid {} ({})",
+            st.pid,
+            if r.daemon_running {
+                "running"
+            } else {
+                "not running"
+            }
+        )?;
         writeln!(out, "mode:      {}", st.mode)?;
         writeln!(out, "target:    {} ({})", st.target, st.cgroup.display())?;
         writeln!(out, "processes: {:?}", r.processes)?;
-        writeln!(out, "policy:    {} (generation {})", st.policy, st.generation)?;
-        writeln!(out, "attached:  {}", if r.attached_verified { "verified by the kernel" } else { "NOT attached" })?;
-        writeln!(out, "log:       {}", self.log_dir.join(crate::logstore::EVENTS_FILE).display())?;
-        let db = |p: &Option<PathBuf>| p.as_ref().map_or("none".to_owned(), |p| p.display().to_string());
-        writeln!(out, "geo:       country {}, asn {}", db(&st.geo_db), db(&st.asn_db))?;
+        writeln!(
+            out,
+            "policy:    {} (generation {})",
+            st.policy, st.generation
+        )?;
+        writeln!(
+            out,
+            "attached:  {}",
+            if r.attached_verified {
+                "verified by the kernel"
+            } else {
+                "NOT attached"
+            }
+        )?;
+        writeln!(
+            out,
+            "log:       {}",
+            self.log_dir.join(crate::logstore::EVENTS_FILE).display()
+        )?;
+        let db = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map_or("none".to_owned(), |p| p.display().to_string())
+        };
+        writeln!(
+            out,
+            "geo:       country {}, asn {}",
+            db(&st.geo_db),
+            db(&st.asn_db)
+        )?;
         Ok(())
     }
 }

@@ -2,35 +2,43 @@
 
 pub mod inputs;
 mod privileges;
+mod reload;
 mod sink;
 pub mod state;
 
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
-use ollama_egress_common::{ACTION_ALLOW, ACTION_DENY, MODE_ENFORCE, MODE_MONITOR};
-use ollama_egress_geo::{GeoDb, GeoError};
+use ollama_egress_common::{MODE_ENFORCE, MODE_MONITOR};
+use ollama_egress_geo::GeoError;
 use time::OffsetDateTime;
-use tokio::{signal::unix::{SignalKind, signal}, sync::watch};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
 use tracing::{error, info, warn};
 
 pub use privileges::missing_capabilities;
+pub use reload::PolicySource;
+use reload::push_generation;
 pub use sink::LogSink;
 pub use state::DaemonState;
 
 use crate::{
-    loader::{AttachPoint, Loaded, LoaderError, MapSizes, PolicyTables, TableError, TablePolicy},
+    loader::{AttachPoint, Loaded, LoaderError, MapSizes, TableError, TablePolicy},
     logstore::{LogError, LogWriter, Mode, RotateOptions},
-    pipeline::{BootClock, Decoder, GenerationInfo, run_reader},
-    policy::{Action, CompiledPolicy, PolicyError},
+    pipeline::{BootClock, Decoder, run_reader},
+    policy::{CompiledPolicy, PolicyError},
     target::{self, ProcessWatcher, TargetError, TargetSpec},
 };
 
 /// How often `--process` looks for new processes.
 const PROCESS_SCAN_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the policy file and the geo databases are checked for changes.
+const INPUT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Everything `run` needs, as resolved from the command line.
 #[derive(Clone, Debug)]
@@ -97,10 +105,7 @@ pub fn table_policy(compiled: &CompiledPolicy, mode: Mode) -> TablePolicy<'_> {
     TablePolicy {
         v4: &compiled.v4,
         v6: &compiled.v6,
-        default_action: match compiled.default_action {
-            Action::Allow => ACTION_ALLOW,
-            Action::Deny => ACTION_DENY,
-        },
+        default_action: compiled.default_action.to_kernel(),
         mode: match mode {
             Mode::Enforce => MODE_ENFORCE,
             Mode::Monitor => MODE_MONITOR,
@@ -167,7 +172,11 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
             if moved.is_empty() {
                 info!("no process named {name} yet; waiting for one to start");
             } else {
-                info!(?moved, "moved processes named {name} into {}", cgroup.display());
+                info!(
+                    ?moved,
+                    "moved processes named {name} into {}",
+                    cgroup.display()
+                );
             }
             Some(w)
         }
@@ -188,7 +197,9 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         geo_db: geo_path.clone(),
         asn_db: asn_path.clone(),
     };
-    state.write(&opts.log_dir).map_err(io_err("writing the state file"))?;
+    state
+        .write(&opts.log_dir)
+        .map_err(io_err("writing the state file"))?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let reader_decoder = Arc::clone(&decoder);
@@ -197,24 +208,35 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         run_reader(ring, reader_decoder, &mut sink, stop_rx).await
     });
 
-    let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT handler"))?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM handler"))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT handler"))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM handler"))?;
     let mut sighup = signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP handler"))?;
+    let mut source = PolicySource::new(
+        opts.mode,
+        opts.policy.clone(),
+        opts.geo_db.clone(),
+        opts.asn_db.clone(),
+        geo.clone(),
+    );
     let mut scan = tokio::time::interval(PROCESS_SCAN_INTERVAL);
+    let mut watch_inputs = tokio::time::interval(INPUT_POLL_INTERVAL);
     info!("ollama-egress ready");
     loop {
         tokio::select! {
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sighup.recv() => {
-                match reload(&opts, &mut tables, &decoder, geo.as_deref()) {
-                    Ok(g) => {
-                        state.generation = g;
-                        if let Err(e) = state.write(&opts.log_dir) {
-                            warn!(error = %e, "could not update the state file");
-                        }
-                    }
-                    Err(e) => error!("policy reload failed, the previous policy stays in force: {e}"),
+                info!("SIGHUP: reloading the policy and the geo databases");
+                source.changed_files();
+                do_reload(&mut source, &mut tables, &decoder, &mut state, &opts.log_dir);
+            }
+            _ = watch_inputs.tick() => {
+                let changed = source.changed_files();
+                if !changed.is_empty() {
+                    info!(?changed, "inputs changed: reloading");
+                    do_reload(&mut source, &mut tables, &decoder, &mut state, &opts.log_dir);
                 }
             }
             _ = scan.tick(), if watcher.is_some() => {
@@ -245,33 +267,24 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     Ok(())
 }
 
-fn push_generation(decoder: &Mutex<Decoder>, generation: u32, compiled: &CompiledPolicy, mode: Mode) {
-    let rules = compiled.rules.iter().map(|r| r.id.clone()).collect();
-    decoder
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push_generation(GenerationInfo {
-            generation,
-            rules: Arc::new(rules),
-            mode,
-        });
-}
-
-/// Re-reads, re-compiles and switches in the policy; the old one stays on any error.
-fn reload(
-    opts: &RunOptions,
-    tables: &mut PolicyTables,
+fn do_reload(
+    source: &mut PolicySource,
+    tables: &mut crate::loader::PolicyTables,
     decoder: &Mutex<Decoder>,
-    geo: Option<&GeoDb>,
-) -> Result<u32, DaemonError> {
-    let policy = inputs::load_policy(opts.policy.as_deref())?;
-    let compiled = inputs::compile_policy(&policy, geo)?;
-    // Known before the switch, so events of the new generation decode at once.
-    let next = tables.generation().wrapping_add(1).max(1);
-    push_generation(decoder, next, &compiled, opts.mode);
-    let generation = tables.apply(table_policy(&compiled, opts.mode))?;
-    info!(generation, policy = %compiled.origin, "policy reloaded:\n{}", compiled.summary());
-    Ok(generation)
+    state: &mut DaemonState,
+    log_dir: &std::path::Path,
+) {
+    match source.reload(tables, decoder) {
+        Ok((generation, compiled)) => {
+            info!(generation, policy = %compiled.origin, "policy reloaded:\n{}", compiled.summary());
+            state.generation = generation;
+            state.policy = compiled.origin;
+            if let Err(e) = state.write(log_dir) {
+                warn!(error = %e, "could not update the state file");
+            }
+        }
+        Err(e) => error!("policy reload failed, the previous policy stays in force: {e}"),
+    }
 }
 
 fn program_ids(loaded: &Loaded) -> Vec<(String, u32)> {

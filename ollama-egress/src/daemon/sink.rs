@@ -32,7 +32,9 @@ impl<'a> LogSink<'a> {
             }
             Err(e) => {
                 if !self.failing {
-                    warn!("cannot write the event log, events are being dropped (enforcement continues): {e}");
+                    warn!(
+                        "cannot write the event log, events are being dropped (enforcement continues): {e}"
+                    );
                 }
                 self.failing = true;
             }

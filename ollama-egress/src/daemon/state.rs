@@ -99,10 +99,15 @@ mod tests {
             asn_db: None,
         };
         st.write(dir.path()).expect("write");
-        let back = DaemonState::read(dir.path()).expect("read").expect("present");
+        let back = DaemonState::read(dir.path())
+            .expect("read")
+            .expect("present");
         assert_eq!(back, st);
         assert!(back.daemon_alive());
-        let mode = fs::metadata(dir.path().join(STATE_FILE)).expect("meta").permissions().mode();
+        let mode = fs::metadata(dir.path().join(STATE_FILE))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o640);
         DaemonState::remove(dir.path()).expect("remove");
         DaemonState::remove(dir.path()).expect("remove twice");

@@ -75,7 +75,7 @@ where
     };
     let current_id = current.as_ref().map(|t| t.id);
     let mut rotated = rotated_files(dir)?;
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     for (_, path) in rotated {
         if stop() {
             return Ok(stats);
@@ -227,7 +227,7 @@ fn finish_file(
 /// after it while nobody looked. Empty when `old` is no longer among them.
 fn newer_rotated(dir: &Path, old: FileId) -> Result<Vec<PathBuf>, LogError> {
     let mut rotated = rotated_files(dir)?;
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     let ids: Vec<Option<FileId>> = rotated
         .iter()
         .map(|(_, p)| fs::metadata(p).ok().map(|m| FileId::of(&m)))

@@ -76,49 +76,45 @@ impl Prefilter {
             // Not valid JSON either; let the parser count it.
             return true;
         };
-        if let Some(want) = self.verdict {
-            if let Some(Raw::Str(v)) = raw_value(line, "verdict") {
-                if v != want {
-                    return false;
-                }
-            }
-        }
-        if let (Some(since), Some(Raw::Str(ts))) =
-            (&self.since, raw_value_if(line, "ts", &self.since))
+        if let Some(want) = self.verdict
+            && let Some(Raw::Str(v)) = raw_value(line, "verdict")
+            && v != want
         {
-            if is_log_ts(ts) && ts < since.as_str() {
-                return false;
-            }
+            return false;
         }
-        if let (Some(until), Some(Raw::Str(ts))) =
-            (&self.until, raw_value_if(line, "ts", &self.until))
+        if let Some(since) = &self.since
+            && let Some(Raw::Str(ts)) = raw_value(line, "ts")
+            && is_log_ts(ts)
+            && ts < since.as_str()
         {
-            if is_log_ts(ts) && ts > until.as_str() {
-                return false;
-            }
+            return false;
         }
-        if let Some(want) = &self.comm {
-            if let Some(Raw::Str(v)) = raw_value(line, "comm") {
-                if v != want {
-                    return false;
-                }
-            }
+        if let Some(until) = &self.until
+            && let Some(Raw::Str(ts)) = raw_value(line, "ts")
+            && is_log_ts(ts)
+            && ts > until.as_str()
+        {
+            return false;
         }
-        if let Some(want) = &self.port {
-            if let Some(Raw::Other(v)) = raw_value(line, "dport") {
-                if v != want && v.bytes().all(|b| b.is_ascii_digit()) {
-                    return false;
-                }
-            }
+        if let Some(want) = &self.comm
+            && let Some(Raw::Str(v)) = raw_value(line, "comm")
+            && v != want
+        {
+            return false;
         }
-        if let Some(net) = &self.dst {
-            if let Some(Raw::Str(v)) = raw_value(line, "dst") {
-                if let Ok(ip) = v.parse::<IpAddr>() {
-                    if !net_contains(net, ip) {
-                        return false;
-                    }
-                }
-            }
+        if let Some(want) = &self.port
+            && let Some(Raw::Other(v)) = raw_value(line, "dport")
+            && v != want
+            && v.bytes().all(|b| b.is_ascii_digit())
+        {
+            return false;
+        }
+        if let Some(net) = &self.dst
+            && let Some(Raw::Str(v)) = raw_value(line, "dst")
+            && let Ok(ip) = v.parse::<IpAddr>()
+            && !net_contains(net, ip)
+        {
+            return false;
         }
         if let Some(want) = &self.country {
             match raw_value(line, "country") {
@@ -127,25 +123,18 @@ impl Prefilter {
                 _ => {}
             }
         }
-        if let Some(want) = &self.rule {
-            if let Some(Raw::Str(v)) = raw_value(line, "rule") {
-                let ok = if self.rule_prefix {
-                    v.starts_with(want.as_str())
-                } else {
-                    v == want
-                };
-                if !ok {
-                    return false;
-                }
-            }
+        if let Some(want) = &self.rule
+            && let Some(Raw::Str(v)) = raw_value(line, "rule")
+            && !(if self.rule_prefix {
+                v.starts_with(want.as_str())
+            } else {
+                v == want
+            })
+        {
+            return false;
         }
         true
     }
-}
-
-/// `raw_value(line, key)` when `want` is set, else `None` (saves the search).
-fn raw_value_if<'a, T>(line: &'a str, key: &str, want: &Option<T>) -> Option<Raw<'a>> {
-    want.as_ref().and_then(|_| raw_value(line, key))
 }
 
 /// True for exactly `dddd-dd-ddTdd:dd:dd.ddddddZ`, the form that sorts like the time.

@@ -129,7 +129,7 @@ pub fn log_files(dir: &Path) -> Result<Vec<PathBuf>, LogError> {
         Err(e) => return Err(LogError::read(dir, e)),
     }
     let mut rotated = rotated_files(dir)?;
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
     let active = dir.join(EVENTS_FILE);
     if active.exists() {

@@ -430,12 +430,12 @@ fn big_log(mb: usize) -> (tempfile::TempDir, u32) {
         r.ts = T0 + time::Duration::milliseconds(i64::from(i));
         r.pid = i;
         // 1 in 50 blocked, the rest allowed.
-        r.verdict = if i % 50 == 0 {
+        r.verdict = if i.is_multiple_of(50) {
             Verdict::Blocked
         } else {
             Verdict::Allowed
         };
-        r.dport = if i % 50 == 0 { 443 } else { 11434 };
+        r.dport = if i.is_multiple_of(50) { 443 } else { 11434 };
         let line = serde_json::to_string(&r).unwrap();
         w.write_all(line.as_bytes()).unwrap();
         w.write_all(b"\n").unwrap();

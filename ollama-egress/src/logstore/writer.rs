@@ -257,10 +257,10 @@ pub(super) fn rotated_files(dir: &Path) -> Result<Vec<(usize, PathBuf)>, LogErro
         if suffix.is_empty() || !suffix.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        if let Ok(n) = suffix.parse::<usize>() {
-            if n > 0 {
-                out.push((n, entry.path()));
-            }
+        if let Ok(n) = suffix.parse::<usize>()
+            && n > 0
+        {
+            out.push((n, entry.path()));
         }
     }
     Ok(out)

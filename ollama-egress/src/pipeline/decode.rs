@@ -123,7 +123,10 @@ impl Decoder {
         };
         let (family, dst) = if ev.family == FAMILY_IPV4 {
             let a = &ev.daddr;
-            (Family::Ipv4, IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])))
+            (
+                Family::Ipv4,
+                IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])),
+            )
         } else {
             (Family::Ipv6, IpAddr::V6(Ipv6Addr::from(ev.daddr)))
         };

@@ -149,7 +149,11 @@ fn act(action: &Action) -> Outcome {
         }
         Action::UdpConnected { addr } => {
             let r = (|| {
-                let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+                let bind = if addr.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                };
                 let s = UdpSocket::bind(bind)?;
                 s.connect(addr)?;
                 s.send(b"probe")?;
@@ -217,11 +221,19 @@ fn fork_tcp(addr: &SocketAddr) -> Outcome {
                     errno: v["errno"].as_i64().and_then(|e| i32::try_from(e).ok()),
                     error: v["error"].as_str().map(str::to_owned),
                     elapsed_us: v["elapsed_us"].as_u64().unwrap_or(0),
-                    pid: v["pid"].as_u64().and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+                    pid: v["pid"]
+                        .as_u64()
+                        .and_then(|p| u32::try_from(p).ok())
+                        .unwrap_or(0),
                     attempts: 1,
                     successes: u64::from(v["ok"].as_bool().unwrap_or(false)),
                 })
-                .unwrap_or_else(|| result(Instant::now(), Err(std::io::Error::other("child said nothing"))))
+                .unwrap_or_else(|| {
+                    result(
+                        Instant::now(),
+                        Err(std::io::Error::other("child said nothing")),
+                    )
+                })
         }
         Err(e) => result(Instant::now(), Err(e.into())),
     }
@@ -251,7 +263,20 @@ fn raw_ping(addr: std::net::Ipv4Addr) -> std::io::Result<()> {
             std::mem::size_of::<libc::timeval>() as u32,
         );
         let id: u16 = (std::process::id() & 0xffff) as u16;
-        let mut pkt = [8u8, 0, 0, 0, (id >> 8) as u8, id as u8, 0, 1, b'o', b'e', b'g', b'r'];
+        let mut pkt = [
+            8u8,
+            0,
+            0,
+            0,
+            (id >> 8) as u8,
+            id as u8,
+            0,
+            1,
+            b'o',
+            b'e',
+            b'g',
+            b'r',
+        ];
         let sum = checksum(&pkt);
         pkt[2] = (sum >> 8) as u8;
         pkt[3] = sum as u8;

@@ -1,0 +1,57 @@
+//! `cargo xtask test`: lints, unit tests, and the root integration tests.
+
+use std::process::Command;
+
+use anyhow::bail;
+
+use crate::setup::sh;
+
+/// Runs everything; the integration tests need root and this fails when they cannot run.
+pub fn run(lint: bool, args: &[String]) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!(
+            "the integration tests load eBPF programs into the kernel and need root: run `sudo -E cargo xtask test`"
+        );
+    }
+    if lint {
+        sh(Command::new("cargo").args(["fmt", "--all", "--check"]))?;
+        sh(Command::new("cargo").args([
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "ollama-egress-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    // Unit tests first (no root needed), then the integration tests, which use the daemon binary
+    // built by the same invocation.
+    sh(Command::new("cargo")
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "ollama-egress-ebpf",
+            "--exclude",
+            "ollama-egress-tests",
+        ])
+        .arg("--")
+        .args(args))?;
+    sh(Command::new("cargo").args(["build", "-p", "ollama-egress"]))?;
+    sh(Command::new("cargo")
+        .args([
+            "test",
+            "-p",
+            "ollama-egress-tests",
+            "--",
+            "--test-threads=2",
+        ])
+        .args(args))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
