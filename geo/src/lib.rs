@@ -15,6 +15,7 @@ mod cache;
 mod convert;
 mod error;
 mod expand;
+mod fetch;
 #[cfg(feature = "fixtures")]
 pub mod fixture;
 mod lookup;
@@ -23,10 +24,22 @@ mod update;
 pub use convert::{ASN_DATABASE_TYPE, AsnMmdbBuilder, range_to_cidrs};
 pub use error::{GeoError, UpdateStep};
 pub use expand::normalize_country_code;
+pub use fetch::{check_integrity, metadata_url};
 pub use lookup::{DatabaseInfo, GeoDb, GeoInfo, LOOKUP_CACHE_ENTRIES, normalize_ip};
 pub use update::{
     ASN_ATTRIBUTION, ASN_CSVS_IN_TARBALL, ASN_FILE, ASN_PACKAGE, ATTRIBUTION, COUNTRY_ATTRIBUTION,
     COUNTRY_FILE, COUNTRY_MMDB_IN_TARBALL, COUNTRY_PACKAGE, DEFAULT_DIR, DEFAULT_REGISTRY,
-    DEFAULT_TIMEOUT, PackageReport, SOURCE_FILE, UpdateOptions, UpdateReport, check_integrity,
-    metadata_url, update,
+    DEFAULT_TIMEOUT, PackageReport, SOURCE_FILE, UpdateOptions, UpdateReport, update,
 };
+
+#[cfg(test)]
+mod tests {
+    /// The daemon shares one `GeoDb` between tasks and sends errors across threads.
+    #[test]
+    fn thread_safe() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<crate::GeoDb>();
+        assert_send_sync::<crate::GeoError>();
+        assert_send_sync::<crate::UpdateReport>();
+    }
+}

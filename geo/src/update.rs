@@ -9,18 +9,15 @@
 //! files renamed over `country.mmdb` and `asn.mmdb` and the directory fsynced. Any failure
 //! leaves the previously installed files as they were and names the package and the step.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine as _;
-use sha2::{Digest, Sha512};
-
 use crate::convert::AsnMmdbBuilder;
 use crate::error::{GeoError, UpdateStep};
+use crate::fetch::{Http, Latest, MAX_METADATA_BYTES, MAX_TARBALL_BYTES, check_integrity, unpack};
 use crate::lookup::GeoDb;
 
 /// File name of the installed country database.
@@ -75,10 +72,6 @@ pub const ASN_ATTRIBUTION: &str = asn_attribution!();
 /// Both attributions, one per line, for `geo update` output, `--help` and the README.
 pub const ATTRIBUTION: &str = concat!(country_attribution!(), "\n", asn_attribution!());
 
-/// Largest registry metadata document accepted.
-const MAX_METADATA_BYTES: u64 = 4 << 20;
-/// Largest tarball, and largest file inside one, accepted.
-const MAX_TARBALL_BYTES: u64 = 512 << 20;
 /// A country database must hold at least this many IPv4 networks to be installed.
 const MIN_COUNTRY_IPV4_NETWORKS: usize = 1000;
 /// A well-known address every real database covers.
@@ -150,11 +143,12 @@ pub fn update(opts: &UpdateOptions) -> Result<UpdateReport, GeoError> {
         path: opts.dir.clone(),
         source,
     })?;
-    let http = Http::new(opts);
+    let http = Http::new(&opts.registry, opts.timeout);
 
     // Prepare both before touching either installed file.
     let country = prepare(&http, opts, COUNTRY_PACKAGE, COUNTRY_FILE, |pkg, tgz| {
-        let mut files = unpack(pkg, tgz, &[COUNTRY_MMDB_IN_TARBALL])?;
+        let mut files = unpack(tgz, &[COUNTRY_MMDB_IN_TARBALL])
+            .map_err(|e| fail(pkg, UpdateStep::Unpack, e))?;
         files.remove(COUNTRY_MMDB_IN_TARBALL).ok_or_else(|| {
             fail(
                 pkg,
@@ -164,7 +158,8 @@ pub fn update(opts: &UpdateOptions) -> Result<UpdateReport, GeoError> {
         })
     })?;
     let asn = prepare(&http, opts, ASN_PACKAGE, ASN_FILE, |pkg, tgz| {
-        let files = unpack(pkg, tgz, &ASN_CSVS_IN_TARBALL)?;
+        let files =
+            unpack(tgz, &ASN_CSVS_IN_TARBALL).map_err(|e| fail(pkg, UpdateStep::Unpack, e))?;
         let convert_started = Instant::now();
         let mut builder = AsnMmdbBuilder::new("ip-location-db asn, converted by ollama-egress");
         for name in ASN_CSVS_IN_TARBALL {
@@ -224,188 +219,6 @@ fn fail(package: &str, step: UpdateStep, reason: impl Into<String>) -> GeoError 
     }
 }
 
-/// A blocking HTTP client with the update's time limit.
-struct Http {
-    agent: ureq::Agent,
-}
-
-impl Http {
-    fn new(opts: &UpdateOptions) -> Http {
-        let mut config = ureq::Agent::config_builder()
-            .timeout_global(Some(opts.timeout))
-            .user_agent(concat!("ollama-egress/", env!("CARGO_PKG_VERSION")));
-        if is_loopback_url(&opts.registry) {
-            // A local registry (tests, a local mirror) must not go through an env proxy.
-            config = config.proxy(None);
-        }
-        if let Some(roots) = system_root_certs() {
-            // Trust what the system trusts (e.g. a company's TLS-inspecting proxy CA), as
-            // npm and curl do; ureq's built-in Mozilla roots are the fallback.
-            config = config.tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
-                    .build(),
-            );
-        }
-        Http {
-            agent: config.build().into(),
-        }
-    }
-
-    fn get(&self, url: &str, limit: u64) -> Result<Vec<u8>, String> {
-        let mut resp = self
-            .agent
-            .get(url)
-            .call()
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        resp.body_mut()
-            .with_config()
-            .limit(limit)
-            .read_to_vec()
-            .map_err(|e| format!("GET {url}: reading the body: {e}"))
-    }
-}
-
-/// System CA bundles, in the order distributions put them.
-const CA_BUNDLES: [&str; 5] = [
-    "/etc/ssl/certs/ca-certificates.crt", // Debian, Ubuntu, Arch, Alpine
-    "/etc/pki/tls/certs/ca-bundle.crt",   // Fedora, RHEL
-    "/etc/ssl/ca-bundle.pem",             // openSUSE
-    "/etc/pki/tls/cacert.pem",            // OpenELEC
-    "/etc/ssl/cert.pem",                  // Alpine, macOS-style
-];
-
-/// The system's trusted CA certificates: `$SSL_CERT_FILE`, else the first distribution
-/// bundle that holds any certificate. `None` means "use ureq's built-in roots".
-fn system_root_certs() -> Option<Vec<ureq::tls::Certificate<'static>>> {
-    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
-    env.into_iter()
-        .chain(CA_BUNDLES.iter().map(PathBuf::from))
-        .find_map(|path| {
-            let pem = std::fs::read(&path).ok()?;
-            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            tracing::debug!(path = %path.display(), certs = certs.len(), "CA bundle");
-            (!certs.is_empty()).then_some(certs)
-        })
-}
-
-fn is_loopback_url(url: &str) -> bool {
-    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
-        return false;
-    };
-    match uri.host() {
-        Some("localhost") => true,
-        Some(host) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
-}
-
-/// `{registry}/@scope%2fname/latest`.
-pub fn metadata_url(registry: &str, package: &str) -> String {
-    format!(
-        "{}/{}/latest",
-        registry.trim_end_matches('/'),
-        package.replacen('/', "%2f", 1)
-    )
-}
-
-#[derive(serde::Deserialize)]
-struct Latest {
-    version: String,
-    dist: Dist,
-}
-
-#[derive(serde::Deserialize)]
-struct Dist {
-    tarball: String,
-    integrity: Option<String>,
-}
-
-/// Check `data` against an SRI string such as `sha512-<base64>` (several may be listed,
-/// separated by spaces; the sha512 ones count and one must match).
-pub fn check_integrity(data: &[u8], integrity: &str) -> Result<(), String> {
-    let wanted: Vec<&str> = integrity
-        .split_whitespace()
-        .filter_map(|h| h.strip_prefix("sha512-"))
-        .collect();
-    if wanted.is_empty() {
-        return Err(format!(
-            "dist.integrity {integrity:?} has no sha512 hash to check the tarball against"
-        ));
-    }
-    let actual = base64::engine::general_purpose::STANDARD.encode(Sha512::digest(data));
-    // Ignore SRI options ("sha512-...?opt").
-    if wanted
-        .iter()
-        .any(|w| w.split('?').next() == Some(actual.as_str()))
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "sha512 of the tarball is {actual}, but the registry says {integrity}"
-        ))
-    }
-}
-
-/// Gunzip and untar `tgz` completely (so a truncated or corrupt archive is rejected even if
-/// the wanted files come first) and return the wanted files, found by file name.
-fn unpack(
-    package: &str,
-    tgz: &[u8],
-    wanted: &[&str],
-) -> Result<BTreeMap<String, Vec<u8>>, GeoError> {
-    let bad = |reason: String| fail(package, UpdateStep::Unpack, reason);
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
-    let mut found = BTreeMap::new();
-    let mut entries_seen = 0usize;
-    for entry in archive
-        .entries()
-        .map_err(|e| bad(format!("not a tar.gz archive: {e}")))?
-    {
-        let mut entry = entry.map_err(|e| bad(format!("damaged archive: {e}")))?;
-        entries_seen += 1;
-        let path = entry
-            .path()
-            .map_err(|e| bad(format!("damaged archive entry name: {e}")))?
-            .into_owned();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let take = entry.header().entry_type().is_file()
-            && wanted.contains(&name)
-            && !found.contains_key(name);
-        if take {
-            let size = entry.size();
-            if size > MAX_TARBALL_BYTES {
-                return Err(bad(format!("{name} is {size} bytes, more than accepted")));
-            }
-            let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-            entry
-                .read_to_end(&mut data)
-                .map_err(|e| bad(format!("damaged archive while reading {name}: {e}")))?;
-            found.insert(name.to_owned(), data);
-        } else {
-            std::io::copy(&mut entry, &mut std::io::sink())
-                .map_err(|e| bad(format!("damaged archive: {e}")))?;
-        }
-    }
-    // The tar end marker was read; the gzip trailer (CRC, length) must follow intact.
-    let mut rest = archive.into_inner();
-    std::io::copy(&mut rest, &mut std::io::sink())
-        .map_err(|e| bad(format!("damaged gzip stream: {e}")))?;
-    if entries_seen == 0 {
-        return Err(bad("the archive is empty or truncated".to_owned()));
-    }
-    Ok(found)
-}
-
 /// A checked database waiting in a temporary file next to its final name.
 struct Prepared {
     package: &'static str,
@@ -424,7 +237,7 @@ fn prepare<F>(
 where
     F: FnOnce(&str, &[u8]) -> Result<Vec<u8>, GeoError>,
 {
-    let url = metadata_url(&opts.registry, package);
+    let url = crate::fetch::metadata_url(&opts.registry, package);
     let meta = http
         .get(&url, MAX_METADATA_BYTES)
         .map_err(|e| fail(package, UpdateStep::Metadata, e))?;

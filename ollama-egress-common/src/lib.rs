@@ -24,6 +24,20 @@ pub const EVENTS_MAP: &str = "EVENTS";
 /// LRU hash of [`DedupKey`] → [`DedupValue`]: datagram destinations already decided.
 pub const DEDUP_MAP: &str = "DATAGRAM_SEEN";
 
+/// Every map of the kernel object, for pinning.
+pub const ALL_MAPS: [&str; 10] = [
+    POLICY_V4_MAPS[0],
+    POLICY_V4_MAPS[1],
+    POLICY_V6_MAPS[0],
+    POLICY_V6_MAPS[1],
+    ACTIVE_SLOT_MAP,
+    SLOT_CONFIG_MAP,
+    PACKET_COUNTERS_MAP,
+    STATS_MAP,
+    EVENTS_MAP,
+    DEDUP_MAP,
+];
+
 /// Default capacity of each policy trie (prefixes per family and slot).
 pub const DEFAULT_MAX_PREFIXES: u32 = 1 << 20;
 /// Default size of the event ring buffer in bytes (a power of two, a multiple of the page size).

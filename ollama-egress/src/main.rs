@@ -41,6 +41,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             ollama_egress::logstore::run(&args, &mut out)?;
         }
         Command::Status(args) => args.run(&mut out)?,
+        Command::Detach(args) => args.run(&mut out)?,
         Command::Policy(cmd) => cmd.run(&mut out)?,
         Command::Geo(cmd) => cmd.run(&mut out)?,
     }

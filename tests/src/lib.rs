@@ -150,27 +150,50 @@ pub fn write_policy(dir: &Path, text: &str) -> PathBuf {
     p
 }
 
-/// A running `ollama-egress run`, stopped with SIGTERM on drop.
+/// A running `ollama-egress run`, stopped with SIGTERM on drop; its pins are removed then too.
 pub struct Daemon {
     child: Option<Child>,
     /// Its log directory.
     pub log_dir: PathBuf,
+    /// Its bpffs pin directory (unique to the test).
+    pub pin_dir: PathBuf,
     stderr: PathBuf,
     _tmp: tempfile::TempDir,
 }
 
 impl Daemon {
-    /// Starts `ollama-egress run ARGS --log-dir <tmp>` and waits until it reports ready (its
-    /// state file names its pid).
+    /// Starts `ollama-egress run ARGS --log-dir <tmp> --pin-dir <unique>` and waits until it
+    /// reports ready (its state file names its pid).
     pub fn start(args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let log_dir = tmp.path().join("log");
+        let pin_dir = PathBuf::from("/sys/fs/bpf").join(unique("oe-test"));
+        Self::start_with(args, tmp, log_dir, pin_dir)
+    }
+
+    /// Like [`Daemon::start`], with the log and pin directories of an earlier daemon (a
+    /// restart).
+    pub fn restart(&mut self, args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        // The new daemon owns the pins from now on.
+        let pin_dir = std::mem::take(&mut self.pin_dir);
+        Self::start_with(args, tmp, self.log_dir.clone(), pin_dir)
+    }
+
+    fn start_with(
+        args: &[&str],
+        tmp: tempfile::TempDir,
+        log_dir: PathBuf,
+        pin_dir: PathBuf,
+    ) -> Self {
         let stderr = tmp.path().join("daemon.stderr");
         let child = Command::new(daemon_bin())
             .arg("run")
             .args(args)
             .arg("--log-dir")
             .arg(&log_dir)
+            .arg("--pin-dir")
+            .arg(&pin_dir)
             .env("OLLAMA_EGRESS_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -180,6 +203,7 @@ impl Daemon {
         let mut d = Self {
             child: Some(child),
             log_dir,
+            pin_dir,
             stderr,
             _tmp: tmp,
         };
@@ -263,12 +287,29 @@ impl Daemon {
         let _ = child.wait();
         false
     }
+
+    /// Sends SIGKILL (no clean-up by the daemon) and waits for the exit.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.child.is_some() {
             self.stop();
+        }
+        if !self.pin_dir.as_os_str().is_empty() && self.pin_dir.exists() {
+            if let Err(e) = ollama_egress::loader::PinLayout::new(&self.pin_dir).detach_and_remove()
+            {
+                eprintln!(
+                    "warning: could not remove pins {}: {e}",
+                    self.pin_dir.display()
+                );
+            }
         }
     }
 }

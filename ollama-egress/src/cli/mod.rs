@@ -1,5 +1,6 @@
 //! The command line: `run`, `logs`, `status`, `policy check`, `detach`, `geo lookup|update`.
 
+mod detach;
 mod geo;
 mod policy;
 mod run;
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub use detach::DetachArgs;
 pub use geo::GeoCommand;
 pub use policy::PolicyCommand;
 pub use run::RunArgs;
@@ -38,6 +40,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// Show what a running daemon is doing.
     Status(StatusArgs),
+    /// Stop enforcing: detach the pinned programs from the cgroup and remove the pins.
+    Detach(DetachArgs),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),

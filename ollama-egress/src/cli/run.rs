@@ -46,7 +46,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: std::net::SocketAddr,
     /// bpffs directory where programs, links and maps are pinned.
-    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/ollama-egress")]
+    #[arg(long, value_name = "DIR", default_value = crate::loader::DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
     /// Most prefixes each kernel policy table holds (per address family).
     #[arg(long, value_name = "N", default_value_t = ollama_egress_common::DEFAULT_MAX_PREFIXES)]
@@ -78,6 +78,7 @@ impl RunArgs {
             log_dir: self.log_dir.clone(),
             max_prefixes: self.max_prefixes,
             managed_cgroup: self.managed_cgroup.clone(),
+            pin_dir: self.pin_dir.clone(),
         }
     }
 }

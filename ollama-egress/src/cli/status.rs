@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::{
     daemon::DaemonState,
-    loader::{AttachPoint, attached_program_ids},
+    loader::{AttachPoint, PinLayout, attached_program_ids},
     logstore::DEFAULT_LOG_DIR,
     target,
 };
@@ -17,9 +17,25 @@ pub struct StatusArgs {
     /// Directory of the event log and the daemon's state.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_LOG_DIR)]
     pub log_dir: PathBuf,
+    /// bpffs directory of the pinned enforcement.
+    #[arg(long, value_name = "DIR", default_value = crate::loader::DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// One pinned link, as the kernel describes it.
+#[derive(Debug, serde::Serialize)]
+pub struct PinnedLink {
+    /// The program's name.
+    pub program: &'static str,
+    /// The kernel's link id.
+    pub link_id: u32,
+    /// The program it runs.
+    pub prog_id: u32,
+    /// The cgroup it is attached to; 0 when detached.
+    pub cgroup_id: u64,
 }
 
 /// What `status` reports.
@@ -33,11 +49,30 @@ pub struct StatusReport {
     pub attached_verified: bool,
     /// Processes in the target cgroup.
     pub processes: Vec<u32>,
+    /// Links pinned in the pin directory (enforcement that outlives the daemon).
+    pub pinned: Vec<PinnedLink>,
+    /// Pinned enforcement is attached but no daemon runs: the kernel still enforces the last
+    /// policy, and nothing records events until a daemon starts again.
+    pub enforcing_without_daemon: bool,
 }
 
 impl StatusArgs {
     /// Builds the report.
     pub fn report(&self) -> anyhow::Result<StatusReport> {
+        let pinned: Vec<PinnedLink> = PinLayout::new(&self.pin_dir)
+            .links()
+            .into_iter()
+            .filter_map(|(p, info)| {
+                let info = info.ok()?;
+                Some(PinnedLink {
+                    program: p.program_name(),
+                    link_id: info.id,
+                    prog_id: info.prog_id,
+                    cgroup_id: info.cgroup_id,
+                })
+            })
+            .collect();
+        let pinned_attached = !pinned.is_empty() && pinned.iter().all(|l| l.cgroup_id != 0);
         let daemon = DaemonState::read(&self.log_dir)?;
         let Some(st) = daemon else {
             return Ok(StatusReport {
@@ -45,9 +80,21 @@ impl StatusArgs {
                 daemon_running: false,
                 attached_verified: false,
                 processes: Vec::new(),
+                enforcing_without_daemon: pinned_attached,
+                pinned,
             });
         };
         let running = st.daemon_alive();
+        if !running {
+            return Ok(StatusReport {
+                daemon: Some(st),
+                daemon_running: false,
+                attached_verified: false,
+                processes: Vec::new(),
+                enforcing_without_daemon: pinned_attached,
+                pinned,
+            });
+        }
         let attached_verified = AttachPoint::ALL.iter().all(|p| {
             let want = st.programs.iter().find(|(n, _)| n == p.program_name());
             match (want, attached_program_ids(&st.cgroup, *p)) {
@@ -61,6 +108,8 @@ impl StatusArgs {
             daemon_running: running,
             attached_verified,
             processes,
+            enforcing_without_daemon: pinned_attached && !running,
+            pinned,
         })
     }
 

@@ -28,7 +28,9 @@ pub use sink::LogSink;
 pub use state::DaemonState;
 
 use crate::{
-    loader::{AttachPoint, Loaded, LoaderError, MapSizes, TableError, TablePolicy},
+    loader::{
+        AttachPoint, Attachment, Loaded, LoaderError, MapSizes, PinLayout, TableError, TablePolicy,
+    },
     logstore::{LogError, LogWriter, Mode, RotateOptions},
     pipeline::{BootClock, Decoder, run_reader},
     policy::{CompiledPolicy, PolicyError},
@@ -59,6 +61,8 @@ pub struct RunOptions {
     pub max_prefixes: u32,
     /// Name of the managed cgroup for `--process`.
     pub managed_cgroup: String,
+    /// bpffs directory for pinned programs, links and maps.
+    pub pin_dir: PathBuf,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -147,9 +151,16 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let mut writer = LogWriter::open(&opts.log_dir, RotateOptions::default())?;
     raise_memlock();
 
-    let mut loaded = Loaded::load(MapSizes {
-        max_prefixes: opts.max_prefixes,
-    })?;
+    // Enforcement is pinned so that it outlives the daemon. Monitor mode pins nothing, but
+    // takes over (and at exit removes) enforcement it finds pinned: the user switched modes.
+    let pins = PinLayout::new(&opts.pin_dir);
+    let pinned = opts.mode == Mode::Enforce || pins.has_links();
+    let mut loaded = Loaded::load(
+        MapSizes {
+            max_prefixes: opts.max_prefixes,
+        },
+        pinned.then_some(&pins),
+    )?;
     let mut tables = loaded.policy_tables()?;
     let generation = tables.apply(table_policy(&compiled, opts.mode))?;
     let ring = loaded.take_events()?;
@@ -157,7 +168,10 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let decoder = Arc::new(Mutex::new(Decoder::new(BootClock::now(), geo.clone())));
     push_generation(&decoder, generation, &compiled, opts.mode);
 
-    loaded.attach(&cgroup)?;
+    let attachment = loaded.attach(&cgroup)?;
+    if attachment == Attachment::Adopted {
+        info!(pin_dir = %opts.pin_dir.display(), "adopted the pinned enforcement: its links now run this daemon's programs, with no gap");
+    }
     info!(
         cgroup = %cgroup.display(),
         target = %opts.target,
@@ -251,9 +265,23 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         }
     }
 
-    // Detach first so that no decision is made that the final drain would miss.
+    // In enforce mode the pinned links stay: enforcement goes on without the daemon, and what
+    // the kernel records meanwhile waits in the pinned ring buffer for the next daemon. In
+    // monitor mode everything is detached first, so the final drain misses nothing.
     drop(tables);
     drop(loaded);
+    if opts.mode == Mode::Monitor && pinned {
+        match pins.detach_and_remove() {
+            Ok(n) => info!(
+                links = n,
+                "monitor mode: removed the pinned enforcement it had taken over"
+            ),
+            Err(e) => error!(
+                "could not remove the pins in {}: {e}",
+                opts.pin_dir.display()
+            ),
+        }
+    }
     let _ = stop_tx.send(true);
     match reader.await {
         Ok(Ok(stats)) => info!(events = stats.decoded, "event log flushed"),
@@ -263,7 +291,15 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     if let Err(e) = DaemonState::remove(&opts.log_dir) {
         warn!(error = %e, "could not remove the state file");
     }
-    info!("detached from {}", cgroup.display());
+    if opts.mode == Mode::Enforce {
+        info!(
+            "enforcement stays attached to {} (pinned in {}); `ollama-egress detach` stops it",
+            cgroup.display(),
+            opts.pin_dir.display()
+        );
+    } else {
+        info!("detached from {}", cgroup.display());
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
-//! The hooks the programs attach to, and a direct `BPF_PROG_QUERY` to see what the kernel has
-//! attached to a cgroup (aya 0.14 has no public query for cgroup_skb and sock_addr programs).
+//! The hooks the programs attach to, and what the kernel has attached to a cgroup (aya 0.14
+//! has no public query for cgroup_skb and sock_addr programs).
 
-use std::{fs::File, io, os::fd::AsRawFd, path::Path};
+use std::{fs::File, io, os::fd::AsFd as _, path::Path};
 
 use aya::programs::{CgroupSkbAttachType, CgroupSockAddrAttachType};
 
@@ -66,7 +66,7 @@ impl AttachPoint {
     }
 
     /// The kernel's `enum bpf_attach_type` value.
-    const fn kernel_attach_type(self) -> u32 {
+    pub const fn kernel_attach_type(self) -> u32 {
         match self {
             Self::Ingress => 0,   // BPF_CGROUP_INET_INGRESS
             Self::Egress => 1,    // BPF_CGROUP_INET_EGRESS
@@ -78,49 +78,8 @@ impl AttachPoint {
     }
 }
 
-const BPF_PROG_QUERY: libc::c_long = 16;
-
-/// `union bpf_attr` as used by `BPF_PROG_QUERY`.
-#[repr(C)]
-#[derive(Default)]
-struct QueryAttr {
-    target_fd: u32,
-    attach_type: u32,
-    query_flags: u32,
-    attach_flags: u32,
-    prog_ids: u64,
-    prog_cnt: u32,
-    _pad: u32,
-    prog_attach_flags: u64,
-    link_ids: u64,
-    link_attach_flags: u64,
-    revision: u64,
-}
-
 /// Ids of the programs attached directly to `cgroup` at `point`.
 pub fn attached_program_ids(cgroup: &Path, point: AttachPoint) -> io::Result<Vec<u32>> {
     let dir = File::open(cgroup)?;
-    let mut ids = vec![0u32; 64];
-    let mut attr = QueryAttr {
-        target_fd: dir.as_raw_fd() as u32,
-        attach_type: point.kernel_attach_type(),
-        prog_ids: ids.as_mut_ptr() as u64,
-        prog_cnt: ids.len() as u32,
-        ..QueryAttr::default()
-    };
-    // SAFETY: `attr` is a valid bpf_attr prefix of the size passed, `prog_ids` points at
-    // `prog_cnt` writable u32s that outlive the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_QUERY,
-            &mut attr as *mut QueryAttr,
-            std::mem::size_of::<QueryAttr>(),
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    ids.truncate(attr.prog_cnt.min(64) as usize);
-    Ok(ids)
+    super::sys::prog_query(dir.as_fd(), point.kernel_attach_type())
 }

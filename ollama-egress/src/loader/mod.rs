@@ -2,22 +2,35 @@
 //! they are attached.
 
 mod attach;
+mod pins;
+pub mod sys;
 mod tables;
 
-use std::{fs::File, path::Path};
+use std::{
+    fs::File,
+    os::fd::{AsFd as _, OwnedFd},
+    path::Path,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSockAddr},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSockAddr, Program,
+        links::{FdLink, PinnedLink},
+    },
 };
 use ollama_egress_common::{
-    COUNTER_ENTRIES, Counter, DIRECTION_COUNT, EVENTS_MAP, PACKET_COUNTERS_MAP, POLICY_V4_MAPS,
-    POLICY_V6_MAPS, STAT_EVENTS_LOST, STATS_MAP, VERDICT_COUNT, counter_index,
+    ALL_MAPS, COUNTER_ENTRIES, Counter, DIRECTION_COUNT, EVENTS_MAP, PACKET_COUNTERS_MAP,
+    POLICY_V4_MAPS, POLICY_V6_MAPS, STAT_EVENTS_LOST, STATS_MAP, VERDICT_COUNT, counter_index,
 };
 
 pub use attach::{AttachPoint, attached_program_ids};
+pub use pins::{PinError, PinLayout, cgroup_id};
 pub use tables::{PolicyTables, TableError, TablePolicy};
+
+/// Default bpffs directory of the pins.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/ollama-egress";
 
 /// The kernel object built by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ollama-egress"));
@@ -77,6 +90,32 @@ pub enum LoaderError {
         #[source]
         source: std::io::Error,
     },
+    /// Pinned links belong to another cgroup than the target.
+    #[error(
+        "enforcement pinned in {pin_dir} is attached to another cgroup (id {pinned}) than {path} (id {target}); run `ollama-egress detach --pin-dir {pin_dir}` first"
+    )]
+    PinnedElsewhere {
+        /// The pin directory.
+        pin_dir: String,
+        /// The target cgroup.
+        path: String,
+        /// Its id.
+        target: u64,
+        /// The cgroup id of the pinned link.
+        pinned: u64,
+    },
+    /// Pinning or re-opening pinned objects failed.
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    /// A raw bpf(2) call on a pinned object failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// After attaching, the kernel does not list a program on the cgroup.
     #[error("program {program} is not attached to {path} although the attach call succeeded")]
     NotAttached {
@@ -105,18 +144,45 @@ impl Default for MapSizes {
 /// The loaded (not yet attached) programs and their maps.
 pub struct Loaded {
     ebpf: Ebpf,
-    sizes: MapSizes,
+    pins: Option<PinLayout>,
+    /// Links this process created and pinned, or re-opened from pins.
+    links: Vec<LinkHandle>,
+}
+
+/// A link kept open by the daemon. Dropping it closes the descriptor; a pinned link stays
+/// attached, an unpinned one is detached.
+enum LinkHandle {
+    Pinned(#[allow(dead_code)] PinnedLink),
+    Adopted(#[allow(dead_code)] OwnedFd),
+    Owned(#[allow(dead_code)] FdLink),
+}
+
+/// How [`Loaded::attach`] attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    /// New links were created.
+    Created,
+    /// Pinned links were found and given the new programs, without a moment unattached.
+    Adopted,
 }
 
 impl Loaded {
-    /// Loads the programs into the kernel and verifies them.
-    pub fn load(sizes: MapSizes) -> Result<Self, LoaderError> {
+    /// Loads the programs into the kernel and verifies them. With `pins`, every map is
+    /// re-opened from its pin when one exists (so a restarted daemon keeps the policy, the
+    /// counters and the unread events) and pinned otherwise.
+    pub fn load(sizes: MapSizes, pins: Option<&PinLayout>) -> Result<Self, LoaderError> {
         if EBPF_OBJECT.is_empty() {
             return Err(LoaderError::NoObject);
         }
         let mut loader = EbpfLoader::new();
         for name in POLICY_V4_MAPS.iter().chain(POLICY_V6_MAPS.iter()) {
             loader.map_max_entries(name, sizes.max_prefixes.max(1));
+        }
+        if let Some(p) = pins {
+            p.prepare()?;
+            for name in ALL_MAPS {
+                loader.map_pin_path(name, p.map(name));
+            }
         }
         let mut ebpf = loader.load(EBPF_OBJECT)?;
         for point in AttachPoint::ALL {
@@ -134,12 +200,16 @@ impl Loaded {
                 source,
             })?;
         }
-        Ok(Self { ebpf, sizes })
+        Ok(Self {
+            ebpf,
+            pins: pins.cloned(),
+            links: Vec::new(),
+        })
     }
 
     /// Takes the policy tables out of the object. Call once, before attaching.
     pub fn policy_tables(&mut self) -> Result<PolicyTables, LoaderError> {
-        PolicyTables::from_ebpf(&mut self.ebpf, self.sizes.max_prefixes.max(1))
+        PolicyTables::from_ebpf(&mut self.ebpf)
     }
 
     /// Takes the event ring buffer out of the object.
@@ -169,37 +239,159 @@ impl Loaded {
 
     /// Attaches every program to `cgroup` and checks with the kernel that each is listed there.
     ///
+    /// With pins: links already pinned are re-used, their programs replaced by this object's
+    /// in one `BPF_LINK_UPDATE` each, so the hook is never empty; missing links are created
+    /// and pinned. Without pins the links live as long as this object.
+    ///
     /// aya attaches with `bpf_link_create`, whose cgroup links always coexist with other
     /// programs on the cgroup (systemd's IP filters, for one) and which takes no attach flags:
     /// `CgroupAttachMode::Single` is the mode that passes none.
-    pub fn attach(&mut self, cgroup: &Path) -> Result<(), LoaderError> {
+    pub fn attach(&mut self, cgroup: &Path) -> Result<Attachment, LoaderError> {
         let dir = File::open(cgroup).map_err(|source| LoaderError::Cgroup {
             path: cgroup.display().to_string(),
             source,
         })?;
+        let adopted = self.adopt_pinned_links(cgroup)?;
         for point in AttachPoint::ALL {
-            let name = point.program_name();
-            let prog = self
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| LoaderError::Missing {
-                    kind: "program",
-                    name: name.to_owned(),
-                })?;
-            let res = match point.skb_type() {
-                Some(ty) => <&mut CgroupSkb>::try_from(prog)
-                    .and_then(|p| p.attach(&dir, ty, CgroupAttachMode::Single))
-                    .map(drop),
-                None => <&mut CgroupSockAddr>::try_from(prog)
-                    .and_then(|p| p.attach(&dir, CgroupAttachMode::Single))
-                    .map(drop),
+            if adopted.contains(&point) {
+                continue;
+            }
+            let link = self.create_link(point, &dir, cgroup)?;
+            let handle = match &self.pins {
+                Some(p) => {
+                    LinkHandle::Pinned(link.pin(p.link(point)).map_err(|e| LoaderError::Sys {
+                        what: format!("pinning the {} link", point.program_name()),
+                        source: std::io::Error::other(e),
+                    })?)
+                }
+                None => LinkHandle::Owned(link),
             };
-            res.map_err(|source| LoaderError::Program {
-                what: format!("attaching {name} to {}", cgroup.display()),
+            self.links.push(handle);
+        }
+        if let Some(p) = self.pins.clone() {
+            self.pin_programs(&p)?;
+        }
+        self.verify_attached(cgroup)?;
+        Ok(if adopted.is_empty() {
+            Attachment::Created
+        } else {
+            Attachment::Adopted
+        })
+    }
+
+    fn program(&mut self, point: AttachPoint) -> Result<&mut Program, LoaderError> {
+        let name = point.program_name();
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| LoaderError::Missing {
+                kind: "program",
+                name: name.to_owned(),
+            })
+    }
+
+    fn create_link(
+        &mut self,
+        point: AttachPoint,
+        dir: &File,
+        cgroup: &Path,
+    ) -> Result<FdLink, LoaderError> {
+        let name = point.program_name();
+        let what = format!("attaching {name} to {}", cgroup.display());
+        let perr = |source| LoaderError::Program {
+            what: what.clone(),
+            source,
+        };
+        let lerr = |e: aya::programs::links::LinkError| LoaderError::Sys {
+            what: what.clone(),
+            source: std::io::Error::other(e),
+        };
+        let prog = self.program(point)?;
+        match point.skb_type() {
+            Some(ty) => {
+                let p = <&mut CgroupSkb>::try_from(prog).map_err(perr)?;
+                let id = p.attach(dir, ty, CgroupAttachMode::Single).map_err(perr)?;
+                FdLink::try_from(p.take_link(id).map_err(perr)?).map_err(lerr)
+            }
+            None => {
+                let p = <&mut CgroupSockAddr>::try_from(prog).map_err(perr)?;
+                let id = p.attach(dir, CgroupAttachMode::Single).map_err(perr)?;
+                FdLink::try_from(p.take_link(id).map_err(perr)?).map_err(lerr)
+            }
+        }
+    }
+
+    /// Gives every pinned link this object's program; returns the hooks adopted. Checks first
+    /// that all pinned links belong to `cgroup`, so nothing is changed on a mismatch.
+    fn adopt_pinned_links(&mut self, cgroup: &Path) -> Result<Vec<AttachPoint>, LoaderError> {
+        let Some(pins) = self.pins.clone() else {
+            return Ok(Vec::new());
+        };
+        let target = cgroup_id(cgroup).map_err(|source| LoaderError::Cgroup {
+            path: cgroup.display().to_string(),
+            source,
+        })?;
+        let mut found = Vec::new();
+        for point in AttachPoint::ALL {
+            let path = pins.link(point);
+            if !path.exists() {
+                continue;
+            }
+            let fd = sys::obj_get(&path).map_err(|source| LoaderError::Sys {
+                what: format!("opening pinned link {}", path.display()),
                 source,
             })?;
+            let info = sys::link_info(fd.as_fd()).map_err(|source| LoaderError::Sys {
+                what: format!("reading pinned link {}", path.display()),
+                source,
+            })?;
+            if info.cgroup_id != target {
+                return Err(LoaderError::PinnedElsewhere {
+                    pin_dir: pins.root().display().to_string(),
+                    path: cgroup.display().to_string(),
+                    target,
+                    pinned: info.cgroup_id,
+                });
+            }
+            found.push((point, fd));
         }
-        self.verify_attached(cgroup)
+        let mut adopted = Vec::new();
+        for (point, link) in found {
+            let name = point.program_name();
+            let prog = self.program(point)?;
+            let prog_fd = prog.fd().map_err(|source| LoaderError::Program {
+                what: format!("reading the descriptor of {name}"),
+                source,
+            })?;
+            sys::link_update(link.as_fd(), prog_fd.as_fd()).map_err(|source| LoaderError::Sys {
+                what: format!("replacing the program of the pinned {name} link"),
+                source,
+            })?;
+            self.links.push(LinkHandle::Adopted(link));
+            adopted.push(point);
+        }
+        Ok(adopted)
+    }
+
+    /// Pins (or re-pins) the programs, for inspection with bpftool.
+    fn pin_programs(&mut self, pins: &PinLayout) -> Result<(), LoaderError> {
+        for point in AttachPoint::ALL {
+            let path = pins.prog(point);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(LoaderError::Sys {
+                        what: format!("removing the old pin {}", path.display()),
+                        source: e,
+                    });
+                }
+                _ => {}
+            }
+            let prog = self.program(point)?;
+            prog.pin(&path).map_err(|e| LoaderError::Sys {
+                what: format!("pinning program {}", path.display()),
+                source: std::io::Error::other(e),
+            })?;
+        }
+        Ok(())
     }
 
     /// Checks with the kernel that every program of this object is attached to `cgroup`.

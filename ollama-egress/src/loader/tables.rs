@@ -98,33 +98,61 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoaderErr
 }
 
 impl PolicyTables {
-    /// Takes the policy maps out of a freshly loaded object.
-    pub(super) fn from_ebpf(ebpf: &mut Ebpf, max_prefixes: u32) -> Result<Self, LoaderError> {
+    /// Takes the policy maps out of a loaded object. When the maps were re-opened from pins,
+    /// their contents, the active slot and the generation are read back, so the next
+    /// [`apply`](Self::apply) writes the slot that is not in force and only what changed.
+    pub(super) fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, LoaderError> {
         let [a4, b4] = POLICY_V4_MAPS;
         let [a6, b6] = POLICY_V6_MAPS;
+        let (ma4, max_v4) = take_sized(ebpf, a4)?;
+        let (mb4, _) = take_sized(ebpf, b4)?;
+        let (ma6, max_v6) = take_sized(ebpf, a6)?;
+        let (mb6, _) = take_sized(ebpf, b6)?;
         let v4 = [
-            Trie::<4>::try_from(take(ebpf, a4)?).map_err(map_err(a4))?,
-            Trie::<4>::try_from(take(ebpf, b4)?).map_err(map_err(b4))?,
+            Trie::<4>::try_from(ma4).map_err(map_err(a4))?,
+            Trie::<4>::try_from(mb4).map_err(map_err(b4))?,
         ];
         let v6 = [
-            Trie::<16>::try_from(take(ebpf, a6)?).map_err(map_err(a6))?,
-            Trie::<16>::try_from(take(ebpf, b6)?).map_err(map_err(b6))?,
+            Trie::<16>::try_from(ma6).map_err(map_err(a6))?,
+            Trie::<16>::try_from(mb6).map_err(map_err(b6))?,
         ];
+        let active: Array<MapData, u32> =
+            Array::try_from(take(ebpf, ACTIVE_SLOT_MAP)?).map_err(map_err(ACTIVE_SLOT_MAP))?;
+        let config: Array<MapData, SlotConfig> =
+            Array::try_from(take(ebpf, SLOT_CONFIG_MAP)?).map_err(map_err(SLOT_CONFIG_MAP))?;
+        let read = |what: &'static str| {
+            move |source| LoaderError::Map {
+                what: format!("reading {what}"),
+                source,
+            }
+        };
+        let slot = active.get(&0, 0).map_err(read(ACTIVE_SLOT_MAP))? & 1;
+        let cfg = config.get(&slot, 0).map_err(read(SLOT_CONFIG_MAP))?;
+        let (active_slot, generation) = if cfg.valid != 0 {
+            (Some(slot), cfg.generation)
+        } else {
+            (None, 0)
+        };
+        let contents_v4 = [read_trie(&v4[0], a4)?, read_trie(&v4[1], b4)?];
+        let contents_v6 = [read_trie(&v6[0], a6)?, read_trie(&v6[1], b6)?];
         Ok(Self {
             v4,
             v6,
-            active: Array::try_from(take(ebpf, ACTIVE_SLOT_MAP)?)
-                .map_err(map_err(ACTIVE_SLOT_MAP))?,
-            config: Array::try_from(take(ebpf, SLOT_CONFIG_MAP)?)
-                .map_err(map_err(SLOT_CONFIG_MAP))?,
-            contents_v4: Default::default(),
-            contents_v6: Default::default(),
-            max_v4: max_prefixes,
-            max_v6: max_prefixes,
-            active_slot: None,
-            generation: 0,
+            active,
+            config,
+            contents_v4,
+            contents_v6,
+            max_v4,
+            max_v6,
+            active_slot,
+            generation,
             flipped_at: None,
         })
+    }
+
+    /// Whether a policy was already in force when the maps were opened (re-opened pins).
+    pub fn has_policy(&self) -> bool {
+        self.active_slot.is_some()
     }
 
     /// The generation of the policy in force (0 before the first [`apply`](Self::apply)).
@@ -202,6 +230,37 @@ impl PolicyTables {
         self.flipped_at = Some(Instant::now());
         Ok(generation)
     }
+}
+
+/// Takes a map and reads its capacity from the kernel (a re-opened pin keeps the size it was
+/// created with).
+fn take_sized(ebpf: &mut Ebpf, name: &'static str) -> Result<(aya::maps::Map, u32), LoaderError> {
+    let map = take(ebpf, name)?;
+    let max = match &map {
+        aya::maps::Map::LpmTrie(data) => data.info().map(|i| i.max_entries()),
+        _ => Ok(0),
+    }
+    .map_err(|source| LoaderError::Map {
+        what: format!("reading the size of {name}"),
+        source,
+    })?;
+    Ok((map, max))
+}
+
+/// The current contents of a trie.
+fn read_trie<const N: usize>(
+    trie: &Trie<N>,
+    name: &'static str,
+) -> Result<Contents<N>, LoaderError> {
+    let mut out = Contents::new();
+    for item in trie.iter() {
+        let (k, v) = item.map_err(|source| LoaderError::Map {
+            what: format!("reading {name}"),
+            source,
+        })?;
+        out.insert((k.prefix_len() as u8, k.data()), v);
+    }
+    Ok(out)
 }
 
 fn check_capacity(family: &'static str, needed: usize, max: u32) -> Result<(), TableError> {

@@ -1,0 +1,180 @@
+//! The bpffs layout that keeps enforcement alive without the daemon:
+//! `<pin-dir>/maps/<MAP>`, `<pin-dir>/progs/<program>`, `<pin-dir>/links/<program>`.
+//! Pinned links keep the programs attached after the daemon exits (even by `kill -9`); a
+//! restarted daemon re-opens the maps and swaps its programs into the pinned links.
+
+use std::{
+    fs, io,
+    os::{fd::AsFd as _, unix::fs::MetadataExt as _},
+    path::{Path, PathBuf},
+};
+
+use super::{AttachPoint, sys};
+
+/// `BPF_FS_MAGIC` from statfs(2).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Paths of the pinned objects under one pin directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinLayout {
+    root: PathBuf,
+}
+
+/// Errors of managing pins.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// The directory is not on a bpf file system and none could be mounted.
+    #[error(
+        "{path} is not on a bpf file system ({detail}); mount one with `mount -t bpf bpf /sys/fs/bpf`"
+    )]
+    NotBpffs {
+        /// The pin directory.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A file operation on the pin directory failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> PinError + use<> {
+    let path = path.to_owned();
+    move |source| PinError::Io { what, path, source }
+}
+
+impl PinLayout {
+    /// The layout under `root`.
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_owned(),
+        }
+    }
+
+    /// The pin directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where map `name` is pinned.
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.root.join("maps").join(name)
+    }
+
+    /// Where the program of `point` is pinned.
+    pub fn prog(&self, point: AttachPoint) -> PathBuf {
+        self.root.join("progs").join(point.program_name())
+    }
+
+    /// Where the link of `point` is pinned.
+    pub fn link(&self, point: AttachPoint) -> PathBuf {
+        self.root.join("links").join(point.program_name())
+    }
+
+    /// Whether any link is pinned here (enforcement is, or was, in place).
+    pub fn has_links(&self) -> bool {
+        AttachPoint::ALL.iter().any(|p| self.link(*p).exists())
+    }
+
+    /// Makes sure the directory is on a bpf file system (mounting one at `/sys/fs/bpf` when
+    /// the pin directory is below it and nothing is mounted there yet) and creates the layout.
+    pub fn prepare(&self) -> Result<(), PinError> {
+        let bpffs = Path::new("/sys/fs/bpf");
+        if self.root.starts_with(bpffs) && !is_bpffs(bpffs) {
+            nix::mount::mount(
+                Some("bpf"),
+                bpffs,
+                Some("bpf"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .map_err(|e| PinError::NotBpffs {
+                path: self.root.clone(),
+                detail: format!("mounting bpffs at /sys/fs/bpf failed: {e}"),
+            })?;
+        }
+        for sub in ["maps", "progs", "links"] {
+            let d = self.root.join(sub);
+            fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
+        }
+        if !is_bpffs(&self.root) {
+            return Err(PinError::NotBpffs {
+                path: self.root.clone(),
+                detail: "statfs reports another file system".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Detaches every pinned link from its cgroup (even while a daemon still holds it) and
+    /// removes every pin and the directory. Returns how many links were detached.
+    pub fn detach_and_remove(&self) -> Result<usize, PinError> {
+        let mut detached = 0;
+        for point in AttachPoint::ALL {
+            let path = self.link(point);
+            if !path.exists() {
+                continue;
+            }
+            let fd = sys::obj_get(&path).map_err(io_err("opening pinned link", &path))?;
+            match sys::link_detach(fd.as_fd()) {
+                Ok(()) => detached += 1,
+                // Already detached (its cgroup was removed): nothing to undo.
+                Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => {}
+                Err(e) => return Err(io_err("detaching link", &path)(e)),
+            }
+            fs::remove_file(&path).map_err(io_err("removing", &path))?;
+        }
+        self.remove_all()?;
+        Ok(detached)
+    }
+
+    /// Removes every pin (maps and programs too) and the directories.
+    fn remove_all(&self) -> Result<(), PinError> {
+        for sub in ["links", "progs", "maps"] {
+            let d = self.root.join(sub);
+            let Ok(entries) = fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                fs::remove_file(&p).map_err(io_err("removing", &p))?;
+            }
+            fs::remove_dir(&d).map_err(io_err("removing", &d))?;
+        }
+        match fs::remove_dir(&self.root) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("removing", &self.root)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The pinned links and what the kernel says about each.
+    pub fn links(&self) -> Vec<(AttachPoint, Result<sys::CgroupLinkInfo, io::Error>)> {
+        AttachPoint::ALL
+            .iter()
+            .filter(|p| self.link(**p).exists())
+            .map(|p| {
+                let info = sys::obj_get(&self.link(*p)).and_then(|fd| sys::link_info(fd.as_fd()));
+                (*p, info)
+            })
+            .collect()
+    }
+}
+
+/// The cgroup id of a cgroup v2 directory (its inode number).
+pub fn cgroup_id(dir: &Path) -> io::Result<u64> {
+    fs::metadata(dir).map(|m| m.ino())
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)
+        .unwrap_or(false)
+}

@@ -1,0 +1,337 @@
+//! Prometheus metrics: the series of design.md ("Metrics") and the `/metrics` endpoint.
+//!
+//! [`Metrics`] owns a private registry with every series of the contract:
+//!
+//! | series | type | labels | fed by |
+//! |---|---|---|---|
+//! | `ollama_egress_connections_total` | counter | `verdict`, `proto`, `country` | [`Metrics::observe_event`] |
+//! | `ollama_egress_packets_total` | counter | `direction`, `verdict` | [`Metrics::set_kernel`] |
+//! | `ollama_egress_bytes_total` | counter | `direction`, `verdict` | [`Metrics::set_kernel`] |
+//! | `ollama_egress_events_lost_total` | counter | — | [`Metrics::set_kernel`] |
+//! | `ollama_egress_policy_prefixes` | gauge | `family`, `action` | [`Metrics::set_policy`] |
+//! | `ollama_egress_policy_reloads_total` | counter | `result` | [`Metrics::reload`] |
+//! | `ollama_egress_enforcing` | gauge | — | [`Metrics::set_enforcing`] |
+//! | `ollama_egress_build_info` | gauge | `version` | [`Metrics::new`] |
+//!
+//! Labels stay bounded: a verdict, a protocol name or number, a direction, a family, an action,
+//! a result, or an ISO country code (`unknown` when the geo database has none). Never an
+//! address, a port or a pid.
+//!
+//! Every series except `connections_total` exists from the start (at 0), so dashboards and
+//! alert rules have series before the first connection; `connections_total` series appear with
+//! their first event.
+//!
+//! The kernel's counters arrive as absolute, CPU-summed snapshots. They are exported as
+//! counters holding the kernel's value; should the kernel's value ever fall (the maps were
+//! recreated), the exported counter carries on from where it was instead of going down.
+//!
+//! [`serve`] answers `GET /metrics` over plain HTTP/1.1 on a listener bound with [`bind`]
+//! (which applies [`check_bind_address`]: loopback only unless `--metrics-allow-remote`).
+
+mod server;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Mutex, PoisonError};
+
+use ollama_egress_common::{
+    DIRECTION_COUNT, DIRECTION_EGRESS, DIRECTION_INGRESS, VERDICT_ALLOWED, VERDICT_BLOCKED,
+    VERDICT_COUNT, VERDICT_WOULD_BLOCK,
+};
+use prometheus::{
+    Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub use server::{
+    DEFAULT_ADDR, HEAD_LIMIT, IO_TIMEOUT, MAX_CONNECTIONS, bind, check_bind_address, serve,
+};
+
+use crate::{loader::CounterSnapshot, logstore::EventRecord, policy::PolicySummary};
+
+/// The `Content-Type` of the text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The label value for a destination whose country is not known.
+pub const UNKNOWN_COUNTRY: &str = "unknown";
+
+/// Errors of the metrics module.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The prometheus crate refused a metric (a bad name or a duplicate) or could not encode
+    /// the registry.
+    #[error("prometheus metrics: {0}")]
+    Prometheus(#[from] prometheus::Error),
+    /// The rendered text was not UTF-8 (the encoder never produces that; kept for safety).
+    #[error("the rendered metrics are not UTF-8: {0}")]
+    Utf8(#[from] std::string::FromUtf8Error),
+    /// The metrics address is not a loopback address and remote access was not allowed.
+    #[error(
+        "refusing to serve metrics on {addr}: it is not a loopback address; the endpoint shows what Ollama connects to, so it stays on 127.0.0.1/::1 unless you pass --metrics-allow-remote"
+    )]
+    NotLoopback {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+    },
+    /// The metrics listener could not be bound.
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Label value of a kernel direction index (`DIRECTION_*`).
+pub fn direction_name(direction: u32) -> &'static str {
+    match direction {
+        DIRECTION_EGRESS => "egress",
+        DIRECTION_INGRESS => "ingress",
+        _ => "other",
+    }
+}
+
+/// Label value of a kernel verdict index (`VERDICT_*`), the same strings as the event log's
+/// `verdict`.
+pub fn verdict_name(verdict: u32) -> &'static str {
+    match verdict {
+        VERDICT_ALLOWED => "allowed",
+        VERDICT_BLOCKED => "blocked",
+        VERDICT_WOULD_BLOCK => "would_block",
+        _ => "other",
+    }
+}
+
+/// The `proto` label of an event: `tcp`, `udp`, an IP protocol number, or `other` for anything
+/// else (keeps the label bounded whatever the string holds).
+fn proto_label(proto: &str) -> &str {
+    match proto {
+        "tcp" | "udp" => proto,
+        n if n.parse::<u8>().is_ok() => n,
+        _ => "other",
+    }
+}
+
+/// The `country` label of an event: an ISO 3166 alpha-2 code in upper case, or `unknown`.
+fn country_label(country: Option<&str>) -> String {
+    match country {
+        Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            c.to_ascii_uppercase()
+        }
+        _ => UNKNOWN_COUNTRY.to_owned(),
+    }
+}
+
+/// One kernel counter exported as a Prometheus counter: the kernel's absolute value plus what
+/// was carried over from before any fall of the kernel's value.
+#[derive(Clone, Copy, Debug, Default)]
+struct Absolute {
+    base: u64,
+    last: u64,
+}
+
+impl Absolute {
+    /// Takes the kernel's new value; returns the exported total.
+    fn update(&mut self, kernel: u64) -> u64 {
+        if kernel < self.last {
+            self.base = self.base.saturating_add(self.last);
+        }
+        self.last = kernel;
+        self.base.saturating_add(kernel)
+    }
+}
+
+const D: usize = DIRECTION_COUNT as usize;
+const V: usize = VERDICT_COUNT as usize;
+
+/// What the last kernel snapshot left behind, so each new one can be turned into increments.
+#[derive(Debug, Default)]
+struct KernelState {
+    packets: [[Absolute; V]; D],
+    bytes: [[Absolute; V]; D],
+    events_lost: Absolute,
+}
+
+/// Sets `counter` to `total` (which never falls below the counter's value).
+fn raise_to(counter: &IntCounter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+/// The daemon's metrics. `Send + Sync`: share it with an `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    connections: IntCounterVec,
+    packets: [[IntCounter; V]; D],
+    bytes: [[IntCounter; V]; D],
+    events_lost: IntCounter,
+    kernel: Mutex<KernelState>,
+    policy_prefixes: IntGaugeVec,
+    reloads_success: IntCounter,
+    reloads_error: IntCounter,
+    enforcing: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    /// Registers every series; `version` is the `build_info` label (the crate version).
+    pub fn new(version: &str) -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+
+        let connections = IntCounterVec::new(
+            Opts::new(
+                "ollama_egress_connections_total",
+                "Connection decisions (one per connect() or first datagram of a socket), by verdict, protocol and destination country.",
+            ),
+            &["verdict", "proto", "country"],
+        )?;
+        let packets_vec = IntCounterVec::new(
+            Opts::new(
+                "ollama_egress_packets_total",
+                "Packets of the target cgroup seen by the kernel programs, by direction and verdict.",
+            ),
+            &["direction", "verdict"],
+        )?;
+        let bytes_vec = IntCounterVec::new(
+            Opts::new(
+                "ollama_egress_bytes_total",
+                "Bytes (IP packet length) of the target cgroup seen by the kernel programs, by direction and verdict.",
+            ),
+            &["direction", "verdict"],
+        )?;
+        let events_lost = IntCounter::new(
+            "ollama_egress_events_lost_total",
+            "Connection events the kernel could not hand to the daemon because the ring buffer was full.",
+        )?;
+        let policy_prefixes = IntGaugeVec::new(
+            Opts::new(
+                "ollama_egress_policy_prefixes",
+                "Prefixes in the kernel policy tables, by address family and action.",
+            ),
+            &["family", "action"],
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "ollama_egress_policy_reloads_total",
+                "Policy reloads (SIGHUP), by result; on error the previous policy stays in force.",
+            ),
+            &["result"],
+        )?;
+        let enforcing = IntGauge::new(
+            "ollama_egress_enforcing",
+            "1 while the enforce programs are verified attached to the target cgroup, else 0.",
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "ollama_egress_build_info",
+                "Always 1; the version label names the running ollama-egress.",
+            ),
+            &["version"],
+        )?;
+
+        let packets = std::array::from_fn(|d| {
+            std::array::from_fn(|v| {
+                packets_vec.with_label_values(&[direction_name(d as u32), verdict_name(v as u32)])
+            })
+        });
+        let bytes = std::array::from_fn(|d| {
+            std::array::from_fn(|v| {
+                bytes_vec.with_label_values(&[direction_name(d as u32), verdict_name(v as u32)])
+            })
+        });
+        for family in ["ipv4", "ipv6"] {
+            for action in ["allow", "deny"] {
+                policy_prefixes.with_label_values(&[family, action]).set(0);
+            }
+        }
+        let reloads_success = reloads.with_label_values(&["success"]);
+        let reloads_error = reloads.with_label_values(&["error"]);
+        build_info.with_label_values(&[version]).set(1);
+
+        registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(packets_vec))?;
+        registry.register(Box::new(bytes_vec))?;
+        registry.register(Box::new(events_lost.clone()))?;
+        registry.register(Box::new(policy_prefixes.clone()))?;
+        registry.register(Box::new(reloads))?;
+        registry.register(Box::new(enforcing.clone()))?;
+        registry.register(Box::new(build_info))?;
+
+        Ok(Self {
+            registry,
+            connections,
+            packets,
+            bytes,
+            events_lost,
+            kernel: Mutex::new(KernelState::default()),
+            policy_prefixes,
+            reloads_success,
+            reloads_error,
+            enforcing,
+        })
+    }
+
+    /// Counts one decoded connection event in `connections_total`.
+    pub fn observe_event(&self, rec: &EventRecord) {
+        let country = country_label(rec.country.as_deref());
+        self.connections
+            .with_label_values(&[rec.verdict.as_str(), proto_label(&rec.proto), &country])
+            .inc();
+    }
+
+    /// Takes a snapshot of the kernel's counters (absolute values, summed over CPUs).
+    pub fn set_kernel(&self, snap: &CounterSnapshot) {
+        let mut state = self.kernel.lock().unwrap_or_else(PoisonError::into_inner);
+        for d in 0..D {
+            for v in 0..V {
+                let c = snap.packets[d][v];
+                raise_to(&self.packets[d][v], state.packets[d][v].update(c.packets));
+                raise_to(&self.bytes[d][v], state.bytes[d][v].update(c.bytes));
+            }
+        }
+        raise_to(&self.events_lost, state.events_lost.update(snap.events_lost));
+    }
+
+    /// Sets `policy_prefixes` from the policy now in the kernel.
+    pub fn set_policy(&self, summary: &PolicySummary) {
+        let p = &summary.prefixes;
+        for (family, totals) in [("ipv4", p.ipv4), ("ipv6", p.ipv6)] {
+            for (action, n) in [("allow", totals.allow), ("deny", totals.deny)] {
+                self.policy_prefixes
+                    .with_label_values(&[family, action])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    /// Counts one policy reload, successful or not.
+    pub fn reload(&self, ok: bool) {
+        if ok {
+            self.reloads_success.inc();
+        } else {
+            self.reloads_error.inc();
+        }
+    }
+
+    /// Sets `enforcing`: pass `true` only after the kernel confirmed that the enforce programs
+    /// are attached to the target cgroup.
+    pub fn set_enforcing(&self, on: bool) {
+        self.enforcing.set(i64::from(on));
+    }
+
+    /// The registry in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> Result<String, MetricsError> {
+        let mut buf = Vec::with_capacity(4096);
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
+        Ok(String::from_utf8(buf)?)
+    }
+}
