@@ -121,6 +121,14 @@ impl StatusArgs {
             writeln!(out)?;
             return Ok(());
         }
+        if r.enforcing_without_daemon {
+            writeln!(
+                out,
+                "ENFORCING WITHOUT A DAEMON: {} programs pinned in {} are attached and enforce the last policy; start `ollama-egress run --enforce` to record events again, or `ollama-egress detach` to stop",
+                r.pinned.len(),
+                self.pin_dir.display()
+            )?;
+        }
         let Some(st) = &r.daemon else {
             writeln!(
                 out,

@@ -503,3 +503,45 @@ fn bench_query() {
         );
     }
 }
+
+#[test]
+#[ignore = "scratch"]
+fn scratch_pieces() {
+    let line = serde_json::to_string(&rec(1)).unwrap();
+    let line = line.as_bytes();
+    let n = 300_000;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(
+            serde_json::from_slice::<EventRecord>(std::hint::black_box(line)).unwrap(),
+        );
+    }
+    eprintln!("full parse {:?}/line", t.elapsed() / n);
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(
+            serde_json::from_slice::<serde::de::IgnoredAny>(std::hint::black_box(line)).unwrap(),
+        );
+    }
+    eprintln!("ignored any {:?}/line", t.elapsed() / n);
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(
+            crate::logstore::record::ts_format::parse(std::hint::black_box(
+                "2026-11-22T10:00:00.123456Z",
+            ))
+            .unwrap(),
+        );
+    }
+    eprintln!("ts parse {:?}", t.elapsed() / n);
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(
+            std::hint::black_box("203.0.113.7")
+                .parse::<IpAddr>()
+                .unwrap(),
+        );
+    }
+    eprintln!("ip parse {:?}", t.elapsed() / n);
+    eprintln!("line len {}", line.len());
+}

@@ -1,0 +1,123 @@
+//! Enforcement outlives the daemon: `kill -9`, restart and adoption, graceful stop, detach.
+
+use std::{process::Command, thread, time::Duration};
+
+use ollama_egress_tests::{
+    Daemon, NetNs, TestCgroup, daemon_bin, probe, probe_args, require_root, with, write_policy,
+};
+
+const ADDRS: &[&str] = &["203.0.113.7/32", "192.0.2.1/32"];
+const LISTEN: &[&str] = &["203.0.113.7:8080", "192.0.2.1:8080"];
+const POLICY: &str = "default = \"allow\"\n[deny]\ncidrs = [\"203.0.113.0/24\"]\n";
+
+#[test]
+fn kill_9_restart_and_detach_never_let_a_denied_connection_through() {
+    require_root();
+    let ns = NetNs::new("oe-k9", ADDRS);
+    let cg = TestCgroup::new("oe-k9");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = write_policy(tmp.path(), POLICY);
+    let cgs = cg.path.display().to_string();
+    let args = [
+        "--enforce",
+        "--cgroup",
+        &cgs,
+        "--policy",
+        policy.to_str().expect("utf8"),
+    ];
+    let mut first = Daemon::start(&args);
+
+    // A client in the cgroup retries the denied connection for 4 s while the daemon is killed
+    // and restarted. The listener is up, so any attempt that got through would succeed.
+    let inside = probe_args(&ns, Some(&cg.path), LISTEN);
+    let looping = with(
+        &inside,
+        &["tcp-loop", "203.0.113.7:8080", "--duration-ms", "4000"],
+    );
+    let client = thread::spawn(move || probe(&looping));
+    thread::sleep(Duration::from_millis(800));
+    first.kill9();
+    thread::sleep(Duration::from_millis(800));
+    let out = Command::new(daemon_bin())
+        .args(["status", "--log-dir"])
+        .arg(&first.log_dir)
+        .arg("--pin-dir")
+        .arg(&first.pin_dir)
+        .output()
+        .expect("status");
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.contains("ENFORCING WITHOUT A DAEMON"),
+        "status while no daemon runs:\n{status}"
+    );
+    let second = first.restart(&args);
+    let result = client.join().expect("client thread");
+    let attempts = result.json["attempts"].as_u64().unwrap_or(0);
+    let successes = result.json["successes"].as_u64().unwrap_or(u64::MAX);
+    assert!(attempts > 100, "the client kept trying: {}", result.json);
+    assert_eq!(
+        successes, 0,
+        "a denied connection got through: {}",
+        result.json
+    );
+    assert_eq!(result.errno(), Some(libc::EPERM), "{}", result.json);
+    assert!(
+        second
+            .stderr_text()
+            .contains("adopted the pinned enforcement"),
+        "the restarted daemon reports the adoption:\n{}",
+        second.stderr_text()
+    );
+    // The restarted daemon also logs what happened while no daemon ran.
+    let blocked = second.wait_events(1, |e| e["verdict"] == "blocked");
+    assert!(!blocked.is_empty(), "no blocked events in the log");
+
+    // A graceful stop leaves enforcement in place too.
+    let mut second = second;
+    assert!(second.stop(), "SIGTERM ends the daemon cleanly");
+    probe(&with(&inside, &["tcp", "203.0.113.7:8080"])).assert_eperm("after SIGTERM");
+    probe(&with(&inside, &["tcp", "192.0.2.1:8080"])).assert_ok("allowed after SIGTERM");
+
+    // `detach` is the one way to stop enforcing.
+    let out = Command::new(daemon_bin())
+        .args(["detach", "--pin-dir"])
+        .arg(&second.pin_dir)
+        .output()
+        .expect("detach");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    probe(&with(&inside, &["tcp", "203.0.113.7:8080"])).assert_ok("after detach");
+    assert!(!second.pin_dir.exists(), "detach removes the pins");
+}
+
+#[test]
+fn monitor_mode_leaves_nothing_behind() {
+    require_root();
+    let ns = NetNs::new("oe-monpin", ADDRS);
+    let cg = TestCgroup::new("oe-monpin");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = write_policy(tmp.path(), POLICY);
+    let cgs = cg.path.display().to_string();
+    let mut d = Daemon::start(&[
+        "--monitor",
+        "--cgroup",
+        &cgs,
+        "--policy",
+        policy.to_str().expect("utf8"),
+    ]);
+    assert!(!d.pin_dir.exists(), "monitor mode pins nothing");
+    assert!(d.stop());
+    for point in ollama_egress::loader::AttachPoint::ALL {
+        let ids = ollama_egress::loader::attached_program_ids(&cg.path, point).expect("query");
+        assert!(
+            ids.is_empty(),
+            "{point:?} still attached after monitor mode: {ids:?}"
+        );
+    }
+    let inside = probe_args(&ns, Some(&cg.path), LISTEN);
+    probe(&with(&inside, &["tcp", "203.0.113.7:8080"]))
+        .assert_ok("nothing blocks after monitor mode");
+}
