@@ -302,14 +302,14 @@ impl Drop for Daemon {
         if self.child.is_some() {
             self.stop();
         }
-        if !self.pin_dir.as_os_str().is_empty() && self.pin_dir.exists() {
-            if let Err(e) = ollama_egress::loader::PinLayout::new(&self.pin_dir).detach_and_remove()
-            {
-                eprintln!(
-                    "warning: could not remove pins {}: {e}",
-                    self.pin_dir.display()
-                );
-            }
+        let pinned = !self.pin_dir.as_os_str().is_empty() && self.pin_dir.exists();
+        if pinned
+            && let Err(e) = ollama_egress::loader::PinLayout::new(&self.pin_dir).detach_and_remove()
+        {
+            eprintln!(
+                "warning: could not remove pins {}: {e}",
+                self.pin_dir.display()
+            );
         }
     }
 }

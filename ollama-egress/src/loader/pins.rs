@@ -173,6 +173,8 @@ pub fn cgroup_id(dir: &Path) -> io::Result<u64> {
     fs::metadata(dir).map(|m| m.ino())
 }
 
+// `f_type`'s integer type differs between architectures; the cast is a no-op on x86_64 only.
+#[allow(clippy::unnecessary_cast)]
 fn is_bpffs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC)

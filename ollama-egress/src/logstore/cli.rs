@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
+use super::follow::check_dir;
 use super::query::{Filter, QueryStats};
 use super::{
     DEFAULT_LOG_DIR, EVENTS_FILE, EventRecord, LogError, Verdict, follow, query, timespec,
@@ -150,6 +151,8 @@ pub fn run_until(
     let filter = args.filter();
     let mut printer = Printer::new(args.json, args.follow);
     let result = if args.follow {
+        // Fail before printing the header.
+        check_dir(&args.log_dir)?;
         printer
             .start(out)
             .map_err(|source| LogError::Output { source })?;
@@ -211,7 +214,7 @@ const SAMPLE_ROWS: usize = 1000;
 /// Writes records as JSON lines or as a table, counting them per verdict.
 struct Printer {
     json: bool,
-    /// `--follow`: fixed widths, no "newest N of M" note.
+    /// `--follow`: fixed widths, no note about older matches.
     streaming: bool,
     widths: Option<[usize; 8]>,
     pending: Vec<[String; 8]>,
@@ -308,12 +311,8 @@ impl Printer {
             .collect();
         let noun = if self.total == 1 { "event" } else { "events" };
         write!(out, "{} {noun} ({})", self.total, parts.join(", "))?;
-        if !self.streaming && stats.matched > stats.emitted && stats.emitted == self.total {
-            write!(
-                out,
-                "; the newest {} of {} matching",
-                stats.emitted, stats.matched
-            )?;
+        if !self.streaming && stats.more {
+            write!(out, "; older matching events not shown (--limit)")?;
         }
         writeln!(out)
     }

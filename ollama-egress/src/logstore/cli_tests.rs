@@ -146,7 +146,7 @@ TIME                      VERDICT      PID     COMM             PROTO  DESTINATI
     args.limit = Some(1);
     let out = run_to_string(&args);
     assert!(
-        out.ends_with("1 event (1 blocked); the newest 1 of 3 matching\n"),
+        out.ends_with("1 event (1 blocked); older matching events not shown (--limit)\n"),
         "{out}"
     );
 }
@@ -171,6 +171,15 @@ fn no_matches_and_missing_log() {
     let mut args = LogsArgs::new(tmp.path());
     let err = run(&args, &mut Vec::new()).unwrap_err().to_string();
     assert!(err.contains("ollama-egress run"), "{err}");
+    let mut missing = LogsArgs::new(tmp.path().join("nope"));
+    missing.follow = true;
+    let mut out = Vec::new();
+    let err = run(&missing, &mut out).unwrap_err().to_string();
+    assert!(
+        err.starts_with("log directory ") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(out.is_empty());
     write_log(tmp.path(), &records());
     args.port = Some(1);
     let out = run_to_string(&args);

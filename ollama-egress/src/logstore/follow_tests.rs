@@ -107,6 +107,26 @@ fn backlog_then_appended_lines() {
 }
 
 #[test]
+fn line_being_written_at_start_arrives_once_complete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = LogWriter::open(tmp.path(), RotateOptions::default()).unwrap();
+    w.write(&rec(0)).unwrap();
+    let line = serde_json::to_string(&rec(1)).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(w.path())
+        .unwrap();
+    file.write_all(&line.as_bytes()[..100]).unwrap();
+    let f = Follower::start(tmp.path(), Filter::default());
+    f.expect([0]);
+    f.expect_quiet();
+    file.write_all(&line.as_bytes()[100..]).unwrap();
+    file.write_all(b"\n").unwrap();
+    f.expect([1]);
+    assert_eq!(f.finish().malformed, 0);
+}
+
+#[test]
 fn filter_and_limit_apply() {
     let tmp = tempfile::tempdir().unwrap();
     let mut w = LogWriter::open(tmp.path(), RotateOptions::default()).unwrap();
@@ -162,10 +182,11 @@ fn survives_rotation() {
         w.write(&rec(i)).unwrap();
         f.expect([i]);
     }
-    // A burst that spans a rotation between two polls: 11 fills the file, 12 starts a new one.
-    w.write(&rec(11)).unwrap();
-    w.write(&rec(12)).unwrap();
-    f.expect([11, 12]);
+    // A burst with several rotations between two polls (a file holds one such record now).
+    for i in 11..14 {
+        w.write(&rec(i)).unwrap();
+    }
+    f.expect(11..14);
     f.expect_quiet();
     let stats = f.finish();
     assert_eq!(stats.malformed, 0);

@@ -3,8 +3,10 @@
 //! The daemon appends one [`EventRecord`] per connection decision to `<log-dir>/events.jsonl`
 //! through a [`LogWriter`], which rotates the file by size (`events.jsonl.1` is the newest
 //! rotated file, `events.jsonl.N` the oldest). `ollama-egress logs` ([`LogsArgs`], [`run`])
-//! reads them back with [`query`] (one pass, line by line, bounded memory) or [`follow`]
-//! (the same, then new lines as they are appended, across rotations).
+//! reads them back with [`query`] (one pass, line by line, bounded memory; backwards from the
+//! end under `--limit`) or [`follow`] (the newest matches, then new lines as they are
+//! appended, across rotations). A cheap raw-text test skips parsing lines a selective filter
+//! cannot match.
 //!
 //! Everything here is synchronous: [`LogWriter`] does one `write(2)` per record and [`follow`]
 //! polls the file. Call them from a blocking thread (`tokio::task::spawn_blocking`) when in an
@@ -18,6 +20,7 @@ mod follow;
 mod prefilter;
 mod query;
 mod record;
+mod revlines;
 mod timespec;
 mod writer;
 

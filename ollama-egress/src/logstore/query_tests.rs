@@ -343,7 +343,11 @@ fn limit_keeps_the_newest_in_order() {
         Ok(())
     })
     .unwrap();
-    assert_eq!((stats.matched, stats.emitted, n), (30, 12, 12));
+    assert_eq!((stats.emitted, n, stats.more), (12, 12, true));
+    // Reading backwards stops early: the oldest file is not opened.
+    assert_eq!(stats.files, 2);
+    let stats = query(tmp.path(), &f(30, None), |_| Ok(())).unwrap();
+    assert_eq!((stats.emitted, stats.more), (30, false));
 }
 
 #[test]
@@ -380,6 +384,32 @@ fn malformed_lines_are_skipped_and_counted() {
     f.write_all(serde_json::to_string(&rec(4)).unwrap().as_bytes())
         .unwrap();
     assert_eq!(pids(tmp.path(), &Filter::default()), vec![0, 1, 3, 4]);
+    // Backwards (under a limit) the same lines are skipped and counted.
+    let mut got = Vec::new();
+    let stats = query(
+        tmp.path(),
+        &Filter {
+            limit: Some(3),
+            ..Filter::default()
+        },
+        |r| {
+            got.push(r.pid);
+            Ok(())
+        },
+    )
+    .unwrap();
+    // (it reads one match past the limit, to tell whether older ones exist)
+    assert_eq!((got, stats.malformed), (vec![1, 3, 4], 5));
+    assert_eq!(
+        pids(
+            tmp.path(),
+            &Filter {
+                limit: Some(9),
+                ..Filter::default()
+            }
+        ),
+        vec![0, 1, 3, 4]
+    );
 }
 
 #[test]
@@ -454,8 +484,22 @@ fn bench_query() {
     let (tmp, n) = big_log(200);
     let size =
         fs::metadata(tmp.path().join("events.jsonl")).unwrap().len() as f64 / (1024.0 * 1024.0);
-    let cases: [(&str, Filter); 5] = [
+    let cases: [(&str, Filter); 8] = [
         ("no filter (parse every line)", Filter::default()),
+        (
+            "--verdict allowed (98% match)",
+            Filter {
+                verdict: Some(Verdict::Allowed),
+                ..Filter::default()
+            },
+        ),
+        (
+            "--dst 198.51.100.0/24 (25%)",
+            Filter {
+                dst: Some("198.51.100.0/24".parse().unwrap()),
+                ..Filter::default()
+            },
+        ),
         (
             "--verdict blocked",
             Filter {
@@ -478,7 +522,14 @@ fn bench_query() {
             },
         ),
         (
-            "--limit 10",
+            "--comm none (no match)",
+            Filter {
+                comm: Some("none".into()),
+                ..Filter::default()
+            },
+        ),
+        (
+            "--limit 10 (reads backwards)",
             Filter {
                 limit: Some(10),
                 ..Filter::default()
@@ -494,54 +545,13 @@ fn bench_query() {
         })
         .unwrap();
         let secs = start.elapsed().as_secs_f64();
+        let read = stats.bytes as f64 / (1024.0 * 1024.0);
         eprintln!(
-            "{name:32} {size:.0} MiB in {secs:.2}s = {:.0} MiB/s ({} lines, {} parsed, {} emitted)",
-            size / secs,
+            "{name:32} {read:6.1} of {size:.0} MiB in {secs:.3}s = {:4.0} MiB/s ({} lines, {} parsed, {} emitted)",
+            read / secs,
             stats.lines,
             stats.lines - stats.prefiltered,
             n
         );
     }
-}
-
-#[test]
-#[ignore = "scratch"]
-fn scratch_pieces() {
-    let line = serde_json::to_string(&rec(1)).unwrap();
-    let line = line.as_bytes();
-    let n = 300_000;
-    let t = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(
-            serde_json::from_slice::<EventRecord>(std::hint::black_box(line)).unwrap(),
-        );
-    }
-    eprintln!("full parse {:?}/line", t.elapsed() / n);
-    let t = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(
-            serde_json::from_slice::<serde::de::IgnoredAny>(std::hint::black_box(line)).unwrap(),
-        );
-    }
-    eprintln!("ignored any {:?}/line", t.elapsed() / n);
-    let t = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(
-            crate::logstore::record::ts_format::parse(std::hint::black_box(
-                "2026-11-22T10:00:00.123456Z",
-            ))
-            .unwrap(),
-        );
-    }
-    eprintln!("ts parse {:?}", t.elapsed() / n);
-    let t = Instant::now();
-    for _ in 0..n {
-        std::hint::black_box(
-            std::hint::black_box("203.0.113.7")
-                .parse::<IpAddr>()
-                .unwrap(),
-        );
-    }
-    eprintln!("ip parse {:?}", t.elapsed() / n);
-    eprintln!("line len {}", line.len());
 }

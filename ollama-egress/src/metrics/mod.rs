@@ -298,7 +298,10 @@ impl Metrics {
                 raise_to(&self.bytes[d][v], state.bytes[d][v].update(c.bytes));
             }
         }
-        raise_to(&self.events_lost, state.events_lost.update(snap.events_lost));
+        raise_to(
+            &self.events_lost,
+            state.events_lost.update(snap.events_lost),
+        );
     }
 
     /// Sets `policy_prefixes` from the policy now in the kernel.

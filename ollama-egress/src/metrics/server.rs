@@ -30,6 +30,12 @@ pub const HEAD_LIMIT: usize = 8 * 1024;
 /// Deadline for reading the request head and for writing the response.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a connection is kept after the response to let the client close first.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Most bytes read and thrown away while lingering.
+const LINGER_BYTES: usize = 64 * 1024;
+
 /// Connections served at the same time.
 pub const MAX_CONNECTIONS: usize = 16;
 
@@ -226,7 +232,12 @@ async fn handle(
                 "ollama-egress: Prometheus metrics are at /metrics\n".to_owned(),
                 head,
             ),
-            _ => ("404 Not Found", "text/plain", "not found\n".to_owned(), head),
+            _ => (
+                "404 Not Found",
+                "text/plain",
+                "not found\n".to_owned(),
+                head,
+            ),
         },
     };
     let mut response = format!(
@@ -245,7 +256,26 @@ async fn handle(
         stream.shutdown().await
     })
     .await
-    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    linger(&mut stream).await;
+    Ok(())
+}
+
+/// After our FIN, reads what the client still sends (the rest of an oversized head, a body)
+/// until it closes, for at most [`LINGER`] and [`LINGER_BYTES`]: closing a socket with unread
+/// data makes the kernel send RST, which can destroy the response before the client reads it.
+async fn linger(stream: &mut TcpStream) {
+    let mut sink = [0u8; 4096];
+    let mut left = LINGER_BYTES;
+    let _ = tokio::time::timeout(LINGER, async {
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
 }
 
 /// Runs `refresh` and renders, off the async threads (reading kernel maps is a syscall per

@@ -41,7 +41,10 @@ type Labels = BTreeMap<String, String>;
 /// The samples of a text exposition: (name, labels) → value.
 fn samples(text: &str) -> BTreeMap<(String, Labels), f64> {
     let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (series, value) = line.rsplit_once(' ').expect("sample line");
         let (name, labels) = match series.split_once('{') {
             Some((n, rest)) => {
@@ -153,7 +156,8 @@ fn series_for_dashboards_exist_before_any_traffic() {
         }
         assert_eq!(got, want, "{name}");
         for l in series_of(&m, name) {
-            let pairs: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let pairs: Vec<(&str, &str)> =
+                l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             assert_eq!(value(&m, name, &pairs), Some(0.0));
         }
     }
@@ -196,9 +200,8 @@ fn events_map_to_bounded_labels() {
     m.observe_event(&event(Verdict::Allowed, "1", Some("")));
     m.observe_event(&event(Verdict::Allowed, "icmp-ish", Some("not a code")));
     let c = "ollama_egress_connections_total";
-    let get = |v: &str, p: &str, cc: &str| {
-        value(&m, c, &[("verdict", v), ("proto", p), ("country", cc)])
-    };
+    let get =
+        |v: &str, p: &str, cc: &str| value(&m, c, &[("verdict", v), ("proto", p), ("country", cc)]);
     assert_eq!(get("blocked", "tcp", "CN"), Some(3.0));
     assert_eq!(get("would_block", "udp", "CN"), Some(1.0));
     assert_eq!(get("allowed", "tcp", "unknown"), Some(1.0));
@@ -278,8 +281,12 @@ fn counters_only_go_up() {
     for _ in 0..5 {
         m.reload(true);
         m.reload(false);
-        let now = value(&m, "ollama_egress_policy_reloads_total", &[("result", "error")])
-            .expect("reloads");
+        let now = value(
+            &m,
+            "ollama_egress_policy_reloads_total",
+            &[("result", "error")],
+        )
+        .expect("reloads");
         assert!(now > prev);
         prev = now;
     }
@@ -505,7 +512,9 @@ async fn http_server_gives_up_on_a_silent_client() {
 // ---- the dashboard and the alert rules ----
 
 fn repo_file(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
 }
 
 /// Every `ollama_egress_*` name in `text`.
@@ -539,7 +548,11 @@ fn dashboard_is_importable_and_every_panel_has_queries_and_a_description() {
     let d = dashboard();
     assert!(d["schemaVersion"].as_u64().expect("schemaVersion") >= 36);
     assert!(d["uid"].as_str().is_some_and(|u| !u.is_empty()));
-    assert!(d["title"].as_str().is_some_and(|t| t.contains("ollama-egress")));
+    assert!(
+        d["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("ollama-egress"))
+    );
     assert!(d["id"].is_null(), "an importable dashboard has no id");
     let vars = d["templating"]["list"].as_array().expect("templating");
     let ds = vars
@@ -555,7 +568,10 @@ fn dashboard_is_importable_and_every_panel_has_queries_and_a_description() {
     let mut used = BTreeSet::new();
     for p in panels {
         let title = p["title"].as_str().expect("title");
-        assert!(ids.insert(p["id"].as_u64().expect("id")), "duplicate id: {title}");
+        assert!(
+            ids.insert(p["id"].as_u64().expect("id")),
+            "duplicate id: {title}"
+        );
         assert!(
             p["description"].as_str().is_some_and(|s| s.len() > 40),
             "{title}: needs a plain-words description"
@@ -574,12 +590,19 @@ fn dashboard_is_importable_and_every_panel_has_queries_and_a_description() {
             assert!(refs.insert(t["refId"].as_str().expect("refId")), "{title}");
             assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
             let names = metric_names(expr);
-            assert!(!names.is_empty(), "{title}: {expr} uses no ollama_egress metric");
+            assert!(
+                !names.is_empty(),
+                "{title}: {expr} uses no ollama_egress metric"
+            );
             used.extend(names);
         }
     }
-    let unknown: Vec<_> = used.difference(&known_names()).collect();
-    assert!(unknown.is_empty(), "unknown metrics in the dashboard: {unknown:?}");
+    let known = known_names();
+    let unknown: Vec<_> = used.difference(&known).collect();
+    assert!(
+        unknown.is_empty(),
+        "unknown metrics in the dashboard: {unknown:?}"
+    );
     let unused: Vec<_> = known_names()
         .into_iter()
         .filter(|n| !used.contains(n) && n != "ollama_egress_build_info")
@@ -594,14 +617,21 @@ fn alert_rules_use_only_known_metrics() {
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let names = metric_names(&text);
     assert!(!names.is_empty());
-    let unknown: Vec<_> = names.difference(&known_names()).collect();
-    assert!(unknown.is_empty(), "unknown metrics in alerts.yml: {unknown:?}");
+    let known = known_names();
+    let unknown: Vec<_> = names.difference(&known).collect();
+    assert!(
+        unknown.is_empty(),
+        "unknown metrics in alerts.yml: {unknown:?}"
+    );
     for alert in [
         "OllamaEgressDeniedCountry",
         "OllamaEgressNotEnforcing",
         "OllamaEgressEventsLost",
         "OllamaEgressPolicyReloadFailed",
     ] {
-        assert!(text.contains(&format!("alert: {alert}\n")), "{alert} missing");
+        assert!(
+            text.contains(&format!("alert: {alert}\n")),
+            "{alert} missing"
+        );
     }
 }
