@@ -46,7 +46,11 @@ impl PolicyCommand {
             serde_json::to_writer_pretty(&mut *out, &summary).context("writing JSON")?;
             writeln!(out)?;
         } else {
-            write!(out, "{summary}")?;
+            let text = summary.to_string();
+            write!(out, "{text}")?;
+            if !text.ends_with('\n') {
+                writeln!(out)?;
+            }
             writeln!(out, "policy OK")?;
         }
         for ip in explain {
