@@ -3,7 +3,7 @@
 //! Each piece of the daemon sits behind a seam of its own so it can be tested without the
 //! others: the policy compiler ([`policy`]), the kernel loader and tables ([`loader`]), the
 //! event pipeline ([`pipeline`]), the event log ([`logstore`]), the target cgroup
-//! ([`target`]), the daemon that ties them together ([`daemon`]) and the command line
+//! ([`targeting`]), the daemon that ties them together ([`daemon`]) and the command line
 //! ([`cli`]).
 
 pub mod cli;
@@ -12,4 +12,4 @@ pub mod loader;
 pub mod logstore;
 pub mod pipeline;
 pub mod policy;
-pub mod target;
+pub mod targeting;

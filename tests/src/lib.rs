@@ -72,7 +72,7 @@ pub struct TestCgroup {
 impl TestCgroup {
     /// Makes a new cgroup directly under the cgroup v2 root.
     pub fn new(prefix: &str) -> Self {
-        let mount = ollama_egress::target::cgroup2_mount().expect("cgroup v2 mount");
+        let mount = ollama_egress::targeting::cgroup2_mount().expect("cgroup v2 mount");
         let path = mount.join(unique(prefix));
         fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
         Self { path }

@@ -301,7 +301,7 @@ fn process_target_moves_existing_and_new_processes() {
     let bin = tmp.path().join(&name);
     fs::copy(ollama_egress_tests::probe_bin(), &bin).expect("copy probe");
     let managed = unique("oe-managed");
-    let mount = ollama_egress::target::cgroup2_mount().expect("cgroup2");
+    let mount = ollama_egress::targeting::cgroup2_mount().expect("cgroup2");
     let _managed = TestCgroup::adopt(mount.join(&managed));
     let start_probe = |delay_ms: &str| {
         Command::new(&bin)

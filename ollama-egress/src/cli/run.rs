@@ -8,7 +8,7 @@ use super::GeoArgs;
 use crate::{
     daemon::RunOptions,
     logstore::{DEFAULT_LOG_DIR, Mode},
-    target::TargetSpec,
+    targeting::TargetSpec,
 };
 
 /// Options of `run`.
@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// Most prefixes each kernel policy table holds (per address family).
     #[arg(long, value_name = "N", default_value_t = ollama_egress_common::DEFAULT_MAX_PREFIXES)]
     pub max_prefixes: u32,
+    /// Size of the kernel's event ring buffer in bytes: a power of two, at least 4096. Events
+    /// that find it full are counted as lost (`ollama_egress_events_lost_total`).
+    #[arg(long, value_name = "BYTES", default_value_t = ollama_egress_common::DEFAULT_RINGBUF_BYTES, value_parser = parse_ring_size)]
+    pub event_buffer_bytes: u32,
     /// Name of the cgroup, under the cgroup v2 root, that --process moves processes into.
     #[arg(long, value_name = "NAME", default_value = "ollama-egress")]
     pub managed_cgroup: String,
@@ -77,8 +81,19 @@ impl RunArgs {
             asn_db: self.geo.asn_db.clone(),
             log_dir: self.log_dir.clone(),
             max_prefixes: self.max_prefixes,
+            event_buffer_bytes: self.event_buffer_bytes,
             managed_cgroup: self.managed_cgroup.clone(),
             pin_dir: self.pin_dir.clone(),
         }
     }
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of bytes: {e}"))?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two of at least 4096"));
+    }
+    Ok(n)
 }

@@ -8,7 +8,7 @@ use crate::{
     daemon::DaemonState,
     loader::{AttachPoint, PinLayout, attached_program_ids},
     logstore::DEFAULT_LOG_DIR,
-    target,
+    targeting,
 };
 
 /// Options of `status`.
@@ -102,7 +102,7 @@ impl StatusArgs {
                 _ => false,
             }
         });
-        let processes = target::processes_in(&st.cgroup).unwrap_or_default();
+        let processes = targeting::processes_in(&st.cgroup).unwrap_or_default();
         Ok(StatusReport {
             daemon: Some(st),
             daemon_running: running,

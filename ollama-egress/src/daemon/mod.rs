@@ -34,7 +34,7 @@ use crate::{
     logstore::{LogError, LogWriter, Mode, RotateOptions},
     pipeline::{BootClock, Decoder, run_reader},
     policy::{CompiledPolicy, PolicyError},
-    target::{self, ProcessWatcher, TargetError, TargetSpec},
+    targeting::{self, ProcessWatcher, TargetError, TargetSpec},
 };
 
 /// How often `--process` looks for new processes.
@@ -59,6 +59,8 @@ pub struct RunOptions {
     pub log_dir: PathBuf,
     /// Capacity of each policy table.
     pub max_prefixes: u32,
+    /// Size of the event ring buffer in bytes.
+    pub event_buffer_bytes: u32,
     /// Name of the managed cgroup for `--process`.
     pub managed_cgroup: String,
     /// bpffs directory for pinned programs, links and maps.
@@ -123,7 +125,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     if !missing.is_empty() {
         return Err(DaemonError::Privileges(missing.join(", ")));
     }
-    let mount = target::cgroup2_mount()?;
+    let mount = targeting::cgroup2_mount()?;
 
     // Everything that can be wrong with the input is checked before anything is attached.
     let (geo_path, asn_path) = inputs::geo_paths(opts.geo_db.as_deref(), opts.asn_db.as_deref());
@@ -144,20 +146,34 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     }
 
     let cgroup = match &opts.target {
-        TargetSpec::Cgroup(p) => target::check_cgroup_dir(p, &mount)?,
-        TargetSpec::Unit(u) => target::find_unit_cgroup(&mount, u)?,
-        TargetSpec::Process(_) => target::ensure_managed_cgroup(&mount, &opts.managed_cgroup)?,
+        TargetSpec::Cgroup(p) => targeting::check_cgroup_dir(p, &mount)?,
+        TargetSpec::Unit(u) => targeting::find_unit_cgroup(&mount, u)?,
+        TargetSpec::Process(_) => targeting::ensure_managed_cgroup(&mount, &opts.managed_cgroup)?,
     };
     let mut writer = LogWriter::open(&opts.log_dir, RotateOptions::default())?;
     raise_memlock();
 
     // Enforcement is pinned so that it outlives the daemon. Monitor mode pins nothing, but
     // takes over (and at exit removes) enforcement it finds pinned: the user switched modes.
+    for (family, needed) in [("IPv4", compiled.v4.len()), ("IPv6", compiled.v6.len())] {
+        if needed > opts.max_prefixes as usize {
+            return Err(TableError::Capacity {
+                family,
+                needed,
+                max: opts.max_prefixes,
+            }
+            .into());
+        }
+    }
     let pins = PinLayout::new(&opts.pin_dir);
-    let pinned = opts.mode == Mode::Enforce || pins.has_links();
+    let had_links = pins.has_links();
+    let pinned = opts.mode == Mode::Enforce || had_links;
+    // Pins this start creates are removed again if it fails before enforcement is attached.
+    let mut new_pins = NewPins::arm(&pins, pinned && !had_links);
     let mut loaded = Loaded::load(
         MapSizes {
             max_prefixes: opts.max_prefixes,
+            event_buffer_bytes: opts.event_buffer_bytes,
         },
         pinned.then_some(&pins),
     )?;
@@ -169,6 +185,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     push_generation(&decoder, generation, &compiled, opts.mode);
 
     let attachment = loaded.attach(&cgroup)?;
+    new_pins.disarm();
     if attachment == Attachment::Adopted {
         info!(pin_dir = %opts.pin_dir.display(), "adopted the pinned enforcement: its links now run this daemon's programs, with no gap");
     }
@@ -340,5 +357,32 @@ fn raise_memlock() {
     let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
     if ret != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+/// Removes pins created by a start that then failed, so a later start does not mistake them
+/// for enforcement in place.
+struct NewPins<'a> {
+    pins: &'a PinLayout,
+    armed: bool,
+}
+
+impl<'a> NewPins<'a> {
+    fn arm(pins: &'a PinLayout, armed: bool) -> Self {
+        Self { pins, armed }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for NewPins<'_> {
+    fn drop(&mut self) {
+        if self.armed && self.pins.root().exists() {
+            if let Err(e) = self.pins.detach_and_remove() {
+                warn!("could not remove the pins of the failed start: {e}");
+            }
+        }
     }
 }

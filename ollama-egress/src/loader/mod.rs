@@ -131,12 +131,15 @@ pub enum LoaderError {
 pub struct MapSizes {
     /// Capacity of each policy trie (per family and slot).
     pub max_prefixes: u32,
+    /// Size of the event ring buffer in bytes (a power of two, at least one page).
+    pub event_buffer_bytes: u32,
 }
 
 impl Default for MapSizes {
     fn default() -> Self {
         Self {
             max_prefixes: ollama_egress_common::DEFAULT_MAX_PREFIXES,
+            event_buffer_bytes: ollama_egress_common::DEFAULT_RINGBUF_BYTES,
         }
     }
 }
@@ -178,6 +181,7 @@ impl Loaded {
         for name in POLICY_V4_MAPS.iter().chain(POLICY_V6_MAPS.iter()) {
             loader.map_max_entries(name, sizes.max_prefixes.max(1));
         }
+        loader.map_max_entries(EVENTS_MAP, sizes.event_buffer_bytes);
         if let Some(p) = pins {
             p.prepare()?;
             for name in ALL_MAPS {

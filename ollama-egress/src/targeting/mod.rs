@@ -1,0 +1,284 @@
+//! What to attach to: the cgroup v2 mount, a cgroup path, a systemd unit's cgroup, or a managed
+//! cgroup that processes found by name are moved into.
+
+mod procs;
+
+use std::{
+    fs,
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+pub use procs::{ProcessWatcher, find_processes_by_comm};
+
+/// Errors of finding or preparing the target cgroup.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// `/proc/self/mountinfo` lists no cgroup2 file system.
+    #[error(
+        "no cgroup v2 file system is mounted (none in /proc/self/mountinfo); mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`"
+    )]
+    NoCgroup2,
+    /// Reading a system file failed.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The `--cgroup` path is not a directory of the cgroup v2 hierarchy.
+    #[error("{path} is not a cgroup v2 directory (the cgroup v2 hierarchy is mounted at {mount})")]
+    NotCgroup2 {
+        /// The path given.
+        path: PathBuf,
+        /// The cgroup2 mount point.
+        mount: PathBuf,
+    },
+    /// No cgroup of that systemd unit exists.
+    #[error(
+        "no cgroup for unit {unit} under {mount}: is the unit running? (`systemctl status {unit}`)"
+    )]
+    UnitNotFound {
+        /// The unit name.
+        unit: String,
+        /// The cgroup2 mount point.
+        mount: PathBuf,
+    },
+    /// Creating the managed cgroup or moving a process into it failed.
+    #[error("{what} {path}: {source}")]
+    Write {
+        /// What was being done.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The target as given on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// A cgroup v2 directory.
+    Cgroup(PathBuf),
+    /// A systemd unit, e.g. `ollama.service`.
+    Unit(String),
+    /// Processes whose `comm` is this name, moved into the managed cgroup.
+    Process(String),
+}
+
+impl std::fmt::Display for TargetSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cgroup(p) => write!(f, "cgroup {}", p.display()),
+            Self::Unit(u) => write!(f, "unit {u}"),
+            Self::Process(n) => write!(f, "processes named {n}"),
+        }
+    }
+}
+
+/// The cgroup v2 mount point, read from `/proc/self/mountinfo`.
+pub fn cgroup2_mount() -> Result<PathBuf, TargetError> {
+    let path = Path::new("/proc/self/mountinfo");
+    let text = fs::read_to_string(path).map_err(|source| TargetError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_cgroup2_mount(&text).ok_or(TargetError::NoCgroup2)
+}
+
+/// The first cgroup2 mount point in a mountinfo text.
+pub fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let mount_point = left.split_whitespace().nth(4)?;
+        Some(PathBuf::from(unescape_mountinfo(mount_point)))
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() {
+            let oct = &bytes[i + 1..i + 4];
+            if oct.iter().all(|b| (b'0'..=b'7').contains(b)) {
+                let v = oct
+                    .iter()
+                    .fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
+                if let Ok(v) = u8::try_from(v) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Checks that `path` is a directory inside the cgroup v2 hierarchy mounted at `mount`.
+pub fn check_cgroup_dir(path: &Path, mount: &Path) -> Result<PathBuf, TargetError> {
+    let not = || TargetError::NotCgroup2 {
+        path: path.to_owned(),
+        mount: mount.to_owned(),
+    };
+    let canon = path.canonicalize().map_err(|_| not())?;
+    let mount = mount.canonicalize().map_err(|_| not())?;
+    if !canon.starts_with(&mount) || !canon.join("cgroup.procs").is_file() {
+        return Err(not());
+    }
+    Ok(canon)
+}
+
+/// Finds the cgroup of a systemd unit (e.g. `system.slice/ollama.service`) under `mount`.
+pub fn find_unit_cgroup(mount: &Path, unit: &str) -> Result<PathBuf, TargetError> {
+    let unit = if unit.contains('.') {
+        unit.to_owned()
+    } else {
+        format!("{unit}.service")
+    };
+    let mut stack = vec![(mount.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(ft) = entry.file_type() else { continue };
+            if !ft.is_dir() {
+                continue;
+            }
+            let p = entry.path();
+            if entry.file_name().to_str() == Some(unit.as_str()) {
+                return Ok(p);
+            }
+            if depth < 4 {
+                stack.push((p, depth + 1));
+            }
+        }
+    }
+    Err(TargetError::UnitNotFound {
+        unit,
+        mount: mount.to_owned(),
+    })
+}
+
+/// Creates (if needed) the managed cgroup `name` directly under the cgroup v2 root.
+pub fn ensure_managed_cgroup(mount: &Path, name: &str) -> Result<PathBuf, TargetError> {
+    let dir = mount.join(name);
+    match fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(TargetError::Write {
+                what: "creating cgroup",
+                path: dir,
+                source,
+            });
+        }
+    }
+    Ok(dir)
+}
+
+/// Moves process `pid` (all its threads) into `cgroup`.
+pub fn move_process(cgroup: &Path, pid: u32) -> Result<(), TargetError> {
+    let procs = cgroup.join("cgroup.procs");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .open(&procs)
+        .map_err(|source| TargetError::Write {
+            what: "opening",
+            path: procs.clone(),
+            source,
+        })?;
+    f.write_all(format!("{pid}\n").as_bytes())
+        .map_err(|source| TargetError::Write {
+            what: "moving a process into",
+            path: procs,
+            source,
+        })
+}
+
+/// Process ids in `cgroup` (not its children).
+pub fn processes_in(cgroup: &Path) -> Result<Vec<u32>, TargetError> {
+    let procs = cgroup.join("cgroup.procs");
+    let text = fs::read_to_string(&procs).map_err(|source| TargetError::Read {
+        path: procs,
+        source,
+    })?;
+    Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_hybrid_mount() {
+        let text = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n\
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            parse_cgroup2_mount(text),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+    }
+
+    #[test]
+    fn finds_unified_mount_with_optional_fields() {
+        let text = "29 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            parse_cgroup2_mount(text),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+    }
+
+    #[test]
+    fn unescapes_spaces() {
+        let text = "41 31 0:38 / /mnt/my\\040cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            parse_cgroup2_mount(text),
+            Some(PathBuf::from("/mnt/my cgroup"))
+        );
+    }
+
+    #[test]
+    fn no_cgroup2() {
+        let text = "40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n";
+        assert_eq!(parse_cgroup2_mount(text), None);
+    }
+
+    #[test]
+    fn rejects_path_outside_hierarchy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = check_cgroup_dir(Path::new("/tmp"), dir.path()).expect_err("not a cgroup");
+        assert!(
+            err.to_string().contains("is not a cgroup v2 directory"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn finds_unit_in_a_tree() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unit = dir.path().join("system.slice/ollama.service");
+        fs::create_dir_all(&unit).expect("mkdir");
+        assert_eq!(
+            find_unit_cgroup(dir.path(), "ollama.service").expect("found"),
+            unit
+        );
+        assert_eq!(find_unit_cgroup(dir.path(), "ollama").expect("found"), unit);
+        let err = find_unit_cgroup(dir.path(), "nope.service").expect_err("absent");
+        assert!(err.to_string().contains("nope.service"), "{err}");
+    }
+}
