@@ -2,7 +2,8 @@
 //!
 //! Each piece of the daemon sits behind a seam of its own so it can be tested without the
 //! others: the policy compiler ([`policy`]), the kernel loader and tables ([`loader`]), the
-//! event pipeline ([`pipeline`]), the event log ([`logstore`]), the target cgroup
+//! event pipeline ([`pipeline`]), the event log ([`logstore`]), the metrics ([`metrics`]), the
+//! target cgroup
 //! ([`targeting`]), the daemon that ties them together ([`daemon`]) and the command line
 //! ([`cli`]).
 
@@ -10,6 +11,7 @@ pub mod cli;
 pub mod daemon;
 pub mod loader;
 pub mod logstore;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod targeting;

@@ -194,6 +194,12 @@ impl Daemon {
             .arg(&log_dir)
             .arg("--pin-dir")
             .arg(&pin_dir)
+            .args(if args.contains(&"--metrics-addr") {
+                &[][..]
+            } else {
+                // Tests run side by side: each daemon serves its metrics on a port of its own.
+                &["--metrics-addr", "127.0.0.1:0"][..]
+            })
             .env("OLLAMA_EGRESS_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

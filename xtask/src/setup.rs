@@ -13,6 +13,8 @@ const APT_PACKAGES: &[&str] = &[
     "libzstd-dev",
     "libxml2-dev",
     "iproute2",
+    // The dashboard and alert rules are proven against a real Prometheus (and promtool).
+    "prometheus",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// Address for the Prometheus metrics endpoint (`/metrics`).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: std::net::SocketAddr,
+    /// Serve metrics on a non-loopback --metrics-addr. They tell whoever can read them which
+    /// countries Ollama talks to and what is blocked: by default only this machine can.
+    #[arg(long)]
+    pub metrics_allow_remote: bool,
     /// bpffs directory where programs, links and maps are pinned.
     #[arg(long, value_name = "DIR", default_value = crate::loader::DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
@@ -84,6 +88,8 @@ impl RunArgs {
             event_buffer_bytes: self.event_buffer_bytes,
             managed_cgroup: self.managed_cgroup.clone(),
             pin_dir: self.pin_dir.clone(),
+            metrics_addr: self.metrics_addr,
+            metrics_allow_remote: self.metrics_allow_remote,
         }
     }
 }

@@ -152,8 +152,14 @@ impl StatusArgs {
         writeln!(out, "processes: {:?}", r.processes)?;
         writeln!(
             out,
-            "policy:    {} (generation {})",
-            st.policy, st.generation
+            "policy:    {} (generation {}): {} rules; IPv4 {} allow / {} deny, IPv6 {} allow / {} deny prefixes",
+            st.policy,
+            st.generation,
+            st.rules,
+            st.prefixes.ipv4.allow,
+            st.prefixes.ipv4.deny,
+            st.prefixes.ipv6.allow,
+            st.prefixes.ipv6.deny
         )?;
         writeln!(
             out,
@@ -179,6 +185,15 @@ impl StatusArgs {
             db(&st.geo_db),
             db(&st.asn_db)
         )?;
+        if let Some(addr) = &st.metrics_addr {
+            writeln!(out, "metrics:   http://{addr}/metrics")?;
+        }
+        if !st.counters.is_empty() {
+            writeln!(out, "counters since start:")?;
+            for (k, v) in &st.counters {
+                writeln!(out, "  {k:<28} {v}")?;
+            }
+        }
         Ok(())
     }
 }

@@ -1,23 +1,67 @@
-//! The daemon's [`EventSink`]: the event log. A failing disk is reported, never fatal.
+//! The daemon's [`EventSink`]: the event log, the metrics, and per-verdict tallies for
+//! `status`. A failing disk is reported, never fatal.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
 
 use tracing::warn;
 
 use crate::{
-    logstore::{EventRecord, LogWriter},
+    logstore::{EventRecord, LogWriter, Verdict},
+    metrics::Metrics,
     pipeline::EventSink,
 };
 
-/// Writes events to the log; warns once per failure streak and keeps going.
-pub struct LogSink<'a> {
-    writer: &'a mut LogWriter,
+/// Events seen since start, by verdict, and log records lost to write errors.
+#[derive(Debug, Default)]
+pub struct EventTally {
+    allowed: AtomicU64,
+    blocked: AtomicU64,
+    would_block: AtomicU64,
+    log_dropped: AtomicU64,
+}
+
+impl EventTally {
+    fn count(&self, v: Verdict) {
+        let c = match v {
+            Verdict::Allowed => &self.allowed,
+            Verdict::Blocked => &self.blocked,
+            Verdict::WouldBlock => &self.would_block,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(name, value)` pairs for the state file.
+    pub fn values(&self) -> [(&'static str, u64); 4] {
+        [
+            ("connections.allowed", self.allowed.load(Ordering::Relaxed)),
+            ("connections.blocked", self.blocked.load(Ordering::Relaxed)),
+            (
+                "connections.would_block",
+                self.would_block.load(Ordering::Relaxed),
+            ),
+            ("log_dropped", self.log_dropped.load(Ordering::Relaxed)),
+        ]
+    }
+}
+
+/// Writes events to the log and counts them; warns once per failure streak and keeps going.
+pub struct LogSink {
+    writer: LogWriter,
+    metrics: Arc<Metrics>,
+    tally: Arc<EventTally>,
     failing: bool,
 }
 
-impl<'a> LogSink<'a> {
+impl LogSink {
     /// A sink writing through `writer`.
-    pub fn new(writer: &'a mut LogWriter) -> Self {
+    pub fn new(writer: LogWriter, metrics: Arc<Metrics>, tally: Arc<EventTally>) -> Self {
         Self {
             writer,
+            metrics,
+            tally,
             failing: false,
         }
     }
@@ -31,6 +75,9 @@ impl<'a> LogSink<'a> {
                 self.failing = false;
             }
             Err(e) => {
+                self.tally
+                    .log_dropped
+                    .store(self.writer.dropped(), Ordering::Relaxed);
                 if !self.failing {
                     warn!(
                         "cannot write the event log, events are being dropped (enforcement continues): {e}"
@@ -42,8 +89,10 @@ impl<'a> LogSink<'a> {
     }
 }
 
-impl EventSink for LogSink<'_> {
+impl EventSink for LogSink {
     fn record(&mut self, rec: &EventRecord) {
+        self.tally.count(rec.verdict);
+        self.metrics.observe_event(rec);
         let r = self.writer.write(rec);
         self.report(r);
     }

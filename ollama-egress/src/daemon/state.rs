@@ -1,6 +1,7 @@
 //! `<log-dir>/state.json`: what a running daemon is doing, for `status`.
 
 use std::{
+    collections::BTreeMap,
     fs,
     io::{self, Write as _},
     os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
@@ -8,6 +9,8 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+
+use crate::policy::PrefixTotals;
 
 /// File name of the state file inside the log directory.
 pub const STATE_FILE: &str = "state.json";
@@ -35,6 +38,20 @@ pub struct DaemonState {
     pub geo_db: Option<PathBuf>,
     /// ASN database in use, if any.
     pub asn_db: Option<PathBuf>,
+    /// Number of rules of the policy in force (the default included).
+    #[serde(default)]
+    pub rules: usize,
+    /// Prefixes per family and action in the kernel tables.
+    #[serde(default)]
+    pub prefixes: PrefixTotals,
+    /// Where the metrics are served.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
+    /// Counters since the daemon started (refreshed every few seconds): `connections.<verdict>`,
+    /// `packets.<direction>.<verdict>`, `bytes.<direction>.<verdict>`, `events_lost`,
+    /// `log_dropped`.
+    #[serde(default)]
+    pub counters: BTreeMap<String, u64>,
 }
 
 impl DaemonState {
@@ -97,6 +114,10 @@ mod tests {
             started: "2026-11-22T10:00:00Z".into(),
             geo_db: None,
             asn_db: None,
+            rules: 3,
+            prefixes: PrefixTotals::default(),
+            metrics_addr: Some("127.0.0.1:9464".into()),
+            counters: BTreeMap::from([("connections.blocked".into(), 2)]),
         };
         st.write(dir.path()).expect("write");
         let back = DaemonState::read(dir.path())

@@ -3,13 +3,13 @@
 use std::fmt;
 
 use ollama_egress_common::ACTION_DENY;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::compile::{CompiledPolicy, Rule};
 use super::parse::Action;
 
 /// Prefix counts of one address family.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FamilyTotals {
     /// Prefixes whose action is allow.
     pub allow: usize,
@@ -18,7 +18,7 @@ pub struct FamilyTotals {
 }
 
 /// Prefix counts per family (`ipv4`, `ipv6`, as in the `ollama_egress_policy_prefixes` metric).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrefixTotals {
     /// IPv4 trie entries.
     pub ipv4: FamilyTotals,

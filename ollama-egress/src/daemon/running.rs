@@ -1,0 +1,219 @@
+//! The main loop (signals, reloads, process watching, attachment checks) and the shutdown.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+    task::JoinHandle,
+};
+use tracing::{error, info, warn};
+
+use super::{DaemonError, DaemonState, EventTally, PolicySource, RunOptions, io_err};
+use crate::{
+    loader::{KernelCounters, Loaded, PinLayout, PolicyTables},
+    logstore::Mode,
+    metrics::{self, Metrics},
+    pipeline::{Decoder, PipelineStats},
+    targeting::ProcessWatcher,
+};
+
+/// How often `--process` looks for new processes.
+const PROCESS_SCAN_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the policy file and the geo databases are checked for changes.
+const INPUT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the attachment is verified with the kernel and the state file refreshed.
+const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A started daemon: attached, verified, recording.
+pub(super) struct Daemon {
+    pub(super) opts: RunOptions,
+    pub(super) cgroup: PathBuf,
+    pub(super) loaded: Loaded,
+    pub(super) tables: PolicyTables,
+    pub(super) counters: Arc<KernelCounters>,
+    pub(super) decoder: Arc<Mutex<Decoder>>,
+    pub(super) source: PolicySource,
+    pub(super) state: DaemonState,
+    pub(super) watcher: Option<ProcessWatcher>,
+    pub(super) pins: PinLayout,
+    pub(super) pinned: bool,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) tally: Arc<EventTally>,
+    pub(super) reader: JoinHandle<std::io::Result<PipelineStats>>,
+    pub(super) server: JoinHandle<std::io::Result<()>>,
+    pub(super) stop_tx: watch::Sender<bool>,
+}
+
+impl Daemon {
+    /// Runs until SIGINT or SIGTERM, then shuts down.
+    pub(super) async fn run(mut self) -> Result<(), DaemonError> {
+        let mut sigint =
+            signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT handler"))?;
+        let mut sigterm =
+            signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM handler"))?;
+        let mut sighup =
+            signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP handler"))?;
+        let mut scan = tokio::time::interval(PROCESS_SCAN_INTERVAL);
+        let mut inputs = tokio::time::interval(INPUT_POLL_INTERVAL);
+        let mut check = tokio::time::interval(CHECK_INTERVAL);
+        let mut verified = true;
+        loop {
+            tokio::select! {
+                _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+                _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+                _ = sighup.recv() => {
+                    info!("SIGHUP: reloading the policy and the geo databases");
+                    self.source.changed_files();
+                    self.reload();
+                }
+                _ = inputs.tick() => {
+                    let changed = self.source.changed_files();
+                    if !changed.is_empty() {
+                        info!(?changed, "inputs changed: reloading");
+                        self.reload();
+                    }
+                }
+                _ = scan.tick(), if self.watcher.is_some() => self.scan_processes(),
+                _ = check.tick() => verified = self.check(verified),
+            }
+        }
+        self.shutdown().await
+    }
+
+    fn reload(&mut self) {
+        match self.source.reload(&mut self.tables, &self.decoder) {
+            Ok((generation, compiled)) => {
+                let summary = compiled.summary();
+                info!(generation, policy = %compiled.origin, "policy reloaded:\n{summary}");
+                self.metrics.reload(true);
+                self.metrics.set_policy(&summary);
+                self.state.generation = generation;
+                self.state.policy = compiled.origin;
+                self.state.rules = compiled.rules.len();
+                self.state.prefixes = summary.prefixes;
+                self.write_state();
+            }
+            Err(e) => {
+                self.metrics.reload(false);
+                error!("policy reload failed, the previous policy stays in force: {e}");
+            }
+        }
+    }
+
+    fn scan_processes(&mut self) {
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        match w.scan() {
+            Ok(moved) if !moved.is_empty() => {
+                info!(?moved, "moved new processes into {}", self.cgroup.display());
+            }
+            Ok(_) => {}
+            Err(e) => warn!("moving processes failed: {e}"),
+        }
+    }
+
+    /// Verifies the attachment with the kernel and refreshes the counters and the state file.
+    /// Returns whether the programs are attached.
+    fn check(&mut self, was_verified: bool) -> bool {
+        let ok = self.loaded.verify_attached(&self.cgroup);
+        match (&ok, was_verified) {
+            (Err(e), true) => error!("the programs are no longer attached: {e}"),
+            (Ok(()), false) => info!("the programs are attached again"),
+            _ => {}
+        }
+        self.metrics
+            .set_enforcing(self.opts.mode == Mode::Enforce && ok.is_ok());
+        match self.counters.snapshot() {
+            Ok(snap) => {
+                self.metrics.set_kernel(&snap);
+                let c = &mut self.state.counters;
+                for (d, per_dir) in snap.packets.iter().enumerate() {
+                    for (v, counter) in per_dir.iter().enumerate() {
+                        let key = format!(
+                            "{}.{}",
+                            metrics::direction_name(d as u32),
+                            metrics::verdict_name(v as u32)
+                        );
+                        c.insert(format!("packets.{key}"), counter.packets);
+                        c.insert(format!("bytes.{key}"), counter.bytes);
+                    }
+                }
+                c.insert("events_lost".into(), snap.events_lost);
+            }
+            Err(e) => warn!("reading the kernel counters failed: {e}"),
+        }
+        for (k, v) in self.tally.values() {
+            self.state.counters.insert(k.into(), v);
+        }
+        self.write_state();
+        ok.is_ok()
+    }
+
+    fn write_state(&self) {
+        if let Err(e) = self.state.write(&self.opts.log_dir) {
+            warn!(error = %e, "could not update the state file");
+        }
+    }
+
+    /// In enforce mode the pinned links stay: enforcement goes on without the daemon, and what
+    /// the kernel records meanwhile waits in the pinned ring buffer for the next daemon. In
+    /// monitor mode everything is detached first, so the final drain misses nothing.
+    async fn shutdown(self) -> Result<(), DaemonError> {
+        let Self {
+            opts,
+            cgroup,
+            loaded,
+            tables,
+            pins,
+            pinned,
+            reader,
+            server,
+            stop_tx,
+            ..
+        } = self;
+        drop(tables);
+        drop(loaded);
+        if opts.mode == Mode::Monitor && pinned {
+            match pins.detach_and_remove() {
+                Ok(n) => info!(
+                    links = n,
+                    "monitor mode: removed the pinned enforcement it had taken over"
+                ),
+                Err(e) => error!(
+                    "could not remove the pins in {}: {e}",
+                    opts.pin_dir.display()
+                ),
+            }
+        }
+        let _ = stop_tx.send(true);
+        match reader.await {
+            Ok(Ok(stats)) => info!(events = stats.decoded, "event log flushed"),
+            Ok(Err(e)) => error!("event reader failed: {e}"),
+            Err(e) => error!("event reader panicked: {e}"),
+        }
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!("metrics server failed: {e}"),
+            Err(e) => error!("metrics server panicked: {e}"),
+        }
+        if let Err(e) = DaemonState::remove(&opts.log_dir) {
+            warn!(error = %e, "could not remove the state file");
+        }
+        if opts.mode == Mode::Enforce {
+            info!(
+                "enforcement stays attached to {} (pinned in {}); `ollama-egress detach` stops it",
+                cgroup.display(),
+                opts.pin_dir.display()
+            );
+        } else {
+            info!("detached from {}", cgroup.display());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! Start-up: everything that can be wrong with the input is checked before anything is
+//! attached; then the programs are loaded (re-opening pinned maps and links when enforcement is
+//! already in place), the policy is written, and the programs are attached and verified.
+
+use std::sync::{Arc, Mutex};
+
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{
+    DaemonError, DaemonState, EventTally, LogSink, PolicySource, RunOptions, inputs, io_err,
+    missing_capabilities, reload::push_generation, running::Daemon, table_policy,
+};
+use crate::{
+    loader::{AttachPoint, Attachment, Loaded, MapSizes, PinLayout, TableError},
+    logstore::{LogWriter, Mode, RotateOptions},
+    metrics::{self, Metrics},
+    pipeline::{BootClock, Decoder, run_reader},
+    targeting::{self, ProcessWatcher, TargetSpec},
+};
+
+/// Checks, loads, attaches; returns the running daemon.
+pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
+    let missing = missing_capabilities();
+    if !missing.is_empty() {
+        return Err(DaemonError::Privileges(missing.join(", ")));
+    }
+    let mount = targeting::cgroup2_mount()?;
+
+    let (geo_path, asn_path) = inputs::geo_paths(opts.geo_db.as_deref(), opts.asn_db.as_deref());
+    let geo = inputs::open_geo(geo_path.as_deref(), asn_path.as_deref())?;
+    if geo.is_none() {
+        warn!(
+            "no geo databases: events carry no country or ASN; run `ollama-egress geo update` or pass --geo-db/--asn-db"
+        );
+    }
+    let policy = inputs::load_policy(opts.policy.as_deref())?;
+    let compiled = inputs::compile_policy(&policy, geo.as_deref())?;
+    info!(policy = %compiled.origin, "policy loaded:\n{}", compiled.summary());
+    if opts.mode == Mode::Enforce && compiled.origin == crate::policy::Policy::BUILTIN_ORIGIN {
+        warn!(
+            "enforcing the built-in policy: only loopback and private ranges stay reachable; write {} to choose",
+            inputs::DEFAULT_POLICY
+        );
+    }
+    for (family, needed) in [("IPv4", compiled.v4.len()), ("IPv6", compiled.v6.len())] {
+        if needed > opts.max_prefixes as usize {
+            return Err(TableError::Capacity {
+                family,
+                needed,
+                max: opts.max_prefixes,
+            }
+            .into());
+        }
+    }
+
+    let cgroup = match &opts.target {
+        TargetSpec::Cgroup(p) => targeting::check_cgroup_dir(p, &mount)?,
+        TargetSpec::Unit(u) => targeting::find_unit_cgroup(&mount, u)?,
+        TargetSpec::Process(_) => targeting::ensure_managed_cgroup(&mount, &opts.managed_cgroup)?,
+    };
+    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))?);
+    let listener = metrics::bind(opts.metrics_addr, opts.metrics_allow_remote).await?;
+    let writer = LogWriter::open(&opts.log_dir, RotateOptions::default())?;
+    raise_memlock();
+
+    // Enforcement is pinned so that it outlives the daemon. Monitor mode pins nothing, but
+    // takes over (and at exit removes) enforcement it finds pinned: the user switched modes.
+    let pins = PinLayout::new(&opts.pin_dir);
+    let had_links = pins.has_links();
+    let pinned = opts.mode == Mode::Enforce || had_links;
+    // Pins this start creates are removed again if it fails before enforcement is attached.
+    let mut new_pins = NewPins {
+        pins: pins.clone(),
+        armed: pinned && !had_links,
+    };
+    let mut loaded = Loaded::load(
+        MapSizes {
+            max_prefixes: opts.max_prefixes,
+            event_buffer_bytes: opts.event_buffer_bytes,
+        },
+        pinned.then_some(&pins),
+    )?;
+    let mut tables = loaded.policy_tables()?;
+    let generation = tables.apply(table_policy(&compiled, opts.mode))?;
+    let ring = loaded.take_events()?;
+    let counters = Arc::new(loaded.take_counters()?);
+    let decoder = Arc::new(Mutex::new(Decoder::new(BootClock::now(), geo.clone())));
+    push_generation(&decoder, generation, &compiled, opts.mode);
+
+    let attachment = loaded.attach(&cgroup)?;
+    new_pins.armed = false;
+    if attachment == Attachment::Adopted {
+        info!(pin_dir = %opts.pin_dir.display(), "adopted the pinned enforcement: its links now run this daemon's programs, with no gap");
+    }
+    info!(
+        cgroup = %cgroup.display(),
+        target = %opts.target,
+        mode = opts.mode.as_str(),
+        "attached egress, ingress, connect4, connect6, sendmsg4, sendmsg6; the kernel lists all six on the cgroup"
+    );
+    let summary = compiled.summary();
+    metrics.set_policy(&summary);
+    metrics.set_enforcing(opts.mode == Mode::Enforce);
+
+    let watcher = match &opts.target {
+        TargetSpec::Process(name) => {
+            let mut w = ProcessWatcher::new(name, &cgroup);
+            let moved = w.scan()?;
+            if moved.is_empty() {
+                info!("no process named {name} yet; waiting for one to start");
+            } else {
+                info!(
+                    ?moved,
+                    "moved processes named {name} into {}",
+                    cgroup.display()
+                );
+            }
+            Some(w)
+        }
+        _ => None,
+    };
+
+    let state = DaemonState {
+        pid: std::process::id(),
+        mode: opts.mode.as_str().to_owned(),
+        target: opts.target.to_string(),
+        cgroup: cgroup.clone(),
+        policy: compiled.origin.clone(),
+        generation,
+        programs: AttachPoint::ALL
+            .iter()
+            .filter_map(|p| Some((p.program_name().to_owned(), loaded.program_id(*p).ok()?)))
+            .collect(),
+        started: OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        geo_db: geo_path,
+        asn_db: asn_path,
+        rules: compiled.rules.len(),
+        prefixes: summary.prefixes,
+        metrics_addr: listener.local_addr().ok().map(|a| a.to_string()),
+        counters: Default::default(),
+    };
+    state
+        .write(&opts.log_dir)
+        .map_err(io_err("writing the state file"))?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tally = Arc::new(EventTally::default());
+    let reader = {
+        let decoder = Arc::clone(&decoder);
+        let mut sink = LogSink::new(writer, Arc::clone(&metrics), Arc::clone(&tally));
+        let stop = stop_rx.clone();
+        tokio::spawn(async move { run_reader(ring, decoder, &mut sink, stop).await })
+    };
+    let server = {
+        let metrics_for_refresh = Arc::clone(&metrics);
+        let counters = Arc::clone(&counters);
+        let refresh = move || match counters.snapshot() {
+            Ok(snap) => metrics_for_refresh.set_kernel(&snap),
+            Err(e) => warn!("reading the kernel counters failed: {e}"),
+        };
+        tokio::spawn(metrics::serve(
+            listener,
+            Arc::clone(&metrics),
+            refresh,
+            stop_rx,
+        ))
+    };
+    let source = PolicySource::new(
+        opts.mode,
+        opts.policy.clone(),
+        opts.geo_db.clone(),
+        opts.asn_db.clone(),
+        geo,
+    );
+    info!(metrics = ?state.metrics_addr, "ollama-egress ready");
+    Ok(Daemon {
+        opts,
+        cgroup,
+        loaded,
+        tables,
+        counters,
+        decoder,
+        source,
+        state,
+        watcher,
+        pins,
+        pinned,
+        metrics,
+        tally,
+        reader,
+        server,
+        stop_tx,
+    })
+}
+
+/// Removes pins created by a start that then failed, so a later start does not mistake them
+/// for enforcement in place.
+struct NewPins {
+    pins: PinLayout,
+    armed: bool,
+}
+
+impl Drop for NewPins {
+    fn drop(&mut self) {
+        if self.armed
+            && self.pins.root().exists()
+            && let Err(e) = self.pins.detach_and_remove()
+        {
+            warn!("could not remove the pins of the failed start: {e}");
+        }
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it (best effort).
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    if ret != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK");
+    }
+}
