@@ -6,7 +6,8 @@
 
 use std::{
     fs,
-    io::Read as _,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -415,4 +416,56 @@ pub fn with(base: &[String], more: &[&str]) -> Vec<String> {
         .cloned()
         .chain(more.iter().map(|s| (*s).to_owned()))
         .collect()
+}
+
+/// `GET path` on `addr` (HTTP/1.0: no chunked bodies, the server closes); returns the status
+/// code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response: {head:?}")))?;
+    Ok((code, body.to_owned()))
+}
+
+/// The value of one series (`name` or `name{labels}` exactly as exposed) in a text exposition.
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        let (s, v) = l.rsplit_once(' ')?;
+        if s == series { v.parse().ok() } else { None }
+    })
+}
+
+impl Daemon {
+    /// The daemon's state file.
+    pub fn state(&self) -> ollama_egress::daemon::DaemonState {
+        ollama_egress::daemon::DaemonState::read(&self.log_dir)
+            .expect("read state")
+            .expect("the daemon wrote its state")
+    }
+
+    /// The daemon's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let addr: SocketAddr = self
+            .state()
+            .metrics_addr
+            .expect("metrics address in the state")
+            .parse()
+            .expect("socket address");
+        let (code, body) = http_get(addr, "/metrics").expect("GET /metrics");
+        assert_eq!(code, 200, "{body}");
+        body
+    }
 }

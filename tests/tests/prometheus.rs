@@ -7,8 +7,7 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -16,7 +15,7 @@ use std::{
 
 use ollama_egress_geo::fixture::documentation_fixture;
 use ollama_egress_tests::{
-    Daemon, NetNs, TestCgroup, probe, probe_args, require_root, with, write_policy,
+    Daemon, NetNs, TestCgroup, http_get, probe, probe_args, require_root, with, write_policy,
 };
 use serde_json::Value;
 
@@ -73,29 +72,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
-}
-
-// ---- a minimal HTTP client (HTTP/1.0: no chunked bodies, the server closes) ----
-
-/// `GET path` on `addr`; returns the status code and the body.
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad response: {head:?}")))?;
-    Ok((code, body.to_owned()))
 }
 
 /// Percent-encodes a query-string value.

@@ -1,5 +1,6 @@
 //! Developer tasks: `cargo xtask setup | test | ci`.
 
+mod bench;
 mod setup;
 mod test;
 
@@ -43,6 +44,9 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Benchmarks (root): ollama-egress against no filter, nftables and iptables + ipset;
+    /// prints the results and writes BENCHMARKS.md.
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,5 +68,6 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             test::run(!no_lint, &args)
         }
+        Task::Bench(args) => bench::run(args),
     }
 }

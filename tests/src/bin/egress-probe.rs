@@ -51,6 +51,12 @@ enum Action {
     RawPing { addr: std::net::Ipv4Addr },
     /// Fork; the child does a TCP connect and reports.
     ForkTcp { addr: SocketAddr },
+    /// One datagram to each of `ports` consecutive ports from one socket: one decision each.
+    UdpSpray {
+        addr: SocketAddr,
+        #[arg(long)]
+        ports: u16,
+    },
     /// TCP connects in a loop for `duration_ms`, reporting how many succeeded.
     TcpLoop {
         addr: SocketAddr,
@@ -162,6 +168,37 @@ fn act(action: &Action) -> Outcome {
             result(started, r)
         }
         Action::RawPing { addr } => result(started, raw_ping(*addr)),
+        Action::UdpSpray { addr, ports } => {
+            let mut out = Outcome {
+                pid: std::process::id(),
+                ok: true,
+                ..Outcome::default()
+            };
+            let bind = if addr.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            match UdpSocket::bind(bind) {
+                Ok(s) => {
+                    for i in 0..*ports {
+                        let mut dst = *addr;
+                        dst.set_port(addr.port().wrapping_add(i));
+                        out.attempts += 1;
+                        if s.send_to(b"x", dst).is_ok() {
+                            out.successes += 1;
+                        }
+                    }
+                }
+                Err(e) => {
+                    out.ok = false;
+                    out.errno = e.raw_os_error();
+                    out.error = Some(e.to_string());
+                }
+            }
+            out.elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            out
+        }
         Action::ForkTcp { addr } => fork_tcp(addr),
         Action::TcpLoop { addr, duration_ms } => {
             let mut out = Outcome {

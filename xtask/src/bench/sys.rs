@@ -99,8 +99,10 @@ pub fn cgroup2_mount() -> anyhow::Result<PathBuf> {
     text.lines()
         .find_map(|line| {
             let (left, right) = line.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| PathBuf::from(left.split_whitespace().nth(4)?))
+            if right.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            Some(PathBuf::from(left.split_whitespace().nth(4)?))
         })
         .context("no cgroup v2 mount in /proc/self/mountinfo")
 }
