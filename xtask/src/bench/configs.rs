@@ -13,7 +13,7 @@ use anyhow::{Context as _, bail};
 use super::{
     load::worker_args,
     prefixes::{DENIED_ADDR, PrefixSet, iptables_script},
-    sys::{ChildGuard, Cgroup, Daemon, DaemonSpec, NAME_PREFIX, NetNs},
+    sys::{Cgroup, ChildGuard, Daemon, DaemonSpec, NAME_PREFIX, NetNs},
 };
 
 /// Port of the accept-and-close server.
@@ -206,7 +206,9 @@ impl Stage {
     /// Applies `config` to the client cgroup; undone when the result drops.
     pub fn apply(&self, config: Config) -> anyhow::Result<Applied<'_>> {
         Ok(match config {
-            Config::EnforceCn => Applied::Daemon(self.daemon(true, &self.file("cn.toml"), config.tag())?),
+            Config::EnforceCn => {
+                Applied::Daemon(self.daemon(true, &self.file("cn.toml"), config.tag())?)
+            }
             Config::Enforce500k => {
                 Applied::Daemon(self.daemon(true, &self.file("500k.toml"), config.tag())?)
             }
@@ -214,9 +216,9 @@ impl Stage {
                 Applied::Daemon(self.daemon(false, &self.file("cn.toml"), config.tag())?)
             }
             Config::Nftables => Applied::Firewall(Firewall::nft(&self.ns, &self.file("cn.nft"))?.0),
-            Config::Ipset => {
-                Applied::Firewall(Firewall::ipset(&self.ns, &self.file("cn.ipset"), &self.client.name)?.0)
-            }
+            Config::Ipset => Applied::Firewall(
+                Firewall::ipset(&self.ns, &self.file("cn.ipset"), &self.client.name)?.0,
+            ),
         })
     }
 }
@@ -226,7 +228,7 @@ pub enum Applied<'a> {
     /// A running daemon (stopped and detached on drop).
     Daemon(Daemon),
     /// Firewall state in the namespace (removed on drop).
-    Firewall(Firewall<'a>),
+    Firewall(#[allow(dead_code)] Firewall<'a>),
 }
 
 /// nftables or iptables/ipset state in the bench namespace, removed on drop.

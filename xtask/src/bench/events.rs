@@ -131,7 +131,11 @@ fn burst(
         Series::MonitorAllowed => SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, ACCEPT_PORT),
         Series::EnforceDenied => SocketAddrV4::new(DENIED_ADDR, ACCEPT_PORT),
     };
-    let mut args = worker_args("worker-tcp-connect", &stage.ns.name, Some(&stage.client.path));
+    let mut args = worker_args(
+        "worker-tcp-connect",
+        &stage.ns.name,
+        Some(&stage.client.path),
+    );
     args.extend([
         "--addr".to_owned(),
         dst.to_string(),
@@ -157,8 +161,7 @@ fn burst(
             last = (n, Instant::now());
             drained_at = last.1;
         }
-        if n >= attempts || last.1.elapsed() > Duration::from_secs(1) || Instant::now() > deadline
-        {
+        if n >= attempts || last.1.elapsed() > Duration::from_secs(1) || Instant::now() > deadline {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));

@@ -33,8 +33,8 @@ pub struct Place {
 #[derive(Subcommand, Clone, Debug)]
 pub enum Worker {
     /// connect()/close() loop; prints attempts, successes, first errno.
-    #[command(hide = true)]
-    WorkerTcpConnect {
+    #[command(name = "worker-tcp-connect", hide = true)]
+    TcpConnect {
         #[command(flatten)]
         place: Place,
         #[arg(long)]
@@ -46,8 +46,8 @@ pub enum Worker {
         rate: u64,
     },
     /// sendto() loop of `size`-byte datagrams from one socket.
-    #[command(hide = true)]
-    WorkerUdp {
+    #[command(name = "worker-udp", hide = true)]
+    Udp {
         #[command(flatten)]
         place: Place,
         #[arg(long)]
@@ -58,8 +58,8 @@ pub enum Worker {
         size: usize,
     },
     /// Request/response over one TCP connection; prints p50/p99 round trips.
-    #[command(hide = true)]
-    WorkerRr {
+    #[command(name = "worker-rr", hide = true)]
+    Rr {
         #[command(flatten)]
         place: Place,
         #[arg(long)]
@@ -70,8 +70,8 @@ pub enum Worker {
         size: usize,
     },
     /// `count` blocking connect()s with a send timeout; prints how long each took to fail.
-    #[command(hide = true)]
-    WorkerDenied {
+    #[command(name = "worker-denied", hide = true)]
+    Denied {
         #[command(flatten)]
         place: Place,
         #[arg(long)]
@@ -82,8 +82,8 @@ pub enum Worker {
         timeout_ms: u64,
     },
     /// The servers: TCP accept-and-close, TCP echo, UDP sink. Runs until stdin closes.
-    #[command(hide = true)]
-    WorkerServe {
+    #[command(name = "worker-serve", hide = true)]
+    Serve {
         #[arg(long)]
         netns: String,
         #[arg(long)]
@@ -98,7 +98,7 @@ pub enum Worker {
 /// Runs a worker command.
 pub fn worker(w: Worker) -> anyhow::Result<()> {
     let out = match w {
-        Worker::WorkerTcpConnect {
+        Worker::TcpConnect {
             place,
             addr,
             secs,
@@ -107,7 +107,7 @@ pub fn worker(w: Worker) -> anyhow::Result<()> {
             enter(&place)?;
             tcp_connect(addr, secs, rate)
         }
-        Worker::WorkerUdp {
+        Worker::Udp {
             place,
             addr,
             secs,
@@ -116,7 +116,7 @@ pub fn worker(w: Worker) -> anyhow::Result<()> {
             enter(&place)?;
             udp(addr, secs, size)?
         }
-        Worker::WorkerRr {
+        Worker::Rr {
             place,
             addr,
             secs,
@@ -125,7 +125,7 @@ pub fn worker(w: Worker) -> anyhow::Result<()> {
             enter(&place)?;
             rr(addr, secs, size)?
         }
-        Worker::WorkerDenied {
+        Worker::Denied {
             place,
             addr,
             count,
@@ -134,7 +134,7 @@ pub fn worker(w: Worker) -> anyhow::Result<()> {
             enter(&place)?;
             denied(addr, count, timeout_ms)
         }
-        Worker::WorkerServe {
+        Worker::Serve {
             netns,
             accept,
             echo,
@@ -146,7 +146,8 @@ pub fn worker(w: Worker) -> anyhow::Result<()> {
 }
 
 fn enter_netns(netns: &str) -> anyhow::Result<()> {
-    let f = fs::File::open(format!("/run/netns/{netns}")).with_context(|| format!("netns {netns}"))?;
+    let f =
+        fs::File::open(format!("/run/netns/{netns}")).with_context(|| format!("netns {netns}"))?;
     // SAFETY: plain syscall on a descriptor we own; the process is single-threaded here.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         bail!("setns {netns}: {}", std::io::Error::last_os_error());
@@ -234,7 +235,11 @@ fn tcp_connect(addr: SocketAddrV4, secs: f64, rate: u64) -> serde_json::Value {
                 break;
             }
             setsockopt(fd, libc::SOL_SOCKET, libc::SO_LINGER, &linger);
-            let r = libc::connect(fd, (&sa as *const libc::sockaddr_in).cast(), SOCKADDR_IN_LEN);
+            let r = libc::connect(
+                fd,
+                (&sa as *const libc::sockaddr_in).cast(),
+                SOCKADDR_IN_LEN,
+            );
             if r == 0 {
                 ok += 1;
             } else if first_errno == 0 {
@@ -357,7 +362,11 @@ fn denied(addr: SocketAddrV4, count: u32, timeout_ms: u64) -> serde_json::Value 
         let (r, e) = unsafe {
             let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
             setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv);
-            let r = libc::connect(fd, (&sa as *const libc::sockaddr_in).cast(), SOCKADDR_IN_LEN);
+            let r = libc::connect(
+                fd,
+                (&sa as *const libc::sockaddr_in).cast(),
+                SOCKADDR_IN_LEN,
+            );
             let e = errno();
             libc::close(fd);
             (r, e)
@@ -451,7 +460,11 @@ fn listen(addr: SocketAddrV4) -> anyhow::Result<i32> {
             bail!("socket: {}", std::io::Error::last_os_error());
         }
         setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one);
-        if libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), SOCKADDR_IN_LEN) != 0
+        if libc::bind(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            SOCKADDR_IN_LEN,
+        ) != 0
             || libc::listen(fd, 65_535) != 0
         {
             bail!("listening on {addr}: {}", std::io::Error::last_os_error());

@@ -100,7 +100,8 @@ fn workspace_root() -> PathBuf {
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace_root().join("target"), PathBuf::from)
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
 }
 
 /// Entry point of `cargo xtask bench`.
@@ -109,7 +110,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return load::worker(w);
     }
     if !sys::is_root() {
-        bail!("the bench attaches eBPF programs and firewall rules: run it as root (`sudo -E cargo xtask bench`)");
+        bail!(
+            "the bench attaches eBPF programs and firewall rules: run it as root (`sudo -E cargo xtask bench`)"
+        );
     }
     if cfg!(feature = "bench") {
         return orchestrate(&args);
@@ -117,11 +120,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     crate::setup::run()?;
     sys::install_packages(PACKAGES)?;
     let root = workspace_root();
-    crate::setup::sh(
-        Command::new("cargo")
-            .current_dir(&root)
-            .args(["build", "--release", "-p", "ollama-egress"]),
-    )?;
+    crate::setup::sh(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "ollama-egress",
+    ]))?;
     crate::setup::sh(Command::new("cargo").current_dir(&root).args([
         "build",
         "--release",
@@ -200,7 +204,12 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
         bail!("{} is missing: run `cargo xtask bench`", bin.display());
     }
     sys::remove_leftovers(&bin);
-    let geo = geo_databases(&bin, args.geo_dir.clone().unwrap_or_else(|| target.join("bench/geo")))?;
+    let geo = geo_databases(
+        &bin,
+        args.geo_dir
+            .clone()
+            .unwrap_or_else(|| target.join("bench/geo")),
+    )?;
     let mut results = Results {
         machine: machine(&plan),
         ..Results::default()
@@ -285,7 +294,10 @@ fn geo_databases(bin: &Path, dir: PathBuf) -> anyhow::Result<(PathBuf, PathBuf)>
     let country = dir.join(ollama_egress_geo::COUNTRY_FILE);
     let asn = dir.join(ollama_egress_geo::ASN_FILE);
     if !country.is_file() || !asn.is_file() {
-        eprintln!("bench: downloading the geo databases into {}", dir.display());
+        eprintln!(
+            "bench: downloading the geo databases into {}",
+            dir.display()
+        );
         crate::setup::sh(Command::new(bin).args(["geo", "update", "--dir"]).arg(&dir))?;
     }
     Ok((country, asn))
@@ -307,7 +319,10 @@ fn machine(plan: &Plan) -> Vec<(String, String)> {
         .unwrap_or("?")
         .trim()
         .to_owned();
-    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -324,7 +339,16 @@ fn machine(plan: &Plan) -> Vec<(String, String)> {
         })
         .unwrap_or_default();
     let out = sys::output_or_empty;
-    let commit = out("git", &["-C", &workspace_root().display().to_string(), "rev-parse", "--short", "HEAD"]);
+    let commit = out(
+        "git",
+        &[
+            "-C",
+            &workspace_root().display().to_string(),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ],
+    );
     vec![
         ("date".into(), out("date", &["-u", "+%Y-%m-%d %H:%M UTC"])),
         ("machine".into(), format!("{cpu}, {cores} cores, {mem}")),

@@ -73,7 +73,12 @@ pub fn median(v: &[f64]) -> f64 {
 }
 
 /// One run of `w` in `cgroup`; the values of its metrics.
-fn once(stage: &Stage, w: Workload, cgroup: &std::path::Path, secs: f64) -> anyhow::Result<Vec<f64>> {
+fn once(
+    stage: &Stage,
+    w: Workload,
+    cgroup: &std::path::Path,
+    secs: f64,
+) -> anyhow::Result<Vec<f64>> {
     let lo = std::net::Ipv4Addr::LOCALHOST;
     let (name, port) = match w {
         Workload::TcpConnect => ("worker-tcp-connect", ACCEPT_PORT),

@@ -77,7 +77,9 @@ impl PrefixSet {
             }
             let len = 18 + (rng.next() % 11) as u8; // /18../28
             let addr = (first << 24) | (rng.next() as u32 & 0x00ff_ffff);
-            let net = Ipv4Net::new(Ipv4Addr::from(addr), len).expect("valid length").trunc();
+            let net = Ipv4Net::new(Ipv4Addr::from(addr), len)
+                .expect("valid length")
+                .trunc();
             let (lo, hi) = (u32::from(net.network()), u32::from(net.broadcast()));
             if overlaps(&taken4, lo, hi) {
                 continue;
@@ -91,7 +93,9 @@ impl PrefixSet {
             let top = 0x2400u128 + u128::from(rng.next() % 0x0c00);
             let len = 32 + (rng.next() % 33) as u8; // /32../64
             let addr = (top << 112) | (u128::from(rng.next()) << 48) & ((1u128 << 112) - 1);
-            let net = Ipv6Net::new(Ipv6Addr::from(addr), len).expect("valid length").trunc();
+            let net = Ipv6Net::new(Ipv6Addr::from(addr), len)
+                .expect("valid length")
+                .trunc();
             let (lo, hi) = (u128::from(net.network()), u128::from(net.broadcast()));
             if overlaps(&taken6, lo, hi) {
                 continue;
@@ -184,7 +188,11 @@ pub fn iptables_script(cgroup: &str) -> String {
     )
 }
 
-fn chunked<T: std::fmt::Display>(s: &mut String, items: &[T], mut emit: impl FnMut(&mut String, &str)) {
+fn chunked<T: std::fmt::Display>(
+    s: &mut String,
+    items: &[T],
+    mut emit: impl FnMut(&mut String, &str),
+) {
     for chunk in items.chunks(4096) {
         let text: Vec<String> = chunk.iter().map(ToString::to_string).collect();
         emit(s, &text.join(", "));

@@ -11,7 +11,8 @@ use super::{
 };
 
 /// Everything after this line of BENCHMARKS.md is kept when the bench rewrites the file.
-pub const NOTES_MARKER: &str = "<!-- analysis: kept when `cargo xtask bench` rewrites this file -->";
+pub const NOTES_MARKER: &str =
+    "<!-- analysis: kept when `cargo xtask bench` rewrites this file -->";
 
 /// All results of one run.
 #[derive(Default)]
@@ -31,7 +32,9 @@ pub struct Results {
 }
 
 fn ms(d: Option<Duration>) -> String {
-    d.map_or("–".to_owned(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
+    d.map_or("–".to_owned(), |d| {
+        format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    })
 }
 
 fn num(x: f64) -> String {
@@ -40,7 +43,7 @@ fn num(x: f64) -> String {
         let s = n.to_string();
         let mut out = String::new();
         for (i, c) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i) % 3 == 0 {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(c);
@@ -103,7 +106,11 @@ impl Results {
             met(udp.map(|p| p.ratio >= 0.95)),
         ));
         for (set, limit) in [("CN", 0.1), ("500k", 1.0)] {
-            let t = self.loads.iter().find(|l| l.set == set).and_then(LoadTimes::total);
+            let t = self
+                .loads
+                .iter()
+                .find(|l| l.set == set)
+                .and_then(LoadTimes::total);
             g.push((
                 format!(
                     "{set} policy compile + load < {}",
@@ -188,17 +195,18 @@ impl Results {
         if self.pairs.is_empty() {
             return;
         }
-        let mut metrics: Vec<&str> = Vec::new();
+        let mut metrics: Vec<(&str, bool)> = Vec::new();
         for p in &self.pairs {
-            if !metrics.contains(&p.metric) {
-                metrics.push(p.metric);
+            if !metrics.iter().any(|m| m.0 == p.metric) {
+                metrics.push((p.metric, p.higher_better));
             }
         }
         let _ = writeln!(s, "\n## Throughput and latency\n");
-        for m in metrics {
+        for (m, higher) in metrics {
+            let better = if higher { "higher" } else { "lower" };
             let _ = writeln!(
                 s,
-                "### {m}\n\n| configuration | baseline (median) | configuration (median) | ratio, median of pairs | pair ratios min – max | pairs |\n|---|--:|--:|--:|--:|--:|"
+                "### {m} ({better} is better)\n\n| configuration | baseline (median) | configuration (median) | ratio, median of pairs | pair ratios min – max | pairs |\n|---|--:|--:|--:|--:|--:|"
             );
             for p in self.pairs.iter().filter(|p| p.metric == m) {
                 let _ = writeln!(
@@ -325,7 +333,11 @@ impl Results {
         let _ = writeln!(
             s,
             "\nDaemon memory ({}): idle RSS {}, peak RSS (VmHWM) over all bursts {}; idle CPU {}.",
-            Series::MonitorAllowed.label().split(',').next().unwrap_or("monitor"),
+            Series::MonitorAllowed
+                .label()
+                .split(',')
+                .next()
+                .unwrap_or("monitor"),
             e.rss_idle_kib.map_or("–".into(), mib),
             e.rss_peak_kib.map_or("–".into(), mib),
             e.idle_cpu_pct

@@ -277,7 +277,11 @@ impl Daemon {
         let metrics = free_port()?;
         let mut cmd = Command::new(bin);
         cmd.arg("run")
-            .arg(if spec.enforce { "--enforce" } else { "--monitor" })
+            .arg(if spec.enforce {
+                "--enforce"
+            } else {
+                "--monitor"
+            })
             .arg("--cgroup")
             .arg(spec.cgroup)
             .arg("--policy")
