@@ -73,8 +73,9 @@ pub const DIRECTION_COUNT: u32 = 2;
 
 /// Rule id of the policy's default action (no rule matched).
 pub const RULE_DEFAULT: u32 = 0;
-/// Rule id of IPv6 packets that carry a routing header: their final destination is not the one
-/// in the fixed header, so they are always judged as denied.
+/// Rule id of IPv6 packets that carry a routing header with segments left, or whose extension
+/// header chain cannot be read to its end: their final destination may not be the one in the
+/// fixed header, so they are judged as denied.
 pub const RULE_IPV6_ROUTING_HEADER: u32 = u32::MAX;
 
 /// Ring-buffer events that could not be reserved (the buffer was full).

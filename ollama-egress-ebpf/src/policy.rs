@@ -27,6 +27,12 @@ impl Decision {
     pub fn drops(&self) -> bool {
         self.verdict == VERDICT_BLOCKED
     }
+
+    /// Whether the policy denies the traffic (blocked or would-block).
+    #[inline(always)]
+    pub fn denies(&self) -> bool {
+        self.verdict != VERDICT_ALLOWED
+    }
 }
 
 /// The active slot and its settings. `None` until userspace has written a complete policy.

@@ -41,12 +41,9 @@ const NEXTHDR_DEST: u8 = 60;
 /// enforce mode, 1 (pass) otherwise.
 #[cgroup_skb(egress)]
 pub fn egress(ctx: SkBuffContext) -> i32 {
-    match try_egress(&ctx) {
-        Ok(ret) => ret,
-        // The packet was too short to hold the header its protocol claims: nothing legitimate
-        // sends that; let the stack reject it.
-        Err(_) => 1,
-    }
+    // An error means the packet was too short to hold the header its protocol claims: nothing
+    // legitimate sends that, and the stack rejects it; pass it on.
+    try_egress(&ctx).unwrap_or(1)
 }
 
 fn try_egress(ctx: &SkBuffContext) -> Result<i32, i64> {
@@ -93,23 +90,31 @@ fn judge_packet(ctx: &SkBuffContext, peer: Peer) -> Result<Option<Decision>, i64
             Ok(Some(judge_v4(addr)))
         }
         ETH_P_IPV6 => {
-            if peer == Peer::Destination && routes_elsewhere(ctx)? {
-                return Ok(Some(deny_with(RULE_IPV6_ROUTING_HEADER)));
-            }
             let off = if peer == Peer::Destination {
                 IPV6_DADDR
             } else {
                 IPV6_SADDR
             };
             let addr: [u8; 16] = ctx.load(off)?;
-            Ok(Some(judge_v6(addr)))
+            let decision = judge_v6(addr);
+            if peer == Peer::Source || decision.denies() {
+                return Ok(Some(decision));
+            }
+            // An allowed destination only counts if it is the final one: a routing header with
+            // segments left, or a header chain that cannot be read to its end, could send the
+            // packet on elsewhere.
+            match routes_elsewhere(ctx) {
+                Ok(false) => Ok(Some(decision)),
+                Ok(true) | Err(_) => Ok(Some(deny_with(RULE_IPV6_ROUTING_HEADER))),
+            }
         }
         _ => Ok(None),
     }
 }
 
-/// Whether an IPv6 packet carries a routing header with segments left: its final destination
-/// is then not the one in the fixed header, so it cannot be judged by that address.
+/// Whether an IPv6 packet carries a routing header with segments left, or an extension header
+/// chain that runs past the end of the packet: its final destination is then not (certainly)
+/// the one in the fixed header, so it cannot be judged by that address.
 #[inline(always)]
 fn routes_elsewhere(ctx: &SkBuffContext) -> Result<bool, i64> {
     let mut next: u8 = ctx.load(IPV6_NEXTHDR)?;
@@ -140,7 +145,8 @@ fn routes_elsewhere(ctx: &SkBuffContext) -> Result<bool, i64> {
                 next = h[0];
                 off += (h[1] as usize + 2) * 4;
             }
-            _ => return Ok(false),
+            // The upper-layer header: the chain must end inside the packet.
+            _ => return Ok(off > ctx.len() as usize),
         }
     }
     Ok(false)

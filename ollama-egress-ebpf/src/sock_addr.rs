@@ -135,10 +135,10 @@ fn first_decision(ctx: &SockAddrContext, target: &Target, decision: &Decision) -
         verdict: decision.verdict,
     };
     // SAFETY: the value is copied out before any update of the map.
-    let seen = unsafe { DATAGRAM_SEEN.get(&key) }.copied();
+    let seen = unsafe { DATAGRAM_SEEN.get(key) }.copied();
     if seen == Some(value) {
         return false;
     }
-    let _ = DATAGRAM_SEEN.insert(&key, &value, 0);
+    let _ = DATAGRAM_SEEN.insert(key, value, 0);
     true
 }

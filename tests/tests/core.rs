@@ -382,3 +382,56 @@ fn an_invalid_policy_is_refused_and_nothing_is_attached() {
         assert!(ids.is_empty(), "{point:?} has programs attached: {ids:?}");
     }
 }
+
+#[test]
+fn ipv6_routing_headers_and_unreadable_header_chains_are_dropped() {
+    require_root();
+    let ns = NetNs::new("oe-rh", ADDRS);
+    let cg = TestCgroup::new("oe-rh");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = write_policy(tmp.path(), DENY_POLICY);
+    let cgs = cg.path.display().to_string();
+    let d = Daemon::start(&[
+        "--enforce",
+        "--cgroup",
+        &cgs,
+        "--policy",
+        policy.to_str().expect("utf8"),
+    ]);
+    let inside = probe_args(&ns, Some(&cg.path), &[]);
+    let blocked = || {
+        ollama_egress_tests::metric_value(
+            &d.metrics(),
+            "ollama_egress_packets_total{direction=\"egress\",verdict=\"blocked\"}",
+        )
+        .expect("blocked packets series")
+    };
+    let raw6 = |kind: &str| {
+        probe(&with(
+            &inside,
+            &["raw6", "2001:db8::1", "2001:db8::1", "--kind", kind],
+        ))
+    };
+    let before = blocked();
+    raw6("plain").assert_ok("a plain IPv6 packet to an allowed host");
+    assert_eq!(blocked(), before, "the plain packet is not dropped");
+    let routed = raw6("routing");
+    assert_eq!(
+        routed.errno(),
+        Some(libc::EPERM),
+        "routing header: {}",
+        routed.json
+    );
+    let truncated = raw6("truncated");
+    assert_eq!(
+        truncated.errno(),
+        Some(libc::EPERM),
+        "unreadable header chain: {}",
+        truncated.json
+    );
+    assert_eq!(
+        blocked(),
+        before + 2.0,
+        "both packets were dropped by the egress program"
+    );
+}

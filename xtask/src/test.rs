@@ -25,6 +25,21 @@ pub fn run(lint: bool, args: &[String]) -> anyhow::Result<()> {
             "-D",
             "warnings",
         ]))?;
+        // The kernel crate only builds for the bpf target.
+        sh(Command::new("cargo").args([
+            "+nightly",
+            "clippy",
+            "-p",
+            "ollama-egress-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
     }
     // Unit tests first (no root needed), then the integration tests, which use the daemon binary
     // built by the same invocation.

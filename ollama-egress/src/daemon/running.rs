@@ -132,6 +132,14 @@ impl Daemon {
         match self.counters.snapshot() {
             Ok(snap) => {
                 self.metrics.set_kernel(&snap);
+                let lost_before = self.state.counters.get("events_lost").copied().unwrap_or(0);
+                if snap.events_lost > lost_before {
+                    warn!(
+                        lost = snap.events_lost - lost_before,
+                        total = snap.events_lost,
+                        "the event ring buffer was full: events were lost (counted in ollama_egress_events_lost_total; raise --event-buffer-bytes)"
+                    );
+                }
                 let c = &mut self.state.counters;
                 for (d, per_dir) in snap.packets.iter().enumerate() {
                     for (v, counter) in per_dir.iter().enumerate() {

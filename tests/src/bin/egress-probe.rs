@@ -49,6 +49,15 @@ enum Action {
     UdpConnected { addr: SocketAddr },
     /// Raw ICMP echo (IPv4), waiting 500 ms for the reply: bypasses the sock_addr hooks.
     RawPing { addr: std::net::Ipv4Addr },
+    /// One hand-built IPv6 packet (ICMPv6 echo) on a raw socket with the header included:
+    /// `plain`, with a routing header that still has a segment to visit (`routing`), or with a
+    /// hop-by-hop header longer than the packet (`truncated`).
+    Raw6 {
+        src: std::net::Ipv6Addr,
+        dst: std::net::Ipv6Addr,
+        #[arg(long)]
+        kind: String,
+    },
     /// Fork; the child does a TCP connect and reports.
     ForkTcp { addr: SocketAddr },
     /// One datagram to each of `ports` consecutive ports from one socket: one decision each.
@@ -200,6 +209,7 @@ fn act(action: &Action) -> Outcome {
             out
         }
         Action::ForkTcp { addr } => fork_tcp(addr),
+        Action::Raw6 { src, dst, kind } => result(started, raw6(*src, *dst, kind)),
         Action::TcpLoop { addr, duration_ms } => {
             let mut out = Outcome {
                 pid: std::process::id(),
@@ -372,4 +382,56 @@ fn checksum(data: &[u8]) -> u16 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// Sends one hand-built IPv6 packet on an `IPPROTO_RAW` socket (the header is included).
+fn raw6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, kind: &str) -> std::io::Result<()> {
+    const ICMP6_ECHO: [u8; 8] = [128, 0, 0, 0, 0, 1, 0, 1];
+    let (next, ext): (u8, Vec<u8>) = match kind {
+        "plain" => (58, Vec::new()),
+        // Segment routing header: next 58, length 2 (24 bytes), type 4, 1 segment left, then
+        // the segment itself.
+        "routing" => {
+            let mut h = vec![58, 2, 4, 1, 0, 0, 0, 0];
+            h.extend_from_slice(&dst.octets());
+            (43, h)
+        }
+        // Hop-by-hop header claiming 8 * 201 bytes in an 8-byte header.
+        "truncated" => (0, vec![58, 200, 1, 4, 0, 0, 0, 0]),
+        other => return Err(std::io::Error::other(format!("unknown kind {other}"))),
+    };
+    let payload_len = ext.len() + ICMP6_ECHO.len();
+    let mut pkt = vec![0x60, 0, 0, 0];
+    pkt.extend_from_slice(
+        &u16::try_from(payload_len)
+            .map_err(std::io::Error::other)?
+            .to_be_bytes(),
+    );
+    pkt.push(next);
+    pkt.push(64);
+    pkt.extend_from_slice(&src.octets());
+    pkt.extend_from_slice(&dst.octets());
+    pkt.extend_from_slice(&ext);
+    pkt.extend_from_slice(&ICMP6_ECHO);
+    // SAFETY: plain socket syscalls on a descriptor we own; buffers outlive the calls.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET6, libc::SOCK_RAW, libc::IPPROTO_RAW);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+        sa.sin6_family = libc::AF_INET6 as u16;
+        sa.sin6_addr.s6_addr = dst.octets();
+        let n = libc::sendto(
+            fd,
+            pkt.as_ptr().cast(),
+            pkt.len(),
+            0,
+            (&sa as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as u32,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if n < 0 { Err(err) } else { Ok(()) }
+    }
 }
