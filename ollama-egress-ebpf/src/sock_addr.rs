@@ -52,6 +52,14 @@ fn try_decide(ctx: &SockAddrContext, hook: u32) -> i32 {
     } else {
         judge6(sa, hook)
     };
+    if decision.generation == 0 {
+        // Userspace writes a policy before attaching: this only happens if the policy maps were
+        // emptied under a running program.
+        aya_log_ebpf::warn!(
+            ctx,
+            "no policy in force: connection allowed without a decision"
+        );
+    }
     let datagram = hook == HOOK_SENDMSG4 || hook == HOOK_SENDMSG6;
     if !datagram || first_decision(ctx, &target, &decision) {
         emit(&target, &decision);

@@ -121,3 +121,42 @@ fn monitor_mode_leaves_nothing_behind() {
     probe(&with(&inside, &["tcp", "203.0.113.7:8080"]))
         .assert_ok("nothing blocks after monitor mode");
 }
+
+#[test]
+fn kernel_log_messages_reach_the_daemon_log() {
+    require_root();
+    let ns = NetNs::new("oe-klog", ADDRS);
+    let cg = TestCgroup::new("oe-klog");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = write_policy(tmp.path(), POLICY);
+    let cgs = cg.path.display().to_string();
+    let d = Daemon::start(&[
+        "--enforce",
+        "--cgroup",
+        &cgs,
+        "--policy",
+        policy.to_str().expect("utf8"),
+    ]);
+    // Empty the pinned slot settings under the running programs: they then find no policy in
+    // force and say so through aya-log.
+    let data = aya::maps::MapData::from_pin(d.pin_dir.join("maps/SLOT_CONFIG"))
+        .expect("pinned SLOT_CONFIG");
+    let mut slots: aya::maps::Array<_, ollama_egress_common::SlotConfig> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("array");
+    for i in 0..2 {
+        slots
+            .set(i, ollama_egress_common::SlotConfig::default(), 0)
+            .expect("clear slot");
+    }
+    let inside = probe_args(&ns, Some(&cg.path), LISTEN);
+    probe(&with(&inside, &["tcp", "192.0.2.1:8080"])).assert_ok("allowed without a policy");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !d.stderr_text().contains("no policy in force") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kernel log not forwarded:\n{}",
+            d.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -16,7 +16,7 @@ use crate::{
     loader::{AttachPoint, Attachment, Loaded, MapSizes, PinLayout, TableError},
     logstore::{LogWriter, Mode, RotateOptions},
     metrics::{self, Metrics},
-    pipeline::{BootClock, Decoder, run_reader},
+    pipeline::{BootClock, Decoder, forward_kernel_log, run_reader},
     targeting::{self, ProcessWatcher, TargetSpec},
 };
 
@@ -86,6 +86,7 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
     let generation = tables.apply(table_policy(&compiled, opts.mode))?;
     let ring = loaded.take_events()?;
     let counters = Arc::new(loaded.take_counters()?);
+    let kernel_log = loaded.take_logger()?;
     let decoder = Arc::new(Mutex::new(Decoder::new(BootClock::now(), geo.clone())));
     push_generation(&decoder, generation, &compiled, opts.mode);
 
@@ -166,9 +167,17 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
             listener,
             Arc::clone(&metrics),
             refresh,
-            stop_rx,
+            stop_rx.clone(),
         ))
     };
+    tokio::spawn({
+        let stop = stop_rx;
+        async move {
+            if let Err(e) = forward_kernel_log(kernel_log, stop).await {
+                warn!("forwarding the kernel programs' log failed: {e}");
+            }
+        }
+    });
     let source = PolicySource::new(
         opts.mode,
         opts.policy.clone(),

@@ -126,6 +126,9 @@ pub enum LoaderError {
     },
 }
 
+/// The kernel programs' log, forwarded to the `log` facade (and from there to `tracing`).
+pub type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
 /// Sizes of the maps, chosen before the object is loaded.
 #[derive(Clone, Copy, Debug)]
 pub struct MapSizes {
@@ -222,6 +225,14 @@ impl Loaded {
         RingBuf::try_from(map).map_err(|source| LoaderError::Map {
             what: format!("opening {EVENTS_MAP}"),
             source,
+        })
+    }
+
+    /// Takes the buffer of the kernel programs' own log messages (aya-log) out of the object.
+    pub fn take_logger(&mut self) -> Result<KernelLogger, LoaderError> {
+        aya_log::EbpfLogger::init(&mut self.ebpf).map_err(|e| LoaderError::Sys {
+            what: "opening the kernel programs' log buffer".to_owned(),
+            source: std::io::Error::other(e),
         })
     }
 

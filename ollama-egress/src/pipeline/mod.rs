@@ -1,7 +1,9 @@
 //! The event pipeline: ring buffer → decoded [`EventRecord`]s → the log.
 
 mod decode;
+mod kernel_log;
 mod reader;
 
 pub use decode::{BootClock, Decoder, GenerationInfo};
+pub use kernel_log::forward_kernel_log;
 pub use reader::{EventSink, PipelineStats, drain, run_reader};
