@@ -469,3 +469,91 @@ impl Daemon {
         body
     }
 }
+
+/// The usual setup of a root test: a namespace with hosts, a cgroup, a policy file, and a
+/// daemon attached to the cgroup. Dropped in that reverse order: the daemon first.
+pub struct Scenario {
+    /// The daemon (declared first: dropped first).
+    pub daemon: Daemon,
+    /// The target cgroup.
+    pub cg: TestCgroup,
+    /// The namespace with the test hosts.
+    pub ns: NetNs,
+    /// Holds the policy file (and fixture databases).
+    pub tmp: tempfile::TempDir,
+    /// The policy file.
+    pub policy: PathBuf,
+    /// The arguments the daemon was started with (for a restart).
+    pub args: Vec<String>,
+}
+
+/// What a [`Scenario`] starts with.
+#[derive(Clone, Copy)]
+pub struct ScenarioSpec<'a> {
+    /// Name prefix of the namespace and cgroup.
+    pub name: &'a str,
+    /// Addresses on the namespace's loopback.
+    pub addrs: &'a [&'a str],
+    /// `--enforce` or `--monitor`.
+    pub mode: &'a str,
+    /// Policy file contents.
+    pub policy: &'a str,
+    /// Write the documentation-range fixture databases and pass them.
+    pub geo: bool,
+    /// More `run` arguments.
+    pub extra: &'a [&'a str],
+}
+
+impl Scenario {
+    /// Sets everything up and starts the daemon.
+    pub fn start(spec: ScenarioSpec<'_>) -> Self {
+        require_root();
+        let ns = NetNs::new(spec.name, spec.addrs);
+        let cg = TestCgroup::new(spec.name);
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let policy = write_policy(tmp.path(), spec.policy);
+        let mut args: Vec<String> = vec![
+            spec.mode.to_owned(),
+            "--cgroup".into(),
+            cg.path.display().to_string(),
+            "--policy".into(),
+            policy.display().to_string(),
+        ];
+        if spec.geo {
+            let (country, asn) = ollama_egress_geo::fixture::documentation_fixture()
+                .write_to(tmp.path())
+                .expect("fixture databases");
+            args.extend([
+                "--geo-db".into(),
+                country.display().to_string(),
+                "--asn-db".into(),
+                asn.display().to_string(),
+            ]);
+        }
+        args.extend(spec.extra.iter().map(|s| (*s).to_owned()));
+        let daemon = Daemon::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        Self {
+            daemon,
+            cg,
+            ns,
+            tmp,
+            policy,
+            args,
+        }
+    }
+
+    /// Probe arguments for a client inside the cgroup, listening on `listen` first.
+    pub fn inside(&self, listen: &[&str]) -> Vec<String> {
+        probe_args(&self.ns, Some(&self.cg.path), listen)
+    }
+
+    /// Probe arguments for a client outside the cgroup.
+    pub fn outside(&self, listen: &[&str]) -> Vec<String> {
+        probe_args(&self.ns, None, listen)
+    }
+
+    /// The daemon's arguments, as `&str`s.
+    pub fn args(&self) -> Vec<&str> {
+        self.args.iter().map(String::as_str).collect()
+    }
+}

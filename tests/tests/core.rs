@@ -5,7 +5,8 @@ use std::{fs, process::Command, time::Duration};
 
 use ollama_egress::loader::{AttachPoint, attached_program_ids};
 use ollama_egress_tests::{
-    Daemon, NetNs, TestCgroup, probe, probe_args, require_root, unique, with, write_policy,
+    Daemon, NetNs, Scenario, ScenarioSpec, TestCgroup, probe, require_root, unique, with,
+    write_policy,
 };
 use serde_json::Value;
 
@@ -38,21 +39,17 @@ fn is(ev: &Value, verdict: &str, dst: &str) -> bool {
 
 #[test]
 fn enforce_refuses_denied_destinations_at_once_and_allows_the_rest() {
-    require_root();
-    let ns = NetNs::new("oe-enf", ADDRS);
-    let cg = TestCgroup::new("oe-enf");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = write_policy(tmp.path(), DENY_POLICY);
-    let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&[
-        "--enforce",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-    ]);
+    let s = Scenario::start(ScenarioSpec {
+        name: "oe-enf",
+        addrs: ADDRS,
+        mode: "--enforce",
+        policy: DENY_POLICY,
+        geo: false,
+        extra: &[],
+    });
+    let d = &s.daemon;
 
-    let inside = probe_args(&ns, Some(&cg.path), LISTEN);
+    let inside = s.inside(LISTEN);
     let tcp4 = probe(&with(&inside, &["tcp", "203.0.113.7:8080"]));
     tcp4.assert_eperm("TCP over IPv4");
     probe(&with(&inside, &["tcp", "[2001:db8::dead]:8080"])).assert_eperm("TCP over IPv6");
@@ -66,7 +63,7 @@ fn enforce_refuses_denied_destinations_at_once_and_allows_the_rest() {
     probe(&with(&inside, &["tcp", "[2001:db8::1]:8080"])).assert_ok("allowed TCP over IPv6");
     probe(&with(&inside, &["udp", "192.0.2.1:5353"])).assert_ok("allowed UDP");
 
-    let outside = probe_args(&ns, None, LISTEN);
+    let outside = s.outside(LISTEN);
     probe(&with(&outside, &["tcp", "203.0.113.7:8080"]))
         .assert_ok("denied address from outside the cgroup");
     probe(&with(&outside, &["tcp", "[2001:db8::dead]:8080"]))
@@ -110,21 +107,17 @@ fn enforce_refuses_denied_destinations_at_once_and_allows_the_rest() {
 
 #[test]
 fn monitor_lets_everything_through_and_records_would_block() {
-    require_root();
-    let ns = NetNs::new("oe-mon", ADDRS);
-    let cg = TestCgroup::new("oe-mon");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = write_policy(tmp.path(), DENY_POLICY);
-    let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&[
-        "--monitor",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-    ]);
+    let s = Scenario::start(ScenarioSpec {
+        name: "oe-mon",
+        addrs: ADDRS,
+        mode: "--monitor",
+        policy: DENY_POLICY,
+        geo: false,
+        extra: &[],
+    });
+    let d = &s.daemon;
 
-    let inside = probe_args(&ns, Some(&cg.path), LISTEN);
+    let inside = s.inside(LISTEN);
     let tcp4 = probe(&with(&inside, &["tcp", "203.0.113.7:8080"]));
     tcp4.assert_ok("monitored TCP over IPv4");
     probe(&with(&inside, &["tcp", "[2001:db8::dead]:8080"])).assert_ok("monitored TCP over IPv6");
@@ -161,37 +154,27 @@ fn monitor_lets_everything_through_and_records_would_block() {
 
 #[test]
 fn longest_prefix_wins_deny_wins_a_tie_and_default_decides_the_rest() {
-    require_root();
-    let ns = NetNs::new(
-        "oe-prec",
-        &[
+    let s = Scenario::start(ScenarioSpec {
+        name: "oe-prec",
+        addrs: &[
             "203.0.113.7/32",
             "203.0.113.8/32",
             "192.0.2.1/32",
             "198.51.100.1/32",
         ],
-    );
-    let cg = TestCgroup::new("oe-prec");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = write_policy(
-        tmp.path(),
-        r#"
+        mode: "--enforce",
+        policy: r#"
 default = "deny"
 [allow]
 cidrs = ["203.0.113.7/32", "192.0.2.1/32"]
 [deny]
 cidrs = ["203.0.113.0/24", "192.0.2.1/32"]
 "#,
-    );
-    let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&[
-        "--enforce",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-    ]);
-    let inside = probe_args(&ns, Some(&cg.path), &["203.0.113.7:8080", "192.0.2.1:8080"]);
+        geo: false,
+        extra: &[],
+    });
+    let d = &s.daemon;
+    let inside = s.inside(&["203.0.113.7:8080", "192.0.2.1:8080"]);
     probe(&with(&inside, &["tcp", "203.0.113.7:8080"]))
         .assert_ok("a /32 allow inside a denied /24");
     probe(&with(&inside, &["tcp", "203.0.113.8:8080"])).assert_eperm("the rest of the denied /24");
@@ -229,22 +212,18 @@ cidrs = ["203.0.113.0/24", "192.0.2.1/32"]
 
 #[test]
 fn cgroup_skb_drops_what_bypasses_the_sock_addr_hooks() {
-    require_root();
-    let ns = NetNs::new("oe-raw", ADDRS);
-    let cg = TestCgroup::new("oe-raw");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = write_policy(tmp.path(), DENY_POLICY);
-    let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&[
-        "--enforce",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-    ]);
+    let s = Scenario::start(ScenarioSpec {
+        name: "oe-raw",
+        addrs: ADDRS,
+        mode: "--enforce",
+        policy: DENY_POLICY,
+        geo: false,
+        extra: &[],
+    });
+    let d = &s.daemon;
 
-    let inside = probe_args(&ns, Some(&cg.path), &[]);
-    let outside = probe_args(&ns, None, &[]);
+    let inside = s.inside(&[]);
+    let outside = s.outside(&[]);
     // Raw sockets pass no connect/sendmsg hook: only the egress program sees these packets.
     probe(&with(&outside, &["raw-ping", "203.0.113.7"]))
         .assert_ok("raw ICMP from outside the cgroup");
@@ -265,20 +244,16 @@ fn cgroup_skb_drops_what_bypasses_the_sock_addr_hooks() {
 
 #[test]
 fn children_of_the_target_are_covered() {
-    require_root();
-    let ns = NetNs::new("oe-child", ADDRS);
-    let cg = TestCgroup::new("oe-child");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = write_policy(tmp.path(), DENY_POLICY);
-    let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&[
-        "--enforce",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-    ]);
-    let inside = probe_args(&ns, Some(&cg.path), &[]);
+    let s = Scenario::start(ScenarioSpec {
+        name: "oe-child",
+        addrs: ADDRS,
+        mode: "--enforce",
+        policy: DENY_POLICY,
+        geo: false,
+        extra: &[],
+    });
+    let d = &s.daemon;
+    let inside = s.inside(&[]);
     let child = probe(&with(&inside, &["fork-tcp", "203.0.113.7:8080"]));
     child.assert_eperm("TCP from a forked child");
     let evs = d.wait_events(1, |e| e["verdict"] == "blocked");
@@ -385,20 +360,16 @@ fn an_invalid_policy_is_refused_and_nothing_is_attached() {
 
 #[test]
 fn ipv6_routing_headers_and_unreadable_header_chains_are_dropped() {
-    require_root();
-    let ns = NetNs::new("oe-rh", ADDRS);
-    let cg = TestCgroup::new("oe-rh");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = write_policy(tmp.path(), DENY_POLICY);
-    let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&[
-        "--enforce",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-    ]);
-    let inside = probe_args(&ns, Some(&cg.path), &[]);
+    let s = Scenario::start(ScenarioSpec {
+        name: "oe-rh",
+        addrs: ADDRS,
+        mode: "--enforce",
+        policy: DENY_POLICY,
+        geo: false,
+        extra: &[],
+    });
+    let d = &s.daemon;
+    let inside = s.inside(&[]);
     let blocked = || {
         ollama_egress_tests::metric_value(
             &d.metrics(),

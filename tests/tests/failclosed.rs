@@ -2,9 +2,7 @@
 
 use std::{process::Command, thread, time::Duration};
 
-use ollama_egress_tests::{
-    Daemon, NetNs, TestCgroup, daemon_bin, probe, probe_args, require_root, with, write_policy,
-};
+use ollama_egress_tests::{Scenario, ScenarioSpec, daemon_bin, probe, with};
 
 const ADDRS: &[&str] = &["203.0.113.7/32", "192.0.2.1/32"];
 const LISTEN: &[&str] = &["203.0.113.7:8080", "192.0.2.1:8080"];
@@ -12,24 +10,21 @@ const POLICY: &str = "default = \"allow\"\n[deny]\ncidrs = [\"203.0.113.0/24\"]\
 
 #[test]
 fn kill_9_restart_and_detach_never_let_a_denied_connection_through() {
-    require_root();
-    let ns = NetNs::new("oe-k9", ADDRS);
-    let cg = TestCgroup::new("oe-k9");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = write_policy(tmp.path(), POLICY);
-    let cgs = cg.path.display().to_string();
-    let args = [
-        "--enforce",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-    ];
-    let mut first = Daemon::start(&args);
+    let mut s = Scenario::start(ScenarioSpec {
+        name: "oe-k9",
+        addrs: ADDRS,
+        mode: "--enforce",
+        policy: POLICY,
+        geo: false,
+        extra: &[],
+    });
+    let args = s.args.clone();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
     // A client in the cgroup retries the denied connection for 4 s while the daemon is killed
     // and restarted. The listener is up, so any attempt that got through would succeed.
-    let inside = probe_args(&ns, Some(&cg.path), LISTEN);
+    let inside = s.inside(LISTEN);
+    let first = &mut s.daemon;
     let looping = with(
         &inside,
         &["tcp-loop", "203.0.113.7:8080", "--duration-ms", "4000"],
@@ -95,48 +90,40 @@ fn kill_9_restart_and_detach_never_let_a_denied_connection_through() {
 
 #[test]
 fn monitor_mode_leaves_nothing_behind() {
-    require_root();
-    let ns = NetNs::new("oe-monpin", ADDRS);
-    let cg = TestCgroup::new("oe-monpin");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = write_policy(tmp.path(), POLICY);
-    let cgs = cg.path.display().to_string();
-    let mut d = Daemon::start(&[
-        "--monitor",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-    ]);
+    let mut s = Scenario::start(ScenarioSpec {
+        name: "oe-monpin",
+        addrs: ADDRS,
+        mode: "--monitor",
+        policy: POLICY,
+        geo: false,
+        extra: &[],
+    });
+    let d = &mut s.daemon;
     assert!(!d.pin_dir.exists(), "monitor mode pins nothing");
     assert!(d.stop());
     for point in ollama_egress::loader::AttachPoint::ALL {
-        let ids = ollama_egress::loader::attached_program_ids(&cg.path, point).expect("query");
+        let ids = ollama_egress::loader::attached_program_ids(&s.cg.path, point).expect("query");
         assert!(
             ids.is_empty(),
             "{point:?} still attached after monitor mode: {ids:?}"
         );
     }
-    let inside = probe_args(&ns, Some(&cg.path), LISTEN);
+    let inside = s.inside(LISTEN);
     probe(&with(&inside, &["tcp", "203.0.113.7:8080"]))
         .assert_ok("nothing blocks after monitor mode");
 }
 
 #[test]
 fn kernel_log_messages_reach_the_daemon_log() {
-    require_root();
-    let ns = NetNs::new("oe-klog", ADDRS);
-    let cg = TestCgroup::new("oe-klog");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = write_policy(tmp.path(), POLICY);
-    let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&[
-        "--enforce",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-    ]);
+    let s = Scenario::start(ScenarioSpec {
+        name: "oe-klog",
+        addrs: ADDRS,
+        mode: "--enforce",
+        policy: POLICY,
+        geo: false,
+        extra: &[],
+    });
+    let d = &s.daemon;
     // Empty the pinned slot settings under the running programs: they then find no policy in
     // force and say so through aya-log.
     let data = aya::maps::MapData::from_pin(d.pin_dir.join("maps/SLOT_CONFIG"))
@@ -148,7 +135,7 @@ fn kernel_log_messages_reach_the_daemon_log() {
             .set(i, ollama_egress_common::SlotConfig::default(), 0)
             .expect("clear slot");
     }
-    let inside = probe_args(&ns, Some(&cg.path), LISTEN);
+    let inside = s.inside(LISTEN);
     probe(&with(&inside, &["tcp", "192.0.2.1:8080"])).assert_ok("allowed without a policy");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !d.stderr_text().contains("no policy in force") {

@@ -4,9 +4,7 @@
 use std::{process::Command, time::Duration};
 
 use ollama_egress_geo::fixture::{documentation_fixture, write_country_db};
-use ollama_egress_tests::{
-    Daemon, NetNs, TestCgroup, daemon_bin, probe, probe_args, require_root, with, write_policy,
-};
+use ollama_egress_tests::{Scenario, ScenarioSpec, daemon_bin, probe, with, write_policy};
 
 const ADDRS: &[&str] = &["203.0.113.7/32", "198.51.100.1/32", "2001:db8::7/128"];
 const LISTEN: &[&str] = &[
@@ -17,30 +15,16 @@ const LISTEN: &[&str] = &[
 
 #[test]
 fn country_rules_block_cn_and_de_and_events_carry_geo() {
-    require_root();
-    let ns = NetNs::new("oe-geo", ADDRS);
-    let cg = TestCgroup::new("oe-geo");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (country, asn) = documentation_fixture()
-        .write_to(tmp.path())
-        .expect("fixture dbs");
-    let policy = write_policy(
-        tmp.path(),
-        "default = \"allow\"\n[deny]\ncountries = [\"CN\", \"DE\"]\n",
-    );
-    let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&[
-        "--enforce",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-        "--geo-db",
-        country.to_str().expect("utf8"),
-        "--asn-db",
-        asn.to_str().expect("utf8"),
-    ]);
-    let inside = probe_args(&ns, Some(&cg.path), LISTEN);
+    let s = Scenario::start(ScenarioSpec {
+        name: "oe-geo",
+        addrs: ADDRS,
+        mode: "--enforce",
+        policy: "default = \"allow\"\n[deny]\ncountries = [\"CN\", \"DE\"]\n",
+        geo: true,
+        extra: &[],
+    });
+    let d = &s.daemon;
+    let inside = s.inside(LISTEN);
     probe(&with(&inside, &["tcp", "203.0.113.7:8080"])).assert_eperm("CN host");
     probe(&with(&inside, &["tcp", "[2001:db8::7]:8080"])).assert_eperm("DE host");
     probe(&with(&inside, &["tcp", "198.51.100.1:8080"])).assert_ok("US host");
@@ -70,34 +54,21 @@ fn country_rules_block_cn_and_de_and_events_carry_geo() {
 
 #[test]
 fn a_changed_country_database_is_picked_up_without_restart() {
-    require_root();
-    let ns = NetNs::new("oe-geo-upd", ADDRS);
-    let cg = TestCgroup::new("oe-geo-upd");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (country, asn) = documentation_fixture()
-        .write_to(tmp.path())
-        .expect("fixture dbs");
-    let policy = write_policy(
-        tmp.path(),
-        "default = \"allow\"\n[deny]\ncountries = [\"CN\"]\n",
-    );
-    let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&[
-        "--enforce",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-        "--geo-db",
-        country.to_str().expect("utf8"),
-        "--asn-db",
-        asn.to_str().expect("utf8"),
-    ]);
-    let inside = probe_args(&ns, Some(&cg.path), LISTEN);
+    let s = Scenario::start(ScenarioSpec {
+        name: "oe-geo-upd",
+        addrs: ADDRS,
+        mode: "--enforce",
+        policy: "default = \"allow\"\n[deny]\ncountries = [\"CN\"]\n",
+        geo: true,
+        extra: &[],
+    });
+    let d = &s.daemon;
+    let inside = s.inside(LISTEN);
     probe(&with(&inside, &["tcp", "198.51.100.1:8080"])).assert_ok("US host before the update");
 
     // The new database also places 198.51.100.0/24 in CN; it replaces the old file atomically.
-    let next = tmp.path().join("country.next.mmdb");
+    let country = s.tmp.path().join(ollama_egress_geo::COUNTRY_FILE);
+    let next = s.tmp.path().join("country.next.mmdb");
     write_country_db(
         &next,
         &[

@@ -8,10 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ollama_egress_geo::fixture::documentation_fixture;
-use ollama_egress_tests::{
-    Daemon, NetNs, TestCgroup, daemon_bin, probe, probe_args, require_root, with, write_policy,
-};
+use ollama_egress_tests::{Daemon, Scenario, ScenarioSpec, daemon_bin, probe, with};
 use serde_json::Value;
 
 const ADDRS: &[&str] = &["203.0.113.7/32", "198.51.100.1/32", "2001:db8::7/128"];
@@ -39,30 +36,16 @@ fn logs(d: &Daemon, args: &[&str]) -> Vec<Value> {
 
 #[test]
 fn log_queries_return_exactly_the_matching_events_and_follow_sees_new_ones() {
-    require_root();
-    let ns = NetNs::new("oe-logs", ADDRS);
-    let cg = TestCgroup::new("oe-logs");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (country, asn) = documentation_fixture()
-        .write_to(tmp.path())
-        .expect("fixtures");
-    let policy = write_policy(
-        tmp.path(),
-        "default = \"allow\"\n[deny]\ncountries = [\"CN\"]\n",
-    );
-    let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&[
-        "--enforce",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-        "--geo-db",
-        country.to_str().expect("utf8"),
-        "--asn-db",
-        asn.to_str().expect("utf8"),
-    ]);
-    let inside = probe_args(&ns, Some(&cg.path), LISTEN);
+    let s = Scenario::start(ScenarioSpec {
+        name: "oe-logs",
+        addrs: ADDRS,
+        mode: "--enforce",
+        policy: "default = \"allow\"\n[deny]\ncountries = [\"CN\"]\n",
+        geo: true,
+        extra: &[],
+    });
+    let d = &s.daemon;
+    let inside = s.inside(LISTEN);
     for _ in 0..3 {
         probe(&with(&inside, &["tcp", "203.0.113.7:8080"])).assert_eperm("CN");
     }

@@ -10,8 +10,8 @@ use std::{
 
 use nix::{sys::signal::Signal, unistd::Pid};
 use ollama_egress_tests::{
-    Daemon, NetNs, TestCgroup, daemon_bin, metric_value, probe, probe_args, require_root, with,
-    write_policy,
+    Daemon, Scenario, ScenarioSpec, TestCgroup, daemon_bin, metric_value, probe, require_root,
+    with, write_policy,
 };
 use serde_json::Value;
 
@@ -39,25 +39,21 @@ fn replace_policy(path: &std::path::Path, text: &str) {
 
 #[test]
 fn a_thousand_reloads_never_judge_against_a_mixed_policy() {
-    require_root();
-    let ns = NetNs::new("oe-reload", ADDRS);
-    let cg = TestCgroup::new("oe-reload");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = write_policy(tmp.path(), &policy_text(X, Y));
-    let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&[
-        "--enforce",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-    ]);
+    let s = Scenario::start(ScenarioSpec {
+        name: "oe-reload",
+        addrs: ADDRS,
+        mode: "--enforce",
+        policy: &policy_text(X, Y),
+        geo: false,
+        extra: &[],
+    });
+    let d = &s.daemon;
 
     // Clients connect to X and Y for the whole run; the first one also runs the listeners.
     let clients: Vec<_> = [(X, LISTEN), (Y, &[][..])]
         .iter()
         .map(|(h, listen)| {
-            let inside = probe_args(&ns, Some(&cg.path), listen);
+            let inside = s.inside(listen);
             let args = with(
                 &inside,
                 &["tcp-loop", &format!("{h}:8080"), "--duration-ms", "600000"],
@@ -76,7 +72,7 @@ fn a_thousand_reloads_never_judge_against_a_mixed_policy() {
         } else {
             policy_text(X, Y)
         };
-        replace_policy(&policy, &text);
+        replace_policy(&s.policy, &text);
         signal(&d, Signal::SIGHUP);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -150,19 +146,15 @@ fn a_thousand_reloads_never_judge_against_a_mixed_policy() {
 
 #[test]
 fn a_malformed_policy_on_sighup_keeps_the_old_one() {
-    require_root();
-    let ns = NetNs::new("oe-badhup", ADDRS);
-    let cg = TestCgroup::new("oe-badhup");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = write_policy(tmp.path(), &policy_text(X, Y));
-    let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&[
-        "--enforce",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-    ]);
+    let s = Scenario::start(ScenarioSpec {
+        name: "oe-badhup",
+        addrs: ADDRS,
+        mode: "--enforce",
+        policy: &policy_text(X, Y),
+        geo: false,
+        extra: &[],
+    });
+    let d = &s.daemon;
     let before = d.metrics();
     let errors = |m: &str| {
         metric_value(m, "ollama_egress_policy_reloads_total{result=\"error\"}").unwrap_or(-1.0)
@@ -170,7 +162,7 @@ fn a_malformed_policy_on_sighup_keeps_the_old_one() {
     assert_eq!(errors(&before), 0.0, "{before}");
 
     replace_policy(
-        &policy,
+        &s.policy,
         "default = \"allow\"\n[deny]\ncidrs = [\"203.0.113.7/40\"]\n",
     );
     signal(&d, Signal::SIGHUP);
@@ -189,7 +181,7 @@ fn a_malformed_policy_on_sighup_keeps_the_old_one() {
         "the error names line and value:\n{log}"
     );
     assert!(errors(&d.metrics()) >= 1.0, "{}", d.metrics());
-    let inside = probe_args(&ns, Some(&cg.path), LISTEN);
+    let inside = s.inside(LISTEN);
     probe(&with(&inside, &["tcp", "203.0.113.7:8080"]))
         .assert_eperm("the old policy still denies X");
     probe(&with(&inside, &["tcp", "198.51.100.1:8080"])).assert_ok("the old policy still allows Y");
@@ -198,21 +190,18 @@ fn a_malformed_policy_on_sighup_keeps_the_old_one() {
 
 #[test]
 fn sigterm_during_a_burst_loses_no_event() {
-    require_root();
-    let ns = NetNs::new("oe-burst", ADDRS);
-    let cg = TestCgroup::new("oe-burst");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = write_policy(tmp.path(), &policy_text(X, Y));
-    let cgs = cg.path.display().to_string();
-    let args = [
-        "--enforce",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-    ];
-    let mut first = Daemon::start(&args);
-    let inside = probe_args(&ns, Some(&cg.path), LISTEN);
+    let mut s = Scenario::start(ScenarioSpec {
+        name: "oe-burst",
+        addrs: ADDRS,
+        mode: "--enforce",
+        policy: &policy_text(X, Y),
+        geo: false,
+        extra: &[],
+    });
+    let args = s.args.clone();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let inside = s.inside(LISTEN);
+    let first = &mut s.daemon;
     let burst = with(
         &inside,
         &["tcp-loop", "203.0.113.7:8080", "--duration-ms", "2500"],
@@ -257,22 +246,16 @@ fn sigterm_during_a_burst_loses_no_event() {
 
 #[test]
 fn a_ring_buffer_flood_is_counted_exactly() {
-    require_root();
-    let ns = NetNs::new("oe-flood", ADDRS);
-    let cg = TestCgroup::new("oe-flood");
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = write_policy(tmp.path(), &policy_text(X, Y));
-    let cgs = cg.path.display().to_string();
-    let d = Daemon::start(&[
-        "--monitor",
-        "--cgroup",
-        &cgs,
-        "--policy",
-        policy.to_str().expect("utf8"),
-        "--event-buffer-bytes",
-        "4096",
-    ]);
-    let inside = probe_args(&ns, Some(&cg.path), &[]);
+    let s = Scenario::start(ScenarioSpec {
+        name: "oe-flood",
+        addrs: ADDRS,
+        mode: "--monitor",
+        policy: &policy_text(X, Y),
+        geo: false,
+        extra: &["--event-buffer-bytes", "4096"],
+    });
+    let d = &s.daemon;
+    let inside = s.inside(&[]);
     let spray = probe(&with(
         &inside,
         &["udp-spray", "192.0.2.1:1000", "--ports", "50000"],

@@ -87,6 +87,8 @@ pub struct Stage {
     pub work: tempdir::Dir,
     /// Country and ASN databases.
     pub geo: (PathBuf, PathBuf),
+    /// The synthetic country database of the 500k set.
+    pub big_geo: PathBuf,
     /// The CN set.
     pub cn: PrefixSet,
     /// The 500k set.
@@ -128,7 +130,7 @@ impl Stage {
         bin: PathBuf,
         geo: (PathBuf, PathBuf),
         cn: PrefixSet,
-        big: PrefixSet,
+        (big, big_geo): (PrefixSet, PathBuf),
     ) -> anyhow::Result<Self> {
         let tag = format!("{NAME_PREFIX}{}", std::process::id());
         let work = tempdir::Dir::new(std::env::temp_dir().join(&tag))?;
@@ -164,6 +166,7 @@ impl Stage {
             bin,
             work,
             geo,
+            big_geo,
             cn,
             big,
             runs: std::cell::Cell::new(0),
@@ -185,8 +188,14 @@ impl Stage {
         self.work.path().join(name)
     }
 
-    /// Starts a daemon on the client cgroup with a fresh log and pin directory.
-    pub fn daemon(&self, enforce: bool, policy: &Path, tag: &str) -> anyhow::Result<Daemon> {
+    /// Starts a daemon on the client cgroup with a fresh log and pin directory, with the CN
+    /// policy or (`big`) the 500k one.
+    pub fn daemon(&self, enforce: bool, big: bool, tag: &str) -> anyhow::Result<Daemon> {
+        let (policy, country) = if big {
+            (self.file("500k.toml"), &self.big_geo)
+        } else {
+            (self.file("cn.toml"), &self.geo.0)
+        };
         let run = self.runs.get() + 1;
         self.runs.set(run);
         let name = format!("{NAME_PREFIX}{}-{run}-{tag}", std::process::id());
@@ -195,8 +204,8 @@ impl Stage {
             DaemonSpec {
                 enforce,
                 cgroup: &self.client.path,
-                policy,
-                geo: (&self.geo.0, &self.geo.1),
+                policy: &policy,
+                geo: (country, &self.geo.1),
                 log_dir: self.work.path().join(format!("log-{run}-{tag}")),
                 pin_dir: Path::new("/sys/fs/bpf").join(name),
             },
@@ -206,15 +215,9 @@ impl Stage {
     /// Applies `config` to the client cgroup; undone when the result drops.
     pub fn apply(&self, config: Config) -> anyhow::Result<Applied<'_>> {
         Ok(match config {
-            Config::EnforceCn => {
-                Applied::Daemon(self.daemon(true, &self.file("cn.toml"), config.tag())?)
-            }
-            Config::Enforce500k => {
-                Applied::Daemon(self.daemon(true, &self.file("500k.toml"), config.tag())?)
-            }
-            Config::MonitorCn => {
-                Applied::Daemon(self.daemon(false, &self.file("cn.toml"), config.tag())?)
-            }
+            Config::EnforceCn => Applied::Daemon(self.daemon(true, false, config.tag())?),
+            Config::Enforce500k => Applied::Daemon(self.daemon(true, true, config.tag())?),
+            Config::MonitorCn => Applied::Daemon(self.daemon(false, false, config.tag())?),
             Config::Nftables => Applied::Firewall(Firewall::nft(&self.ns, &self.file("cn.nft"))?.0),
             Config::Ipset => Applied::Firewall(
                 Firewall::ipset(&self.ns, &self.file("cn.ipset"), &self.client.name)?.0,

@@ -96,7 +96,7 @@ pub fn measure(
             check_interrupted()?;
             // A fresh daemon per burst: its log holds only this burst.
             let enforce = series == Series::EnforceDenied;
-            let daemon = stage.daemon(enforce, &stage.file("cn.toml"), "events")?;
+            let daemon = stage.daemon(enforce, false, "events")?;
             if report.rss_idle_kib.is_none() && !enforce {
                 let pid = daemon.pid();
                 sys::sleep(Duration::from_secs(1));
@@ -143,6 +143,9 @@ fn burst(
         secs.to_string(),
         "--rate".to_owned(),
         rate.to_string(),
+        // Two client threads: one cannot offer much more than 100k connect()s per second.
+        "--threads".to_owned(),
+        "2".to_owned(),
     ]);
     let cpu0 = cpu_time(pid);
     let t0 = Instant::now();

@@ -44,6 +44,9 @@ pub enum Worker {
         /// Connections per second to pace at (0: as fast as possible).
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// Client threads (the rate is split between them).
+        #[arg(long, default_value_t = 1)]
+        threads: u64,
     },
     /// sendto() loop of `size`-byte datagrams from one socket.
     #[command(name = "worker-udp", hide = true)]
@@ -103,9 +106,10 @@ pub fn worker(w: Worker) -> anyhow::Result<()> {
             addr,
             secs,
             rate,
+            threads,
         } => {
             enter(&place)?;
-            tcp_connect(addr, secs, rate)
+            tcp_connect_threads(addr, secs, rate, threads.max(1))
         }
         Worker::Udp {
             place,
@@ -212,6 +216,32 @@ impl Pacer {
             std::thread::sleep(due - elapsed);
         }
     }
+}
+
+/// [`tcp_connect`] in `threads` threads; the sums of their counts.
+fn tcp_connect_threads(
+    addr: SocketAddrV4,
+    secs: f64,
+    rate: u64,
+    threads: u64,
+) -> serde_json::Value {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| std::thread::spawn(move || tcp_connect(addr, secs, rate / threads)))
+        .collect();
+    let outs: Vec<serde_json::Value> = handles.into_iter().filter_map(|h| h.join().ok()).collect();
+    let sum = |k: &str| outs.iter().filter_map(|o| o[k].as_u64()).sum::<u64>();
+    let attempts = sum("attempts");
+    let elapsed = start.elapsed().as_secs_f64();
+    json!({
+        "pid": std::process::id(),
+        "attempts": attempts,
+        "ok": sum("ok"),
+        "errno": outs.iter().find_map(|o| o["errno"].as_i64().filter(|&e| e != 0)).unwrap_or(0),
+        "secs": elapsed,
+        "rate": attempts as f64 / elapsed,
+        "threads": threads,
+    })
 }
 
 /// connect()/close() as fast as possible (or at `rate`). The client closes with SO_LINGER 0

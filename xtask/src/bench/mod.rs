@@ -43,6 +43,9 @@ use prefixes::PrefixSet;
 use report::{NOTES_MARKER, Results};
 use sys::progress;
 
+/// The country code of the 500k set in its synthetic database (user-assigned in ISO 3166).
+const SYNTHETIC_COUNTRY: &str = "ZZ";
+
 /// Debian packages of the comparison (and bpftool, which reads the lost-event counter).
 const PACKAGES: &[&str] = &["nftables", "iptables", "ipset", "bpftool"];
 
@@ -144,6 +147,7 @@ struct Plan {
     reps: usize,
     secs: f64,
     load_reps: usize,
+    cidr_lists: Vec<usize>,
     allowed_rates: Vec<u64>,
     denied_rates: Vec<u64>,
     event_secs: f64,
@@ -171,6 +175,11 @@ impl Plan {
             reps: a.reps.unwrap_or(if a.quick { 3 } else { 10 }).max(1),
             secs: a.secs.unwrap_or(if a.quick { 0.5 } else { 1.0 }),
             load_reps: if a.quick { 1 } else { 5 },
+            cidr_lists: if a.quick {
+                vec![5_000]
+            } else {
+                vec![5_000, 10_000, 20_000]
+            },
             allowed_rates: if a.quick {
                 vec![0]
             } else {
@@ -216,9 +225,12 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
     };
     progress("bench: preparing the CN and 500k sets… ");
     let cn = PrefixSet::country("CN", &geo.0)?;
-    let big = PrefixSet::synthetic("500k", 400_000, 100_000);
+    let mut big = PrefixSet::synthetic("500k", 400_000, 100_000);
+    big.country = Some(SYNTHETIC_COUNTRY.to_owned());
+    let big_geo = geo.0.with_file_name("synthetic-500k-v1.mmdb");
+    big.write_country_db(SYNTHETIC_COUNTRY, &big_geo)?;
     eprintln!("CN {} + {} prefixes", cn.v4.len(), cn.v6.len());
-    let stage = Stage::new(bin, geo, cn, big)?;
+    let stage = Stage::new(bin, geo, cn, (big, big_geo))?;
 
     if !plan.workloads.is_empty() || plan.denied {
         for &config in &plan.configs {
@@ -244,7 +256,7 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
     }
     if plan.load {
         progress("bench: policy compile + load… ");
-        results.loads = policy_load::measure(&stage, plan.load_reps)?;
+        results.loads = policy_load::measure(&stage, plan.load_reps, &plan.cidr_lists)?;
         eprintln!("done");
     }
     if plan.events {

@@ -3,11 +3,12 @@
 //! then write the tries with `PolicyTables::apply`); nftables and ipset are timed loading the
 //! same prefixes with their own tools.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use super::{
     configs::{Firewall, Stage},
     pairs::median,
+    prefixes::PrefixSet,
     sys::check_interrupted,
 };
 
@@ -47,30 +48,18 @@ fn med(v: &[Duration]) -> Option<Duration> {
     Some(Duration::from_secs_f64(median(&secs)))
 }
 
-/// Measures the CN and the 500k set, `reps` times each.
-pub fn measure(stage: &Stage, reps: usize) -> anyhow::Result<Vec<LoadTimes>> {
+/// Measures the CN and the 500k set, `reps` times each; then policies that list
+/// `cidr_lists` prefixes as `cidrs` (ollama-egress only, once: parsing them is slow).
+pub fn measure(stage: &Stage, reps: usize, cidr_lists: &[usize]) -> anyhow::Result<Vec<LoadTimes>> {
     let mut out = Vec::new();
-    for (set, name) in [(&stage.cn, "cn"), (&stage.big, "500k")] {
+    for (set, name, country) in [
+        (&stage.cn, "cn", &stage.geo.0),
+        (&stage.big, "500k", &stage.big_geo),
+    ] {
         check_interrupted()?;
-        let mut t = LoadTimes {
-            set: set.name.clone(),
-            prefixes: set.len(),
-            geo_open: None,
-            compile: None,
-            load: None,
-            nft: None,
-            ipset: None,
-            notes: Vec::new(),
-        };
+        let mut t = LoadTimes::new(set.name.clone(), set.len());
         let policy = stage.file(&format!("{name}.toml"));
-        match inproc::measure(&policy, (&stage.geo.0, &stage.geo.1), reps) {
-            Ok(samples) => {
-                t.geo_open = med(&samples.iter().map(|s| s.0).collect::<Vec<_>>());
-                t.compile = med(&samples.iter().map(|s| s.1).collect::<Vec<_>>());
-                t.load = med(&samples.iter().map(|s| s.2).collect::<Vec<_>>());
-            }
-            Err(e) => t.notes.push(format!("ollama-egress: {e:#}")),
-        }
+        t.ollama_egress(&policy, (country, &stage.geo.1), reps);
         let mut nft = Vec::new();
         let mut ipset = Vec::new();
         for _ in 0..reps {
@@ -101,7 +90,43 @@ pub fn measure(stage: &Stage, reps: usize) -> anyhow::Result<Vec<LoadTimes>> {
         t.ipset = med(&ipset);
         out.push(t);
     }
+    for &n in cidr_lists {
+        check_interrupted()?;
+        let mut set = PrefixSet::synthetic(&format!("{}k as `cidrs`", n / 1000), n * 4 / 5, n / 5);
+        set.name = format!("{}k prefixes listed as `cidrs`", n / 1000);
+        let policy = stage.file(&format!("cidrs-{n}.toml"));
+        std::fs::write(&policy, set.policy_toml())?;
+        let mut t = LoadTimes::new(set.name.clone(), set.len());
+        t.ollama_egress(&policy, (&stage.geo.0, &stage.geo.1), 1);
+        out.push(t);
+    }
     Ok(out)
+}
+
+impl LoadTimes {
+    fn new(set: String, prefixes: usize) -> Self {
+        Self {
+            set,
+            prefixes,
+            geo_open: None,
+            compile: None,
+            load: None,
+            nft: None,
+            ipset: None,
+            notes: Vec::new(),
+        }
+    }
+
+    fn ollama_egress(&mut self, policy: &Path, geo: (&Path, &Path), reps: usize) {
+        match inproc::measure(policy, geo, reps) {
+            Ok(samples) => {
+                self.geo_open = med(&samples.iter().map(|s| s.0).collect::<Vec<_>>());
+                self.compile = med(&samples.iter().map(|s| s.1).collect::<Vec<_>>());
+                self.load = med(&samples.iter().map(|s| s.2).collect::<Vec<_>>());
+            }
+            Err(e) => self.notes.push(format!("ollama-egress: {e:#}")),
+        }
+    }
 }
 
 #[cfg(feature = "bench")]

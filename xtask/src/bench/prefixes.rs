@@ -3,7 +3,10 @@
 //!
 //! - **CN**: every network the real country database maps to CN (both families).
 //! - **500k**: 400,000 IPv4 + 100,000 IPv6 random, non-overlapping prefixes (fixed seed). They
-//!   are policy content only: no traffic is ever sent to them.
+//!   are policy content only: no traffic is ever sent to them. ollama-egress gets them as a
+//!   country (`ZZ`, user-assigned) of a synthetic country database: the path a large country or
+//!   ASN rule takes. A policy listing them as `cidrs` would take hours to parse (see
+//!   BENCHMARKS.md); smaller CIDR-list sets show that cost.
 //!
 //! Each set also denies `203.0.113.0/24` (documentation range), the destination of the
 //! denied-connect probe inside the bench's namespace.
@@ -28,6 +31,8 @@ pub const DENIED_ADDR: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 7);
 pub struct PrefixSet {
     /// Short name: `CN`, `500k`.
     pub name: String,
+    /// The country code the policy names; `None`: the policy lists the prefixes as `cidrs`.
+    pub country: Option<String>,
     /// IPv4 prefixes.
     pub v4: Vec<Ipv4Net>,
     /// IPv6 prefixes.
@@ -47,6 +52,7 @@ impl PrefixSet {
         let nets = db.country_networks(cc)?;
         let mut set = Self {
             name: cc.to_owned(),
+            country: Some(cc.to_owned()),
             ..Self::default()
         };
         for n in nets {
@@ -120,13 +126,9 @@ impl PrefixSet {
     pub fn policy_toml(&self) -> String {
         let mut s = String::with_capacity(self.len() * 24 + 256);
         s.push_str("# ollama-egress bench policy: deny the set, allow the rest.\ndefault = \"allow\"\n\n[deny]\n");
-        if self.name.len() == 2 {
-            // A country: the daemon expands it through the country database itself.
-            let _ = writeln!(
-                s,
-                "countries = [\"{}\"]\ncidrs = [\"{DENIED_NET}\"]",
-                self.name
-            );
+        if let Some(cc) = &self.country {
+            // The daemon expands the country through the country database itself.
+            let _ = writeln!(s, "countries = [\"{cc}\"]\ncidrs = [\"{DENIED_NET}\"]");
             return s;
         }
         s.push_str("cidrs = [\n");
@@ -138,6 +140,26 @@ impl PrefixSet {
         }
         s.push_str("]\n");
         s
+    }
+
+    /// Writes a country database mapping every prefix of the set (but [`DENIED_NET`]) to
+    /// `cc`, unless `path` exists.
+    pub fn write_country_db(&self, cc: &str, path: &Path) -> anyhow::Result<()> {
+        if path.is_file() {
+            return Ok(());
+        }
+        let denied: Ipv4Net = DENIED_NET.parse().expect("constant prefix");
+        let entries: Vec<(IpNet, &str)> = self
+            .v4
+            .iter()
+            .filter(|n| **n != denied)
+            .map(|n| (IpNet::V4(*n), cc))
+            .chain(self.v6.iter().map(|n| (IpNet::V6(*n), cc)))
+            .collect();
+        let tmp = path.with_extension("tmp");
+        ollama_egress_geo::fixture::write_country_db(&tmp, &entries)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
     }
 
     /// An nftables script: one interval set per family and an output chain that drops the

@@ -323,7 +323,8 @@ impl Results {
                 num(st.rate),
                 num(st.attempts as f64),
                 num(st.logged as f64),
-                st.lost.map_or("?".to_owned(), |l| num(l as f64)),
+                st.lost
+                    .map_or("?".to_owned(), |l| num(l as f64).replace(".0", "")),
                 st.unaccounted(),
                 st.cpu_pct,
                 st.cpu_us_per_event,
