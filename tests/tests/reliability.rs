@@ -73,7 +73,7 @@ fn a_thousand_reloads_never_judge_against_a_mixed_policy() {
             policy_text(X, Y)
         };
         replace_policy(&s.policy, &text);
-        signal(&d, Signal::SIGHUP);
+        signal(d, Signal::SIGHUP);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let g = d.state().generation;
@@ -165,7 +165,7 @@ fn a_malformed_policy_on_sighup_keeps_the_old_one() {
         &s.policy,
         "default = \"allow\"\n[deny]\ncidrs = [\"203.0.113.7/40\"]\n",
     );
-    signal(&d, Signal::SIGHUP);
+    signal(d, Signal::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !d.stderr_text().contains("policy reload failed") {
         assert!(
