@@ -54,14 +54,14 @@ fn log_queries_return_exactly_the_matching_events_and_follow_sees_new_ones() {
     probe(&with(&inside, &["tcp", "[2001:db8::7]:443"])).assert_ok("DE");
     assert_eq!(d.wait_events(6, |_| true).len(), 6, "{:#?}", d.events());
 
-    let all = logs(&d, &[]);
+    let all = logs(d, &[]);
     assert_eq!(all.len(), 6);
     assert_eq!(
         all,
         d.events(),
         "--json prints the file's schema, line for line"
     );
-    let count = |args: &[&str]| logs(&d, args).len();
+    let count = |args: &[&str]| logs(d, args).len();
     assert_eq!(count(&["--verdict", "blocked"]), 4);
     assert_eq!(count(&["--verdict", "allowed"]), 2);
     assert_eq!(count(&["--verdict", "would_block"]), 0);
@@ -80,7 +80,7 @@ fn log_queries_return_exactly_the_matching_events_and_follow_sees_new_ones() {
     assert_eq!(count(&["--rule", "default"]), 2);
     assert_eq!(count(&["--since", "2999-01-01T00:00:00Z"]), 0);
     assert_eq!(count(&["--until", "2000-01-01T00:00:00Z"]), 0);
-    let last = logs(&d, &["--limit", "2"]);
+    let last = logs(d, &["--limit", "2"]);
     assert_eq!(
         last,
         all[4..].to_vec(),
