@@ -1,0 +1,58 @@
+//! The kernel's per-CPU packet/byte counters and statistics, summed.
+
+use aya::maps::{MapData, PerCpuArray};
+use ollama_egress_common::{
+    COUNTER_ENTRIES, Counter, DIRECTION_COUNT, PACKET_COUNTERS_MAP, STAT_EVENTS_LOST, STATS_MAP,
+    VERDICT_COUNT, counter_index,
+};
+
+use super::LoaderError;
+
+/// Packet/byte counters and statistics kept by the kernel programs.
+pub struct KernelCounters {
+    pub(super) packets: PerCpuArray<MapData, Counter>,
+    pub(super) stats: PerCpuArray<MapData, u64>,
+}
+
+/// A snapshot of [`KernelCounters`], summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    /// `[direction][verdict]`.
+    pub packets: [[Counter; VERDICT_COUNT as usize]; DIRECTION_COUNT as usize],
+    /// Events the ring buffer could not take.
+    pub events_lost: u64,
+}
+
+impl KernelCounters {
+    /// Reads and sums the per-CPU counters.
+    pub fn snapshot(&self) -> Result<CounterSnapshot, LoaderError> {
+        let mut snap = CounterSnapshot::default();
+        for d in 0..DIRECTION_COUNT {
+            for v in 0..VERDICT_COUNT {
+                let idx = counter_index(d, v);
+                debug_assert!(idx < COUNTER_ENTRIES);
+                let values = self
+                    .packets
+                    .get(&idx, 0)
+                    .map_err(|source| LoaderError::Map {
+                        what: format!("reading {PACKET_COUNTERS_MAP}[{idx}]"),
+                        source,
+                    })?;
+                let slot = &mut snap.packets[d as usize][v as usize];
+                for c in values.iter() {
+                    slot.packets += c.packets;
+                    slot.bytes += c.bytes;
+                }
+            }
+        }
+        let lost = self
+            .stats
+            .get(&STAT_EVENTS_LOST, 0)
+            .map_err(|source| LoaderError::Map {
+                what: format!("reading {STATS_MAP}"),
+                source,
+            })?;
+        snap.events_lost = lost.iter().sum();
+        Ok(snap)
+    }
+}
