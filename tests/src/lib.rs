@@ -16,6 +16,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod prometheus;
+
 /// Panics unless the tests run as root.
 pub fn require_root() {
     assert!(
