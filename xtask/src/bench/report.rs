@@ -305,8 +305,8 @@ impl Results {
         let _ = writeln!(
             s,
             "\n## Event pipeline\n\nA fresh daemon (CN policy, both geo databases) per burst; one connect() per \
-             decision from the client cgroup, paced at the target rate (0 = as fast as one client \
-             thread goes). *Logged* counts the worker's lines in the event log once it stops \
+             decision from the client cgroup, paced at the target rate by two client threads (max = \
+             unpaced). *Logged* counts the worker's lines in the event log once it stops \
              growing; *lost* is the kernel's counter of events the ring buffer could not take; \
              *unaccounted* = decisions − logged − lost.\n\n| series | target/s | achieved/s | decisions | logged | lost (kernel) | unaccounted | daemon CPU | CPU per event | drain after burst |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
         );

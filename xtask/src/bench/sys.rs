@@ -301,6 +301,17 @@ impl Daemon {
             .stderr(fs::File::create(&stderr)?)
             // Its own process group: Ctrl-C reaches the bench, which stops it and detaches.
             .process_group(0);
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            // A bench killed with SIGKILL takes its daemon along (the next run removes the
+            // pins it leaves).
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = ChildGuard::spawn(&mut cmd)?;
         let mut d = Self {
             child: Some(child),
@@ -396,8 +407,8 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// Removes what a bench that was killed (SIGKILL, power loss) left behind: namespaces, cgroups
-/// and pin directories named `oe-bench-<pid>-…` whose pid no longer runs.
+/// Removes what a bench that was killed (SIGKILL, power loss) left behind: namespaces, cgroups,
+/// scratch and pin directories named `oe-bench-<pid>-…` whose pid no longer runs.
 pub fn remove_leftovers(bin: &Path) {
     let dead = |name: &str| {
         name.strip_prefix(NAME_PREFIX)
@@ -422,6 +433,10 @@ pub fn remove_leftovers(bin: &Path) {
     for ns in names(Path::new("/run/netns")) {
         eprintln!("bench: removing leftover network namespace {ns}");
         drop(NetNs { name: ns });
+    }
+    let tmp = std::env::temp_dir();
+    for dir in names(&tmp) {
+        let _ = fs::remove_dir_all(tmp.join(dir));
     }
     if let Ok(root) = cgroup2_mount() {
         for cg in names(&root) {
