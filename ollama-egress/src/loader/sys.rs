@@ -176,3 +176,38 @@ pub fn prog_query(dir: BorrowedFd<'_>, attach_type: u32) -> io::Result<Vec<u32>>
     ids.truncate(attr.prog_cnt.min(64) as usize);
     Ok(ids)
 }
+
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Writes `count` key/value pairs in one `BPF_MAP_UPDATE_BATCH`: `keys` and `values` hold them
+/// back to back, `key_size` and `value_size` bytes each. Returns how many the kernel wrote
+/// (all of them unless it also returns an error).
+pub fn map_update_batch(
+    map: BorrowedFd<'_>,
+    keys: &[u8],
+    values: &[u8],
+    count: usize,
+) -> io::Result<usize> {
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: u32::try_from(count).map_err(io::Error::other)?,
+        map_fd: map.as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    bpf(BPF_MAP_UPDATE_BATCH, &mut attr)?;
+    Ok(attr.count as usize)
+}

@@ -3,7 +3,8 @@
 //! of `ACTIVE_SLOT`, so no packet is ever judged against a half-written policy.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
+    os::fd::{AsFd as _, OwnedFd},
     time::{Duration, Instant},
 };
 
@@ -66,12 +67,18 @@ pub struct TablePolicy<'a> {
 }
 
 type Trie<const N: usize> = LpmTrie<MapData, [u8; N], PolicyValue>;
+
+/// Prefixes written per `BPF_MAP_UPDATE_BATCH`.
+const BATCH: usize = 8192;
 type Contents<const N: usize> = HashMap<(u8, [u8; N]), PolicyValue>;
 
 /// Handles on the policy maps, and what userspace last wrote into each slot.
 pub struct PolicyTables {
     v4: [Trie<4>; 2],
     v6: [Trie<16>; 2],
+    /// Descriptors of the tries, for batched updates.
+    fds_v4: [OwnedFd; 2],
+    fds_v6: [OwnedFd; 2],
     active: Array<MapData, u32>,
     config: Array<MapData, SlotConfig>,
     contents_v4: [Contents<4>; 2],
@@ -104,10 +111,10 @@ impl PolicyTables {
     pub(super) fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, LoaderError> {
         let [a4, b4] = POLICY_V4_MAPS;
         let [a6, b6] = POLICY_V6_MAPS;
-        let (ma4, max_v4) = take_sized(ebpf, a4)?;
-        let (mb4, _) = take_sized(ebpf, b4)?;
-        let (ma6, max_v6) = take_sized(ebpf, a6)?;
-        let (mb6, _) = take_sized(ebpf, b6)?;
+        let (ma4, max_v4, fa4) = take_sized(ebpf, a4)?;
+        let (mb4, _, fb4) = take_sized(ebpf, b4)?;
+        let (ma6, max_v6, fa6) = take_sized(ebpf, a6)?;
+        let (mb6, _, fb6) = take_sized(ebpf, b6)?;
         let v4 = [
             Trie::<4>::try_from(ma4).map_err(map_err(a4))?,
             Trie::<4>::try_from(mb4).map_err(map_err(b4))?,
@@ -138,6 +145,8 @@ impl PolicyTables {
         Ok(Self {
             v4,
             v6,
+            fds_v4: [fa4, fb4],
+            fds_v6: [fa6, fb6],
             active,
             config,
             contents_v4,
@@ -148,6 +157,32 @@ impl PolicyTables {
             generation,
             flipped_at: None,
         })
+    }
+
+    /// What the kernel's table in force holds for `ip` (its longest matching prefix), as the
+    /// programs see it; `None` when nothing matches or no policy is in force. IPv4-mapped
+    /// addresses are looked up as IPv4, as the programs do.
+    pub fn lookup(&self, ip: std::net::IpAddr) -> Result<Option<PolicyValue>, TableError> {
+        let Some(slot) = self.active_slot else {
+            return Ok(None);
+        };
+        let s = slot as usize;
+        let res = match ip.to_canonical() {
+            std::net::IpAddr::V4(v4) => self.v4[s].get(&Key::new(32, v4.octets()), 0),
+            std::net::IpAddr::V6(v6) => self.v6[s].get(&Key::new(128, v6.octets()), 0),
+        };
+        match res {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(TableError::Map {
+                map: if ip.to_canonical().is_ipv4() {
+                    POLICY_V4_MAPS[s]
+                } else {
+                    POLICY_V6_MAPS[s]
+                },
+                source,
+            }),
+        }
     }
 
     /// Whether a policy was already in force when the maps were opened (re-opened pins).
@@ -185,26 +220,29 @@ impl PolicyTables {
                 map: SLOT_CONFIG_MAP,
                 source,
             })?;
-        let new_v4: Contents<4> = policy
+        // In the compiler's (sorted) order: the trie is built fastest that way.
+        let new_v4: Vec<((u8, [u8; 4]), PolicyValue)> = policy
             .v4
             .iter()
             .map(|(net, v)| ((net.prefix_len(), net.network().octets()), *v))
             .collect();
-        let new_v6: Contents<16> = policy
+        let new_v6: Vec<((u8, [u8; 16]), PolicyValue)> = policy
             .v6
             .iter()
             .map(|(net, v)| ((net.prefix_len(), net.network().octets()), *v))
             .collect();
         sync_trie(
             &mut self.v4[s],
+            &self.fds_v4[s],
             &mut self.contents_v4[s],
-            new_v4,
+            &new_v4,
             POLICY_V4_MAPS[s],
         )?;
         sync_trie(
             &mut self.v6[s],
+            &self.fds_v6[s],
             &mut self.contents_v6[s],
-            new_v6,
+            &new_v6,
             POLICY_V6_MAPS[s],
         )?;
         let cfg = SlotConfig {
@@ -234,17 +272,33 @@ impl PolicyTables {
 
 /// Takes a map and reads its capacity from the kernel (a re-opened pin keeps the size it was
 /// created with).
-fn take_sized(ebpf: &mut Ebpf, name: &'static str) -> Result<(aya::maps::Map, u32), LoaderError> {
+fn take_sized(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<(aya::maps::Map, u32, OwnedFd), LoaderError> {
     let map = take(ebpf, name)?;
-    let max = match &map {
-        aya::maps::Map::LpmTrie(data) => data.info().map(|i| i.max_entries()),
-        _ => Ok(0),
-    }
-    .map_err(|source| LoaderError::Map {
-        what: format!("reading the size of {name}"),
-        source,
-    })?;
-    Ok((map, max))
+    let aya::maps::Map::LpmTrie(data) = &map else {
+        return Err(LoaderError::Missing {
+            kind: "LPM trie map",
+            name: name.to_owned(),
+        });
+    };
+    let max = data
+        .info()
+        .map(|i| i.max_entries())
+        .map_err(|source| LoaderError::Map {
+            what: format!("reading the size of {name}"),
+            source,
+        })?;
+    let fd = data
+        .fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|source| LoaderError::Sys {
+            what: format!("duplicating the descriptor of {name}"),
+            source,
+        })?;
+    Ok((map, max, fd))
 }
 
 /// The current contents of a trie.
@@ -274,16 +328,18 @@ fn check_capacity(family: &'static str, needed: usize, max: u32) -> Result<(), T
     Ok(())
 }
 
-/// Makes `trie` hold exactly `new`: removes what is stale, writes what changed.
+/// Makes `trie` hold exactly `new`: removes what is stale, writes what changed, in batches.
 fn sync_trie<const N: usize>(
     trie: &mut Trie<N>,
+    fd: &OwnedFd,
     contents: &mut Contents<N>,
-    new: Contents<N>,
+    new: &[((u8, [u8; N]), PolicyValue)],
     map: &'static str,
 ) -> Result<(), TableError> {
+    let wanted: HashSet<(u8, [u8; N])> = new.iter().map(|(k, _)| *k).collect();
     let stale: Vec<(u8, [u8; N])> = contents
         .keys()
-        .filter(|k| !new.contains_key(*k))
+        .filter(|k| !wanted.contains(*k))
         .copied()
         .collect();
     for k in stale {
@@ -294,14 +350,45 @@ fn sync_trie<const N: usize>(
         }
         contents.remove(&k);
     }
-    for (k, v) in &new {
-        if contents.get(k) == Some(v) {
-            continue;
+    let changed: Vec<((u8, [u8; N]), PolicyValue)> = new
+        .iter()
+        .filter(|(k, v)| contents.get(k) != Some(v))
+        .copied()
+        .collect();
+    for chunk in changed.chunks(BATCH) {
+        if let Err(source) = write_batch::<N>(fd, chunk) {
+            // Kernels without batched LPM updates: one syscall per prefix.
+            tracing::debug!(map, error = %source, "batched update refused; writing one by one");
+            for (k, v) in chunk {
+                let key = Key::new(u32::from(k.0), k.1);
+                trie.insert(&key, *v, 0)
+                    .map_err(|source| TableError::Map { map, source })?;
+            }
         }
-        let key = Key::new(u32::from(k.0), k.1);
-        trie.insert(&key, *v, 0)
-            .map_err(|source| TableError::Map { map, source })?;
-        contents.insert(*k, *v);
+        contents.extend(chunk.iter().copied());
+    }
+    Ok(())
+}
+
+/// One `BPF_MAP_UPDATE_BATCH` of LPM keys (`u32` prefix length, then the address) and values.
+fn write_batch<const N: usize>(
+    fd: &OwnedFd,
+    chunk: &[((u8, [u8; N]), PolicyValue)],
+) -> std::io::Result<()> {
+    let mut keys = Vec::with_capacity(chunk.len() * (4 + N));
+    let mut values = Vec::with_capacity(chunk.len() * 8);
+    for ((len, addr), v) in chunk {
+        keys.extend_from_slice(&u32::from(*len).to_ne_bytes());
+        keys.extend_from_slice(addr);
+        values.extend_from_slice(&v.action.to_ne_bytes());
+        values.extend_from_slice(&v.rule_id.to_ne_bytes());
+    }
+    let written = super::sys::map_update_batch(fd.as_fd(), &keys, &values, chunk.len())?;
+    if written != chunk.len() {
+        return Err(std::io::Error::other(format!(
+            "the kernel wrote {written} of {} prefixes",
+            chunk.len()
+        )));
     }
     Ok(())
 }

@@ -32,6 +32,15 @@ impl Location {
         }
     }
 
+    /// The location of line `line`, column `column` (both 1-based) of `origin`.
+    pub(crate) fn new(origin: &str, line: usize, column: usize) -> Location {
+        Location {
+            origin: origin.to_string(),
+            line,
+            column,
+        }
+    }
+
     /// A location without a position in the file.
     pub(crate) fn unknown(origin: &str) -> Location {
         Location {

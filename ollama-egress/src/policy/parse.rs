@@ -144,7 +144,7 @@ impl Policy {
             },
             message: friendlier(e.message().trim_end()),
         })?;
-        let parser = Parser { text, origin };
+        let parser = Parser::new(text, origin);
         let default = match &raw.default {
             None => Action::Deny,
             Some(value) => match value.get_ref().as_str() {
@@ -205,11 +205,35 @@ fn friendlier(message: &str) -> String {
 struct Parser<'a> {
     text: &'a str,
     origin: &'a str,
+    /// Byte offset of the start of every line, so a position costs a binary search, not a scan
+    /// of the text (policies may list hundreds of thousands of CIDRs).
+    line_starts: Vec<usize>,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
+    fn new(text: &'a str, origin: &'a str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self {
+            text,
+            origin,
+            line_starts,
+        }
+    }
+
     fn location<T>(&self, value: &Spanned<T>) -> Location {
-        Location::at(self.origin, self.text, value.span().start)
+        let mut offset = value.span().start.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let start = self.line_starts[line - 1];
+        Location::new(
+            self.origin,
+            line,
+            self.text[start..offset].chars().count() + 1,
+        )
     }
 
     fn rule_set(&self, action: Action, raw: RawRuleSet) -> Result<RuleSet, PolicyError> {
