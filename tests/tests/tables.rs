@@ -28,7 +28,7 @@ fn random_policy(rng: &mut Rng, n: usize, default: Action) -> Policy {
     let mut allow = RuleSet::default();
     let mut deny = RuleSet::default();
     for i in 0..n {
-        let net: IpNet = if i % 4 == 0 {
+        let net: IpNet = if i.is_multiple_of(4) {
             let len = 16 + (rng.next() % 113) as u8;
             IpNet::new(
                 IpAddr::V6(Ipv6Addr::from(u128::from(rng.next()) << 64 | 0x2001 << 112)),
@@ -40,7 +40,7 @@ fn random_policy(rng: &mut Rng, n: usize, default: Action) -> Policy {
             IpNet::new(IpAddr::V4(Ipv4Addr::from(rng.next() as u32)), len).expect("v4 net")
         }
         .trunc();
-        if rng.next() % 3 == 0 {
+        if rng.next().is_multiple_of(3) {
             allow.cidrs.push(net);
         } else {
             deny.cidrs.push(net);
@@ -66,7 +66,7 @@ fn the_kernel_tables_answer_like_the_compiler_after_batched_writes_and_a_switch(
         let policy = random_policy(
             &mut rng,
             n,
-            if round % 2 == 0 {
+            if round.is_multiple_of(2) {
                 Action::Allow
             } else {
                 Action::Deny
