@@ -62,7 +62,7 @@ fn the_kernel_tables_answer_like_the_compiler_after_batched_writes_and_a_switch(
     let mut tables = loaded.policy_tables().expect("tables");
     // Two different policies in turn: the second reload rewrites the first slot, so stale
     // prefixes must be removed and changed ones rewritten.
-    for (round, n) in [(0, 20_000), (1, 15_000), (2, 20_000)] {
+    for (round, n) in [(0u32, 20_000), (1, 15_000), (2, 20_000)] {
         let policy = random_policy(
             &mut rng,
             n,
