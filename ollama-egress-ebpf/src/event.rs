@@ -1,8 +1,11 @@
 //! Building and sending [`ConnectEvent`]s.
 
-use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-    generated::bpf_ktime_get_boot_ns,
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::bpf_ktime_get_boot_ns,
+    },
 };
 use ollama_egress_common::{ConnectEvent, EVENT_KIND_CONNECT, EventHeader, STAT_EVENTS_LOST};
 
@@ -60,5 +63,19 @@ pub fn emit(target: &Target, decision: &Decision) {
         v4_mapped: target.v4_mapped,
         daddr: target.daddr,
     });
-    entry.submit(0);
+    entry.submit(wakeup_flags());
+}
+
+/// Waking the reader costs more than making the decision (an interrupt per event). The reader
+/// drains on a short timer anyway, so the kernel only wakes it once the buffer is a quarter
+/// full, before it could overflow.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    let size = EVENTS.query(u64::from(BPF_RB_RING_SIZE));
+    let pending = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    if pending >= size / 4 {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    }
 }

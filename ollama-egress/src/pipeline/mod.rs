@@ -6,4 +6,4 @@ mod reader;
 
 pub use decode::{BootClock, Decoder, GenerationInfo};
 pub use kernel_log::forward_kernel_log;
-pub use reader::{EventSink, PipelineStats, drain, run_reader};
+pub use reader::{DRAIN_INTERVAL, EventSink, ExeCache, PipelineStats, drain, run_reader};

@@ -1,7 +1,11 @@
 //! Reading the ring buffer: wake on epoll readiness, drain every event, hand the decoded records
 //! to a sink. On shutdown the buffer is drained one last time so nothing seen is lost.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
 
 use aya::maps::{MapData, RingBuf};
 use ollama_egress_common::ConnectEvent;
@@ -30,12 +34,42 @@ pub struct PipelineStats {
     pub malformed: u64,
 }
 
+/// Executable paths by process, kept for a second: a process that makes many connections is
+/// looked up in `/proc` once, not once per event. Short enough that a reused pid is not
+/// mislabelled in practice.
+#[derive(Default)]
+pub struct ExeCache {
+    entries: HashMap<u32, (Instant, Option<String>)>,
+}
+
+impl ExeCache {
+    const TTL: Duration = Duration::from_secs(1);
+    const MAX: usize = 4096;
+
+    fn get(&mut self, tgid: u32) -> Option<String> {
+        let now = Instant::now();
+        if let Some((at, exe)) = self.entries.get(&tgid)
+            && now.duration_since(*at) < Self::TTL
+        {
+            return exe.clone();
+        }
+        if self.entries.len() >= Self::MAX {
+            self.entries
+                .retain(|_, (at, _)| now.duration_since(*at) < Self::TTL);
+        }
+        let exe = exe_of(tgid);
+        self.entries.insert(tgid, (now, exe.clone()));
+        exe
+    }
+}
+
 /// Drains every event now in `ring` into `sink`; returns how many were read.
 pub fn drain(
     ring: &mut RingBuf<MapData>,
     decoder: &Mutex<Decoder>,
     sink: &mut dyn EventSink,
     stats: &mut PipelineStats,
+    exes: &mut ExeCache,
 ) -> usize {
     let mut n = 0;
     while let Some(item) = ring.next() {
@@ -45,7 +79,7 @@ pub fn drain(
             continue;
         };
         drop(item);
-        let exe = exe_of(ev.tgid);
+        let exe = exes.get(ev.tgid);
         let rec = decoder
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -59,6 +93,10 @@ pub fn drain(
     n
 }
 
+/// How often the ring buffer is drained without a wake-up from the kernel (which only wakes
+/// the reader when the buffer fills up: see the kernel's `wakeup_flags`).
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(25);
+
 /// Reads events until `shutdown` turns true, then drains what is left and returns.
 pub async fn run_reader(
     ring: RingBuf<MapData>,
@@ -71,14 +109,20 @@ pub async fn run_reader(
     // the `AsyncFd` owns the ring buffer.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(std::io::Error::from)?;
+    let mut exes = ExeCache::default();
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if *shutdown.borrow() {
             break;
         }
         tokio::select! {
+            _ = tick.tick() => {
+                drain(fd.get_mut(), &decoder, sink, &mut stats, &mut exes);
+            }
             guard = fd.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &decoder, sink, &mut stats);
+                drain(guard.get_inner_mut(), &decoder, sink, &mut stats, &mut exes);
                 guard.clear_ready();
             }
             changed = shutdown.changed() => {
@@ -88,6 +132,6 @@ pub async fn run_reader(
             }
         }
     }
-    drain(fd.get_mut(), &decoder, sink, &mut stats);
+    drain(fd.get_mut(), &decoder, sink, &mut stats, &mut exes);
     Ok(stats)
 }
