@@ -41,7 +41,7 @@ pub const ALL_MAPS: [&str; 10] = [
 /// Default capacity of each policy trie (prefixes per family and slot).
 pub const DEFAULT_MAX_PREFIXES: u32 = 1 << 20;
 /// Default size of the event ring buffer in bytes (a power of two, a multiple of the page size).
-pub const DEFAULT_RINGBUF_BYTES: u32 = 1 << 22;
+pub const DEFAULT_RINGBUF_BYTES: u32 = 1 << 21;
 /// Entries of the datagram de-duplication LRU map.
 pub const DEDUP_ENTRIES: u32 = 16_384;
 
