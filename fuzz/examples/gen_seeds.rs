@@ -54,7 +54,11 @@ fn events(dir: &Path) {
     write(dir, "v4-blocked.bin", v4.as_bytes());
     write(dir, "v4-blocked-setup.bin", &with_tail(&v4, &noise(1, 64)));
     let v6 = sample_event(true, VERDICT_WOULD_BLOCK, 0, 1);
-    write(dir, "v6-udp-would-block.bin", &with_tail(&v6, &noise(2, 48)));
+    write(
+        dir,
+        "v6-udp-would-block.bin",
+        &with_tail(&v6, &noise(2, 48)),
+    );
 
     let mut allowed = sample_event(true, VERDICT_ALLOWED, 2, 7);
     allowed.daddr = "::ffff:198.51.100.1"
@@ -62,7 +66,11 @@ fn events(dir: &Path) {
         .expect("address")
         .octets();
     allowed.v4_mapped = 1;
-    write(dir, "v6-mapped-allowed.bin", &with_tail(&allowed, &noise(3, 96)));
+    write(
+        dir,
+        "v6-mapped-allowed.bin",
+        &with_tail(&allowed, &noise(3, 96)),
+    );
 
     let mut rh = sample_event(true, VERDICT_BLOCKED, RULE_IPV6_ROUTING_HEADER, 2);
     rh.family = FAMILY_IPV6;
@@ -117,9 +125,19 @@ fn record(verdict: Verdict, dst: &str, country: Option<&str>, rule: &str) -> Eve
 }
 
 fn logs(dir: &Path) {
-    let blocked = record(Verdict::Blocked, "203.0.113.7", Some("CN"), "deny.countries:CN");
+    let blocked = record(
+        Verdict::Blocked,
+        "203.0.113.7",
+        Some("CN"),
+        "deny.countries:CN",
+    );
     let allowed = record(Verdict::Allowed, "198.51.100.1", Some("US"), "default");
-    let mut mapped = record(Verdict::WouldBlock, "::ffff:203.0.113.9", None, "deny.cidrs:203.0.113.0/24");
+    let mut mapped = record(
+        Verdict::WouldBlock,
+        "::ffff:203.0.113.9",
+        None,
+        "deny.cidrs:203.0.113.0/24",
+    );
     mapped.comm = "a\"b".into();
     mapped.dport = 53;
     mapped.proto = "udp".into();
@@ -133,12 +151,24 @@ fn logs(dir: &Path) {
     let line = |r: &EventRecord| serde_json::to_string(r).expect("serialises");
     let lines = [&blocked, &allowed, &mapped, &later].map(line).join("\n");
 
-    let seeds: [(&str, String); 9] = [
+    let seeds: [(&str, String); 11] = [
         ("all.txt", format!("\n{lines}\n")),
-        ("verdict-limit.txt", format!("verdict=blocked limit=1\n{lines}\n")),
-        ("country-since.txt", format!("country=cn since=1h\n{lines}\n")),
-        ("dst-mapped.txt", format!("dst=203.0.113.0/24 port=53\n{lines}")),
-        ("comm-escaped.txt", format!("comm=a\"b rule=deny.*\n{lines}\n")),
+        (
+            "verdict-limit.txt",
+            format!("verdict=blocked limit=1\n{lines}\n"),
+        ),
+        (
+            "country-since.txt",
+            format!("country=cn since=1h\n{lines}\n"),
+        ),
+        (
+            "dst-mapped.txt",
+            format!("dst=203.0.113.0/24 port=53\n{lines}"),
+        ),
+        (
+            "comm-escaped.txt",
+            format!("comm=a\"b rule=deny.*\n{lines}\n"),
+        ),
         (
             "until-rfc3339.txt",
             format!("until=2026-11-22T09:30:00.123456Z verdict=allowed\n{lines}\r\n\n  \n"),
@@ -162,7 +192,18 @@ fn logs(dir: &Path) {
                 line(&allowed)
             ),
         ),
-        ("padded-overlong.txt", format!("pad=70000 verdict=blocked\n{lines}\n")),
+        (
+            "padded-overlong.txt",
+            format!("pad=70000 verdict=blocked\n{lines}\n"),
+        ),
+        (
+            "padded-middle.txt",
+            format!("pad=70000 padline=1 limit=1\n{lines}\n"),
+        ),
+        (
+            "dst-v6-net-v4-record.txt",
+            format!("dst=::ffff:203.0.113.0/120\n{lines}\n"),
+        ),
     ];
     for (name, text) in seeds {
         write(dir, name, text.as_bytes());

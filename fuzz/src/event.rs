@@ -34,23 +34,34 @@ pub fn check(data: &[u8]) {
         && u32::from_ne_bytes(data[8..12].try_into().expect("4 bytes")) == EVENT_KIND_CONNECT
         && u32::from_ne_bytes(data[12..16].try_into().expect("4 bytes"))
             == ConnectEvent::SIZE as u32;
-    assert_eq!(ev.is_some(), header_ok, "from_bytes accepted/refused the wrong header");
+    assert_eq!(
+        ev.is_some(),
+        header_ok,
+        "from_bytes accepted/refused the wrong header"
+    );
     let Some(ev) = ev else { return };
-    assert_eq!(ev.as_bytes(), &data[..ConnectEvent::SIZE], "as_bytes(from_bytes(b)) != b");
+    assert_eq!(
+        ev.as_bytes(),
+        &data[..ConnectEvent::SIZE],
+        "as_bytes(from_bytes(b)) != b"
+    );
 
-    let setup = Setup::arbitrary(&mut Unstructured::new(&data[ConnectEvent::SIZE..])).unwrap_or(
-        Setup {
+    let setup =
+        Setup::arbitrary(&mut Unstructured::new(&data[ConnectEvent::SIZE..])).unwrap_or(Setup {
             clock: 0,
             generations: Vec::new(),
             exe: None,
-        },
-    );
+        });
     let mut decoder = Decoder::new(BootClock::with_offset(i128::from(setup.clock >> 2)), None);
     for (generation, rules, enforce) in &setup.generations {
         decoder.push_generation(GenerationInfo {
             generation: *generation,
             rules: Arc::new(rules.clone()),
-            mode: if *enforce { Mode::Enforce } else { Mode::Monitor },
+            mode: if *enforce {
+                Mode::Enforce
+            } else {
+                Mode::Monitor
+            },
         });
     }
     let rec = decoder.decode(&ev, setup.exe.clone());
@@ -87,16 +98,26 @@ pub fn check(data: &[u8]) {
         rule: Some(back.rule.clone()),
         limit: None,
     };
-    assert!(filter.matches(&back), "a filter of the record's own values rejects it");
+    assert!(
+        filter.matches(&back),
+        "a filter of the record's own values rejects it"
+    );
     for limit in [None, Some(1)] {
-        let f = Filter { limit, ..filter.clone() };
+        let f = Filter {
+            limit,
+            ..filter.clone()
+        };
         let mut found = Vec::new();
         query(&dir, &f, |r| {
             found.push(r.clone());
             Ok(())
         })
         .expect("querying the log");
-        assert_eq!(found, [back.clone()], "query {f:?} for the record's own values\n{line}");
+        assert_eq!(
+            found,
+            std::slice::from_ref(&back),
+            "query {f:?} for the record's own values\n{line}"
+        );
     }
 }
 
@@ -104,14 +125,22 @@ pub fn check(data: &[u8]) {
 fn check_record(ev: &ConnectEvent, setup: &Setup, rec: &EventRecord) {
     assert_eq!((rec.pid, rec.tid, rec.uid), (ev.tgid, ev.pid, ev.uid));
     assert_eq!(rec.exe, setup.exe);
-    assert_eq!(u32::from(rec.dport), if ev.dport > 0xffff { 0 } else { ev.dport });
+    assert_eq!(
+        u32::from(rec.dport),
+        if ev.dport > 0xffff { 0 } else { ev.dport }
+    );
     match ev.protocol {
         6 => assert_eq!(rec.proto, "tcp"),
         17 => assert_eq!(rec.proto, "udp"),
         p => assert_eq!(rec.proto, p.min(255).to_string()),
     }
     let want_dst = if ev.family == FAMILY_IPV4 {
-        IpAddr::V4(Ipv4Addr::new(ev.daddr[0], ev.daddr[1], ev.daddr[2], ev.daddr[3]))
+        IpAddr::V4(Ipv4Addr::new(
+            ev.daddr[0],
+            ev.daddr[1],
+            ev.daddr[2],
+            ev.daddr[3],
+        ))
     } else {
         IpAddr::V6(Ipv6Addr::from(ev.daddr))
     };
@@ -139,17 +168,19 @@ fn check_record(ev: &ConnectEvent, setup: &Setup, rec: &EventRecord) {
         Verdict::WouldBlock => assert_eq!(rec.mode, Mode::Monitor),
         Verdict::Allowed => {
             let g = generation.or(kept.last());
-            let mode = g.map_or(Mode::Monitor, |g| if g.2 { Mode::Enforce } else { Mode::Monitor });
+            let mode = g.map_or(Mode::Monitor, |g| {
+                if g.2 { Mode::Enforce } else { Mode::Monitor }
+            });
             assert_eq!(rec.mode, mode);
         }
     }
     let rule = match generation {
         Some(_) if ev.rule_id == RULE_IPV6_ROUTING_HEADER => "ipv6-routing-header".to_owned(),
-        Some(g) => g
-            .1
-            .get(ev.rule_id as usize)
-            .cloned()
-            .unwrap_or_else(|| format!("rule#{}", ev.rule_id)),
+        Some(g) => {
+            g.1.get(ev.rule_id as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("rule#{}", ev.rule_id))
+        }
         // The current behaviour: an unknown generation names the id and generation, even
         // for the generation-independent routing-header id.
         None => format!("rule#{}@{}", ev.rule_id, ev.generation),

@@ -46,11 +46,15 @@ pub struct MapExpander {
 
 impl Expander for MapExpander {
     fn country_networks(&self, cc: &str) -> Result<Vec<IpNet>, ExpandError> {
-        self.countries.get(cc).map_or(Err(ExpandError::Unknown), Answer::get)
+        self.countries
+            .get(cc)
+            .map_or(Err(ExpandError::Unknown), Answer::get)
     }
 
     fn asn_networks(&self, asn: u32) -> Result<Vec<IpNet>, ExpandError> {
-        self.asns.get(&asn).map_or(Err(ExpandError::Unknown), Answer::get)
+        self.asns
+            .get(&asn)
+            .map_or(Err(ExpandError::Unknown), Answer::get)
     }
 }
 
@@ -67,7 +71,10 @@ impl Expander for DerivedExpander {
             _ => {}
         }
         let b = cc.as_bytes();
-        let (a, c) = (b.first().copied().unwrap_or(0), b.get(1).copied().unwrap_or(0));
+        let (a, c) = (
+            b.first().copied().unwrap_or(0),
+            b.get(1).copied().unwrap_or(0),
+        );
         let mut nets = vec![
             net4(Ipv4Addr::new(a, c, 0, 0), 16),
             // Inside the /16: redundant, the merge drops it.
@@ -100,11 +107,14 @@ impl Expander for DerivedExpander {
         let h = asn.wrapping_mul(0x9E37_79B9);
         let len = u8::try_from(asn % 33).unwrap_or(32);
         let mut nets = vec![net4(Ipv4Addr::from(h), len)];
-        if asn % 2 == 0 {
+        if asn.is_multiple_of(2) {
             let v6 = (0x2001_0db8_u128 << 96) | (u128::from(h) << 64);
-            nets.push(net6(Ipv6Addr::from(v6), u8::try_from(asn % 129).unwrap_or(128)));
+            nets.push(net6(
+                Ipv6Addr::from(v6),
+                u8::try_from(asn % 129).unwrap_or(128),
+            ));
         }
-        if asn % 7 == 0 {
+        if asn.is_multiple_of(7) {
             nets.push(net6(Ipv4Addr::from(h).to_ipv6_mapped(), 96 + len));
         }
         Ok(nets)
@@ -122,7 +132,11 @@ fn net6(a: Ipv6Addr, len: u8) -> IpNet {
 /// Parses `text` and, when it parses, compiles it with and without `expander` and checks every
 /// property of the result, probing the verdict of `probes` and of addresses around every
 /// network. Returns the compiled policy when there is one.
-pub fn check_text(text: &str, expander: &dyn Expander, probes: &[IpAddr]) -> Option<CompiledPolicy> {
+pub fn check_text(
+    text: &str,
+    expander: &dyn Expander,
+    probes: &[IpAddr],
+) -> Option<CompiledPolicy> {
     let policy = match Policy::from_toml_str(text, ORIGIN) {
         Ok(p) => p,
         Err(e) => {
@@ -201,13 +215,20 @@ impl Expander for NoExpander {
 /// A rejected file: the message names the origin, and a position inside the text.
 fn check_parse_error(text: &str, e: &PolicyError) {
     let msg = e.to_string();
-    assert!(msg.starts_with(ORIGIN), "error does not name the origin: {msg:?}");
+    assert!(
+        msg.starts_with(ORIGIN),
+        "error does not name the origin: {msg:?}"
+    );
     assert!(!e.is_not_found());
     if let Some(at) = e.location() {
         assert_eq!(at.origin, ORIGIN);
         if at.line > 0 {
             let lines = text.split('\n').count();
-            assert!(at.line <= lines, "line {} of a {lines}-line text: {msg}", at.line);
+            assert!(
+                at.line <= lines,
+                "line {} of a {lines}-line text: {msg}",
+                at.line
+            );
             assert!(at.column >= 1, "column 0 with a line: {msg}");
             let line = text.split('\n').nth(at.line - 1).unwrap_or("");
             assert!(
@@ -228,7 +249,11 @@ fn check_parsed(p: &Policy) {
             assert_eq!(canonical(*net), *net, "parsed cidr {net} is not normalised");
         }
         let unique: HashSet<&IpNet> = set.cidrs.iter().collect();
-        assert_eq!(unique.len(), set.cidrs.len(), "duplicate cidrs accepted: {set:?}");
+        assert_eq!(
+            unique.len(),
+            set.cidrs.len(),
+            "duplicate cidrs accepted: {set:?}"
+        );
         for cc in &set.countries {
             assert!(
                 cc.len() == 2 && cc.bytes().all(|b| b.is_ascii_uppercase()),
@@ -236,10 +261,18 @@ fn check_parsed(p: &Policy) {
             );
         }
         let unique: HashSet<&String> = set.countries.iter().collect();
-        assert_eq!(unique.len(), set.countries.len(), "duplicate countries: {set:?}");
+        assert_eq!(
+            unique.len(),
+            set.countries.len(),
+            "duplicate countries: {set:?}"
+        );
         assert!(!set.asns.contains(&0), "AS 0 accepted");
         let unique: HashSet<&u32> = set.asns.iter().collect();
-        assert_eq!(unique.len(), set.asns.len(), "duplicate ASNs accepted: {set:?}");
+        assert_eq!(
+            unique.len(),
+            set.asns.len(),
+            "duplicate ASNs accepted: {set:?}"
+        );
     }
     let text = to_toml(p);
     let again = Policy::from_toml_str(&text, ORIGIN)
@@ -313,7 +346,12 @@ pub fn reference_rules(
     for (action, set) in [(Action::Allow, &p.allow), (Action::Deny, &p.deny)] {
         let a = action.as_str();
         for net in &set.cidrs {
-            push(&mut rules, format!("{a}.cidrs:{}", canonical(*net)), action, vec![*net]);
+            push(
+                &mut rules,
+                format!("{a}.cidrs:{}", canonical(*net)),
+                action,
+                vec![*net],
+            );
         }
         for cc in &set.countries {
             let nets = expander
@@ -362,12 +400,7 @@ pub fn reference_lookup(rules: &[RefRule], default: Action, ip: IpAddr) -> (Acti
 }
 
 /// Every property of a compiled policy.
-pub fn check_compiled(
-    p: &Policy,
-    c: &CompiledPolicy,
-    expander: &dyn Expander,
-    probes: &[IpAddr],
-) {
+pub fn check_compiled(p: &Policy, c: &CompiledPolicy, expander: &dyn Expander, probes: &[IpAddr]) {
     let rules = reference_rules(p, expander)
         .unwrap_or_else(|f| panic!("compile succeeded though expanding {f:?} fails"));
     assert_eq!(c.origin, p.origin);
@@ -396,7 +429,11 @@ pub fn check_compiled(
     let v6_owned: usize = c.rules.iter().map(|r| r.v6_prefixes).sum();
     assert_eq!(v4_owned, c.v4.len(), "per-rule IPv4 prefix counts");
     assert_eq!(v6_owned, c.v6.len(), "per-rule IPv6 prefix counts");
-    assert_eq!(c.rules[0].v4_prefixes + c.rules[0].v6_prefixes, 0, "default owns prefixes");
+    assert_eq!(
+        c.rules[0].v4_prefixes + c.rules[0].v6_prefixes,
+        0,
+        "default owns prefixes"
+    );
     let s = c.summary();
     assert_eq!(s.prefixes.ipv4.allow + s.prefixes.ipv4.deny, c.v4.len());
     assert_eq!(s.prefixes.ipv6.allow + s.prefixes.ipv6.deny, c.v6.len());
@@ -430,12 +467,18 @@ pub fn check_compiled(
         let want = reference_lookup(&rules, p.default, ip);
         assert_eq!(got, want, "verdict for {ip}");
         if let Some((net, value)) = c.lookup_entry(ip) {
-            assert_eq!((Action::from_kernel(value.action), value.rule_id), (Some(got.0), got.1));
+            assert_eq!(
+                (Action::from_kernel(value.action), value.rule_id),
+                (Some(got.0), got.1)
+            );
             let judged = match ip {
                 IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
                 v4 => v4,
             };
-            assert!(net.contains(&judged), "lookup_entry {net} does not hold {ip}");
+            assert!(
+                net.contains(&judged),
+                "lookup_entry {net} does not hold {ip}"
+            );
         }
     }
 }
@@ -448,7 +491,12 @@ fn check_entries<N: Copy + Ord + std::fmt::Debug>(
     to_net: impl Fn(&N) -> IpNet,
 ) {
     for w in entries.windows(2) {
-        assert!(w[0].0 < w[1].0, "entries not strictly sorted: {:?} then {:?}", w[0].0, w[1].0);
+        assert!(
+            w[0].0 < w[1].0,
+            "entries not strictly sorted: {:?} then {:?}",
+            w[0].0,
+            w[1].0
+        );
     }
     let mut enclosing: Vec<(IpNet, ollama_egress_common::PolicyValue)> = Vec::new();
     for (n, value) in entries {
@@ -460,8 +508,15 @@ fn check_entries<N: Copy + Ord + std::fmt::Debug>(
             value.action
         );
         let id = value.rule_id as usize;
-        assert!(id < c.rules.len(), "entry {net}: rule id {id} of {}", c.rules.len());
-        assert_ne!(value.rule_id, RULE_DEFAULT, "entry {net} owned by the default rule");
+        assert!(
+            id < c.rules.len(),
+            "entry {net}: rule id {id} of {}",
+            c.rules.len()
+        );
+        assert_ne!(
+            value.rule_id, RULE_DEFAULT,
+            "entry {net} owned by the default rule"
+        );
         assert_eq!(
             Action::from_kernel(value.action),
             Some(c.rules[id].action),
@@ -572,16 +627,18 @@ impl NetSpec {
     fn net(&self) -> IpNet {
         match self.form {
             Form::V4 | Form::Bare | Form::Raw => {
-                let len = if matches!(self.form, Form::Bare) { 32 } else { self.len % 33 };
+                let len = if matches!(self.form, Form::Bare) {
+                    32
+                } else {
+                    self.len % 33
+                };
                 net4(Ipv4Addr::from(self.bits), len)
             }
             Form::V6Doc => {
                 let a = (0x2001_0db8_u128 << 96) | (u128::from(self.bits) << 64);
                 net6(Ipv6Addr::from(a), self.len % 129)
             }
-            Form::V6Mapped => {
-                net6(Ipv4Addr::from(self.bits).to_ipv6_mapped(), self.len % 129)
-            }
+            Form::V6Mapped => net6(Ipv4Addr::from(self.bits).to_ipv6_mapped(), self.len % 129),
         }
     }
 
@@ -610,7 +667,11 @@ impl StructuredPolicy {
         for (name, section) in [("allow", &self.allow), ("deny", &self.deny)] {
             let Some(s) = section else { continue };
             let _ = writeln!(out, "[{name}]");
-            let cidrs: Vec<String> = s.cidrs.iter().map(|n| format!("\"{}\"", n.text())).collect();
+            let cidrs: Vec<String> = s
+                .cidrs
+                .iter()
+                .map(|n| format!("\"{}\"", n.text()))
+                .collect();
             let countries: Vec<String> = s
                 .countries
                 .iter()

@@ -147,3 +147,31 @@ fn kernel_log_messages_reach_the_daemon_log() {
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn pinned_links_of_a_removed_cgroup_are_replaced_not_refused() {
+    // As systemd does on `systemctl restart ollama`: the unit's cgroup is removed and made anew
+    // at the same path while enforcement stays pinned.
+    let mut s = Scenario::start(ScenarioSpec {
+        name: "oe-recg",
+        addrs: ADDRS,
+        mode: "--enforce",
+        policy: POLICY,
+        geo: false,
+        extra: &[],
+    });
+    let args = s.args.clone();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let inside = s.inside(LISTEN);
+    assert!(s.daemon.stop(), "SIGTERM");
+    std::fs::remove_dir(&s.cg.path).expect("remove the cgroup");
+    std::fs::create_dir(&s.cg.path).expect("make it again");
+    let second = s.daemon.restart(&args);
+    assert!(
+        second.stderr_text().contains("cgroup was removed"),
+        "{}",
+        second.stderr_text()
+    );
+    probe(&with(&inside, &["tcp", "203.0.113.7:8080"])).assert_eperm("the new cgroup is enforced");
+    probe(&with(&inside, &["tcp", "192.0.2.1:8080"])).assert_ok("allowed in the new cgroup");
+}

@@ -1,6 +1,7 @@
-//! Developer tasks: `cargo xtask setup | test | ci`.
+//! Developer tasks: `cargo xtask setup | test | run | fixtures | bench | fuzz`.
 
 mod bench;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -47,6 +48,9 @@ enum Task {
     /// Benchmarks (root): ollama-egress against no filter, nftables and iptables + ipset;
     /// prints the results and writes BENCHMARKS.md.
     Bench(bench::Args),
+    /// Run every cargo-fuzz target (fuzz/) for a bounded time (30 s each by default); fails,
+    /// naming the crashing input, when one finds a crash. Needs the nightly toolchain.
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,5 +73,6 @@ fn main() -> anyhow::Result<()> {
             test::run(!no_lint, &args)
         }
         Task::Bench(args) => bench::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
     }
 }

@@ -25,6 +25,18 @@ pub fn run(lint: bool, args: &[String]) -> anyhow::Result<()> {
             "-D",
             "warnings",
         ]))?;
+        // The bench's in-process timing is behind a feature of xtask.
+        sh(Command::new("cargo").args([
+            "clippy",
+            "-p",
+            "xtask",
+            "--all-targets",
+            "--features",
+            "bench",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
         // The kernel crate only builds for the bpf target.
         sh(Command::new("cargo").args([
             "+nightly",

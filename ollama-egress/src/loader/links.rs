@@ -118,6 +118,20 @@ impl Loaded {
                 what: format!("reading pinned link {}", path.display()),
                 source,
             })?;
+            if info.cgroup_id == 0 {
+                // Its cgroup is gone (systemd removes a stopped unit's cgroup and makes a new one
+                // on the next start): the link enforces nothing any more. Attach afresh.
+                tracing::warn!(
+                    program = point.program_name(),
+                    "the pinned link's cgroup was removed; attaching to {} afresh",
+                    cgroup.display()
+                );
+                std::fs::remove_file(&path).map_err(|source| LoaderError::Sys {
+                    what: format!("removing the stale pin {}", path.display()),
+                    source,
+                })?;
+                continue;
+            }
             if info.cgroup_id != target {
                 return Err(LoaderError::PinnedElsewhere {
                     pin_dir: pins.root().display().to_string(),

@@ -399,7 +399,10 @@ impl<R: Read> LineReader<R> {
                     .read_until(b'\n', &mut self.scratch)?;
                 self.pos += n as u64;
                 if n == 0 {
-                    return Ok(ReadStatus::Eof);
+                    // The overlong line ends at the end of the file, unterminated: it still
+                    // counts as one (skipped) line; the next call reports the end.
+                    self.skipping = false;
+                    return Ok(ReadStatus::Overlong);
                 }
                 if self.scratch.last() == Some(&b'\n') {
                     self.skipping = false;

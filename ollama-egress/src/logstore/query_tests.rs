@@ -555,3 +555,19 @@ fn bench_query() {
         );
     }
 }
+
+#[test]
+fn an_overlong_unterminated_last_line_is_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut text = lines([rec(0)]);
+    text += &"y".repeat(70_000);
+    fs::write(tmp.path().join("events.jsonl"), text).unwrap();
+    let mut got = Vec::new();
+    let stats = query(tmp.path(), &Filter::default(), |r| {
+        got.push(r.pid);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(got, vec![0]);
+    assert_eq!((stats.lines, stats.malformed), (2, 1), "{stats:?}");
+}

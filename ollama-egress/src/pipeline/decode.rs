@@ -105,6 +105,9 @@ impl Decoder {
             .rev()
             .find(|g| g.generation == ev.generation);
         let rule = match generation {
+            _ if ev.rule_id == ollama_egress_common::RULE_IPV6_ROUTING_HEADER => {
+                "ipv6-routing-header".to_owned()
+            }
             Some(g) => rule_name(&g.rules, ev.rule_id),
             None => format!("rule#{}@{}", ev.rule_id, ev.generation),
         };
