@@ -506,6 +506,20 @@ pub struct ScenarioSpec<'a> {
     pub extra: &'a [&'a str],
 }
 
+impl<'a> ScenarioSpec<'a> {
+    /// A spec without geo databases or extra arguments.
+    pub fn new(name: &'a str, addrs: &'a [&'a str], mode: &'a str, policy: &'a str) -> Self {
+        Self {
+            name,
+            addrs,
+            mode,
+            policy,
+            geo: false,
+            extra: &[],
+        }
+    }
+}
+
 impl Scenario {
     /// Sets everything up and starts the daemon.
     pub fn start(spec: ScenarioSpec<'_>) -> Self {

@@ -39,14 +39,7 @@ fn is(ev: &Value, verdict: &str, dst: &str) -> bool {
 
 #[test]
 fn enforce_refuses_denied_destinations_at_once_and_allows_the_rest() {
-    let s = Scenario::start(ScenarioSpec {
-        name: "oe-enf",
-        addrs: ADDRS,
-        mode: "--enforce",
-        policy: DENY_POLICY,
-        geo: false,
-        extra: &[],
-    });
+    let s = Scenario::start(ScenarioSpec::new("oe-enf", ADDRS, "--enforce", DENY_POLICY));
     let d = &s.daemon;
 
     let inside = s.inside(LISTEN);
@@ -107,14 +100,7 @@ fn enforce_refuses_denied_destinations_at_once_and_allows_the_rest() {
 
 #[test]
 fn monitor_lets_everything_through_and_records_would_block() {
-    let s = Scenario::start(ScenarioSpec {
-        name: "oe-mon",
-        addrs: ADDRS,
-        mode: "--monitor",
-        policy: DENY_POLICY,
-        geo: false,
-        extra: &[],
-    });
+    let s = Scenario::start(ScenarioSpec::new("oe-mon", ADDRS, "--monitor", DENY_POLICY));
     let d = &s.daemon;
 
     let inside = s.inside(LISTEN);
@@ -212,14 +198,7 @@ cidrs = ["203.0.113.0/24", "192.0.2.1/32"]
 
 #[test]
 fn cgroup_skb_drops_what_bypasses_the_sock_addr_hooks() {
-    let s = Scenario::start(ScenarioSpec {
-        name: "oe-raw",
-        addrs: ADDRS,
-        mode: "--enforce",
-        policy: DENY_POLICY,
-        geo: false,
-        extra: &[],
-    });
+    let s = Scenario::start(ScenarioSpec::new("oe-raw", ADDRS, "--enforce", DENY_POLICY));
     let d = &s.daemon;
 
     let inside = s.inside(&[]);
@@ -244,14 +223,12 @@ fn cgroup_skb_drops_what_bypasses_the_sock_addr_hooks() {
 
 #[test]
 fn children_of_the_target_are_covered() {
-    let s = Scenario::start(ScenarioSpec {
-        name: "oe-child",
-        addrs: ADDRS,
-        mode: "--enforce",
-        policy: DENY_POLICY,
-        geo: false,
-        extra: &[],
-    });
+    let s = Scenario::start(ScenarioSpec::new(
+        "oe-child",
+        ADDRS,
+        "--enforce",
+        DENY_POLICY,
+    ));
     let d = &s.daemon;
     let inside = s.inside(&[]);
     let child = probe(&with(&inside, &["fork-tcp", "203.0.113.7:8080"]));
@@ -360,14 +337,7 @@ fn an_invalid_policy_is_refused_and_nothing_is_attached() {
 
 #[test]
 fn ipv6_routing_headers_and_unreadable_header_chains_are_dropped() {
-    let s = Scenario::start(ScenarioSpec {
-        name: "oe-rh",
-        addrs: ADDRS,
-        mode: "--enforce",
-        policy: DENY_POLICY,
-        geo: false,
-        extra: &[],
-    });
+    let s = Scenario::start(ScenarioSpec::new("oe-rh", ADDRS, "--enforce", DENY_POLICY));
     let d = &s.daemon;
     let inside = s.inside(&[]);
     let blocked = || {

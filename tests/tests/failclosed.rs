@@ -10,14 +10,7 @@ const POLICY: &str = "default = \"allow\"\n[deny]\ncidrs = [\"203.0.113.0/24\"]\
 
 #[test]
 fn kill_9_restart_and_detach_never_let_a_denied_connection_through() {
-    let mut s = Scenario::start(ScenarioSpec {
-        name: "oe-k9",
-        addrs: ADDRS,
-        mode: "--enforce",
-        policy: POLICY,
-        geo: false,
-        extra: &[],
-    });
+    let mut s = Scenario::start(ScenarioSpec::new("oe-k9", ADDRS, "--enforce", POLICY));
     let args = s.args.clone();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
@@ -90,14 +83,7 @@ fn kill_9_restart_and_detach_never_let_a_denied_connection_through() {
 
 #[test]
 fn monitor_mode_leaves_nothing_behind() {
-    let mut s = Scenario::start(ScenarioSpec {
-        name: "oe-monpin",
-        addrs: ADDRS,
-        mode: "--monitor",
-        policy: POLICY,
-        geo: false,
-        extra: &[],
-    });
+    let mut s = Scenario::start(ScenarioSpec::new("oe-monpin", ADDRS, "--monitor", POLICY));
     let d = &mut s.daemon;
     assert!(!d.pin_dir.exists(), "monitor mode pins nothing");
     assert!(d.stop());
@@ -115,14 +101,7 @@ fn monitor_mode_leaves_nothing_behind() {
 
 #[test]
 fn kernel_log_messages_reach_the_daemon_log() {
-    let s = Scenario::start(ScenarioSpec {
-        name: "oe-klog",
-        addrs: ADDRS,
-        mode: "--enforce",
-        policy: POLICY,
-        geo: false,
-        extra: &[],
-    });
+    let s = Scenario::start(ScenarioSpec::new("oe-klog", ADDRS, "--enforce", POLICY));
     let d = &s.daemon;
     // Empty the pinned slot settings under the running programs: they then find no policy in
     // force and say so through aya-log.
@@ -152,14 +131,7 @@ fn kernel_log_messages_reach_the_daemon_log() {
 fn pinned_links_of_a_removed_cgroup_are_replaced_not_refused() {
     // As systemd does on `systemctl restart ollama`: the unit's cgroup is removed and made anew
     // at the same path while enforcement stays pinned.
-    let mut s = Scenario::start(ScenarioSpec {
-        name: "oe-recg",
-        addrs: ADDRS,
-        mode: "--enforce",
-        policy: POLICY,
-        geo: false,
-        extra: &[],
-    });
+    let mut s = Scenario::start(ScenarioSpec::new("oe-recg", ADDRS, "--enforce", POLICY));
     let args = s.args.clone();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let inside = s.inside(LISTEN);

@@ -16,12 +16,13 @@ const LISTEN: &[&str] = &[
 #[test]
 fn country_rules_block_cn_and_de_and_events_carry_geo() {
     let s = Scenario::start(ScenarioSpec {
-        name: "oe-geo",
-        addrs: ADDRS,
-        mode: "--enforce",
-        policy: "default = \"allow\"\n[deny]\ncountries = [\"CN\", \"DE\"]\n",
         geo: true,
-        extra: &[],
+        ..ScenarioSpec::new(
+            "oe-geo",
+            ADDRS,
+            "--enforce",
+            "default = \"allow\"\n[deny]\ncountries = [\"CN\", \"DE\"]\n",
+        )
     });
     let d = &s.daemon;
     let inside = s.inside(LISTEN);
@@ -55,12 +56,13 @@ fn country_rules_block_cn_and_de_and_events_carry_geo() {
 #[test]
 fn a_changed_country_database_is_picked_up_without_restart() {
     let s = Scenario::start(ScenarioSpec {
-        name: "oe-geo-upd",
-        addrs: ADDRS,
-        mode: "--enforce",
-        policy: "default = \"allow\"\n[deny]\ncountries = [\"CN\"]\n",
         geo: true,
-        extra: &[],
+        ..ScenarioSpec::new(
+            "oe-geo-upd",
+            ADDRS,
+            "--enforce",
+            "default = \"allow\"\n[deny]\ncountries = [\"CN\"]\n",
+        )
     });
     let d = &s.daemon;
     let inside = s.inside(LISTEN);

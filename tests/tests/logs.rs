@@ -37,12 +37,13 @@ fn logs(d: &Daemon, args: &[&str]) -> Vec<Value> {
 #[test]
 fn log_queries_return_exactly_the_matching_events_and_follow_sees_new_ones() {
     let s = Scenario::start(ScenarioSpec {
-        name: "oe-logs",
-        addrs: ADDRS,
-        mode: "--enforce",
-        policy: "default = \"allow\"\n[deny]\ncountries = [\"CN\"]\n",
         geo: true,
-        extra: &[],
+        ..ScenarioSpec::new(
+            "oe-logs",
+            ADDRS,
+            "--enforce",
+            "default = \"allow\"\n[deny]\ncountries = [\"CN\"]\n",
+        )
     });
     let d = &s.daemon;
     let inside = s.inside(LISTEN);

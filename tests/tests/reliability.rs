@@ -39,14 +39,12 @@ fn replace_policy(path: &std::path::Path, text: &str) {
 
 #[test]
 fn a_thousand_reloads_never_judge_against_a_mixed_policy() {
-    let s = Scenario::start(ScenarioSpec {
-        name: "oe-reload",
-        addrs: ADDRS,
-        mode: "--enforce",
-        policy: &policy_text(X, Y),
-        geo: false,
-        extra: &[],
-    });
+    let s = Scenario::start(ScenarioSpec::new(
+        "oe-reload",
+        ADDRS,
+        "--enforce",
+        &policy_text(X, Y),
+    ));
     let d = &s.daemon;
 
     // Clients connect to X and Y for the whole run; the first one also runs the listeners.
@@ -146,14 +144,12 @@ fn a_thousand_reloads_never_judge_against_a_mixed_policy() {
 
 #[test]
 fn a_malformed_policy_on_sighup_keeps_the_old_one() {
-    let s = Scenario::start(ScenarioSpec {
-        name: "oe-badhup",
-        addrs: ADDRS,
-        mode: "--enforce",
-        policy: &policy_text(X, Y),
-        geo: false,
-        extra: &[],
-    });
+    let s = Scenario::start(ScenarioSpec::new(
+        "oe-badhup",
+        ADDRS,
+        "--enforce",
+        &policy_text(X, Y),
+    ));
     let d = &s.daemon;
     let before = d.metrics();
     let errors = |m: &str| {
@@ -190,14 +186,12 @@ fn a_malformed_policy_on_sighup_keeps_the_old_one() {
 
 #[test]
 fn sigterm_during_a_burst_loses_no_event() {
-    let mut s = Scenario::start(ScenarioSpec {
-        name: "oe-burst",
-        addrs: ADDRS,
-        mode: "--enforce",
-        policy: &policy_text(X, Y),
-        geo: false,
-        extra: &[],
-    });
+    let mut s = Scenario::start(ScenarioSpec::new(
+        "oe-burst",
+        ADDRS,
+        "--enforce",
+        &policy_text(X, Y),
+    ));
     let args = s.args.clone();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let inside = s.inside(LISTEN);
@@ -247,12 +241,8 @@ fn sigterm_during_a_burst_loses_no_event() {
 #[test]
 fn a_ring_buffer_flood_is_counted_exactly() {
     let s = Scenario::start(ScenarioSpec {
-        name: "oe-flood",
-        addrs: ADDRS,
-        mode: "--monitor",
-        policy: &policy_text(X, Y),
-        geo: false,
         extra: &["--event-buffer-bytes", "4096"],
+        ..ScenarioSpec::new("oe-flood", ADDRS, "--monitor", &policy_text(X, Y))
     });
     let d = &s.daemon;
     let inside = s.inside(&[]);

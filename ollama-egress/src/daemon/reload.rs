@@ -78,11 +78,6 @@ impl PolicySource {
         ]
     }
 
-    /// The geo databases in use.
-    pub fn geo(&self) -> Option<Arc<GeoDb>> {
-        self.geo.clone()
-    }
-
     /// The files that changed since the last call (or since start-up).
     pub fn changed_files(&mut self) -> Vec<PathBuf> {
         let mut changed = Vec::new();
@@ -96,22 +91,33 @@ impl PolicySource {
         changed
     }
 
-    /// Re-reads everything and switches the new policy in. Returns the new generation and the
+    /// Whether `changed` (from [`changed_files`](Self::changed_files)) names a geo database.
+    pub fn touches_geo(&self, changed: &[PathBuf]) -> bool {
+        changed
+            .iter()
+            .any(|p| *p == self.geo_files.0 || *p == self.geo_files.1)
+    }
+
+    /// Re-reads the policy (and, with `reopen_geo`, the geo databases) and switches the new policy in. Returns the new generation and the
     /// compiled policy; on error nothing changed in the kernel.
+    ///
+    /// The geo databases are re-opened only with `reopen_geo`: a re-opened database expands its
+    /// countries and ASNs anew (tens of milliseconds each), the one in use remembers them.
     pub fn reload(
         &mut self,
         tables: &mut PolicyTables,
         decoder: &Mutex<Decoder>,
+        reopen_geo: bool,
     ) -> Result<(u32, CompiledPolicy), DaemonError> {
-        let (country, asn) = inputs::geo_paths(
-            Some(&self.geo_files.0)
-                .filter(|p| p.exists())
-                .map(PathBuf::as_path),
-            Some(&self.geo_files.1)
-                .filter(|p| p.exists())
-                .map(PathBuf::as_path),
-        );
-        let geo = inputs::open_geo(country.as_deref(), asn.as_deref())?;
+        let geo = if reopen_geo {
+            let (country, asn) = &self.geo_files;
+            inputs::open_geo(
+                Some(country.as_path()).filter(|p| p.exists()),
+                Some(asn.as_path()).filter(|p| p.exists()),
+            )?
+        } else {
+            self.geo.clone()
+        };
         let policy = inputs::load_policy(self.policy.as_deref())?;
         let compiled = inputs::compile_policy(&policy, geo.as_deref())?;
         // Known before the switch, so events of the new generation decode at once.

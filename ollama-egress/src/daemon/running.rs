@@ -69,13 +69,14 @@ impl Daemon {
                 _ = sighup.recv() => {
                     info!("SIGHUP: reloading the policy and the geo databases");
                     self.source.changed_files();
-                    self.reload();
+                    self.reload(true);
                 }
                 _ = inputs.tick() => {
                     let changed = self.source.changed_files();
                     if !changed.is_empty() {
                         info!(?changed, "inputs changed: reloading");
-                        self.reload();
+                        let reopen_geo = self.source.touches_geo(&changed);
+                        self.reload(reopen_geo);
                     }
                 }
                 _ = scan.tick(), if self.watcher.is_some() => self.scan_processes(),
@@ -85,8 +86,11 @@ impl Daemon {
         self.shutdown().await
     }
 
-    fn reload(&mut self) {
-        match self.source.reload(&mut self.tables, &self.decoder) {
+    fn reload(&mut self, reopen_geo: bool) {
+        match self
+            .source
+            .reload(&mut self.tables, &self.decoder, reopen_geo)
+        {
             Ok((generation, compiled)) => {
                 let summary = compiled.summary();
                 info!(generation, policy = %compiled.origin, "policy reloaded:\n{summary}");

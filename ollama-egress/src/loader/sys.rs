@@ -131,19 +131,6 @@ pub fn link_info(link: BorrowedFd<'_>) -> io::Result<CgroupLinkInfo> {
     })
 }
 
-/// Reads a program's id.
-pub fn prog_id(prog: BorrowedFd<'_>) -> io::Result<u32> {
-    // struct bpf_prog_info: type, id, ...
-    let mut buf = [0u64; 64];
-    let mut attr = InfoAttr {
-        bpf_fd: prog.as_raw_fd() as u32,
-        info_len: std::mem::size_of_val(&buf) as u32,
-        info: buf.as_mut_ptr() as u64,
-    };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    Ok((buf[0] >> 32) as u32)
-}
-
 /// `union bpf_attr` as used by `BPF_PROG_QUERY`.
 #[repr(C)]
 #[derive(Default)]

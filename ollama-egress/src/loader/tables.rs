@@ -185,11 +185,6 @@ impl PolicyTables {
         }
     }
 
-    /// Whether a policy was already in force when the maps were opened (re-opened pins).
-    pub fn has_policy(&self) -> bool {
-        self.active_slot.is_some()
-    }
-
     /// The generation of the policy in force (0 before the first [`apply`](Self::apply)).
     pub fn generation(&self) -> u32 {
         self.generation

@@ -84,11 +84,6 @@ impl ProcessWatcher {
         }
         Ok(now)
     }
-
-    /// Number of processes moved and still alive at the last scan.
-    pub fn tracked(&self) -> usize {
-        self.moved.len()
-    }
 }
 
 #[cfg(test)]
