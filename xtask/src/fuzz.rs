@@ -96,7 +96,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for a in &o.artifacts {
             eprintln!("crashing input: {}", a.display());
             eprintln!(
-                "reproduce:      (cd fuzz && AYA_BUILD_SKIP=1 cargo +nightly fuzz run {} {})",
+                "reproduce:      (cd fuzz && AYA_BUILD_SKIP=1 cargo +{} fuzz run {} {})",
+                crate::setup::pinned_nightly().unwrap_or_else(|_| "nightly".to_owned()),
                 o.target,
                 a.strip_prefix(&fuzz_dir).unwrap_or(a).display()
             );
@@ -129,26 +130,13 @@ fn list_targets(fuzz_dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(targets)
 }
 
-/// Installs the nightly toolchain and cargo-fuzz when they are missing.
+/// Installs the pinned nightly (the kernel crate's, see `setup`) and cargo-fuzz when missing.
 fn ensure_tools() -> anyhow::Result<()> {
-    let nightly = Command::new("rustup")
-        .args(["run", "nightly", "rustc", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !nightly {
-        eprintln!("xtask fuzz: installing the nightly toolchain (cargo-fuzz needs it)");
-        sh(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))?;
-    }
+    let nightly = crate::setup::pinned_nightly()?;
+    crate::setup::rust_src(&nightly)?;
     let cargo_fuzz = Command::new("cargo")
-        .args(["+nightly", "fuzz", "--version"])
+        .arg(format!("+{nightly}"))
+        .args(["fuzz", "--version"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -163,9 +151,11 @@ fn ensure_tools() -> anyhow::Result<()> {
 /// `cargo +nightly fuzz SUBCOMMAND --fuzz-dir FUZZ_DIR`, with the kernel build skipped: the
 /// targets never load programs, so the `ollama-egress` build script need not run bpf-linker.
 fn fuzz_command(root: &Path, subcommand: &str, fuzz_dir: &Path) -> Command {
+    let nightly = crate::setup::pinned_nightly().unwrap_or_else(|_| "nightly".to_owned());
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root)
-        .args(["+nightly", "fuzz", subcommand, "--fuzz-dir"])
+        .arg(format!("+{nightly}"))
+        .args(["fuzz", subcommand, "--fuzz-dir"])
         .arg(fuzz_dir)
         .env("AYA_BUILD_SKIP", "1");
     cmd

@@ -1,5 +1,7 @@
 //! Installing the build prerequisites when they are missing (idempotent, quiet when all is
-//! there). Versions follow the verified recipe: bpf-linker 0.13.0 built against LLVM 22.
+//! there). Versions follow the verified recipe: the dated nightly named in
+//! `ollama-egress-ebpf/rust-toolchain.toml` (exactly that one, never the floating `nightly`) and
+//! bpf-linker 0.13.0 built against LLVM 22; their LLVM majors are checked to be equal.
 
 use std::process::Command;
 
@@ -16,13 +18,31 @@ const APT_PACKAGES: &[&str] = &[
     // The dashboard and alert rules are proven against a real Prometheus (and promtool).
     "prometheus",
 ];
-const BPF_LINKER_VERSION: &str = "0.13.0";
+
+#[path = "../../ollama-egress/build/toolchain.rs"]
+pub(crate) mod toolchain;
+use toolchain::{BPF_LINKER_LLVM, BPF_LINKER_VERSION};
+
+/// The workspace root (xtask lives one level below it).
+pub(crate) fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The dated nightly the kernel crate is built with.
+pub(crate) fn pinned_nightly() -> anyhow::Result<String> {
+    toolchain::pinned_channel(&workspace_root()).map_err(anyhow::Error::msg)
+}
 
 /// Installs whatever is missing.
 pub fn run() -> anyhow::Result<()> {
     apt()?;
-    rust_src()?;
+    let channel = pinned_nightly()?;
+    rust_src(&channel)?;
     bpf_linker()?;
+    toolchain::check(&workspace_root()).map_err(anyhow::Error::msg)?;
     Ok(())
 }
 
@@ -58,24 +78,26 @@ fn apt() -> anyhow::Result<()> {
         .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
-fn rust_src() -> anyhow::Result<()> {
+/// Installs exactly the pinned nightly with rust-src (for `-Z build-std=core`).
+pub(crate) fn rust_src(channel: &str) -> anyhow::Result<()> {
     let out = Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .args(["component", "list", "--installed", "--toolchain", channel])
         .output()
-        .context("running rustup (is it installed?)")?;
+        .context("running rustup (is it installed? https://rustup.rs)")?;
     let list = String::from_utf8_lossy(&out.stdout);
     if out.status.success() && list.lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
-    eprintln!("xtask setup: installing the nightly toolchain's rust-src");
+    eprintln!("xtask setup: installing the pinned toolchain {channel} with rust-src");
     sh(Command::new("rustup").args([
         "toolchain",
         "install",
-        "nightly",
+        channel,
         "--profile",
         "minimal",
         "--component",
         "rust-src",
+        "--no-self-update",
     ]))
 }
 
@@ -83,12 +105,15 @@ fn bpf_linker() -> anyhow::Result<()> {
     let current = Command::new("bpf-linker").arg("--version").output();
     if let Ok(out) = current
         && String::from_utf8_lossy(&out.stdout).contains(BPF_LINKER_VERSION)
+        && toolchain::find_bpf_linker()
+            .and_then(|p| toolchain::bpf_linker_llvm_major(&p).ok().flatten())
+            == Some(BPF_LINKER_LLVM)
     {
         return Ok(());
     }
-    eprintln!("xtask setup: installing bpf-linker {BPF_LINKER_VERSION} (LLVM 22)");
+    eprintln!("xtask setup: installing bpf-linker {BPF_LINKER_VERSION} (LLVM {BPF_LINKER_LLVM})");
     let path = format!(
-        "/usr/lib/llvm-22/bin:{}",
+        "/usr/lib/llvm-{BPF_LINKER_LLVM}/bin:{}",
         std::env::var("PATH").unwrap_or_default()
     );
     sh(Command::new("cargo")
@@ -99,7 +124,11 @@ fn bpf_linker() -> anyhow::Result<()> {
             "--version",
             BPF_LINKER_VERSION,
         ])
-        .args(["--no-default-features", "--features", "llvm-22"])
+        .args(["--force", "--no-default-features", "--features"])
+        .arg(format!("llvm-{BPF_LINKER_LLVM}"))
         .env("PATH", path)
-        .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"))
+        .env(
+            format!("LLVM_SYS_{BPF_LINKER_LLVM}1_PREFIX"),
+            format!("/usr/lib/llvm-{BPF_LINKER_LLVM}"),
+        ))
 }

@@ -37,21 +37,22 @@ pub fn run(lint: bool, args: &[String]) -> anyhow::Result<()> {
             "-D",
             "warnings",
         ]))?;
-        // The kernel crate only builds for the bpf target.
-        sh(Command::new("cargo").args([
-            "+nightly",
-            "clippy",
-            "-p",
-            "ollama-egress-ebpf",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-            "--release",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
+        // The kernel crate only builds for the bpf target, with the pinned nightly.
+        sh(Command::new("cargo")
+            .arg(format!("+{}", crate::setup::pinned_nightly()?))
+            .args([
+                "clippy",
+                "-p",
+                "ollama-egress-ebpf",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--release",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
     }
     // Unit tests first (no root needed), then the integration tests, which use the daemon binary
     // built by the same invocation.
