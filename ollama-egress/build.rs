@@ -29,6 +29,11 @@ fn main() -> anyhow::Result<()> {
         toolchain::toolchain_file(&workspace).display()
     );
     println!("cargo:rerun-if-env-changed=OLLAMA_EGRESS_SKIP_LLVM_CHECK");
+    println!("cargo:rerun-if-env-changed=OLLAMA_EGRESS_COMMIT");
+    println!(
+        "cargo:rustc-env=OLLAMA_EGRESS_COMMIT={}",
+        commit(&workspace)
+    );
     let skip =
         std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
@@ -70,6 +75,30 @@ fn main() -> anyhow::Result<()> {
         fnv64_hex(&bytes)
     );
     Ok(())
+}
+
+/// The commit being built: `$OLLAMA_EGRESS_COMMIT` (set by packagers), else `git rev-parse`,
+/// else "unknown" (a source tarball).
+fn commit(workspace: &std::path::Path) -> String {
+    if let Ok(c) = std::env::var("OLLAMA_EGRESS_COMMIT") {
+        return c;
+    }
+    let head = workspace.join(".git");
+    if head.exists() {
+        // Rebuild when HEAD moves (a file in the worktree's git dir; absent in a worktree).
+        println!("cargo:rerun-if-changed={}", head.join("HEAD").display());
+        println!("cargo:rerun-if-changed={}", head.join("index").display());
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(workspace)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// A short identity of the kernel object (FNV-1a, 64 bits), printed by `--version`.

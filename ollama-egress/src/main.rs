@@ -57,6 +57,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Detach(args) => args.run(&mut out)?,
         Command::Policy(cmd) => cmd.run(&mut out)?,
         Command::Geo(cmd) => cmd.run(&mut out)?,
+        Command::Completions(args) => args.run(&mut out)?,
+        Command::Manpages(args) => args.run(&mut out)?,
     }
     Ok(())
 }

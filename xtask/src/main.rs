@@ -1,6 +1,8 @@
 //! Developer tasks: `cargo xtask setup | test | run | fixtures | bench | fuzz`.
 
 mod bench;
+mod debroot;
+mod dist;
 mod fuzz;
 mod setup;
 mod test;
@@ -45,6 +47,10 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build what users install into target/dist/: a static x86_64 binary (musl, kernel
+    /// programs embedded) and a .deb (binary, systemd unit, default policy as a conffile,
+    /// completions, man pages).
+    Dist,
     /// Benchmarks (root): ollama-egress against no filter, nftables and iptables + ipset;
     /// prints the results and writes BENCHMARKS.md.
     Bench(bench::Args),
@@ -72,6 +78,7 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             test::run(!no_lint, &args)
         }
+        Task::Dist => dist::run().map(|_| ()),
         Task::Bench(args) => bench::run(args),
         Task::Fuzz(args) => fuzz::run(args),
     }

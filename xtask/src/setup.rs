@@ -62,11 +62,12 @@ fn installed(pkg: &str) -> bool {
 }
 
 fn apt() -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !installed(p))
-        .collect();
+    apt_install(APT_PACKAGES)
+}
+
+/// Installs the Debian packages of `packages` that are missing.
+pub(crate) fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -76,6 +77,25 @@ fn apt() -> anyhow::Result<()> {
         .args(["install", "-y", "-qq", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Adds the static (musl) target to the userspace toolchain and the C toolchain for it (ring
+/// compiles C); `dist` needs both.
+pub(crate) fn musl() -> anyhow::Result<()> {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(workspace_root())
+        .output()
+        .context("running rustup")?;
+    if !String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == crate::dist::MUSL_TARGET)
+    {
+        sh(Command::new("rustup")
+            .args(["target", "add", crate::dist::MUSL_TARGET])
+            .current_dir(workspace_root()))?;
+    }
+    apt_install(&["musl-tools"])
 }
 
 /// Installs exactly the pinned nightly with rust-src (for `-Z build-std=core`).

@@ -68,6 +68,15 @@ pub fn run(lint: bool, args: &[String]) -> anyhow::Result<()> {
         .arg("--")
         .args(args))?;
     sh(Command::new("cargo").args(["build", "-p", "ollama-egress"]))?;
+    // What users install: the static binary and the .deb (tested in a clean Debian root).
+    let dist = crate::dist::run()?;
+    let target_dir = dist
+        .binary
+        .parent()
+        .and_then(std::path::Path::parent)
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let debian_root = crate::debroot::ensure(&target_dir)?;
     sh(Command::new("cargo")
         .args([
             "test",
@@ -76,7 +85,22 @@ pub fn run(lint: bool, args: &[String]) -> anyhow::Result<()> {
             "--",
             "--test-threads=2",
         ])
-        .args(args))
+        .args(args)
+        .env("OLLAMA_EGRESS_DEB", &dist.deb)
+        .env("OLLAMA_EGRESS_DEBIAN_ROOT", &debian_root))?;
+    // The core enforcement tests once more, against the static binary users install.
+    sh(Command::new("cargo")
+        .args([
+            "test",
+            "-p",
+            "ollama-egress-tests",
+            "--test",
+            "core",
+            "--",
+            "--test-threads=2",
+        ])
+        .args(args)
+        .env("OLLAMA_EGRESS_BIN", &dist.binary))
 }
 
 fn is_root() -> bool {

@@ -1,6 +1,7 @@
 //! The command line: `run`, `logs`, `status`, `policy check`, `detach`, `geo lookup|update`.
 
 mod detach;
+mod docs;
 mod geo;
 mod policy;
 mod run;
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 pub use detach::DetachArgs;
+pub use docs::{CompletionsArgs, LONG_VERSION, ManpagesArgs};
 pub use geo::GeoCommand;
 pub use policy::PolicyCommand;
 pub use run::RunArgs;
@@ -24,7 +26,12 @@ use crate::logstore::LogsArgs;
 /// the policy's verdict (nothing is blocked), review them with `logs`, then switch to
 /// `run --enforce` to drop denied connections in the kernel.
 #[derive(Debug, Parser)]
-#[command(name = "ollama-egress", version, propagate_version = true)]
+#[command(
+    name = "ollama-egress",
+    version,
+    long_version = LONG_VERSION,
+    propagate_version = true
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -48,6 +55,12 @@ pub enum Command {
     /// Geo databases: look up an address, download the databases.
     #[command(subcommand)]
     Geo(GeoCommand),
+    /// Print a shell completion script, e.g. `ollama-egress completions bash >
+    /// /etc/bash_completion.d/ollama-egress`.
+    Completions(CompletionsArgs),
+    /// Write the man pages into a directory (used by packaging).
+    #[command(hide = true)]
+    Manpages(ManpagesArgs),
 }
 
 /// Options shared by commands that read the geo databases.
