@@ -125,15 +125,13 @@ fn deb_installs_and_its_commands_work_in_a_clean_debian_root() {
 
     // Bash completion, as bash-completion loads it: complete `ollama-egress ru` and
     // `ollama-egress run --enf`.
-    let words = ov.ok(
-        "bash -c '. /usr/share/bash-completion/bash_completion; \
+    let words = ov.ok("bash -c '. /usr/share/bash-completion/bash_completion; \
          . /usr/share/bash-completion/completions/ollama-egress; \
          f=$(complete -p ollama-egress | sed -E \"s/.*-F ([^ ]+).*/\\1/\"); \
          COMP_WORDS=(ollama-egress ru); COMP_CWORD=1; $f ollama-egress ru ollama-egress; \
          echo \"${COMPREPLY[@]}\"; \
          COMP_WORDS=(ollama-egress run --enf); COMP_CWORD=2; $f ollama-egress --enf run; \
-         echo \"${COMPREPLY[@]}\"'",
-    );
+         echo \"${COMPREPLY[@]}\"'");
     let mut lines = words.lines();
     assert_eq!(
         lines.next().map(str::trim),
@@ -155,6 +153,18 @@ fn deb_installs_and_its_commands_work_in_a_clean_debian_root() {
             "{f} not installed"
         );
     }
+
+    let unit = fs::read_to_string(ov.root().join("lib/systemd/system/ollama-egress.service"))
+        .expect("unit installed");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .and_then(|cmd| cmd.split_whitespace().next())
+        .expect("ExecStart in the unit");
+    assert!(
+        ov.root().join(exec.trim_start_matches('/')).is_file(),
+        "the unit runs {exec}, which the package does not install"
+    );
 
     // The policy is a conffile, and installing enabled and started nothing.
     let conffiles = ov.ok("dpkg-query --showformat='${Conffiles}' --show ollama-egress");

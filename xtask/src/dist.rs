@@ -131,10 +131,18 @@ fn build_deb(root: &Path, bin: &Path, version: &str, out: &Path) -> anyhow::Resu
         Ok(())
     };
     put("usr/bin/ollama-egress", 0o755, &fs::read(bin)?)?;
+    // The unit in packaging/ runs a hand-installed /usr/local/bin binary; the package's is in
+    // /usr/bin.
+    let unit = fs::read_to_string(root.join("packaging/ollama-egress.service"))?;
+    ensure!(
+        unit.contains("/usr/local/bin/ollama-egress"),
+        "packaging/ollama-egress.service no longer names /usr/local/bin/ollama-egress"
+    );
     put(
         "lib/systemd/system/ollama-egress.service",
         0o644,
-        &fs::read(root.join("packaging/ollama-egress.service"))?,
+        unit.replace("/usr/local/bin/ollama-egress", "/usr/bin/ollama-egress")
+            .as_bytes(),
     )?;
     put(
         "etc/ollama-egress/policy.toml",
