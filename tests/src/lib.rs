@@ -573,3 +573,29 @@ impl Scenario {
         self.args.iter().map(String::as_str).collect()
     }
 }
+
+/// `Command::spawn` that retries while the executable is still open for writing somewhere
+/// (ETXTBSY): a test that has just copied a binary races with other test threads' forks, which
+/// briefly hold the copy's write descriptor until they exec.
+pub trait SpawnRetryingBusy {
+    /// Spawns, retrying ETXTBSY for up to two seconds; panics with the error otherwise.
+    fn spawn_retrying_busy(&mut self) -> Child;
+}
+
+impl SpawnRetryingBusy for Command {
+    fn spawn_retrying_busy(&mut self) -> Child {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match self.spawn() {
+                Ok(child) => return child,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                        && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("spawning {:?}: {e}", self.get_program()),
+            }
+        }
+    }
+}

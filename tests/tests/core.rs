@@ -5,8 +5,8 @@ use std::{fs, process::Command, time::Duration};
 
 use ollama_egress::loader::{AttachPoint, attached_program_ids};
 use ollama_egress_tests::{
-    Daemon, NetNs, Scenario, ScenarioSpec, TestCgroup, probe, require_root, unique, with,
-    write_policy,
+    Daemon, NetNs, Scenario, ScenarioSpec, SpawnRetryingBusy as _, TestCgroup, probe, require_root,
+    unique, with, write_policy,
 };
 use serde_json::Value;
 
@@ -266,8 +266,7 @@ fn process_target_moves_existing_and_new_processes() {
                 "203.0.113.7:8080",
             ])
             .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn probe copy")
+            .spawn_retrying_busy()
     };
     // Running before the daemon starts.
     let early = start_probe("4000");
