@@ -98,17 +98,22 @@ pub(crate) fn musl() -> anyhow::Result<()> {
     apt_install(&["musl-tools"])
 }
 
-/// Installs exactly the pinned nightly with rust-src (for `-Z build-std=core`).
+/// Installs exactly the pinned nightly with rust-src (for `-Z build-std=core`) and clippy (the
+/// kernel crate is linted with it).
 pub(crate) fn rust_src(channel: &str) -> anyhow::Result<()> {
     let out = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", channel])
         .output()
         .context("running rustup (is it installed? https://rustup.rs)")?;
     let list = String::from_utf8_lossy(&out.stdout);
-    if out.status.success() && list.lines().any(|l| l.starts_with("rust-src")) {
+    if out.status.success()
+        && ["rust-src", "clippy"]
+            .iter()
+            .all(|c| list.lines().any(|l| l.starts_with(c)))
+    {
         return Ok(());
     }
-    eprintln!("xtask setup: installing the pinned toolchain {channel} with rust-src");
+    eprintln!("xtask setup: installing the pinned toolchain {channel} with rust-src and clippy");
     sh(Command::new("rustup").args([
         "toolchain",
         "install",
@@ -117,6 +122,8 @@ pub(crate) fn rust_src(channel: &str) -> anyhow::Result<()> {
         "minimal",
         "--component",
         "rust-src",
+        "--component",
+        "clippy",
         "--no-self-update",
     ]))
 }
