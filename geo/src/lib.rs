@@ -29,8 +29,9 @@ pub use fetch::{check_integrity, metadata_url};
 pub use lookup::{DatabaseInfo, GeoDb, GeoInfo, LOOKUP_CACHE_ENTRIES, normalize_ip};
 pub use update::{
     ASN_ATTRIBUTION, ASN_CSVS_IN_TARBALL, ASN_FILE, ASN_PACKAGE, ATTRIBUTION, COUNTRY_ATTRIBUTION,
-    COUNTRY_FILE, COUNTRY_MMDB_IN_TARBALL, COUNTRY_PACKAGE, DEFAULT_DIR, DEFAULT_REGISTRY,
-    DEFAULT_TIMEOUT, PackageReport, SOURCE_FILE, UpdateOptions, UpdateReport, update,
+    COUNTRY_FILE, COUNTRY_MMDB_IN_TARBALL, COUNTRY_PACKAGE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DIR,
+    DEFAULT_READ_TIMEOUT, DEFAULT_REGISTRY, DEFAULT_TIMEOUT, PackageReport, SOURCE_FILE,
+    UpdateOptions, UpdateReport, update,
 };
 
 #[cfg(test)]
