@@ -37,6 +37,23 @@ pub enum GeoError {
         source: maxminddb::MaxMindDbError,
     },
 
+    /// A database holds valid data, but in no layout this crate can read a country (or an
+    /// AS number) from.
+    #[error(
+        "geo database {path} has an unsupported layout for a {kind} database: its records hold \
+         {fields}; expected {expected}"
+    )]
+    UnsupportedLayout {
+        /// The file concerned.
+        path: PathBuf,
+        /// "country" or "ASN".
+        kind: &'static str,
+        /// The fields of its first record, with their types.
+        fields: String,
+        /// The fields this crate reads for that kind of database.
+        expected: &'static str,
+    },
+
     /// A country rule was expanded but no country database is loaded.
     #[error("no country database is loaded: {GET_COUNTRY_DB}")]
     NoCountryDatabase,

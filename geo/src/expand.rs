@@ -135,7 +135,7 @@ impl GeoDb {
         if !missing.is_empty() {
             let started = std::time::Instant::now();
             let found = walk(db, missing.len(), |r| {
-                Ok(decode_country(r)?.and_then(|cc| missing.iter().position(|m| m == cc)))
+                Ok(decode_country(r)?.and_then(|cc| missing.iter().position(|m| *m == cc)))
             })?;
             tracing::debug!(countries = ?missing, elapsed = ?started.elapsed(), "expanded countries");
             for (cc, nets) in missing.into_iter().zip(found) {

@@ -15,15 +15,31 @@ pub(crate) const MAX_METADATA_BYTES: u64 = 4 << 20;
 /// Largest tarball, and largest file inside one, accepted.
 pub(crate) const MAX_TARBALL_BYTES: u64 = 512 << 20;
 
-/// A blocking HTTP client with the update's time limit.
+/// The time limits of every request of an update.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// The whole request, body included.
+    pub(crate) total: Duration,
+    /// Connection setup: DNS, TCP, TLS.
+    pub(crate) connect: Duration,
+    /// Waiting for the next bytes from the server.
+    pub(crate) read: Duration,
+}
+
+/// A blocking HTTP client with the update's time limits.
 pub(crate) struct Http {
     agent: ureq::Agent,
+    timeouts: Timeouts,
 }
 
 impl Http {
-    pub(crate) fn new(registry: &str, timeout: Duration) -> Http {
+    pub(crate) fn new(registry: &str, timeouts: Timeouts) -> Http {
         let mut config = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
+            .timeout_global(Some(timeouts.total))
+            .timeout_resolve(Some(timeouts.connect))
+            .timeout_connect(Some(timeouts.connect))
+            .timeout_per_read(Some(timeouts.read))
+            .timeout_per_write(Some(timeouts.read))
             .user_agent(concat!("ollama-egress/", env!("CARGO_PKG_VERSION")));
         if is_loopback_url(registry) {
             // A local registry (tests, a local mirror) must not go through an env proxy.
@@ -40,6 +56,7 @@ impl Http {
         }
         Http {
             agent: config.build().into(),
+            timeouts,
         }
     }
 
@@ -48,12 +65,35 @@ impl Http {
             .agent
             .get(url)
             .call()
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|e| format!("GET {url}: {}", self.describe(&e)))?;
         resp.body_mut()
             .with_config()
             .limit(limit)
             .read_to_vec()
-            .map_err(|e| format!("GET {url}: reading the body: {e}"))
+            .map_err(|e| format!("GET {url}: reading the body: {}", self.describe(&e)))
+    }
+
+    /// A request error in words; timeouts say which limit ran out.
+    fn describe(&self, e: &ureq::Error) -> String {
+        use ureq::Timeout as T;
+        let secs = |d: Duration| d.as_secs_f64();
+        let t = self.timeouts;
+        match e {
+            ureq::Error::Timeout(T::PerRead | T::RecvResponse | T::RecvBody) => format!(
+                "no data from the server for {:.0} s: it accepted the connection but stalled",
+                secs(t.read)
+            ),
+            ureq::Error::Timeout(T::PerWrite | T::SendRequest | T::SendBody) => {
+                format!("the server took no data for {:.0} s", secs(t.read))
+            }
+            ureq::Error::Timeout(T::Resolve | T::Connect) => {
+                format!("could not connect within {:.0} s", secs(t.connect))
+            }
+            ureq::Error::Timeout(_) => {
+                format!("the request took longer than {:.0} s in all", secs(t.total))
+            }
+            other => other.to_string(),
+        }
     }
 }
 

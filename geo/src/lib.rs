@@ -1,7 +1,7 @@
 //! GeoIP and ASN support for ollama-egress.
 //!
-//! - [`GeoDb`] opens a country database (ip-location-db or MaxMind GeoLite2/GeoIP2 layout)
-//!   and/or an ASN database (GeoLite2-ASN layout) and answers [`GeoDb::lookup`] with a
+//! - [`GeoDb`] opens a country database and/or an ASN database (MaxMind GeoLite2/GeoIP2,
+//!   DB-IP lite, IPinfo lite, ip-location-db layouts, any valid integer encoding) and answers [`GeoDb::lookup`] with a
 //!   [`GeoInfo`], through a small bounded cache.
 //! - [`GeoDb::country_networks`] / [`GeoDb::asn_networks`] expand a country or AS number
 //!   into every network of it, in both families, for the policy compiler.
@@ -19,6 +19,7 @@ mod fetch;
 #[cfg(feature = "fixtures")]
 pub mod fixture;
 mod lookup;
+mod record;
 mod update;
 
 pub use convert::{ASN_DATABASE_TYPE, AsnMmdbBuilder, range_to_cidrs};
@@ -28,8 +29,9 @@ pub use fetch::{check_integrity, metadata_url};
 pub use lookup::{DatabaseInfo, GeoDb, GeoInfo, LOOKUP_CACHE_ENTRIES, normalize_ip};
 pub use update::{
     ASN_ATTRIBUTION, ASN_CSVS_IN_TARBALL, ASN_FILE, ASN_PACKAGE, ATTRIBUTION, COUNTRY_ATTRIBUTION,
-    COUNTRY_FILE, COUNTRY_MMDB_IN_TARBALL, COUNTRY_PACKAGE, DEFAULT_DIR, DEFAULT_REGISTRY,
-    DEFAULT_TIMEOUT, PackageReport, SOURCE_FILE, UpdateOptions, UpdateReport, update,
+    COUNTRY_FILE, COUNTRY_MMDB_IN_TARBALL, COUNTRY_PACKAGE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_DIR,
+    DEFAULT_READ_TIMEOUT, DEFAULT_REGISTRY, DEFAULT_TIMEOUT, PackageReport, SOURCE_FILE,
+    UpdateOptions, UpdateReport, update,
 };
 
 #[cfg(test)]

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ipnet::IpNet;
+use maxminddb::WithinOptions;
 use maxminddb::{LookupResult, Reader};
-use serde::Deserialize;
 
 use crate::cache::ClockCache;
 use crate::error::GeoError;
+use crate::record::{Any, GeoRecord, describe};
 
 /// How many lookup results [`GeoDb`] keeps (one entry per destination address).
 pub const LOOKUP_CACHE_ENTRIES: usize = 4096;
@@ -46,16 +47,104 @@ pub(crate) struct Db {
     pub(crate) reader: Reader<Vec<u8>>,
 }
 
+/// What a database is opened as; decides which fields its records must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Country,
+    Asn,
+}
+
+/// How many distinct records [`Db::open`] reads looking for one it understands.
+const PROBE_RECORDS: usize = 4096;
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Country => "country",
+            Kind::Asn => "ASN",
+        }
+    }
+
+    fn expected(self) -> &'static str {
+        match self {
+            Kind::Country => {
+                "`country_code`, `country.iso_code` or `registered_country.iso_code` with a \
+                 two-letter code"
+            }
+            Kind::Asn => {
+                "`autonomous_system_number`, `asn` or `traits.autonomous_system_number` with \
+                 an AS number (an integer of any width, or a string such as \"AS13335\")"
+            }
+        }
+    }
+}
+
 impl Db {
-    fn open(path: &Path) -> Result<Db, GeoError> {
+    /// Open `path` and check that its records are in a layout this crate reads as `kind`.
+    ///
+    /// Up to [`PROBE_RECORDS`] distinct records are read; if none holds a country code (an
+    /// AS number), the database is refused as an unsupported layout, naming the fields of the
+    /// first record. A database with no data at all opens (it answers nothing).
+    pub(crate) fn open(path: &Path, kind: Kind) -> Result<Db, GeoError> {
         let reader = Reader::open_readfile(path).map_err(|source| GeoError::Open {
             path: path.to_path_buf(),
             source,
         })?;
-        Ok(Db {
+        let db = Db {
             path: path.to_path_buf(),
             reader,
-        })
+        };
+        db.probe(kind)?;
+        Ok(db)
+    }
+
+    fn probe(&self, kind: Kind) -> Result<(), GeoError> {
+        let corrupt = |source| GeoError::Corrupt {
+            path: self.path.clone(),
+            source,
+        };
+        let mut seen = std::collections::HashSet::new();
+        let mut first = None;
+        for item in self
+            .reader
+            .networks(WithinOptions::default())
+            .map_err(corrupt)?
+        {
+            let item = item.map_err(corrupt)?;
+            let Some(offset) = item.offset() else {
+                continue;
+            };
+            if !seen.insert(offset) {
+                continue;
+            }
+            let known = match kind {
+                Kind::Country => decode_country(&item).map_err(corrupt)?.is_some(),
+                Kind::Asn => decode_asn(&item).map_err(corrupt)?.is_some(),
+            };
+            if known {
+                return Ok(());
+            }
+            if first.is_none() {
+                first = Some(describe(
+                    &item
+                        .decode::<Any<'_>>()
+                        .map_err(corrupt)?
+                        .unwrap_or(Any::Map(vec![])),
+                ));
+            }
+            if seen.len() >= PROBE_RECORDS {
+                break;
+            }
+        }
+        match first {
+            None => Ok(()),
+            Some(fields) => Err(GeoError::UnsupportedLayout {
+                path: self.path.clone(),
+                kind: kind.name(),
+                fields,
+                expected: kind.expected(),
+            }),
+        }
     }
 
     fn info(&self) -> DatabaseInfo {
@@ -96,57 +185,18 @@ impl std::fmt::Debug for GeoDb {
     }
 }
 
-/// Country record in either layout: ip-location-db (`country_code`) or GeoLite2/GeoIP2
-/// (`country.iso_code`, else `registered_country.iso_code`).
-#[derive(Deserialize)]
-struct CountryRecord<'a> {
-    #[serde(borrow, default)]
-    country_code: Option<&'a str>,
-    #[serde(borrow, default)]
-    country: Option<IsoCode<'a>>,
-    #[serde(borrow, default)]
-    registered_country: Option<IsoCode<'a>>,
+/// The country code (upper case) of a record, in any supported layout.
+pub(crate) fn decode_country<S: AsRef<[u8]>>(
+    r: &LookupResult<'_, S>,
+) -> Result<Option<String>, maxminddb::MaxMindDbError> {
+    Ok(r.decode::<GeoRecord<'_>>()?.and_then(|rec| rec.country()))
 }
 
-#[derive(Deserialize)]
-struct IsoCode<'a> {
-    #[serde(borrow, default)]
-    iso_code: Option<&'a str>,
-}
-
-/// GeoLite2-ASN record.
-#[derive(Deserialize)]
-struct AsnRecord<'a> {
-    #[serde(default)]
-    autonomous_system_number: Option<u32>,
-    #[serde(borrow, default)]
-    autonomous_system_organization: Option<&'a str>,
-}
-
-/// The country code of a record, in either layout.
-pub(crate) fn decode_country<'a, S: AsRef<[u8]>>(
-    r: &LookupResult<'a, S>,
-) -> Result<Option<&'a str>, maxminddb::MaxMindDbError> {
-    let Some(rec) = r.decode::<CountryRecord<'a>>()? else {
-        return Ok(None);
-    };
-    Ok(rec
-        .country_code
-        .or_else(|| rec.country.and_then(|c| c.iso_code))
-        .or_else(|| rec.registered_country.and_then(|c| c.iso_code))
-        .filter(|cc| !cc.is_empty()))
-}
-
-/// The AS number and organisation of a GeoLite2-ASN record.
+/// The AS number and organisation of a record, in any supported layout.
 pub(crate) fn decode_asn<'a, S: AsRef<[u8]>>(
     r: &LookupResult<'a, S>,
 ) -> Result<Option<(u32, Option<&'a str>)>, maxminddb::MaxMindDbError> {
-    let Some(rec) = r.decode::<AsnRecord<'a>>()? else {
-        return Ok(None);
-    };
-    Ok(rec
-        .autonomous_system_number
-        .map(|n| (n, rec.autonomous_system_organization)))
+    Ok(r.decode::<GeoRecord<'a>>()?.and_then(|rec| rec.asn()))
 }
 
 /// The address a lookup uses: IPv4-mapped IPv6 (`::ffff:a.b.c.d`) becomes IPv4.
@@ -163,12 +213,15 @@ pub fn normalize_ip(ip: IpAddr) -> IpAddr {
 impl GeoDb {
     /// Open a country database and/or an ASN database; either may be `None`.
     ///
-    /// The country file may be in ip-location-db layout (`country_code`) or MaxMind
-    /// GeoLite2/GeoIP2 layout (`country.iso_code`); the ASN file in GeoLite2-ASN layout.
-    /// Errors name the file that failed.
+    /// Either file may be in any supported layout (MaxMind GeoLite2/GeoIP2 Country, City,
+    /// ASN; DB-IP lite; IPinfo lite; ip-location-db), with numbers in any integer width; one
+    /// file holding both (IPinfo lite) may be given for both. Errors name the file that
+    /// failed: [`GeoError::Open`] for a file that is not a MaxMind DB,
+    /// [`GeoError::UnsupportedLayout`] for valid data without the fields needed,
+    /// [`GeoError::Corrupt`] for a damaged data section.
     pub fn open(country: Option<&Path>, asn: Option<&Path>) -> Result<GeoDb, GeoError> {
-        let country = country.map(Db::open).transpose()?;
-        let asn = asn.map(Db::open).transpose()?;
+        let country = country.map(|p| Db::open(p, Kind::Country)).transpose()?;
+        let asn = asn.map(|p| Db::open(p, Kind::Asn)).transpose()?;
         Ok(GeoDb {
             country,
             asn,
@@ -230,11 +283,7 @@ impl GeoDb {
     fn lookup_uncached(&self, ip: IpAddr) -> GeoInfo {
         let mut info = GeoInfo::default();
         if let Some(db) = &self.country {
-            match db
-                .reader
-                .lookup(ip)
-                .and_then(|r| decode_country(&r).map(|c| c.map(str::to_owned)))
-            {
+            match db.reader.lookup(ip).and_then(|r| decode_country(&r)) {
                 Ok(cc) => info.country = cc,
                 Err(e) => {
                     tracing::debug!(%ip, path = %db.path.display(), error = %e, "country lookup failed")

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::convert::AsnMmdbBuilder;
 use crate::error::{GeoError, UpdateStep};
-use crate::fetch::{Http, Latest, MAX_METADATA_BYTES, MAX_TARBALL_BYTES, check_integrity, unpack};
+use crate::fetch::{
+    Http, Latest, MAX_METADATA_BYTES, MAX_TARBALL_BYTES, Timeouts, check_integrity, unpack,
+};
 use crate::lookup::GeoDb;
 
 /// File name of the installed country database.
@@ -30,8 +32,12 @@ pub const SOURCE_FILE: &str = "SOURCE.json";
 pub const DEFAULT_DIR: &str = "/var/lib/ollama-egress/geo";
 /// The npm registry used by default.
 pub const DEFAULT_REGISTRY: &str = "https://registry.npmjs.org";
-/// Default time limit for one HTTP request (metadata or tarball).
+/// Default time limit for one HTTP request (metadata or tarball), body included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default time limit for setting up a connection (DNS, TCP, TLS).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default longest wait for the next bytes from the server (a stalled request fails).
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// npm package with the country mmdb.
 pub const COUNTRY_PACKAGE: &str = "@ip-location-db/geo-whois-asn-country-mmdb";
@@ -89,6 +95,10 @@ pub struct UpdateOptions {
     pub registry: String,
     /// Time limit for each HTTP request, body included (default [`DEFAULT_TIMEOUT`]).
     pub timeout: Duration,
+    /// Time limit for setting up each connection (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub connect_timeout: Duration,
+    /// Longest wait for the next bytes of a response (default [`DEFAULT_READ_TIMEOUT`]).
+    pub read_timeout: Duration,
 }
 
 impl Default for UpdateOptions {
@@ -97,6 +107,8 @@ impl Default for UpdateOptions {
             dir: PathBuf::from(DEFAULT_DIR),
             registry: DEFAULT_REGISTRY.to_owned(),
             timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
         }
     }
 }
@@ -143,7 +155,14 @@ pub fn update(opts: &UpdateOptions) -> Result<UpdateReport, GeoError> {
         path: opts.dir.clone(),
         source,
     })?;
-    let http = Http::new(&opts.registry, opts.timeout);
+    let http = Http::new(
+        &opts.registry,
+        Timeouts {
+            total: opts.timeout,
+            connect: opts.connect_timeout,
+            read: opts.read_timeout,
+        },
+    );
 
     // Prepare both before touching either installed file.
     let country = prepare(&http, opts, COUNTRY_PACKAGE, COUNTRY_FILE, |pkg, tgz| {

@@ -197,6 +197,7 @@ fn options(registry: &Registry, dir: &Path) -> UpdateOptions {
         dir: dir.to_path_buf(),
         registry: registry.url(),
         timeout: Duration::from_secs(30),
+        ..UpdateOptions::default()
     }
 }
 
@@ -500,8 +501,100 @@ fn registry_errors_name_the_step() {
         dir: dir.clone(),
         registry: format!("http://127.0.0.1:{closed}/"),
         timeout: Duration::from_secs(5),
+        ..UpdateOptions::default()
     })
     .unwrap_err();
     assert_eq!(err.update_step(), Some(UpdateStep::Metadata), "{err}");
     assert!(err.to_string().contains("--registry"), "{err}");
+}
+
+/// A registry that accepts connections and never answers: `update` with the default options
+/// gives up after the read timeout with a clear error, not after minutes.
+#[test]
+fn a_registry_that_never_answers_times_out() {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(Mutex::new(Vec::new()));
+    listener.set_nonblocking(true).unwrap();
+    let (stop2, held2) = (Arc::clone(&stop), Arc::clone(&held));
+    let server = std::thread::spawn(move || {
+        while !stop2.load(Ordering::SeqCst) {
+            match listener.accept() {
+                // Keep the connection open, read nothing, send nothing.
+                Ok((s, _)) => held2.lock().unwrap().push(s),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = UpdateOptions {
+        dir: tmp.path().join("geo"),
+        registry: format!("http://127.0.0.1:{port}"),
+        ..UpdateOptions::default()
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = std::time::Instant::now();
+    std::thread::spawn(move || {
+        let _ = tx.send(update(&opts));
+    });
+    let result = rx.recv_timeout(Duration::from_secs(45));
+    stop.store(true, Ordering::SeqCst);
+    server.join().unwrap();
+    let err = result
+        .expect("update gives up on a silent registry within 45 s")
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert_eq!(err.update_step(), Some(UpdateStep::Metadata), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no data") && msg.contains("--registry"),
+        "{msg}"
+    );
+    assert!(elapsed < Duration::from_secs(45), "{elapsed:?}");
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the request reached the server"
+    );
+}
+
+/// A response that stops in the middle of its body fails after the read timeout, naming it.
+#[test]
+fn a_stalled_body_times_out() {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        while r.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{\"version\":")
+            .unwrap();
+        // Hold the connection until the client gives up.
+        let mut buf = [0u8; 16];
+        let _ = std::io::Read::read(&mut s, &mut buf);
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let err = update(&UpdateOptions {
+        dir: tmp.path().join("geo"),
+        registry: format!("http://127.0.0.1:{port}"),
+        read_timeout: Duration::from_secs(1),
+        ..UpdateOptions::default()
+    })
+    .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    server.join().unwrap();
+    let msg = err.to_string();
+    assert_eq!(err.update_step(), Some(UpdateStep::Metadata), "{msg}");
+    assert!(
+        msg.contains("reading the body") && msg.contains("no data from the server for 1 s"),
+        "{msg}"
+    );
 }

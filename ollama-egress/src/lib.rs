@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod targeting;
+pub mod terminal;

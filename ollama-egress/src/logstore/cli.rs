@@ -12,6 +12,7 @@ use super::query::{Filter, QueryStats};
 use super::{
     DEFAULT_LOG_DIR, EVENTS_FILE, EventRecord, LogError, Verdict, follow, query, timespec,
 };
+use crate::terminal::escape_json;
 
 /// Query the event log the daemon writes (`<log-dir>/events.jsonl` and its rotated files).
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -49,7 +50,8 @@ pub struct LogsArgs {
     /// default 10).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Print one JSON object per line, exactly as stored (for jq).
+    /// Print one JSON object per line in the file's schema (for jq); control and
+    /// bidirectional-override characters are written as \uXXXX escapes.
     #[arg(long)]
     pub json: bool,
     /// Keep running and print new events as they are logged (until Ctrl-C).
@@ -140,7 +142,8 @@ pub fn run(args: &LogsArgs, out: &mut impl Write) -> Result<QueryStats, LogError
 ///
 /// The default output is an aligned table and a summary line (`3 events (2 blocked,
 /// 1 would_block)`, or `no matching events in <dir>/events.jsonl`); `--json` prints the
-/// matching lines in the file's own schema and nothing else. A closed output pipe
+/// matching records in the file's own schema and nothing else. Neither writes a control or
+/// bidirectional-override character from the data raw: the table shows `?`, JSON `\uXXXX`. A closed output pipe
 /// (`logs | head`) ends the run quietly with `Ok`. The caller prints
 /// [`QueryStats::warning`] (malformed lines skipped) on stderr.
 pub fn run_until(
@@ -254,8 +257,10 @@ impl Printer {
         if self.json {
             self.line.clear();
             serde_json::to_writer(&mut self.line, r).map_err(io::Error::other)?;
-            self.line.push(b'\n');
-            return out.write_all(&self.line);
+            let text = std::str::from_utf8(&self.line).map_err(io::Error::other)?;
+            let text = escape_json(text);
+            out.write_all(text.as_bytes())?;
+            return out.write_all(b"\n");
         }
         let row = cells(r);
         match self.widths {
@@ -356,17 +361,9 @@ fn cells(r: &EventRecord) -> [String; 8] {
     ]
 }
 
-/// `s` with control and bidirectional-override characters replaced by `?`.
+/// `s` for a table cell: see [`crate::terminal::printable`].
 fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
-                '?'
-            } else {
-                c
-            }
-        })
-        .collect()
+    crate::terminal::printable(s).into_owned()
 }
 
 #[cfg(test)]

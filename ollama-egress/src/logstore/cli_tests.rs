@@ -157,12 +157,53 @@ fn json_output_is_the_file_schema() {
     let text = write_log(tmp.path(), &records());
     let mut args = LogsArgs::new(tmp.path());
     args.json = true;
-    assert_eq!(run_to_string(&args), text);
+    // The same lines, with the control and bidi characters of the third record escaped.
+    let escaped: String = text
+        .lines()
+        .map(|l| crate::terminal::escape_json(l).into_owned() + "\n")
+        .collect();
+    assert_ne!(escaped, text);
+    assert_eq!(run_to_string(&args), escaped);
     args.verdict = Some(Verdict::WouldBlock);
     let out = run_to_string(&args);
     assert_eq!(out, text.lines().nth(1).unwrap().to_owned() + "\n");
     args.verdict = Some(Verdict::Allowed);
     assert_eq!(run_to_string(&args), "");
+}
+
+/// `--json` writes controls and bidi characters from the data as `\uXXXX`: the output holds
+/// none raw, is valid JSON, and reads back as the same records.
+#[test]
+fn json_output_escapes_terminal_controls() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut recs = records();
+    recs[0].comm = "a\u{9b}31m\u{85}b\u{202e}c\u{2066}\u{1b}".into();
+    recs[1].rule = "rule\u{200f}\u{7f}".into();
+    write_log(tmp.path(), &recs);
+    let mut args = LogsArgs::new(tmp.path());
+    args.json = true;
+    for follow in [false, true] {
+        args.follow = follow;
+        let mut out = Vec::new();
+        let stop = std::cell::Cell::new(0);
+        run_until(&args, &mut out, || {
+            stop.set(stop.get() + 1);
+            stop.get() > 1
+        })
+        .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            !out.chars()
+                .any(|c| c != '\n' && crate::terminal::is_unsafe(c)),
+            "raw control or bidi character in --json output (follow: {follow}): {out:?}"
+        );
+        assert!(out.contains("\\u009b") && out.contains("\\u202e"), "{out}");
+        let back: Vec<EventRecord> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(back, recs, "follow: {follow}");
+    }
 }
 
 #[test]

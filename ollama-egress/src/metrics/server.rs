@@ -2,20 +2,26 @@
 //!
 //! One request per connection, answered with `Connection: close`. The request head is read with
 //! a size limit ([`HEAD_LIMIT`]) and a deadline ([`IO_TIMEOUT`]); the body of a request, if
-//! any, is ignored. At most [`MAX_CONNECTIONS`] connections are served at once; further ones
-//! wait in the kernel's accept queue. `GET /metrics` (and `HEAD`) answer with the registry,
+//! any, is ignored; a connection lives at most [`CONNECTION_TIMEOUT`]. At most
+//! [`MAX_CONNECTIONS`] connections are open at once: a new one closes the oldest that has
+//! nothing in flight (see [`serve`]), so idle clients cannot starve scrapes. `GET /metrics` (and `HEAD`) answer with the registry,
 //! `GET /` with a pointer to `/metrics`, anything else with 404 (or 405 for other methods).
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
-    sync::Arc,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, watch},
+    sync::{Notify, watch},
+    task::AbortHandle,
 };
 use tracing::{debug, warn};
 
@@ -27,8 +33,11 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:9464";
 /// Largest request head read; a longer one is answered with 431.
 pub const HEAD_LIMIT: usize = 8 * 1024;
 
-/// Deadline for reading the request head and for writing the response.
+/// Deadline for reading the request head and for writing the response, from the accept.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest a connection is kept open at all, whatever it does (the scrape included).
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long a connection is kept after the response to let the client close first.
 const LINGER: Duration = Duration::from_secs(1);
@@ -60,11 +69,76 @@ pub async fn bind(addr: SocketAddr, allow_remote: bool) -> Result<TcpListener, M
         .map_err(|source| MetricsError::Bind { addr, source })
 }
 
+/// The connections being served, oldest first, shared between the accept loop and the
+/// connection tasks.
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    by_age: BTreeMap<u64, Conn>,
+}
+
+struct Conn {
+    /// True while the request head is being read and after the response was sent: the
+    /// connection has nothing in flight and may be closed to make room.
+    evictable: Arc<AtomicBool>,
+    task: AbortHandle,
+}
+
+type Shared = Arc<Mutex<Connections>>;
+
+fn lock(conns: &Shared) -> MutexGuard<'_, Connections> {
+    // The map stays consistent under a panic (single insert/remove calls).
+    conns.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Removes a connection from [`Connections`] when its task ends or is aborted.
+struct Registration {
+    conns: Shared,
+    id: u64,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock(&self.conns).by_age.remove(&self.id);
+        self.freed.notify_one();
+    }
+}
+
+/// Makes room for one more connection: `true` when there is a free slot (after closing the
+/// oldest connection that has nothing in flight, if all slots were taken).
+fn make_room(conns: &Shared) -> bool {
+    let mut c = lock(conns);
+    if c.by_age.len() < MAX_CONNECTIONS {
+        return true;
+    }
+    let victim = c
+        .by_age
+        .iter()
+        .find(|(_, conn)| conn.evictable.load(Ordering::Acquire))
+        .map(|(id, _)| *id);
+    let Some(id) = victim else {
+        return false;
+    };
+    let conn = c.by_age.remove(&id);
+    drop(c);
+    if let Some(conn) = conn {
+        conn.task.abort();
+        debug!("closed the oldest idle metrics connection to serve a new one");
+    }
+    true
+}
+
 /// Serves `metrics` on `listener` until `shutdown` turns `true` (or its sender is dropped).
 ///
 /// `refresh` runs before each scrape, on a blocking thread: use it to read a fresh kernel
 /// snapshot into [`Metrics::set_kernel`]. Errors of single connections are logged at debug
 /// level and never end the server; the result is an error only if accepting fails for good.
+///
+/// Connections are always accepted. When [`MAX_CONNECTIONS`] are open, the oldest one that
+/// has nothing in flight (still waiting for its request head, or lingering after its
+/// response) is closed to make room, so idle or slow clients cannot starve scrapes; only
+/// when every slot is rendering or writing a response does a new connection wait for one.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
@@ -72,21 +146,12 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let refresh: Arc<dyn Fn() + Send + Sync> = Arc::new(refresh);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let conns: Shared = Arc::default();
+    let freed = Arc::new(Notify::new());
     loop {
         if *shutdown.borrow_and_update() {
             return Ok(());
         }
-        let permit = tokio::select! {
-            p = Arc::clone(&slots).acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return Ok(()),
-            },
-            r = shutdown.changed() => {
-                if r.is_err() { return Ok(()); }
-                continue;
-            }
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             r = shutdown.changed() => {
@@ -94,24 +159,56 @@ pub async fn serve(
                 continue;
             }
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let metrics = Arc::clone(&metrics);
-                let refresh = Arc::clone(&refresh);
-                tokio::spawn(async move {
-                    if let Err(e) = handle(stream, metrics, refresh).await {
-                        debug!(%peer, error = %e, "metrics connection failed");
-                    }
-                    drop(permit);
-                });
-            }
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
             Err(e) if transient(&e) => {
                 // Out of file descriptors or an aborted handshake: back off, keep serving.
                 warn!(error = %e, "accepting a metrics connection failed; retrying");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
             Err(e) => return Err(e),
+        };
+        while !make_room(&conns) {
+            // Every slot has a response in flight; each is bounded by IO_TIMEOUT.
+            tokio::select! {
+                () = freed.notified() => {}
+                r = shutdown.changed() => {
+                    if r.is_err() || *shutdown.borrow() { return Ok(()); }
+                }
+            }
         }
+        let evictable = Arc::new(AtomicBool::new(true));
+        let mut c = lock(&conns);
+        let id = c.next_id;
+        c.next_id += 1;
+        let registration = Registration {
+            conns: Arc::clone(&conns),
+            id,
+            freed: Arc::clone(&freed),
+        };
+        let metrics = Arc::clone(&metrics);
+        let refresh = Arc::clone(&refresh);
+        let flag = Arc::clone(&evictable);
+        // The task cannot unregister before it is registered: its `Registration` takes the
+        // lock held here.
+        let task = tokio::spawn(async move {
+            let _registration = registration;
+            match tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, metrics, refresh, flag))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(%peer, error = %e, "metrics connection failed"),
+                Err(_) => debug!(%peer, "metrics connection closed after {CONNECTION_TIMEOUT:?}"),
+            }
+        });
+        c.by_age.insert(
+            id,
+            Conn {
+                evictable,
+                task: task.abort_handle(),
+            },
+        );
     }
 }
 
@@ -189,11 +286,13 @@ async fn handle(
     mut stream: TcpStream,
     metrics: Arc<Metrics>,
     refresh: Arc<dyn Fn() + Send + Sync>,
+    evictable: Arc<AtomicBool>,
 ) -> std::io::Result<()> {
     let deadline = Instant::now() + IO_TIMEOUT;
     let head = tokio::time::timeout_at(deadline.into(), read_head(&mut stream))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    evictable.store(false, Ordering::Release);
     let (status, content_type, body, head_only) = match head.as_deref().map(parse_request_line) {
         None => (
             "431 Request Header Fields Too Large",
@@ -257,6 +356,7 @@ async fn handle(
     })
     .await
     .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    evictable.store(true, Ordering::Release);
     linger(&mut stream).await;
     Ok(())
 }
@@ -295,6 +395,88 @@ async fn scrape(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn scrape_once(addr: SocketAddr) -> String {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("write");
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.expect("read");
+        String::from_utf8(out).expect("utf8")
+    }
+
+    /// Connections that say nothing (or trickle a byte now and then) cannot starve scrapes:
+    /// with 4 × [`MAX_CONNECTIONS`] of them open, two scrapes are answered within seconds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_connections_do_not_starve_scrapes() {
+        let metrics = Arc::new(Metrics::new("0.1.0").expect("metrics"));
+        let listener = bind("127.0.0.1:0".parse().expect("addr"), false)
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, metrics, || {}, stop_rx));
+        let mut idle = Vec::new();
+        for i in 0..4 * MAX_CONNECTIONS {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            if i % 2 == 0 {
+                s.write_all(b"GET /met").await.expect("write");
+            }
+            idle.push(s);
+        }
+        // Let the server accept what it will.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let (a, b) = tokio::time::timeout(Duration::from_secs(3), async {
+            tokio::join!(scrape_once(addr), scrape_once(addr))
+        })
+        .await
+        .expect("both scrapes answered within 3 s while 64 idle connections are open");
+        for r in [a, b] {
+            assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+            assert!(r.contains("ollama_egress_build_info"), "{r}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(3));
+        drop(idle);
+        stop_tx.send(true).expect("stop");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server stops")
+            .expect("join")
+            .expect("serve result");
+    }
+
+    /// A scrape whose refresh is slow is not closed to make room for newer connections.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scrape_in_flight_is_not_evicted() {
+        let metrics = Arc::new(Metrics::new("0.1.0").expect("metrics"));
+        let listener = bind("127.0.0.1:0".parse().expect("addr"), false)
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let refresh = || std::thread::sleep(Duration::from_millis(800));
+        let server = tokio::spawn(serve(listener, metrics, refresh, stop_rx));
+        let slow = tokio::spawn(scrape_once(addr));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut idle = Vec::new();
+        for _ in 0..4 * MAX_CONNECTIONS {
+            idle.push(TcpStream::connect(addr).await.expect("connect"));
+        }
+        let r = tokio::time::timeout(Duration::from_secs(5), slow)
+            .await
+            .expect("the slow scrape finishes")
+            .expect("join");
+        assert!(r.starts_with("HTTP/1.1 200 OK"), "{r:?}");
+        drop(idle);
+        stop_tx.send(true).expect("stop");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server stops")
+            .expect("join")
+            .expect("serve result");
+    }
 
     #[test]
     fn request_lines_parse() {

@@ -1,0 +1,95 @@
+//! Text from data (a process's `comm`, a database's organisation names, a registry's version
+//! strings) on its way to a terminal.
+//!
+//! A process chooses its own `comm`, and databases and registries are written by others:
+//! their text may hold terminal controls (C0 such as ESC, DEL, C1 such as CSI U+009B) that
+//! rewrite the screen, and bidirectional overrides that display text in another order than it
+//! is stored. [`printable`] is the one function every human-readable output uses;
+//! [`escape_json`] keeps JSON output valid while writing the same characters as `\uXXXX`
+//! (serde_json escapes C0 controls only).
+
+use std::borrow::Cow;
+
+/// Whether `c` must not reach a terminal as it is: controls (C0, DEL, C1), bidirectional
+/// marks, embeddings, overrides and isolates, and the Unicode line and paragraph separators.
+pub fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `s` with every [unsafe](is_unsafe) character replaced by `?`; borrowed when there is none.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unsafe) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|c| if is_unsafe(c) { '?' } else { c })
+            .collect(),
+    )
+}
+
+/// `json` (serde_json output) with every [unsafe](is_unsafe) character written as `\uXXXX`.
+///
+/// Outside strings JSON text is ASCII, so every such character stands inside a string, where
+/// `\uXXXX` is the same character: the value is unchanged and the text stays valid JSON. All
+/// of them are in the Basic Multilingual Plane, so one escape each suffices.
+pub fn escape_json(json: &str) -> Cow<'_, str> {
+    if !json.chars().any(is_unsafe) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if is_unsafe(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of each kind of unsafe character.
+    pub(crate) const NASTY: &str =
+        "a\u{1b}[2J\u{7}b\u{7f}c\u{85}\u{9b}31md\u{202e}e\u{2066}f\u{200f}g\u{2028}h\n";
+
+    #[test]
+    fn printable_replaces_every_control_and_bidi_character() {
+        assert_eq!(printable(NASTY), "a?[2J?b?c??31md?e?f?g?h?");
+        assert!(matches!(
+            printable("ollama 東京 ü"),
+            Cow::Borrowed("ollama 東京 ü")
+        ));
+    }
+
+    #[test]
+    fn escaped_json_is_valid_and_holds_the_same_value() {
+        let json = serde_json::to_string(&serde_json::json!({ "comm": NASTY })).unwrap_or_default();
+        // serde_json leaves C1 and bidi characters raw.
+        assert!(
+            json.contains('\u{9b}') && json.contains('\u{202e}'),
+            "{json}"
+        );
+        let escaped = escape_json(&json);
+        assert!(!escaped.chars().any(is_unsafe), "{escaped}");
+        assert!(
+            escaped.contains("\\u009b") && escaped.contains("\\u202e"),
+            "{escaped}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&escaped).unwrap_or_default();
+        assert_eq!(back["comm"], NASTY);
+    }
+}
