@@ -4,9 +4,11 @@
 //! then loads (or re-adopts pinned) programs; [`running`] is the main loop (signals, reloads,
 //! process watching, attachment checks) and the shutdown.
 
+mod files;
 pub mod inputs;
 mod privileges;
 mod reload;
+mod rulebook;
 mod running;
 mod sink;
 mod startup;
@@ -89,6 +91,35 @@ pub enum DaemonError {
     /// The metrics endpoint could not be set up.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// Enforcement is pinned and this daemon would run in monitor mode: taking it over would
+    /// stop enforcing as a side effect.
+    #[error(
+        "enforcement is pinned in {pin_dir}: a monitor-mode daemon does not take it over (that would stop enforcing); run `ollama-egress detach --pin-dir {pin_dir}` first to switch to monitor mode, or run with --enforce"
+    )]
+    PinnedEnforcement {
+        /// The pin directory.
+        pin_dir: String,
+    },
+    /// Another daemon is attached to the target.
+    #[error(
+        "cgroup {cgroup} is already the target of another ollama-egress daemon ({holder}); stop it first"
+    )]
+    TargetLocked {
+        /// The target cgroup.
+        cgroup: String,
+        /// Who holds it.
+        holder: String,
+    },
+    /// The `--cgroup` directory does not exist.
+    #[error(
+        "cgroup {path} does not exist (the cgroup v2 hierarchy is mounted at {mount}; a relative --cgroup is taken from there)"
+    )]
+    NoCgroup {
+        /// The path, made absolute.
+        path: String,
+        /// The cgroup2 mount point.
+        mount: String,
+    },
     /// Another I/O failure (signals, state file, event reader).
     #[error("{what}: {source}")]
     Io {

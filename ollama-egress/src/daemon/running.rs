@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use super::{DaemonError, DaemonState, EventTally, PolicySource, RunOptions, io_err};
 use crate::{
-    loader::{KernelCounters, Loaded, PinLayout, PolicyTables},
+    loader::{DirLock, KernelCounters, Loaded, PolicyTables},
     logstore::Mode,
     metrics::{self, Metrics},
     pipeline::{Decoder, PipelineStats},
@@ -40,13 +40,13 @@ pub(super) struct Daemon {
     pub(super) source: PolicySource,
     pub(super) state: DaemonState,
     pub(super) watcher: Option<ProcessWatcher>,
-    pub(super) pins: PinLayout,
-    pub(super) pinned: bool,
     pub(super) metrics: Arc<Metrics>,
     pub(super) tally: Arc<EventTally>,
     pub(super) reader: JoinHandle<std::io::Result<PipelineStats>>,
     pub(super) server: JoinHandle<std::io::Result<()>>,
     pub(super) stop_tx: watch::Sender<bool>,
+    /// The pin directory's and the target's locks, released when the daemon ends.
+    pub(super) _locks: (Option<DirLock>, DirLock),
 }
 
 impl Daemon {
@@ -68,7 +68,7 @@ impl Daemon {
                 _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
                 _ = sighup.recv() => {
                     info!("SIGHUP: reloading the policy and the geo databases");
-                    self.source.changed_files();
+                    self.source.mark_current();
                     self.reload(true);
                 }
                 _ = inputs.tick() => {
@@ -175,15 +175,13 @@ impl Daemon {
 
     /// In enforce mode the pinned links stay: enforcement goes on without the daemon, and what
     /// the kernel records meanwhile waits in the pinned ring buffer for the next daemon. In
-    /// monitor mode everything is detached first, so the final drain misses nothing.
+    /// monitor mode nothing is pinned: the links close with the daemon.
     async fn shutdown(self) -> Result<(), DaemonError> {
         let Self {
             opts,
             cgroup,
             loaded,
             tables,
-            pins,
-            pinned,
             reader,
             server,
             stop_tx,
@@ -191,18 +189,6 @@ impl Daemon {
         } = self;
         drop(tables);
         drop(loaded);
-        if opts.mode == Mode::Monitor && pinned {
-            match pins.detach_and_remove() {
-                Ok(n) => info!(
-                    links = n,
-                    "monitor mode: removed the pinned enforcement it had taken over"
-                ),
-                Err(e) => error!(
-                    "could not remove the pins in {}: {e}",
-                    opts.pin_dir.display()
-                ),
-            }
-        }
         let _ = stop_tx.send(true);
         match reader.await {
             Ok(Ok(stats)) => info!(events = stats.decoded, "event log flushed"),
