@@ -149,6 +149,8 @@ impl Drop for PinsGuard {
 }
 
 /// Mounts bpffs at /sys/fs/bpf when nothing is mounted there.
+// `f_type`'s integer type differs between architectures; the cast is a no-op on x86_64 only.
+#[allow(clippy::unnecessary_cast)]
 fn ensure_bpffs() {
     let bpf = Path::new("/sys/fs/bpf");
     let is_bpffs = nix::sys::statfs::statfs(bpf)
@@ -324,7 +326,7 @@ fn a_second_daemon_on_the_same_pins_is_refused() {
             "--cgroup",
             cg,
             "--policy",
-            allow_all.to_str().unwrap(),
+            allow_all.to_str().expect("utf-8"),
         ];
         let log = s.tmp.path().join(format!("log{mode}"));
         let mut d = Spawned::start(
@@ -528,7 +530,7 @@ fn policy_and_geo_paths_must_be_regular_files() {
             "--cgroup",
             cgs,
             "--policy",
-            good.to_str().unwrap(),
+            good.to_str().expect("utf-8"),
         ],
         &log,
         &pin,
@@ -560,9 +562,9 @@ fn a_closed_stderr_does_not_stop_enforcement() {
         &[
             "--enforce",
             "--cgroup",
-            cg.path.to_str().unwrap(),
+            cg.path.to_str().expect("utf-8"),
             "--policy",
-            s.policy.to_str().unwrap(),
+            s.policy.to_str().expect("utf-8"),
         ],
         &log,
         &pin,
