@@ -191,11 +191,16 @@ impl PinLayout {
 
     /// Detaches every pinned link from its cgroup (even while a daemon still holds it) and
     /// removes every pin and the directory. Returns how many links were detached.
+    /// A pin directory that fails the checks of [`inspect`](Self::inspect) is refused: its
+    /// pins could name links of someone else's choosing.
     pub fn detach_and_remove(&self) -> Result<usize, PinError> {
+        if self.inspect()?.is_none() {
+            return Ok(0);
+        }
         let mut detached = 0;
         for point in AttachPoint::ALL {
             let path = self.link(point);
-            if !path.exists() {
+            if fs::symlink_metadata(&path).is_err() {
                 continue;
             }
             let fd = sys::obj_get(&path).map_err(io_err("opening pinned link", &path))?;
