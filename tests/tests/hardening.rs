@@ -599,3 +599,62 @@ fn a_closed_stderr_does_not_stop_enforcement() {
         "exit after SIGTERM with a closed stderr: {st:?}"
     );
 }
+
+#[test]
+fn bpffs_mounted_by_the_daemon_is_closed_to_other_users() {
+    require_root();
+    let cg = TestCgroup::new("oe-mount");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
+    let log = tmp.path().join("log");
+    let stderr = tmp.path().join("stderr");
+    // In a mount namespace of its own with nothing at /sys/fs/bpf, the daemon mounts a fresh
+    // bpffs there. The namespace, that bpffs and its pins end with the daemon.
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("umount -R /sys/fs/bpf 2>/dev/null; exec \"$0\" \"$@\"")
+        .arg(daemon_bin())
+        .args([
+            "run",
+            "--enforce",
+            "--cgroup",
+            cg.path.to_str().expect("utf-8"),
+            "--policy",
+            policy.to_str().expect("utf-8"),
+            "--pin-dir",
+            "/sys/fs/bpf/ollama-egress-test",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--log-dir",
+        ])
+        .arg(&log)
+        .env("OLLAMA_EGRESS_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&stderr).expect("stderr file"));
+    let mut d = Spawned::start_cmd(cmd, &stderr);
+    d.wait_ready(&log);
+    let out = Command::new("nsenter")
+        .args([
+            "-t",
+            &d.pid().to_string(),
+            "-m",
+            "stat",
+            "-c",
+            "%a %u",
+            "/sys/fs/bpf",
+        ])
+        .output()
+        .expect("nsenter stat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (mode, uid) = text.trim().split_once(' ').expect("mode and uid");
+    let mode = u32::from_str_radix(mode, 8).expect("octal mode");
+    // bpffs always adds the sticky bit to its root.
+    assert_eq!(
+        (mode & 0o777, uid),
+        (0o700, "0"),
+        "mode and owner of the bpffs the daemon mounted: {text}"
+    );
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    d.wait(Duration::from_secs(15));
+}
