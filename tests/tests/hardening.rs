@@ -658,3 +658,47 @@ fn bpffs_mounted_by_the_daemon_is_closed_to_other_users() {
     d.signal(nix::sys::signal::Signal::SIGTERM);
     d.wait(Duration::from_secs(15));
 }
+
+#[test]
+fn an_editor_saving_in_place_is_never_caught_half_way() {
+    let policy = "default = \"deny\"\n[allow]\ncidrs = [\"192.0.2.0/24\"]\n";
+    let s = Scenario::start(ScenarioSpec::new("oe-editor", ADDRS, "--enforce", policy));
+    let inside = s.inside(LISTEN);
+    let looping = with(
+        &inside,
+        &["tcp-loop", "192.0.2.1:8080", "--duration-ms", "5000"],
+    );
+    let client = thread::spawn(move || probe(&looping));
+    thread::sleep(Duration::from_millis(200));
+    // Four saves, each as an editor writing in place: truncate, write the first line, write the
+    // rest. Each intermediate state lasts well under the daemon's poll interval.
+    for _ in 0..4 {
+        fs::File::create(&s.policy).expect("truncate");
+        thread::sleep(Duration::from_millis(250));
+        fs::write(&s.policy, "default = \"deny\"\n").expect("first line");
+        thread::sleep(Duration::from_millis(250));
+        fs::write(&s.policy, policy).expect("whole file");
+        thread::sleep(Duration::from_millis(700));
+    }
+    let result = client.join().expect("client thread");
+    let attempts = result.json["attempts"].as_u64().unwrap_or(0);
+    let successes = result.json["successes"].as_u64().unwrap_or(0);
+    assert!(attempts > 50, "the client kept connecting: {}", result.json);
+    assert_eq!(
+        successes,
+        attempts,
+        "an allowed connection was refused while the policy was being saved: {}\n{}",
+        result.json,
+        s.daemon.stderr_text()
+    );
+    // Once the file stays put, it is loaded.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.daemon.stderr_text().contains("policy reloaded") {
+        assert!(
+            Instant::now() < deadline,
+            "the saved policy was not loaded:\n{}",
+            s.daemon.stderr_text()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -60,6 +60,9 @@ impl Daemon {
             signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP handler"))?;
         let mut scan = tokio::time::interval(PROCESS_SCAN_INTERVAL);
         let mut inputs = tokio::time::interval(INPUT_POLL_INTERVAL);
+        // Polls stay a full interval apart even after a slow reload: a change counts as settled
+        // only when two polls that far apart see the same file.
+        inputs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut check = tokio::time::interval(CHECK_INTERVAL);
         let mut verified = true;
         loop {
