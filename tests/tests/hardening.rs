@@ -702,3 +702,37 @@ fn an_editor_saving_in_place_is_never_caught_half_way() {
         thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn sigterm_as_soon_as_the_daemon_is_ready_is_a_clean_stop() {
+    require_root();
+    let cg = TestCgroup::new("oe-earlyterm");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
+    let pin = PathBuf::from("/sys/fs/bpf").join(unique("oe-earlyterm"));
+    let _pins = PinsGuard(pin.clone());
+    let args = [
+        "--monitor",
+        "--cgroup",
+        cg.path.to_str().expect("utf-8"),
+        "--policy",
+        policy.to_str().expect("utf-8"),
+    ];
+    for i in 0..10 {
+        let log = tmp.path().join(format!("log{i}"));
+        let mut d = Spawned::start(&args, &log, &pin, &tmp.path().join(format!("e{i}")));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !matches!(ollama_egress::daemon::DaemonState::read(&log), Ok(Some(ref st)) if st.pid == d.pid())
+        {
+            assert!(Instant::now() < deadline, "not ready:\n{}", d.stderr_text());
+            thread::sleep(Duration::from_micros(200));
+        }
+        d.signal(nix::sys::signal::Signal::SIGTERM);
+        let st = d.wait(Duration::from_secs(15));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "run {i}: SIGTERM right after ready ended with {st:?}:\n{}",
+            d.stderr_text()
+        );
+    }
+}

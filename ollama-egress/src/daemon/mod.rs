@@ -150,6 +150,7 @@ pub fn table_policy(compiled: &CompiledPolicy, mode: Mode) -> TablePolicy<'_> {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    let signals = running::Signals::install()?;
     let daemon = startup::start(opts).await?;
-    daemon.run().await
+    daemon.run(signals).await
 }

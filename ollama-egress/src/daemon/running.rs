@@ -7,7 +7,7 @@ use std::{
 };
 
 use tokio::{
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
     sync::watch,
     task::JoinHandle,
 };
@@ -28,6 +28,26 @@ const PROCESS_SCAN_INTERVAL: Duration = Duration::from_millis(250);
 const INPUT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the attachment is verified with the kernel and the state file refreshed.
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The signals the daemon handles, installed before start-up so that one arriving while it
+/// starts (after its state file says it is ready, say) is handled, not fatal.
+pub(super) struct Signals {
+    sigint: Signal,
+    sigterm: Signal,
+    sighup: Signal,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    pub(super) fn install() -> Result<Self, DaemonError> {
+        Ok(Self {
+            sigint: signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT handler"))?,
+            sigterm: signal(SignalKind::terminate())
+                .map_err(io_err("installing SIGTERM handler"))?,
+            sighup: signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP handler"))?,
+        })
+    }
+}
 
 /// A started daemon: attached, verified, recording.
 pub(super) struct Daemon {
@@ -51,13 +71,12 @@ pub(super) struct Daemon {
 
 impl Daemon {
     /// Runs until SIGINT or SIGTERM, then shuts down.
-    pub(super) async fn run(mut self) -> Result<(), DaemonError> {
-        let mut sigint =
-            signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT handler"))?;
-        let mut sigterm =
-            signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM handler"))?;
-        let mut sighup =
-            signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP handler"))?;
+    pub(super) async fn run(mut self, signals: Signals) -> Result<(), DaemonError> {
+        let Signals {
+            mut sigint,
+            mut sigterm,
+            mut sighup,
+        } = signals;
         let mut scan = tokio::time::interval(PROCESS_SCAN_INTERVAL);
         let mut inputs = tokio::time::interval(INPUT_POLL_INTERVAL);
         // Polls stay a full interval apart even after a slow reload: a change counts as settled
