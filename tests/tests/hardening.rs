@@ -340,6 +340,30 @@ fn a_second_daemon_on_the_same_pins_is_refused() {
             &[&format!("pid {first}")],
         );
     }
+    // Another pin directory, the same target.
+    let other_pins = PathBuf::from("/sys/fs/bpf").join(unique("oe-lock-other"));
+    let _other = PinsGuard(other_pins.clone());
+    let args = [
+        "--enforce",
+        "--cgroup",
+        cg,
+        "--policy",
+        allow_all.to_str().expect("utf-8"),
+    ];
+    let mut d = Spawned::start(
+        &args,
+        &s.tmp.path().join("log-other"),
+        &other_pins,
+        &s.tmp.path().join("e-other"),
+    );
+    d.expect_refusal(
+        "a second daemon on the same target",
+        &["already the target of another", &format!("pid {first}")],
+    );
+    assert!(
+        !other_pins.exists(),
+        "a refused daemon leaves no pin directory behind"
+    );
     let inside = s.inside(LISTEN);
     probe(&with(&inside, &["tcp", "203.0.113.7:8080"])).assert_eperm("denied stays denied");
     probe(&with(&inside, &["tcp", "192.0.2.1:8080"])).assert_ok("allowed stays allowed");

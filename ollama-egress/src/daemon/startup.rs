@@ -67,8 +67,9 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
         TargetSpec::Unit(u) => targeting::find_unit_cgroup(&mount, u)?,
         TargetSpec::Process(_) => targeting::ensure_managed_cgroup(&mount, &opts.managed_cgroup)?,
     };
-    // One daemon per pin directory and per target, for the daemon's whole life: a second one
+    // One daemon per target and per pin directory, for the daemon's whole life: a second one
     // would write into the slot in force or detach what the first attached.
+    let target_lock = lock_target(&cgroup)?;
     let pins = PinLayout::new(&opts.pin_dir);
     let pin_lock = match opts.mode {
         Mode::Enforce => Some(pins.lock(pins.prepare()?)?),
@@ -84,13 +85,6 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
             pin_dir: opts.pin_dir.display().to_string(),
         });
     }
-    let target_lock = lock_target(&cgroup)?;
-
-    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))?);
-    let listener = metrics::bind(opts.metrics_addr, opts.metrics_allow_remote).await?;
-    let writer = LogWriter::open(&opts.log_dir, RotateOptions::default())?;
-    raise_memlock();
-
     // Enforcement is pinned so that it outlives the daemon. Monitor mode pins nothing.
     let pinned = opts.mode == Mode::Enforce;
     // Pins this start creates are removed again if it fails before enforcement is attached.
@@ -98,6 +92,12 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
         pins: pins.clone(),
         armed: pinned && !had_links,
     };
+
+    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))?);
+    let listener = metrics::bind(opts.metrics_addr, opts.metrics_allow_remote).await?;
+    let writer = LogWriter::open(&opts.log_dir, RotateOptions::default())?;
+    raise_memlock();
+
     let mut loaded = Loaded::load_for(
         MapSizes {
             max_prefixes: opts.max_prefixes,
