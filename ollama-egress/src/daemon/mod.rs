@@ -94,7 +94,7 @@ pub enum DaemonError {
     /// Enforcement is pinned and this daemon would run in monitor mode: taking it over would
     /// stop enforcing as a side effect.
     #[error(
-        "enforcement is pinned in {pin_dir}: a monitor-mode daemon does not take it over (that would stop enforcing); run `ollama-egress detach --pin-dir {pin_dir}` first to switch to monitor mode, or run with --enforce"
+        "enforcement is pinned in {pin_dir}: a monitor-mode daemon does not take it over (that would stop enforcing); run `ollama-egress detach --pin-dir {pin_dir}` first to switch to monitor mode, run with --enforce, or give a monitor of another target its own --pin-dir"
     )]
     PinnedEnforcement {
         /// The pin directory.
