@@ -77,6 +77,11 @@ pub const RULE_DEFAULT: u32 = 0;
 /// header chain cannot be read to its end: their final destination may not be the one in the
 /// fixed header, so they are judged as denied.
 pub const RULE_IPV6_ROUTING_HEADER: u32 = u32::MAX;
+/// Rule id of a decision taken with no valid policy slot (denied by programs loaded for
+/// enforce mode, allowed by monitor programs).
+pub const RULE_NO_POLICY: u32 = u32::MAX - 1;
+/// Name of the `.rodata` global the loader sets to 1 for enforce mode.
+pub const ENFORCE_WITHOUT_POLICY_GLOBAL: &str = "ENFORCE_WITHOUT_POLICY";
 
 /// Ring-buffer events that could not be reserved (the buffer was full).
 pub const STAT_EVENTS_LOST: u32 = 0;

@@ -2,8 +2,8 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use ollama_egress_common::{
-    ACTION_DENY, MODE_ENFORCE, RULE_DEFAULT, SlotConfig, VERDICT_ALLOWED, VERDICT_BLOCKED,
-    VERDICT_WOULD_BLOCK,
+    ACTION_DENY, MODE_ENFORCE, RULE_DEFAULT, RULE_NO_POLICY, SlotConfig, VERDICT_ALLOWED,
+    VERDICT_BLOCKED, VERDICT_WOULD_BLOCK,
 };
 
 use crate::maps::{
@@ -110,13 +110,25 @@ pub fn deny_with(rule_id: u32) -> Decision {
     }
 }
 
-/// Userspace writes a policy before it attaches any program, so this is only reached if the
-/// maps were tampered with. Let traffic through and count nothing as blocked.
+/// Set to 1 by userspace when it loads the programs for enforce mode (`.rodata`, fixed at
+/// load): with no valid policy slot they then deny instead of allowing.
+#[unsafe(no_mangle)]
+static ENFORCE_WITHOUT_POLICY: u32 = 0;
+
+/// No valid policy slot: userspace writes a policy before it attaches any program, so this is
+/// only reached if the maps were emptied or tampered with. Programs loaded for enforce mode
+/// deny (fail closed); monitor programs let traffic through.
 #[inline(always)]
 fn unconfigured() -> Decision {
+    // SAFETY: a plain read of a static the loader may have rewritten before load.
+    let enforcing = unsafe { core::ptr::read_volatile(&ENFORCE_WITHOUT_POLICY) } != 0;
     Decision {
-        verdict: VERDICT_ALLOWED,
-        rule_id: RULE_DEFAULT,
+        verdict: if enforcing {
+            VERDICT_BLOCKED
+        } else {
+            VERDICT_ALLOWED
+        },
+        rule_id: RULE_NO_POLICY,
         generation: 0,
     }
 }

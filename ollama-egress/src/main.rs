@@ -1,7 +1,7 @@
 //! The `ollama-egress` binary: parse the command line, set up logging, dispatch.
 
 use std::{
-    io::{self, IsTerminal as _},
+    io::{self, IsTerminal as _, Write as _},
     sync::atomic::{AtomicBool, Ordering},
 };
 
@@ -16,16 +16,52 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(
             EnvFilter::try_from_env("OLLAMA_EGRESS_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(io::stderr)
+        .with_writer(|| LossyStderr)
         .with_ansi(io::stderr().is_terminal())
+        .log_internal_errors(false)
         .init();
     match dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let _ = writeln!(io::stderr(), "error: {}", render_error(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Standard error for the log that never fails: a closed or full stderr (`run ... | head`)
+/// loses log lines, never the daemon (and with it enforcement). SIGPIPE is ignored (Rust's
+/// default), so a closed pipe is an `EPIPE` that is dropped here.
+struct LossyStderr;
+
+impl io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(io::stderr().write(buf).unwrap_or(buf.len()))
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let _ = io::stderr().write_all(buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// The error and its causes, each cause only when the message before it does not already
+/// say it (the error types put their source into their own message).
+fn render_error(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -50,7 +86,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 ollama_egress::logstore::run(&args, &mut out)?
             };
             if let Some(w) = stats.warning() {
-                eprintln!("warning: {w}");
+                let _ = writeln!(io::stderr(), "warning: {w}");
             }
         }
         Command::Status(args) => args.run(&mut out)?,
@@ -80,4 +116,22 @@ fn install_sigint_flag() -> anyhow::Result<()> {
     unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGINT, &action) }
         .context("installing the SIGINT handler")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_already_in_the_message_is_not_repeated() {
+        let io = io::Error::from(io::ErrorKind::NotFound);
+        let e = ollama_egress::policy::PolicyError::Read {
+            path: "/nonexist".into(),
+            source: io,
+        };
+        let text = render_error(&anyhow::Error::new(e));
+        assert_eq!(text, "cannot read policy file /nonexist: entity not found");
+        let ctx = anyhow::Error::new(io::Error::other("disk on fire")).context("writing x");
+        assert_eq!(render_error(&ctx), "writing x: disk on fire");
+    }
 }

@@ -115,7 +115,8 @@ fn kernel_log_messages_reach_the_daemon_log() {
             .expect("clear slot");
     }
     let inside = s.inside(LISTEN);
-    probe(&with(&inside, &["tcp", "192.0.2.1:8080"])).assert_ok("allowed without a policy");
+    // Enforce-mode programs deny without a valid policy (fail closed).
+    probe(&with(&inside, &["tcp", "192.0.2.1:8080"])).assert_eperm("denied without a policy");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !d.stderr_text().contains("no policy in force") {
         assert!(

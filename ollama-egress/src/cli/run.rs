@@ -22,7 +22,8 @@ pub struct RunArgs {
     /// Drop denied connections in the kernel (connect() fails at once with EPERM).
     #[arg(long)]
     pub enforce: bool,
-    /// Attach to this cgroup v2 directory.
+    /// Attach to this cgroup v2 directory: an absolute path, or one relative to the cgroup v2
+    /// root (e.g. `system.slice/ollama.service`).
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
     /// Attach to the cgroup of this systemd unit (e.g. ollama.service).

@@ -9,28 +9,66 @@ use std::{
 use ipnet::IpNet;
 use ollama_egress_geo::{GeoDb, GeoError};
 
+use super::files;
 use crate::policy::{CompiledPolicy, ExpandError, Expander, Policy, PolicyError, compile};
 
 /// Where the policy is read from when `--policy` is not given.
 pub const DEFAULT_POLICY: &str = "/etc/ollama-egress/policy.toml";
 
 /// The policy: `path` when given (it must exist), else the default file when it exists, else
-/// the built-in policy.
+/// the built-in policy. The file must be a regular file (a symlink to one is fine) of at most
+/// [`MAX_POLICY_BYTES`](super::files::MAX_POLICY_BYTES), not empty, and not change while it is
+/// read.
 pub fn load_policy(path: Option<&Path>) -> Result<Policy, PolicyError> {
-    match path {
-        Some(p) => Policy::from_file(p),
-        None if Path::new(DEFAULT_POLICY).exists() => Policy::from_file(Path::new(DEFAULT_POLICY)),
-        None => Ok(Policy::builtin()),
+    load_policy_checked(path, false)
+}
+
+/// [`load_policy`] for the daemon: the file must also be root's (or this user's) and not
+/// writable by everyone, since it decides what the kernel enforces.
+pub fn load_daemon_policy(path: Option<&Path>) -> Result<Policy, PolicyError> {
+    load_policy_checked(path, true)
+}
+
+fn load_policy_checked(path: Option<&Path>, trusted: bool) -> Result<Policy, PolicyError> {
+    let default = Path::new(DEFAULT_POLICY);
+    let path = match path {
+        Some(p) => p,
+        None => match std::fs::symlink_metadata(default) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Policy::builtin()),
+            _ => default,
+        },
+    };
+    let read_err = |e: files::InputError| PolicyError::Read {
+        path: path.to_owned(),
+        source: e.into_io(),
+    };
+    if trusted {
+        let (_, meta) = files::open_regular(path, files::MAX_POLICY_BYTES).map_err(read_err)?;
+        files::check_trusted(&meta).map_err(read_err)?;
     }
+    let bytes = files::read_stable(path, files::MAX_POLICY_BYTES).map_err(read_err)?;
+    let text = String::from_utf8(bytes).map_err(|e| PolicyError::Read {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+    })?;
+    Policy::from_toml_str(&text, &path.display().to_string())
 }
 
 /// The geo database files to use: the given paths, else the files `geo update` writes when
-/// they exist.
+/// they exist (or cannot be examined: opening them then says why, instead of claiming there
+/// are none).
 pub fn geo_paths(country: Option<&Path>, asn: Option<&Path>) -> (Option<PathBuf>, Option<PathBuf>) {
-    let dir = Path::new(ollama_egress_geo::DEFAULT_DIR);
+    geo_paths_in(Path::new(ollama_egress_geo::DEFAULT_DIR), country, asn)
+}
+
+fn geo_paths_in(
+    dir: &Path,
+    country: Option<&Path>,
+    asn: Option<&Path>,
+) -> (Option<PathBuf>, Option<PathBuf>) {
     let pick = |given: Option<&Path>, file: &str| match given {
         Some(p) => Some(p.to_owned()),
-        None => Some(dir.join(file)).filter(|p| p.exists()),
+        None => Some(dir.join(file)).filter(|p| !matches!(p.try_exists(), Ok(false))),
     };
     (
         pick(country, ollama_egress_geo::COUNTRY_FILE),
@@ -38,13 +76,21 @@ pub fn geo_paths(country: Option<&Path>, asn: Option<&Path>) -> (Option<PathBuf>
     )
 }
 
-/// Opens the geo databases; `None` when there are none at all.
+/// Opens the geo databases; `None` when there are none at all. Each must be a regular file
+/// (a symlink to one is fine) of at most [`MAX_GEO_BYTES`](super::files::MAX_GEO_BYTES).
 pub fn open_geo(
     country: Option<&Path>,
     asn: Option<&Path>,
 ) -> Result<Option<Arc<GeoDb>>, GeoError> {
     if country.is_none() && asn.is_none() {
         return Ok(None);
+    }
+    for p in [country, asn].into_iter().flatten() {
+        files::open_regular(p, files::MAX_GEO_BYTES).map_err(|e| GeoError::Io {
+            action: "cannot read geo database",
+            path: p.to_owned(),
+            source: e.into_io(),
+        })?;
     }
     GeoDb::open(country, asn).map(|db| Some(Arc::new(db)))
 }
@@ -74,5 +120,61 @@ impl Expander for GeoExpander<'_> {
 
     fn asn_networks(&self, asn: u32) -> Result<Vec<IpNet>, ExpandError> {
         self.0.asn_networks(asn).map_err(expand_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_databases_that_cannot_be_examined_are_still_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Missing: none.
+        assert_eq!(geo_paths_in(dir.path(), None, None), (None, None));
+        // Below a regular file, stat fails with something other than "not found" (as it
+        // does with EACCES for a user who may not enter the directory): the path is kept,
+        // so opening it reports the real problem instead of "run geo update".
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").expect("write");
+        let (country, asn) = geo_paths_in(&file, None, None);
+        assert_eq!(
+            country,
+            Some(file.join(ollama_egress_geo::COUNTRY_FILE)),
+            "{asn:?}"
+        );
+        let err = open_geo(country.as_deref(), None).expect_err("unreadable");
+        assert!(
+            err.to_string().starts_with("cannot read geo database"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_fifo_geo_database_is_refused_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let err = open_geo(Some(&fifo), None).expect_err("fifo");
+        assert!(
+            err.to_string().contains("not a regular file (a FIFO)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_and_oversized_policies_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("policy.toml");
+        std::fs::write(&p, "").expect("write");
+        let err = load_policy(Some(&p)).expect_err("empty");
+        assert!(err.to_string().contains("is empty"), "{err}");
+        std::fs::write(&p, "#".repeat(files::MAX_POLICY_BYTES as usize + 1)).expect("write");
+        let err = load_policy(Some(&p)).expect_err("big");
+        assert!(
+            err.to_string().contains("larger than 16777216 bytes"),
+            "{err}"
+        );
     }
 }

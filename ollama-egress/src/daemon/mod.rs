@@ -4,9 +4,11 @@
 //! then loads (or re-adopts pinned) programs; [`running`] is the main loop (signals, reloads,
 //! process watching, attachment checks) and the shutdown.
 
+mod files;
 pub mod inputs;
 mod privileges;
 mod reload;
+mod rulebook;
 mod running;
 mod sink;
 mod startup;
@@ -89,6 +91,35 @@ pub enum DaemonError {
     /// The metrics endpoint could not be set up.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// Enforcement is pinned and this daemon would run in monitor mode: taking it over would
+    /// stop enforcing as a side effect.
+    #[error(
+        "enforcement is pinned in {pin_dir}: a monitor-mode daemon does not take it over (that would stop enforcing); run `ollama-egress detach --pin-dir {pin_dir}` first to switch to monitor mode, run with --enforce, or give a monitor of another target its own --pin-dir"
+    )]
+    PinnedEnforcement {
+        /// The pin directory.
+        pin_dir: String,
+    },
+    /// Another daemon is attached to the target.
+    #[error(
+        "cgroup {cgroup} is already the target of another ollama-egress daemon ({holder}); stop it first"
+    )]
+    TargetLocked {
+        /// The target cgroup.
+        cgroup: String,
+        /// Who holds it.
+        holder: String,
+    },
+    /// The `--cgroup` directory does not exist.
+    #[error(
+        "cgroup {path} does not exist (the cgroup v2 hierarchy is mounted at {mount}; a relative --cgroup is taken from there)"
+    )]
+    NoCgroup {
+        /// The path, made absolute.
+        path: String,
+        /// The cgroup2 mount point.
+        mount: String,
+    },
     /// Another I/O failure (signals, state file, event reader).
     #[error("{what}: {source}")]
     Io {
@@ -119,6 +150,7 @@ pub fn table_policy(compiled: &CompiledPolicy, mode: Mode) -> TablePolicy<'_> {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    let signals = running::Signals::install()?;
     let daemon = startup::start(opts).await?;
-    daemon.run().await
+    daemon.run(signals).await
 }

@@ -10,7 +10,7 @@ use std::{
 
 use ollama_egress_geo::GeoDb;
 
-use super::{DaemonError, inputs, table_policy};
+use super::{DaemonError, inputs, rulebook::RuleBook, table_policy};
 use crate::{
     loader::PolicyTables,
     logstore::Mode,
@@ -26,6 +26,13 @@ fn stamp(path: &Path) -> Stamp {
     Some((m.dev(), m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
 }
 
+/// One watched input: the version in force and the one seen at the last poll.
+struct Watched {
+    path: PathBuf,
+    applied: Stamp,
+    seen: Stamp,
+}
+
 /// The inputs of the policy in force.
 pub struct PolicySource {
     mode: Mode,
@@ -33,7 +40,9 @@ pub struct PolicySource {
     /// Explicit database paths, or the default files `geo update` writes.
     geo_files: (PathBuf, PathBuf),
     geo: Option<Arc<GeoDb>>,
-    stamps: Vec<(PathBuf, Stamp)>,
+    stamps: Vec<Watched>,
+    /// Where each generation's rule names are kept for a later daemon (enforce mode).
+    rulebook: Option<RuleBook>,
 }
 
 impl PolicySource {
@@ -44,6 +53,7 @@ impl PolicySource {
         geo_db: Option<PathBuf>,
         asn_db: Option<PathBuf>,
         geo: Option<Arc<GeoDb>>,
+        rulebook: Option<RuleBook>,
     ) -> Self {
         let dir = Path::new(ollama_egress_geo::DEFAULT_DIR);
         let geo_files = (
@@ -56,13 +66,18 @@ impl PolicySource {
             geo_files,
             geo,
             stamps: Vec::new(),
+            rulebook,
         };
         s.stamps = s
             .watched()
             .into_iter()
-            .map(|p| {
-                let st = stamp(&p);
-                (p, st)
+            .map(|path| {
+                let st = stamp(&path);
+                Watched {
+                    path,
+                    applied: st,
+                    seen: st,
+                }
             })
             .collect();
         s
@@ -78,17 +93,31 @@ impl PolicySource {
         ]
     }
 
-    /// The files that changed since the last call (or since start-up).
+    /// The files that changed since the last reload and have then stayed the same for one
+    /// poll (an editor that truncates and then writes is not caught half-way).
     pub fn changed_files(&mut self) -> Vec<PathBuf> {
         let mut changed = Vec::new();
-        for (path, old) in &mut self.stamps {
-            let now = stamp(path);
-            if now != *old {
-                *old = now;
-                changed.push(path.clone());
+        for w in &mut self.stamps {
+            let now = stamp(&w.path);
+            if now == w.applied {
+                w.seen = now;
+            } else if now == w.seen {
+                w.applied = now;
+                changed.push(w.path.clone());
+            } else {
+                w.seen = now;
             }
         }
         changed
+    }
+
+    /// Takes the inputs as they are now as the ones in force (before a SIGHUP reload).
+    pub fn mark_current(&mut self) {
+        for w in &mut self.stamps {
+            let now = stamp(&w.path);
+            w.applied = now;
+            w.seen = now;
+        }
     }
 
     /// Whether `changed` (from [`changed_files`](Self::changed_files)) names a geo database.
@@ -118,11 +147,14 @@ impl PolicySource {
         } else {
             self.geo.clone()
         };
-        let policy = inputs::load_policy(self.policy.as_deref())?;
+        let policy = inputs::load_daemon_policy(self.policy.as_deref())?;
         let compiled = inputs::compile_policy(&policy, geo.as_deref())?;
         // Known before the switch, so events of the new generation decode at once.
         let next = tables.generation().wrapping_add(1).max(1);
         push_generation(decoder, next, &compiled, self.mode);
+        if let Some(book) = &self.rulebook {
+            book.record(next, &compiled, self.mode);
+        }
         let generation = tables.apply(table_policy(&compiled, self.mode))?;
         decoder
             .lock()
@@ -149,4 +181,35 @@ pub fn push_generation(
             rules: Arc::new(rules),
             mode,
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_reported_once_it_has_settled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("policy.toml");
+        std::fs::write(&p, "default = \"allow\"\n").expect("write");
+        let geo = dir.path().join("none.mmdb");
+        let mut src = PolicySource::new(
+            Mode::Enforce,
+            Some(p.clone()),
+            Some(geo.clone()),
+            Some(geo),
+            None,
+            None,
+        );
+        assert!(src.changed_files().is_empty());
+        // Truncated: seen, not yet reported.
+        std::fs::write(&p, "").expect("truncate");
+        assert!(src.changed_files().is_empty());
+        // Written before the next poll: still moving.
+        std::fs::write(&p, "default = \"deny\"\n[allow]\n").expect("write");
+        assert!(src.changed_files().is_empty());
+        // Unchanged across a poll: reported, once.
+        assert_eq!(src.changed_files(), vec![p.clone()]);
+        assert!(src.changed_files().is_empty());
+    }
 }

@@ -7,7 +7,7 @@ use std::{
 };
 
 use tokio::{
-    signal::unix::{SignalKind, signal},
+    signal::unix::{Signal, SignalKind, signal},
     sync::watch,
     task::JoinHandle,
 };
@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use super::{DaemonError, DaemonState, EventTally, PolicySource, RunOptions, io_err};
 use crate::{
-    loader::{KernelCounters, Loaded, PinLayout, PolicyTables},
+    loader::{DirLock, KernelCounters, Loaded, PolicyTables},
     logstore::Mode,
     metrics::{self, Metrics},
     pipeline::{Decoder, PipelineStats},
@@ -29,6 +29,26 @@ const INPUT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the attachment is verified with the kernel and the state file refreshed.
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
+/// The signals the daemon handles, installed before start-up so that one arriving while it
+/// starts (after its state file says it is ready, say) is handled, not fatal.
+pub(super) struct Signals {
+    sigint: Signal,
+    sigterm: Signal,
+    sighup: Signal,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    pub(super) fn install() -> Result<Self, DaemonError> {
+        Ok(Self {
+            sigint: signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT handler"))?,
+            sigterm: signal(SignalKind::terminate())
+                .map_err(io_err("installing SIGTERM handler"))?,
+            sighup: signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP handler"))?,
+        })
+    }
+}
+
 /// A started daemon: attached, verified, recording.
 pub(super) struct Daemon {
     pub(super) opts: RunOptions,
@@ -40,26 +60,28 @@ pub(super) struct Daemon {
     pub(super) source: PolicySource,
     pub(super) state: DaemonState,
     pub(super) watcher: Option<ProcessWatcher>,
-    pub(super) pins: PinLayout,
-    pub(super) pinned: bool,
     pub(super) metrics: Arc<Metrics>,
     pub(super) tally: Arc<EventTally>,
     pub(super) reader: JoinHandle<std::io::Result<PipelineStats>>,
     pub(super) server: JoinHandle<std::io::Result<()>>,
     pub(super) stop_tx: watch::Sender<bool>,
+    /// The pin directory's and the target's locks, released when the daemon ends.
+    pub(super) _locks: (Option<DirLock>, DirLock),
 }
 
 impl Daemon {
     /// Runs until SIGINT or SIGTERM, then shuts down.
-    pub(super) async fn run(mut self) -> Result<(), DaemonError> {
-        let mut sigint =
-            signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT handler"))?;
-        let mut sigterm =
-            signal(SignalKind::terminate()).map_err(io_err("installing SIGTERM handler"))?;
-        let mut sighup =
-            signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP handler"))?;
+    pub(super) async fn run(mut self, signals: Signals) -> Result<(), DaemonError> {
+        let Signals {
+            mut sigint,
+            mut sigterm,
+            mut sighup,
+        } = signals;
         let mut scan = tokio::time::interval(PROCESS_SCAN_INTERVAL);
         let mut inputs = tokio::time::interval(INPUT_POLL_INTERVAL);
+        // Polls stay a full interval apart even after a slow reload: a change counts as settled
+        // only when two polls that far apart see the same file.
+        inputs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut check = tokio::time::interval(CHECK_INTERVAL);
         let mut verified = true;
         loop {
@@ -68,7 +90,7 @@ impl Daemon {
                 _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
                 _ = sighup.recv() => {
                     info!("SIGHUP: reloading the policy and the geo databases");
-                    self.source.changed_files();
+                    self.source.mark_current();
                     self.reload(true);
                 }
                 _ = inputs.tick() => {
@@ -175,15 +197,13 @@ impl Daemon {
 
     /// In enforce mode the pinned links stay: enforcement goes on without the daemon, and what
     /// the kernel records meanwhile waits in the pinned ring buffer for the next daemon. In
-    /// monitor mode everything is detached first, so the final drain misses nothing.
+    /// monitor mode nothing is pinned: the links close with the daemon.
     async fn shutdown(self) -> Result<(), DaemonError> {
         let Self {
             opts,
             cgroup,
             loaded,
             tables,
-            pins,
-            pinned,
             reader,
             server,
             stop_tx,
@@ -191,18 +211,6 @@ impl Daemon {
         } = self;
         drop(tables);
         drop(loaded);
-        if opts.mode == Mode::Monitor && pinned {
-            match pins.detach_and_remove() {
-                Ok(n) => info!(
-                    links = n,
-                    "monitor mode: removed the pinned enforcement it had taken over"
-                ),
-                Err(e) => error!(
-                    "could not remove the pins in {}: {e}",
-                    opts.pin_dir.display()
-                ),
-            }
-        }
         let _ = stop_tx.send(true);
         match reader.await {
             Ok(Ok(stats)) => info!(events = stats.decoded, "event log flushed"),

@@ -2,7 +2,10 @@
 //! attached; then the programs are loaded (re-opening pinned maps and links when enforcement is
 //! already in place), the policy is written, and the programs are attached and verified.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
 
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -10,10 +13,14 @@ use tracing::{info, warn};
 
 use super::{
     DaemonError, DaemonState, EventTally, LogSink, PolicySource, RunOptions, inputs, io_err,
-    missing_capabilities, reload::push_generation, running::Daemon, table_policy,
+    missing_capabilities, reload::push_generation, rulebook::RuleBook, running::Daemon,
+    table_policy,
 };
 use crate::{
-    loader::{AttachPoint, Attachment, Loaded, MapSizes, PinLayout, TableError},
+    loader::{
+        AttachPoint, Attachment, DirLock, Loaded, LockError, MapSizes, PinLayout, TableError,
+        holder_text, lock_dir,
+    },
     logstore::{LogWriter, Mode, RotateOptions},
     metrics::{self, Metrics},
     pipeline::{BootClock, Decoder, forward_kernel_log, run_reader},
@@ -35,7 +42,7 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
             "no geo databases: events carry no country or ASN; run `ollama-egress geo update` or pass --geo-db/--asn-db"
         );
     }
-    let policy = inputs::load_policy(opts.policy.as_deref())?;
+    let policy = inputs::load_daemon_policy(opts.policy.as_deref())?;
     let compiled = inputs::compile_policy(&policy, geo.as_deref())?;
     info!(policy = %compiled.origin, "policy loaded:\n{}", compiled.summary());
     if opts.mode == Mode::Enforce && compiled.origin == crate::policy::Policy::BUILTIN_ORIGIN {
@@ -56,38 +63,83 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
     }
 
     let cgroup = match &opts.target {
-        TargetSpec::Cgroup(p) => targeting::check_cgroup_dir(p, &mount)?,
+        TargetSpec::Cgroup(p) => resolve_cgroup(p, &mount)?,
         TargetSpec::Unit(u) => targeting::find_unit_cgroup(&mount, u)?,
         TargetSpec::Process(_) => targeting::ensure_managed_cgroup(&mount, &opts.managed_cgroup)?,
     };
-    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))?);
-    let listener = metrics::bind(opts.metrics_addr, opts.metrics_allow_remote).await?;
-    let writer = LogWriter::open(&opts.log_dir, RotateOptions::default())?;
-    raise_memlock();
-
-    // Enforcement is pinned so that it outlives the daemon. Monitor mode pins nothing, but
-    // takes over (and at exit removes) enforcement it finds pinned: the user switched modes.
+    // One daemon per target and per pin directory, for the daemon's whole life: a second one
+    // would write into the slot in force or detach what the first attached.
+    let target_lock = lock_target(&cgroup)?;
     let pins = PinLayout::new(&opts.pin_dir);
+    let pin_lock = match opts.mode {
+        Mode::Enforce => Some(pins.lock(pins.prepare()?)?),
+        Mode::Monitor => match pins.inspect()? {
+            Some(dir) => Some(pins.lock(dir)?),
+            None => None,
+        },
+    };
     let had_links = pins.has_links();
-    let pinned = opts.mode == Mode::Enforce || had_links;
+    // Going from enforce to monitor is `detach`, never a side effect of starting.
+    if opts.mode == Mode::Monitor && had_links {
+        return Err(DaemonError::PinnedEnforcement {
+            pin_dir: opts.pin_dir.display().to_string(),
+        });
+    }
+    // Enforcement is pinned so that it outlives the daemon. Monitor mode pins nothing.
+    let pinned = opts.mode == Mode::Enforce;
     // Pins this start creates are removed again if it fails before enforcement is attached.
     let mut new_pins = NewPins {
         pins: pins.clone(),
         armed: pinned && !had_links,
     };
-    let mut loaded = Loaded::load(
+
+    let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))?);
+    let listener = metrics::bind(opts.metrics_addr, opts.metrics_allow_remote).await?;
+    let writer = LogWriter::open(&opts.log_dir, RotateOptions::default())?;
+    raise_memlock();
+
+    let mut loaded = Loaded::load_for(
         MapSizes {
             max_prefixes: opts.max_prefixes,
             event_buffer_bytes: opts.event_buffer_bytes,
         },
         pinned.then_some(&pins),
+        opts.mode == Mode::Enforce,
     )?;
     let mut tables = loaded.policy_tables()?;
+    let rulebook = pinned
+        .then(|| {
+            RuleBook::new(
+                &opts.log_dir,
+                &opts.pin_dir,
+                &pins.map(ollama_egress_common::SLOT_CONFIG_MAP),
+            )
+        })
+        .flatten();
+    if let Some(book) = &rulebook {
+        book.record(
+            tables.generation().wrapping_add(1).max(1),
+            &compiled,
+            opts.mode,
+        );
+    }
     let generation = tables.apply(table_policy(&compiled, opts.mode))?;
     let ring = loaded.take_events()?;
     let counters = Arc::new(loaded.take_counters()?);
     let kernel_log = loaded.take_logger()?;
     let decoder = Arc::new(Mutex::new(Decoder::new(BootClock::now(), geo.clone())));
+    if let Some(book) = &rulebook {
+        // Events the pinned programs decided while no daemon ran are named by the
+        // generation that decided them.
+        let mut d = decoder
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for g in book.generations() {
+            if g.generation != generation {
+                d.push_generation(g);
+            }
+        }
+    }
     push_generation(&decoder, generation, &compiled, opts.mode);
 
     let attachment = loaded.attach(&cgroup)?;
@@ -184,6 +236,7 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
         opts.geo_db.clone(),
         opts.asn_db.clone(),
         geo,
+        rulebook,
     );
     info!(metrics = ?state.metrics_addr, "ollama-egress ready");
     Ok(Daemon {
@@ -196,13 +249,49 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
         source,
         state,
         watcher,
-        pins,
-        pinned,
         metrics,
         tally,
         reader,
         server,
         stop_tx,
+        _locks: (pin_lock, target_lock),
+    })
+}
+
+/// `--cgroup PATH`: a relative path is taken from the cgroup v2 root; a missing directory is
+/// named as missing.
+fn resolve_cgroup(path: &Path, mount: &Path) -> Result<PathBuf, DaemonError> {
+    let path = if path.is_relative() {
+        mount.join(path)
+    } else {
+        path.to_owned()
+    };
+    if matches!(path.try_exists(), Ok(false)) {
+        return Err(DaemonError::NoCgroup {
+            path: path.display().to_string(),
+            mount: mount.display().to_string(),
+        });
+    }
+    Ok(targeting::check_cgroup_dir(&path, mount)?)
+}
+
+/// Locks the target cgroup directory for this daemon's life.
+fn lock_target(cgroup: &Path) -> Result<DirLock, DaemonError> {
+    let dir = std::fs::File::open(cgroup).map_err(|source| {
+        DaemonError::Loader(crate::loader::LoaderError::Cgroup {
+            path: cgroup.display().to_string(),
+            source,
+        })
+    })?;
+    lock_dir(dir.into(), cgroup).map_err(|e| match e {
+        LockError::Held { pid } => DaemonError::TargetLocked {
+            cgroup: cgroup.display().to_string(),
+            holder: holder_text(pid),
+        },
+        LockError::Io(source) => DaemonError::Io {
+            what: "locking the target cgroup",
+            source,
+        },
     })
 }
 
@@ -234,5 +323,34 @@ fn raise_memlock() {
     let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
     if ret != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_cgroups_are_taken_from_the_root_and_missing_ones_named() {
+        let mount = tempfile::tempdir().expect("tempdir");
+        let cg = mount.path().join("ollama");
+        std::fs::create_dir(&cg).expect("mkdir");
+        std::fs::write(cg.join("cgroup.procs"), "").expect("cgroup.procs");
+        let got = resolve_cgroup(Path::new("ollama"), mount.path()).expect("relative");
+        assert_eq!(got, cg.canonicalize().expect("canon"));
+        let err = resolve_cgroup(Path::new("gone"), mount.path()).expect_err("missing");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cgroup {} does not exist",
+                mount.path().join("gone").display()
+            )),
+            "{text}"
+        );
+        let err = resolve_cgroup(mount.path(), Path::new("/nonexistent-mount")).expect_err("x");
+        assert!(
+            err.to_string().contains("not a cgroup v2 directory"),
+            "{err}"
+        );
     }
 }

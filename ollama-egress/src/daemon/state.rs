@@ -2,9 +2,7 @@
 
 use std::{
     collections::BTreeMap,
-    fs,
-    io::{self, Write as _},
-    os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    fs, io,
     path::{Path, PathBuf},
 };
 
@@ -55,29 +53,21 @@ pub struct DaemonState {
 }
 
 impl DaemonState {
-    /// Writes the state atomically (temp file + rename), mode 0640.
+    /// Writes the state atomically (a fresh temporary file, never a planted one, then a
+    /// rename), mode 0640.
     pub fn write(&self, dir: &Path) -> io::Result<()> {
-        let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
-        let mut f = fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o640)
-            .open(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(self).map_err(io::Error::other)?)?;
-        f.sync_all()?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o640))?;
-        fs::rename(&tmp, dir.join(STATE_FILE))
+        let bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
+        super::files::write_atomic(dir, STATE_FILE, &bytes, 0o640)
     }
 
-    /// Reads the state file of `dir`; `None` when there is none.
+    /// Reads the state file of `dir`; `None` when there is none. A symlink or a FIFO in its
+    /// place is an error, never followed or waited on.
     pub fn read(dir: &Path) -> io::Result<Option<Self>> {
-        match fs::read(dir.join(STATE_FILE)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
+        match super::files::read_own(dir, STATE_FILE, 1 << 20)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(io::Error::other),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            None => Ok(None),
         }
     }
 
@@ -97,6 +87,8 @@ impl DaemonState {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     #[test]

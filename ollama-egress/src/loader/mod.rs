@@ -24,7 +24,7 @@ use ollama_egress_common::{
 
 pub use attach::{AttachPoint, attached_program_ids};
 pub use counters::{CounterSnapshot, KernelCounters};
-pub use pins::{PinError, PinLayout, cgroup_id};
+pub use pins::{DirLock, LockError, PinError, PinLayout, cgroup_id, holder_text, lock_dir};
 pub use tables::{PolicyTables, TableError, TablePolicy};
 
 /// Default bpffs directory of the pins.
@@ -175,6 +175,16 @@ impl Loaded {
     /// re-opened from its pin when one exists (so a restarted daemon keeps the policy, the
     /// counters and the unread events) and pinned otherwise.
     pub fn load(sizes: MapSizes, pins: Option<&PinLayout>) -> Result<Self, LoaderError> {
+        Self::load_for(sizes, pins, false)
+    }
+
+    /// [`load`](Self::load), for enforce mode when `enforce`: the programs then deny when they
+    /// find no valid policy slot (the kernel knows it is enforcing without a policy).
+    pub fn load_for(
+        sizes: MapSizes,
+        pins: Option<&PinLayout>,
+        enforce: bool,
+    ) -> Result<Self, LoaderError> {
         if EBPF_OBJECT.is_empty() {
             return Err(LoaderError::NoObject);
         }
@@ -183,6 +193,12 @@ impl Loaded {
             loader.map_max_entries(name, sizes.max_prefixes.max(1));
         }
         loader.map_max_entries(EVENTS_MAP, sizes.event_buffer_bytes);
+        let enforce_flag = u32::from(enforce);
+        loader.override_global(
+            ollama_egress_common::ENFORCE_WITHOUT_POLICY_GLOBAL,
+            &enforce_flag,
+            true,
+        );
         if let Some(p) = pins {
             p.prepare()?;
             for name in ALL_MAPS {

@@ -5,11 +5,19 @@
 
 use std::{
     fs, io,
-    os::{fd::AsFd as _, unix::fs::MetadataExt as _},
+    os::{
+        fd::{AsFd as _, OwnedFd},
+        unix::fs::MetadataExt as _,
+    },
     path::{Path, PathBuf},
 };
 
 use super::{AttachPoint, sys};
+
+mod lock;
+mod secure;
+
+pub use lock::{DirLock, LockError, holder_text, lock_dir};
 
 /// `BPF_FS_MAGIC` from statfs(2).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -32,6 +40,27 @@ pub enum PinError {
         path: PathBuf,
         /// What went wrong.
         detail: String,
+    },
+    /// Another daemon holds the pin directory.
+    #[error(
+        "{path} is in use by another ollama-egress daemon ({pid}); stop it first, or give this one another --pin-dir"
+    )]
+    Locked {
+        /// The pin directory.
+        path: PathBuf,
+        /// Who holds it (`pid N`, or why that is unknown).
+        pid: String,
+    },
+    /// A component of the pin directory, or a pin in it, could have been planted by someone
+    /// other than root.
+    #[error(
+        "refusing pin path {path}: {problem}; remove it (`ollama-egress detach --pin-dir ...` or rm) or choose another --pin-dir"
+    )]
+    Unsafe {
+        /// The offending path.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
     },
     /// A file operation on the pin directory failed.
     #[error("{what} {path}: {source}")]
@@ -79,14 +108,22 @@ impl PinLayout {
         self.root.join("links").join(point.program_name())
     }
 
-    /// Whether any link is pinned here (enforcement is, or was, in place).
+    /// Whether any link is pinned here (enforcement is, or was, in place). Symlinks are not
+    /// followed.
     pub fn has_links(&self) -> bool {
-        AttachPoint::ALL.iter().any(|p| self.link(*p).exists())
+        AttachPoint::ALL
+            .iter()
+            .any(|p| fs::symlink_metadata(self.link(*p)).is_ok())
     }
 
-    /// Makes sure the directory is on a bpf file system (mounting one at `/sys/fs/bpf` when
-    /// the pin directory is below it and nothing is mounted there yet) and creates the layout.
-    pub fn prepare(&self) -> Result<(), PinError> {
+    /// Makes sure the directory is on a bpf file system (mounting one, mode 0700, at
+    /// `/sys/fs/bpf` when the pin directory is below it and nothing is mounted there yet) and
+    /// creates the layout, every directory mode 0700. Every component below the bpffs mount
+    /// must be a real directory (no symlink) owned by root (or this process's user) that no
+    /// one else may write to (a root-owned sticky directory, as a bpffs root mounted without
+    /// `mode=` is, excepted); existing pins must be files of that owner. Returns the pin
+    /// directory, opened.
+    pub fn prepare(&self) -> Result<OwnedFd, PinError> {
         let bpffs = Path::new("/sys/fs/bpf");
         if self.root.starts_with(bpffs) && !is_bpffs(bpffs) {
             nix::mount::mount(
@@ -94,33 +131,76 @@ impl PinLayout {
                 bpffs,
                 Some("bpf"),
                 nix::mount::MsFlags::empty(),
-                None::<&str>,
+                Some("mode=0700"),
             )
             .map_err(|e| PinError::NotBpffs {
                 path: self.root.clone(),
                 detail: format!("mounting bpffs at /sys/fs/bpf failed: {e}"),
             })?;
         }
+        let root = secure::open_dir(&self.root, true)?.ok_or_else(|| PinError::NotBpffs {
+            path: self.root.clone(),
+            detail: "statfs reports another file system".to_owned(),
+        })?;
         for sub in ["maps", "progs", "links"] {
-            let d = self.root.join(sub);
-            fs::create_dir_all(&d).map_err(io_err("creating", &d))?;
+            let d = secure::open_child(&root, &self.root, sub, true)?;
+            if let Some(d) = d {
+                secure::check_entries(&d, &self.root.join(sub))?;
+            }
         }
-        if !is_bpffs(&self.root) {
+        Ok(root)
+    }
+
+    /// Checks an existing pin directory as [`prepare`](Self::prepare) does, creating
+    /// nothing; `Ok(None)` when there is none.
+    pub fn inspect(&self) -> Result<Option<OwnedFd>, PinError> {
+        match fs::symlink_metadata(&self.root) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            _ => {}
+        }
+        let Some(root) = secure::open_dir(&self.root, false)? else {
             return Err(PinError::NotBpffs {
                 path: self.root.clone(),
                 detail: "statfs reports another file system".to_owned(),
             });
+        };
+        for sub in ["maps", "progs", "links"] {
+            if let Some(d) = secure::open_child(&root, &self.root, sub, false)? {
+                secure::check_entries(&d, &self.root.join(sub))?;
+            }
         }
-        Ok(())
+        Ok(Some(root))
+    }
+
+    /// Takes the pin directory for this process: an exclusive `flock` on `dir` (from
+    /// [`prepare`](Self::prepare) or [`inspect`](Self::inspect)), held until the returned
+    /// lock is dropped (or the process ends, however it ends).
+    pub fn lock(&self, dir: OwnedFd) -> Result<DirLock, PinError> {
+        lock_dir(dir, &self.root).map_err(|e| match e {
+            LockError::Held { pid } => PinError::Locked {
+                path: self.root.clone(),
+                pid: holder_text(pid),
+            },
+            LockError::Io(source) => PinError::Io {
+                what: "locking",
+                path: self.root.clone(),
+                source,
+            },
+        })
     }
 
     /// Detaches every pinned link from its cgroup (even while a daemon still holds it) and
     /// removes every pin and the directory. Returns how many links were detached.
+    /// A pin directory that fails the checks of [`inspect`](Self::inspect) is refused: its
+    /// pins could name links of someone else's choosing.
     pub fn detach_and_remove(&self) -> Result<usize, PinError> {
+        if self.inspect()?.is_none() {
+            return Ok(0);
+        }
         let mut detached = 0;
         for point in AttachPoint::ALL {
             let path = self.link(point);
-            if !path.exists() {
+            if fs::symlink_metadata(&path).is_err() {
                 continue;
             }
             let fd = sys::obj_get(&path).map_err(io_err("opening pinned link", &path))?;

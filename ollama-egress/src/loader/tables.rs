@@ -140,8 +140,14 @@ impl PolicyTables {
         } else {
             (None, 0)
         };
-        let contents_v4 = [read_trie(&v4[0], a4)?, read_trie(&v4[1], b4)?];
-        let contents_v6 = [read_trie(&v6[0], a6)?, read_trie(&v6[1], b6)?];
+        let contents_v4 = [
+            read_trie(&v4[0]).map_err(read(a4))?,
+            read_trie(&v4[1]).map_err(read(b4))?,
+        ];
+        let contents_v6 = [
+            read_trie(&v6[0]).map_err(read(a6))?,
+            read_trie(&v6[1]).map_err(read(b6))?,
+        ];
         Ok(Self {
             v4,
             v6,
@@ -195,6 +201,9 @@ impl PolicyTables {
     pub fn apply(&mut self, policy: TablePolicy<'_>) -> Result<u32, TableError> {
         check_capacity("IPv4", policy.v4.len(), self.max_v4)?;
         check_capacity("IPv6", policy.v6.len(), self.max_v6)?;
+        // The kernel's word on which slot is in force, not this process's memory of it: a slot
+        // the programs read is never rewritten, whoever flipped it.
+        self.sync_active()?;
         let slot = match self.active_slot {
             Some(s) => 1 - s,
             None => 1,
@@ -265,6 +274,56 @@ impl PolicyTables {
     }
 }
 
+impl PolicyTables {
+    /// Re-reads `ACTIVE_SLOT` and its [`SlotConfig`] from the kernel. When they differ from
+    /// what this process last wrote (another writer, or the maps were changed by hand), the
+    /// slot to be written next is read back too, so [`apply`](Self::apply) rewrites exactly
+    /// what differs.
+    fn sync_active(&mut self) -> Result<(), TableError> {
+        let active = self.active.get(&0, 0).map_err(|source| TableError::Map {
+            map: ACTIVE_SLOT_MAP,
+            source,
+        })? & 1;
+        let cfg = self
+            .config
+            .get(&active, 0)
+            .map_err(|source| TableError::Map {
+                map: SLOT_CONFIG_MAP,
+                source,
+            })?;
+        let kernel = (cfg.valid != 0).then_some(active);
+        let same =
+            kernel == self.active_slot && (kernel.is_none() || cfg.generation == self.generation);
+        if same {
+            return Ok(());
+        }
+        tracing::warn!(
+            kernel_slot = ?kernel,
+            kernel_generation = cfg.generation,
+            expected_slot = ?self.active_slot,
+            expected_generation = self.generation,
+            "the policy slot in force is not the one this daemon wrote last; writing the other one"
+        );
+        self.active_slot = kernel;
+        if kernel.is_some() {
+            self.generation = self.generation.max(cfg.generation);
+        }
+        let next = match kernel {
+            Some(s) => 1 - s,
+            None => 1,
+        } as usize;
+        self.contents_v4[next] = read_trie(&self.v4[next]).map_err(|source| TableError::Map {
+            map: POLICY_V4_MAPS[next],
+            source,
+        })?;
+        self.contents_v6[next] = read_trie(&self.v6[next]).map_err(|source| TableError::Map {
+            map: POLICY_V6_MAPS[next],
+            source,
+        })?;
+        Ok(())
+    }
+}
+
 /// Takes a map and reads its capacity from the kernel (a re-opened pin keeps the size it was
 /// created with).
 fn take_sized(
@@ -297,16 +356,10 @@ fn take_sized(
 }
 
 /// The current contents of a trie.
-fn read_trie<const N: usize>(
-    trie: &Trie<N>,
-    name: &'static str,
-) -> Result<Contents<N>, LoaderError> {
+fn read_trie<const N: usize>(trie: &Trie<N>) -> Result<Contents<N>, aya::maps::MapError> {
     let mut out = Contents::new();
     for item in trie.iter() {
-        let (k, v) = item.map_err(|source| LoaderError::Map {
-            what: format!("reading {name}"),
-            source,
-        })?;
+        let (k, v) = item?;
         out.insert((k.prefix_len() as u8, k.data()), v);
     }
     Ok(out)

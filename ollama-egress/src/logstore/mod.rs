@@ -40,6 +40,15 @@ pub const DEFAULT_LOG_DIR: &str = "/var/lib/ollama-egress";
 /// Errors of the log store. Every variant that concerns a file names it.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// The log directory or a file in it could be controlled by someone other than the user
+    /// the daemon runs as, or is not what a log file is.
+    #[error("refusing {path}: {problem}")]
+    Unsafe {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The log directory could not be created or given its permissions.
     #[error("cannot create log directory {path}: {source}")]
     CreateDir {

@@ -292,28 +292,89 @@ fn rename_if_exists(from: &Path, to: &Path) -> Result<(), LogError> {
     }
 }
 
-/// Creates `dir` and missing parents; a directory this call creates gets exactly 0750.
+/// Creates `dir` and missing parents; a directory this call creates gets exactly 0750. Then
+/// checks that `dir` is this user's and closed to writers other than its owner and group, and
+/// that no directory above it lets others swap it (each is root's or this user's, and
+/// writable by others only when sticky, as /tmp is).
 fn create_dir(dir: &Path) -> Result<(), LogError> {
     let err = |source| LogError::CreateDir {
         path: dir.to_path_buf(),
         source,
     };
-    if dir.is_dir() {
-        return Ok(());
+    if !dir.is_dir() {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(err)?;
+        }
+        match DirBuilder::new().mode(DIR_MODE).create(dir) {
+            // The umask may have taken bits away; set them as documented.
+            Ok(()) => {
+                fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(err)?
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => return Err(err(e)),
+        }
     }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(err)?;
-    }
-    match DirBuilder::new().mode(DIR_MODE).create(dir) {
-        // The umask may have taken bits away; set them as documented.
-        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(err),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
-        Err(e) => Err(err(e)),
-    }
+    check_dir(dir)
 }
 
-/// Opens `path` for appending without following a symlink; a file this call creates gets
-/// exactly 0640.
+/// See [`create_dir`].
+fn check_dir(dir: &Path) -> Result<(), LogError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let euid = nix::unistd::geteuid().as_raw();
+    let canon = dir.canonicalize().map_err(|source| LogError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let refuse = |path: &Path, problem: String| LogError::Unsafe {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let meta = fs::metadata(&canon).map_err(|source| LogError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if meta.uid() != euid {
+        return Err(refuse(
+            dir,
+            format!(
+                "the log directory is owned by uid {}, not by uid {euid} that the daemon runs as: its owner could redirect the daemon's writes",
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o002 != 0 {
+        return Err(refuse(
+            dir,
+            format!(
+                "the log directory is writable by others (mode {:04o}); chmod o-w it",
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    for anc in canon.ancestors().skip(1) {
+        let m = fs::metadata(anc).map_err(|source| LogError::CreateDir {
+            path: anc.to_path_buf(),
+            source,
+        })?;
+        let trusted = m.uid() == 0 || m.uid() == euid;
+        let open = m.mode() & 0o022 != 0 && m.mode() & libc::S_ISVTX == 0;
+        if !trusted || open {
+            return Err(refuse(
+                dir,
+                format!(
+                    "{} above it is owned by uid {} with mode {:04o}: someone else could replace the log directory",
+                    anc.display(),
+                    m.uid(),
+                    m.mode() & 0o7777
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Opens `path` for appending without following a symlink and without waiting on a FIFO; it
+/// must be a regular file. A file this call creates gets exactly 0640.
 fn open_append(path: &Path) -> Result<File, LogError> {
     let err = |source| LogError::Open {
         path: path.to_path_buf(),
@@ -323,26 +384,47 @@ fn open_append(path: &Path) -> Result<File, LogError> {
         let mut o = OpenOptions::new();
         o.append(true)
             .mode(FILE_MODE)
-            .custom_flags(libc::O_NOFOLLOW);
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
         if create_new {
             o.create_new(true);
         }
         o.open(path)
     };
-    match open(false) {
-        Ok(f) => Ok(f),
+    let file = match open(false) {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => match open(true) {
             Ok(f) => {
                 f.set_permissions(fs::Permissions::from_mode(FILE_MODE))
                     .map_err(err)?;
-                Ok(f)
+                f
             }
             // Lost a race with another creator: use theirs.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open(false).map_err(err),
-            Err(e) => Err(err(e)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => open(false).map_err(err)?,
+            Err(e) => return Err(err(e)),
         },
-        Err(e) => Err(err(e)),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(LogError::Unsafe {
+                path: path.to_path_buf(),
+                problem: "it is a symlink".to_owned(),
+            });
+        }
+        // A FIFO with no reader refuses a non-blocking writer.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            return Err(LogError::Unsafe {
+                path: path.to_path_buf(),
+                problem: "it is not a regular file (a FIFO)".to_owned(),
+            });
+        }
+        Err(e) => return Err(err(e)),
+    };
+    let meta = file.metadata().map_err(err)?;
+    if !meta.file_type().is_file() {
+        return Err(LogError::Unsafe {
+            path: path.to_path_buf(),
+            problem: "it is not a regular file".to_owned(),
+        });
     }
+    Ok(file)
 }
 
 #[cfg(test)]

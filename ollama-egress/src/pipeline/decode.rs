@@ -108,6 +108,7 @@ impl Decoder {
             _ if ev.rule_id == ollama_egress_common::RULE_IPV6_ROUTING_HEADER => {
                 "ipv6-routing-header".to_owned()
             }
+            _ if ev.rule_id == ollama_egress_common::RULE_NO_POLICY => "no-policy".to_owned(),
             Some(g) => rule_name(&g.rules, ev.rule_id),
             None => format!("rule#{}@{}", ev.rule_id, ev.generation),
         };
