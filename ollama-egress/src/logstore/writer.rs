@@ -142,6 +142,15 @@ impl LogWriter {
             path: self.path.clone(),
             source,
         })?;
+        // Terminal controls and bidi overrides from data (a process sets its own comm) are
+        // written as \uXXXX: `cat`/`tail -f` of the log cannot be made to rewrite a screen.
+        let start = usize::from(self.broken_line);
+        if let Ok(text) = std::str::from_utf8(&self.line[start..])
+            && let std::borrow::Cow::Owned(escaped) = crate::terminal::escape_json(text)
+        {
+            self.line.truncate(start);
+            self.line.extend_from_slice(escaped.as_bytes());
+        }
         self.line.push(b'\n');
         let len = self.line.len() as u64;
         if self.size > 0 && self.size.saturating_add(len) > self.opts.max_bytes {

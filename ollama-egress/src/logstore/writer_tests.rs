@@ -178,3 +178,26 @@ fn symlinked_log_file_is_refused() {
     assert!(matches!(err, LogError::Unsafe { .. }), "{err}");
     assert!(err.to_string().contains("symlink"), "{err}");
 }
+
+#[test]
+fn terminal_controls_are_escaped_in_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut w = LogWriter::open(tmp.path(), RotateOptions::default()).unwrap();
+    let mut r = records(1).remove(0);
+    r.comm = "ev\u{1b}[2J\u{9b}31m\u{202e}il".to_owned();
+    w.write(&r).unwrap();
+    w.flush().unwrap();
+    let text = fs::read_to_string(tmp.path().join(EVENTS_FILE)).unwrap();
+    assert!(
+        !text
+            .chars()
+            .any(|c| c != '\n' && crate::terminal::is_unsafe(c)),
+        "raw controls in the log: {text:?}"
+    );
+    assert!(
+        text.contains("\\u009b") && text.contains("\\u202e"),
+        "{text}"
+    );
+    let back: EventRecord = serde_json::from_str(text.trim_end()).unwrap();
+    assert_eq!(back.comm, r.comm, "the value survives the escaping");
+}
