@@ -19,7 +19,7 @@ use crate::{
     logstore::Mode,
     metrics::{self, Metrics},
     pipeline::{Decoder, PipelineStats},
-    targeting::ProcessWatcher,
+    targeting::{CgroupWatch, ProcessWatcher},
 };
 
 /// How often `--process` looks for new processes.
@@ -40,6 +40,8 @@ pub(super) struct Daemon {
     pub(super) source: PolicySource,
     pub(super) state: DaemonState,
     pub(super) watcher: Option<ProcessWatcher>,
+    /// Wakes when the target cgroup may have been made again.
+    pub(super) follow: CgroupWatch,
     pub(super) pins: PinLayout,
     pub(super) pinned: bool,
     pub(super) metrics: Arc<Metrics>,
@@ -81,6 +83,7 @@ impl Daemon {
                 }
                 _ = scan.tick(), if self.watcher.is_some() => self.scan_processes(),
                 _ = check.tick() => verified = self.check(verified),
+                () = self.follow.wait() => self.follow_target(),
             }
         }
         self.shutdown().await
@@ -119,6 +122,23 @@ impl Daemon {
             }
             Ok(_) => {}
             Err(e) => warn!("moving processes failed: {e}"),
+        }
+    }
+
+    /// Re-attaches when the target cgroup was replaced (removed and made again at its path).
+    fn follow_target(&mut self) {
+        match self.loaded.follow(&self.cgroup) {
+            Ok(crate::loader::Follow::Reattached { old, new }) => warn!(
+                old_cgroup_id = old,
+                new_cgroup_id = new,
+                "the target cgroup {} was made again: attached to the new one",
+                self.cgroup.display()
+            ),
+            Ok(_) => {}
+            Err(e) => error!(
+                "the target cgroup {} was made again, but attaching to it failed: {e}",
+                self.cgroup.display()
+            ),
         }
     }
 

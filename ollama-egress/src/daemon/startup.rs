@@ -185,6 +185,7 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
         opts.asn_db.clone(),
         geo,
     );
+    let follow = targeting::CgroupWatch::new(&cgroup);
     info!(metrics = ?state.metrics_addr, "ollama-egress ready");
     Ok(Daemon {
         opts,
@@ -196,6 +197,7 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
         source,
         state,
         watcher,
+        follow,
         pins,
         pinned,
         metrics,

@@ -10,6 +10,22 @@ use super::{
     cgroup_id, sys,
 };
 
+/// What [`Loaded::follow`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Follow {
+    /// The links are on the cgroup now at the path.
+    Same,
+    /// No cgroup is at the path (removed, not yet made again).
+    Gone,
+    /// The cgroup at the path was replaced; the programs are attached to the new one.
+    Reattached {
+        /// Id of the cgroup the links were on.
+        old: u64,
+        /// Id of the cgroup they are on now.
+        new: u64,
+    },
+}
+
 impl Loaded {
     /// Attaches every program to `cgroup` and checks with the kernel that each is listed there.
     ///
@@ -46,10 +62,86 @@ impl Loaded {
             self.pin_programs(&p)?;
         }
         self.verify_attached(cgroup)?;
+        self.attached_cgroup = Some(cgroup_id(cgroup).map_err(|source| LoaderError::Cgroup {
+            path: cgroup.display().to_string(),
+            source,
+        })?);
         Ok(if adopted.is_empty() {
             Attachment::Created
         } else {
             Attachment::Adopted
+        })
+    }
+
+    /// Follows the target cgroup when its directory was replaced: systemd removes a unit's
+    /// cgroup and makes a new one at the same path on every restart, and links attached to the
+    /// old one enforce nothing for the processes of the new one.
+    ///
+    /// Compares the inode of `cgroup` (its cgroup id) with the cgroup the links were attached
+    /// to; when it differs, attaches every program to the new cgroup, re-pins the new links in
+    /// place of the old ones, and drops the old links. A detach by the user (`detach`) leaves
+    /// the id unchanged and is not undone here.
+    pub fn follow(&mut self, cgroup: &Path) -> Result<Follow, LoaderError> {
+        let Some(attached) = self.attached_cgroup else {
+            return Ok(Follow::Same);
+        };
+        let current = match cgroup_id(cgroup) {
+            Ok(id) => id,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Follow::Gone),
+            Err(source) => {
+                return Err(LoaderError::Cgroup {
+                    path: cgroup.display().to_string(),
+                    source,
+                });
+            }
+        };
+        if current == attached {
+            return Ok(Follow::Same);
+        }
+        let dir = match File::open(cgroup) {
+            Ok(d) => d,
+            // Removed again between the stat and the open: try on the next call.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Follow::Gone),
+            Err(source) => {
+                return Err(LoaderError::Cgroup {
+                    path: cgroup.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let mut fresh = Vec::with_capacity(AttachPoint::ALL.len());
+        for point in AttachPoint::ALL {
+            fresh.push((point, self.create_link(point, &dir, cgroup)?));
+        }
+        let mut handles = Vec::with_capacity(fresh.len());
+        for (point, link) in fresh {
+            handles.push(match &self.pins {
+                Some(p) => {
+                    let path = p.link(point);
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(LoaderError::Sys {
+                                what: format!("removing the old pin {}", path.display()),
+                                source: e,
+                            });
+                        }
+                        _ => {}
+                    }
+                    LinkHandle::Pinned(link.pin(&path).map_err(|e| LoaderError::Sys {
+                        what: format!("pinning the {} link", point.program_name()),
+                        source: std::io::Error::other(e),
+                    })?)
+                }
+                None => LinkHandle::Owned(link),
+            });
+        }
+        // The old links belong to the removed cgroup: closing them detaches nothing alive.
+        self.links = handles;
+        self.attached_cgroup = Some(current);
+        self.verify_attached(cgroup)?;
+        Ok(Follow::Reattached {
+            old: attached,
+            new: current,
         })
     }
 

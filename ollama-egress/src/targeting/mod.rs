@@ -2,6 +2,7 @@
 //! cgroup that processes found by name are moved into.
 
 mod procs;
+mod watch;
 
 use std::{
     fs,
@@ -10,6 +11,7 @@ use std::{
 };
 
 pub use procs::{ProcessWatcher, find_processes_by_comm};
+pub use watch::{CgroupWatch, FOLLOW_INTERVAL};
 
 /// Errors of finding or preparing the target cgroup.
 #[derive(Debug, thiserror::Error)]
