@@ -132,3 +132,213 @@ fn status_as_a_user_says_what_needs_root() {
     assert!(err.contains("status needs root"), "{err}");
     assert!(err.contains("sudo ollama-egress status"), "{err}");
 }
+
+/// A copy of `bin` named `name` in `dir`: its `comm` is what `--process` looks for.
+fn named_copy(bin: &std::path::Path, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    fs::copy(bin, &p).expect("copy binary");
+    p
+}
+
+/// A process name unique to this test run (at most 15 bytes).
+fn process_name(tag: &str) -> String {
+    format!("oe{tag}{:x}", std::process::id() % 0xfffff)
+}
+
+/// Starts `run --enforce --process NAME` with a policy denying 203.0.113.0/24.
+fn process_daemon(name: &str, policy: &std::path::Path) -> ollama_egress_tests::Daemon {
+    ollama_egress_tests::Daemon::start(&[
+        "--enforce",
+        "--process",
+        name,
+        "--policy",
+        policy.to_str().expect("utf8"),
+    ])
+}
+
+fn probe_json(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "probe output {text:?}: {e}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn a_process_found_by_name_is_judged_from_its_first_connection() {
+    ollama_egress_tests::require_root();
+    let ns = ollama_egress_tests::NetNs::new("oe-tgfc", ADDRS);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
+    let name = process_name("fc");
+    let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    let d = process_daemon(&name, &policy);
+    // Each copy connects at once, with no delay: any window between exec and the first
+    // connection would let it through (the listener is up).
+    for round in 0..10 {
+        let out = Command::new(&bin)
+            .args([
+                "--netns",
+                &ns.name,
+                "--listen",
+                LISTEN[1],
+                "tcp",
+                "203.0.113.7:8080",
+            ])
+            .output()
+            .expect("run the named copy");
+        let json = probe_json(&out);
+        assert_eq!(
+            json["errno"].as_i64(),
+            Some(i64::from(libc::EPERM)),
+            "round {round}: a new process named {name} connected before it was judged: {json}\n{}",
+            d.stderr_text()
+        );
+    }
+    // Processes of other names are not judged at all.
+    probe(&[
+        "--netns",
+        &ns.name,
+        "--listen",
+        LISTEN[1],
+        "tcp",
+        "203.0.113.7:8080",
+    ])
+    .assert_ok("a process of another name");
+}
+
+#[test]
+fn children_forked_under_another_name_before_the_daemon_are_judged() {
+    ollama_egress_tests::require_root();
+    let ns = ollama_egress_tests::NetNs::new("oe-tgch", ADDRS);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
+    let name = process_name("ch");
+    // A shell named like the target starts a child of another name (the probe) before the
+    // daemon runs; the child connects later.
+    let sh = named_copy(std::path::Path::new("/bin/sh"), tmp.path(), &name);
+    let script = format!(
+        "{} --netns {} --listen {} --delay-ms 2500 tcp 203.0.113.7:8080; true",
+        ollama_egress_tests::probe_bin().display(),
+        ns.name,
+        LISTEN[1]
+    );
+    let parent = Command::new(&sh)
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the named shell");
+    std::thread::sleep(Duration::from_millis(300));
+    let d = process_daemon(&name, &policy);
+    let out = parent.wait_with_output().expect("shell output");
+    let json = probe_json(&out);
+    assert_eq!(
+        json["errno"].as_i64(),
+        Some(i64::from(libc::EPERM)),
+        "the child forked before the daemon connected unjudged: {json}\n{}",
+        d.stderr_text()
+    );
+}
+
+#[test]
+fn with_no_daemon_a_new_process_found_by_name_is_still_judged() {
+    ollama_egress_tests::require_root();
+    let ns = ollama_egress_tests::NetNs::new("oe-tgnd", ADDRS);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
+    let name = process_name("nd");
+    let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    let mut d = process_daemon(&name, &policy);
+    assert!(d.stop(), "SIGTERM");
+    for action in [
+        &["tcp", "203.0.113.7:8080"][..],
+        &["udp", "203.0.113.7:9999"][..],
+        &["fork-tcp", "203.0.113.7:8080"][..],
+        // A raw socket bypasses the sock_addr hooks: the packet backstop judges it by the
+        // socket the marked task made.
+        &["raw-ping", "203.0.113.7"][..],
+    ] {
+        let out = Command::new(&bin)
+            .args(["--netns", &ns.name, "--listen", LISTEN[1]])
+            .args(action)
+            .output()
+            .expect("run the named copy");
+        let json = probe_json(&out);
+        if action[0] == "raw-ping" {
+            assert_eq!(
+                json["ok"], false,
+                "the echo reached the denied host: {json}"
+            );
+        } else {
+            assert_eq!(
+                json["errno"].as_i64(),
+                Some(i64::from(libc::EPERM)),
+                "{action:?} of a process named {name} started with no daemon: {json}"
+            );
+        }
+    }
+    let out = Command::new(&bin)
+        .args([
+            "--netns",
+            &ns.name,
+            "--listen",
+            LISTEN[0],
+            "tcp",
+            "192.0.2.1:8080",
+        ])
+        .output()
+        .expect("run the named copy");
+    assert_eq!(
+        probe_json(&out)["ok"],
+        true,
+        "allowed destinations stay reachable"
+    );
+    probe(&[
+        "--netns",
+        &ns.name,
+        "--listen",
+        LISTEN[1],
+        "tcp",
+        "203.0.113.7:8080",
+    ])
+    .assert_ok("a process of another name, with no daemon");
+    probe(&["--netns", &ns.name, "raw-ping", "203.0.113.7"])
+        .assert_ok("a raw echo of a process of another name");
+}
+
+#[test]
+fn a_socket_made_before_the_daemon_started_is_judged_at_connect() {
+    ollama_egress_tests::require_root();
+    let ns = ollama_egress_tests::NetNs::new("oe-tgso", ADDRS);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
+    let name = process_name("so");
+    let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    // The socket exists before the daemon; it connects once the daemon runs.
+    let early = Command::new(&bin)
+        .args([
+            "--netns",
+            &ns.name,
+            "--listen",
+            LISTEN[1],
+            "tcp-late",
+            "203.0.113.7:8080",
+            "--wait-ms",
+            "2500",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the named copy");
+    std::thread::sleep(Duration::from_millis(300));
+    let d = process_daemon(&name, &policy);
+    let json = probe_json(&early.wait_with_output().expect("probe output"));
+    assert_eq!(
+        json["errno"].as_i64(),
+        Some(i64::from(libc::EPERM)),
+        "a socket made before the daemon connected unjudged: {json}\n{}",
+        d.stderr_text()
+    );
+}

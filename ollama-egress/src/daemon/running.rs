@@ -117,11 +117,11 @@ impl Daemon {
             return;
         };
         match w.scan() {
-            Ok(moved) if !moved.is_empty() => {
-                info!(?moved, "moved new processes into {}", self.cgroup.display());
+            Ok(marked) if !marked.is_empty() => {
+                info!(?marked, "marked processes the kernel had not marked");
             }
             Ok(_) => {}
-            Err(e) => warn!("moving processes failed: {e}"),
+            Err(e) => warn!("marking processes failed: {e}"),
         }
     }
 

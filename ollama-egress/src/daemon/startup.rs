@@ -58,7 +58,9 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
     let cgroup = match &opts.target {
         TargetSpec::Cgroup(p) => targeting::check_cgroup_dir(p, &mount)?,
         TargetSpec::Unit(u) => targeting::find_unit_cgroup(&mount, u)?,
-        TargetSpec::Process(_) => targeting::ensure_managed_cgroup(&mount, &opts.managed_cgroup)?,
+        // Processes found by name are judged where they are: the programs go on the cgroup v2
+        // root and judge only the tasks the kernel marked (see `targeting::ProcessWatcher`).
+        TargetSpec::Process(_) => mount.clone(),
     };
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))?);
     let listener = metrics::bind(opts.metrics_addr, opts.metrics_allow_remote).await?;
@@ -90,6 +92,14 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
     let decoder = Arc::new(Mutex::new(Decoder::new(BootClock::now(), geo.clone())));
     push_generation(&decoder, generation, &compiled, opts.mode);
 
+    if let TargetSpec::Process(name) = &opts.target {
+        targeting::ensure_tracefs()?;
+        loaded.configure_marking(
+            targeting::comm_bytes(name),
+            targeting::exit_group_dead_offset(),
+        )?;
+        loaded.attach_marking(&cgroup)?;
+    }
     let attachment = loaded.attach(&cgroup)?;
     new_pins.armed = false;
     if attachment == Attachment::Adopted {
@@ -107,15 +117,14 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
 
     let watcher = match &opts.target {
         TargetSpec::Process(name) => {
-            let mut w = ProcessWatcher::new(name, &cgroup);
-            let moved = w.scan()?;
-            if moved.is_empty() {
-                info!("no process named {name} yet; waiting for one to start");
+            let mut w = ProcessWatcher::new(name, loaded.take_marks()?);
+            let marked = w.scan()?;
+            if marked.is_empty() {
+                info!("no process named {name} yet; the kernel marks one as it starts");
             } else {
                 info!(
-                    ?moved,
-                    "moved processes named {name} into {}",
-                    cgroup.display()
+                    ?marked,
+                    "marked running processes named {name} and their descendants as targets"
                 );
             }
             Some(w)

@@ -309,3 +309,141 @@ impl Loaded {
         Ok(info.id())
     }
 }
+
+/// Maps of the `--process` marking (see the kernel's `exec` module), pinned with the others.
+pub const MARK_MAPS: [&str; 4] = [
+    "TARGET_CONFIG",
+    "TARGET_NAME",
+    "TARGET_TASKS",
+    "TARGET_SOCKS",
+];
+
+/// The programs that mark `--process` targets: name, and tracepoint (category, name) or `None`
+/// for the cgroup sock programs attached to the cgroup v2 root.
+const MARK_PROGRAMS: [(&str, Option<(&str, &str)>); 5] = [
+    ("mark_exec", Some(("sched", "sched_process_exec"))),
+    ("mark_fork", Some(("sched", "sched_process_fork"))),
+    ("mark_exit", Some(("sched", "sched_process_exit"))),
+    ("target_sock_create", None),
+    ("target_sock_release", None),
+];
+
+/// `TARGET_CONFIG` index: judge only marked tasks.
+const CONFIG_MARKED_ONLY: u32 = 0;
+/// `TARGET_CONFIG` index: offset of `group_dead` in the `sched_process_exit` record.
+const CONFIG_EXIT_GROUP_DEAD: u32 = 1;
+
+impl Loaded {
+    /// `--process` mode, before [`Loaded::attach`] to the cgroup v2 root: tells the programs to
+    /// judge only marked tasks and their sockets, and which name marks a task at exec.
+    /// `exit_group_dead` is the offset of `group_dead` in the `sched_process_exit` record.
+    pub fn configure_marking(
+        &mut self,
+        comm: [u8; 16],
+        exit_group_dead: Option<u32>,
+    ) -> Result<(), LoaderError> {
+        let merr = |what: &str| {
+            let what = what.to_owned();
+            move |source| LoaderError::Map { what, source }
+        };
+        let mut names: aya::maps::Array<_, [u8; 16]> =
+            aya::maps::Array::try_from(self.map_mut("TARGET_NAME")?)
+                .map_err(merr("opening TARGET_NAME"))?;
+        names.set(0, comm, 0).map_err(merr("writing TARGET_NAME"))?;
+        let mut cfg: aya::maps::Array<_, u32> =
+            aya::maps::Array::try_from(self.map_mut("TARGET_CONFIG")?)
+                .map_err(merr("opening TARGET_CONFIG"))?;
+        cfg.set(CONFIG_EXIT_GROUP_DEAD, exit_group_dead.unwrap_or(0), 0)
+            .map_err(merr("writing TARGET_CONFIG"))?;
+        cfg.set(CONFIG_MARKED_ONLY, 1, 0)
+            .map_err(merr("writing TARGET_CONFIG"))?;
+        Ok(())
+    }
+
+    /// `--process` mode: loads and attaches the marking programs (the exec, fork and exit
+    /// tracepoints, and sock_create/sock_release on `root`), pinned in enforce mode so marking
+    /// goes on without a daemon. Links pinned by an earlier daemon are replaced.
+    pub fn attach_marking(&mut self, root: &Path) -> Result<(), LoaderError> {
+        let dir = File::open(root).map_err(|source| LoaderError::Cgroup {
+            path: root.display().to_string(),
+            source,
+        })?;
+        for (name, tracepoint) in MARK_PROGRAMS {
+            let what = format!("attaching {name}");
+            let perr = |source| LoaderError::Program {
+                what: what.clone(),
+                source,
+            };
+            let lerr = |e: aya::programs::links::LinkError| LoaderError::Sys {
+                what: what.clone(),
+                source: std::io::Error::other(e),
+            };
+            let prog = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| LoaderError::Missing {
+                    kind: "program",
+                    name: name.to_owned(),
+                })?;
+            let link = match tracepoint {
+                Some((category, event)) => {
+                    let p = <&mut aya::programs::TracePoint>::try_from(prog).map_err(perr)?;
+                    p.load().map_err(perr)?;
+                    let id = p.attach(category, event).map_err(perr)?;
+                    FdLink::try_from(p.take_link(id).map_err(perr)?).map_err(lerr)?
+                }
+                None => {
+                    let p = <&mut aya::programs::CgroupSock>::try_from(prog).map_err(perr)?;
+                    p.load().map_err(perr)?;
+                    let id = p.attach(&dir, CgroupAttachMode::Single).map_err(perr)?;
+                    FdLink::try_from(p.take_link(id).map_err(perr)?).map_err(lerr)?
+                }
+            };
+            let handle = match &self.pins {
+                Some(pins) => {
+                    let path = pins.root().join("links").join(name);
+                    match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(LoaderError::Sys {
+                                what: format!("removing the old pin {}", path.display()),
+                                source: e,
+                            });
+                        }
+                        _ => {}
+                    }
+                    LinkHandle::Pinned(link.pin(&path).map_err(|e| LoaderError::Sys {
+                        what: format!("pinning the {name} link"),
+                        source: std::io::Error::other(e),
+                    })?)
+                }
+                None => LinkHandle::Owned(link),
+            };
+            self.links.push(handle);
+        }
+        Ok(())
+    }
+
+    /// The map of marked tasks, for marking the processes found by scanning `/proc`.
+    pub fn take_marks(
+        &mut self,
+    ) -> Result<aya::maps::HashMap<aya::maps::MapData, u32, u32>, LoaderError> {
+        let map = self
+            .ebpf
+            .take_map("TARGET_TASKS")
+            .ok_or_else(|| LoaderError::Missing {
+                kind: "map",
+                name: "TARGET_TASKS".to_owned(),
+            })?;
+        aya::maps::HashMap::try_from(map).map_err(|source| LoaderError::Map {
+            what: "opening TARGET_TASKS".to_owned(),
+            source,
+        })
+    }
+
+    fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map, LoaderError> {
+        self.ebpf.map_mut(name).ok_or_else(|| LoaderError::Missing {
+            kind: "map",
+            name: name.to_owned(),
+        })
+    }
+}

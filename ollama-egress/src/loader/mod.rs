@@ -24,7 +24,7 @@ use ollama_egress_common::{
 
 pub use attach::{AttachPoint, attached_program_ids};
 pub use counters::{CounterSnapshot, KernelCounters};
-pub use links::Follow;
+pub use links::{Follow, MARK_MAPS};
 pub use pins::{PinError, PinLayout, cgroup_id};
 pub use tables::{PolicyTables, TableError, TablePolicy};
 
@@ -188,7 +188,7 @@ impl Loaded {
         loader.map_max_entries(EVENTS_MAP, sizes.event_buffer_bytes);
         if let Some(p) = pins {
             p.prepare()?;
-            for name in ALL_MAPS {
+            for name in ALL_MAPS.into_iter().chain(MARK_MAPS) {
                 loader.map_pin_path(name, p.map(name));
             }
         }

@@ -66,6 +66,13 @@ enum Action {
         #[arg(long)]
         ports: u16,
     },
+    /// Make a TCP socket now, wait `wait_ms`, then connect it (2 s timeout): a socket older
+    /// than whatever happened meanwhile.
+    TcpLate {
+        addr: SocketAddr,
+        #[arg(long)]
+        wait_ms: u64,
+    },
     /// TCP connects in a loop for `duration_ms`, reporting how many succeeded.
     TcpLoop {
         addr: SocketAddr,
@@ -209,6 +216,7 @@ fn act(action: &Action) -> Outcome {
             out
         }
         Action::ForkTcp { addr } => fork_tcp(addr),
+        Action::TcpLate { addr, wait_ms } => tcp_late(addr, *wait_ms),
         Action::Raw6 { src, dst, kind } => result(started, raw6(*src, *dst, kind)),
         Action::TcpLoop { addr, duration_ms } => {
             let mut out = Outcome {
@@ -238,6 +246,73 @@ fn act(action: &Action) -> Outcome {
 
 fn tcp(addr: &SocketAddr) -> std::io::Result<()> {
     TcpStream::connect_timeout(addr, Duration::from_secs(2)).map(drop)
+}
+
+fn tcp_late(addr: &SocketAddr, wait_ms: u64) -> Outcome {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket syscall; the descriptor is owned right away.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return result(Instant::now(), Err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    std::thread::sleep(Duration::from_millis(wait_ms));
+    let started = Instant::now();
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: `storage` holds a valid address of `len` bytes.
+    let ret = unsafe {
+        libc::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    let r = if ret == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    };
+    result(started, r)
+}
+
+fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }
 
 fn fork_tcp(addr: &SocketAddr) -> Outcome {
