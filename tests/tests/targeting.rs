@@ -342,3 +342,122 @@ fn a_socket_made_before_the_daemon_started_is_judged_at_connect() {
         d.stderr_text()
     );
 }
+
+/// `struct clone_args` of clone3(2), up to `set_tid_size`.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+}
+
+/// Starts `argv` as a new process with exactly pid `pid` (clone3 with `set_tid`, root only);
+/// its stdout goes to `stdout`. Returns `None` when the pid is taken.
+fn spawn_with_pid(pid: i32, argv: &[&str], stdout: std::os::fd::BorrowedFd<'_>) -> Option<i32> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd as _;
+    let args: Vec<CString> = argv
+        .iter()
+        .map(|a| CString::new(*a).expect("no NUL"))
+        .collect();
+    let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let tids = [pid];
+    let mut ca = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tids.as_ptr() as u64,
+        set_tid_size: 1,
+        ..CloneArgs::default()
+    };
+    let out = stdout.as_raw_fd();
+    // SAFETY: clone3 without CLONE_VM: the child gets a copy of this address space and only
+    // calls async-signal-safe functions (dup2, execve, _exit) on memory prepared before.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut ca as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        0 => {
+            // SAFETY: as above; the child never returns.
+            unsafe {
+                libc::dup2(out, 1);
+                libc::execve(ptrs[0], ptrs.as_ptr(), envp.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        r if r > 0 => Some(r as i32),
+        _ => {
+            let e = std::io::Error::last_os_error();
+            assert_eq!(e.raw_os_error(), Some(libc::EEXIST), "clone3: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn a_process_that_reuses_the_pid_of_an_earlier_target_is_judged() {
+    ollama_egress_tests::require_root();
+    let ns = ollama_egress_tests::NetNs::new("oe-tgpr", ADDRS);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
+    let name = process_name("pr");
+    let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    let d = process_daemon(&name, &policy);
+    // A first target runs long enough for the daemon to see it, then ends.
+    let mut first = Command::new(&bin)
+        .args([
+            "--netns",
+            &ns.name,
+            "--delay-ms",
+            "800",
+            "tcp",
+            "192.0.2.1:8080",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the first target");
+    let pid = i32::try_from(first.id()).expect("pid");
+    first.wait().expect("first target ends");
+    // A second target gets the same pid at once, before the next scan.
+    let (rd, wr) = nix::unistd::pipe().expect("pipe");
+    let bin_s = bin.display().to_string();
+    let argv = [
+        bin_s.as_str(),
+        "--netns",
+        &ns.name,
+        "--listen",
+        LISTEN[1],
+        "--delay-ms",
+        "1000",
+        "tcp",
+        "203.0.113.7:8080",
+    ];
+    let Some(second) = spawn_with_pid(pid, &argv, std::os::fd::AsFd::as_fd(&wr)) else {
+        panic!("pid {pid} was taken by another process before the test could reuse it");
+    };
+    drop(wr);
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut fs::File::from(rd), &mut text).expect("read output");
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(second), None);
+    assert_eq!(second, pid, "the second target reuses the pid");
+    let json: serde_json::Value =
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("probe output {text:?}: {e}"));
+    assert_eq!(
+        json["errno"].as_i64(),
+        Some(i64::from(libc::EPERM)),
+        "a target with a reused pid connected unjudged: {json}\n{}",
+        d.stderr_text()
+    );
+}
