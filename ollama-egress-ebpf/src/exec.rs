@@ -118,11 +118,10 @@ fn try_mark_fork(ctx: &TracePointContext) -> Result<(), i32> {
     let child: i32 = unsafe { ctx.read_at(FORK_CHILD_PID)? };
     let child = child as u32;
     if current_marked() {
-        // A mark that cannot be recorded would leave the child unjudged: fail loudly instead of
-        // silently (the map is sized far above any real Ollama).
-        TARGET_TASKS
-            .insert(child, MARK_FORK, 0)
-            .map_err(|e| e as i32)?;
+        // Only fails when the map is full (it holds 65,536 marked tasks and threads, far above
+        // any real Ollama); a tracepoint cannot refuse the fork, so the child then goes unmarked
+        // until a scan of the daemon marks it.
+        TARGET_TASKS.insert(child, MARK_FORK, 0)?;
     } else {
         let _ = TARGET_TASKS.remove(child);
     }

@@ -461,3 +461,92 @@ fn a_process_that_reuses_the_pid_of_an_earlier_target_is_judged() {
         d.stderr_text()
     );
 }
+
+#[test]
+fn status_lists_marked_processes_and_a_restarted_daemon_keeps_the_marks() {
+    ollama_egress_tests::require_root();
+    let ns = ollama_egress_tests::NetNs::new("oe-tgrs", ADDRS);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
+    let name = process_name("rs");
+    let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    let mut d = process_daemon(&name, &policy);
+    // A target that runs across a crash and a restart of the daemon.
+    let long = Command::new(&bin)
+        .args([
+            "--netns",
+            &ns.name,
+            "--listen",
+            LISTEN[1],
+            "--delay-ms",
+            "2500",
+            "tcp",
+            "203.0.113.7:8080",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the named copy");
+    std::thread::sleep(Duration::from_millis(300));
+    let status_of = |d: &ollama_egress_tests::Daemon| {
+        let out = Command::new(daemon_bin())
+            .args(["status", "--json", "--log-dir"])
+            .arg(&d.log_dir)
+            .arg("--pin-dir")
+            .arg(&d.pin_dir)
+            .output()
+            .expect("status");
+        (
+            out.status.success(),
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("status json"),
+        )
+    };
+    let (ok, st) = status_of(&d);
+    assert!(ok, "{st:#}");
+    assert!(
+        st["marked"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|p| p.as_u64() == Some(u64::from(long.id())))),
+        "status lists the marked process {}: {st:#}",
+        long.id()
+    );
+    d.kill9();
+    let args = [
+        "--enforce",
+        "--process",
+        name.as_str(),
+        "--policy",
+        policy.to_str().expect("utf8"),
+    ];
+    let second = d.restart(&args);
+    let json = probe_json(&long.wait_with_output().expect("probe output"));
+    assert_eq!(
+        json["errno"].as_i64(),
+        Some(i64::from(libc::EPERM)),
+        "the target running across the restart: {json}\n{}",
+        second.stderr_text()
+    );
+    let out = Command::new(&bin)
+        .args([
+            "--netns",
+            &ns.name,
+            "--listen",
+            LISTEN[1],
+            "tcp",
+            "203.0.113.7:8080",
+        ])
+        .output()
+        .expect("run the named copy");
+    assert_eq!(
+        probe_json(&out)["errno"].as_i64(),
+        Some(i64::from(libc::EPERM)),
+        "a new target after the restart"
+    );
+    let (ok, st) = status_of(&second);
+    assert!(ok, "{st:#}");
+    assert!(
+        st["marking"]
+            .as_array()
+            .is_some_and(|m| m.len() == 5 && m.iter().all(|l| l[1] == true)),
+        "{st:#}"
+    );
+}

@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::{
     daemon::{DaemonState, state::STATE_FILE},
-    loader::{AttachPoint, PinLayout, attached_program_ids, cgroup_id},
+    loader::{AttachPoint, MARK_LINKS, PinLayout, attached_program_ids, cgroup_id, sys},
     logstore::DEFAULT_LOG_DIR,
     targeting,
 };
@@ -97,6 +97,11 @@ pub struct StatusReport {
     /// Pinned enforcement is attached and verified but no daemon runs: the kernel still
     /// enforces the last policy, and nothing records events until a daemon starts again.
     pub enforcing_without_daemon: bool,
+    /// `--process` mode: the marking programs (exec, fork, exit tracepoints; socket
+    /// create/release) pinned, and whether the kernel opens each.
+    pub marking: Vec<(&'static str, bool)>,
+    /// `--process` mode: the processes the kernel has marked as targets (from the pinned map).
+    pub marked: Vec<u32>,
     /// What is not as it should be, one sentence each; empty when the target is enforced (or
     /// monitored) as reported. `status` exits non-zero when this is not empty.
     pub problems: Vec<String>,
@@ -181,6 +186,17 @@ impl StatusArgs {
         if !pinned.is_empty() {
             pinned_problems(&pinned, target.as_deref(), target_id, &mut problems);
         }
+        let process_mode = daemon
+            .as_ref()
+            .is_some_and(|st| st.target.starts_with("processes named"))
+            || MARK_LINKS
+                .iter()
+                .any(|n| self.pin_dir.join("links").join(n).exists());
+        let (marking, marked) = if process_mode {
+            self.marking(&mut problems)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let pinned_verified = !pinned.is_empty() && problems.is_empty();
 
         let (attached_verified, processes) = match daemon.as_ref().filter(|_| running) {
@@ -217,8 +233,52 @@ impl StatusArgs {
             enforcing_without_daemon: pinned_verified && !running,
             pinned_verified,
             pinned,
+            marking,
+            marked,
             problems,
         })
+    }
+
+    /// The `--process` marking links and the marked processes, from the pins.
+    fn marking(&self, problems: &mut Vec<String>) -> (Vec<(&'static str, bool)>, Vec<u32>) {
+        let links: Vec<(&'static str, bool)> = MARK_LINKS
+            .iter()
+            .map(|n| {
+                let path = self.pin_dir.join("links").join(n);
+                (*n, path.exists() && sys::obj_get(&path).is_ok())
+            })
+            .collect();
+        let missing: Vec<&str> = links
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(n, _)| *n)
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "processes found by name are not marked in the kernel: no pinned {} link in {}",
+                missing.join(", "),
+                self.pin_dir.join("links").display()
+            ));
+        }
+        let live: HashSet<u32> = targeting::all_processes(Path::new("/proc"))
+            .into_iter()
+            .map(|p| p.pid)
+            .collect();
+        let mut marked: Vec<u32> =
+            aya::maps::MapData::from_pin(self.pin_dir.join("maps").join("TARGET_TASKS"))
+                .ok()
+                .and_then(|m| {
+                    aya::maps::HashMap::<_, u32, u32>::try_from(aya::maps::Map::HashMap(m)).ok()
+                })
+                .map(|m| {
+                    m.keys()
+                        .filter_map(Result::ok)
+                        .filter(|k| live.contains(k))
+                        .collect()
+                })
+                .unwrap_or_default();
+        marked.sort_unstable();
+        (links, marked)
     }
 
     /// Prints the report.
@@ -258,6 +318,13 @@ impl StatusArgs {
                 "no daemon state in {}: ollama-egress run is not running",
                 self.log_dir.display()
             )?;
+            if !r.marking.is_empty() {
+                writeln!(
+                    out,
+                    "marked:    {:?} (processes the kernel judges as targets)",
+                    r.marked
+                )?;
+            }
             return Ok(());
         };
         writeln!(
@@ -272,7 +339,15 @@ impl StatusArgs {
         )?;
         writeln!(out, "mode:      {}", st.mode)?;
         writeln!(out, "target:    {} ({})", st.target, st.cgroup.display())?;
-        writeln!(out, "processes: {:?}", r.processes)?;
+        if r.marking.is_empty() {
+            writeln!(out, "processes: {:?}", r.processes)?;
+        } else {
+            writeln!(
+                out,
+                "marked:    {:?} (processes the kernel judges as targets)",
+                r.marked
+            )?;
+        }
         for l in &r.pinned {
             writeln!(
                 out,

@@ -318,6 +318,15 @@ pub const MARK_MAPS: [&str; 4] = [
     "TARGET_SOCKS",
 ];
 
+/// Names of the pinned links of the `--process` marking programs (under `<pin-dir>/links/`).
+pub const MARK_LINKS: [&str; 5] = [
+    MARK_PROGRAMS[0].0,
+    MARK_PROGRAMS[1].0,
+    MARK_PROGRAMS[2].0,
+    MARK_PROGRAMS[3].0,
+    MARK_PROGRAMS[4].0,
+];
+
 /// The programs that mark `--process` targets: name, and tracepoint (category, name) or `None`
 /// for the cgroup sock programs attached to the cgroup v2 root.
 const MARK_PROGRAMS: [(&str, Option<(&str, &str)>); 5] = [
