@@ -550,3 +550,45 @@ fn status_lists_marked_processes_and_a_restarted_daemon_keeps_the_marks() {
         "{st:#}"
     );
 }
+
+#[test]
+fn sockets_a_running_target_made_before_the_daemon_are_judged_by_the_packet_backstop() {
+    ollama_egress_tests::require_root();
+    let ns = ollama_egress_tests::NetNs::new("oe-tgrw", ADDRS);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
+    let name = process_name("rw");
+    let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    // Control: with no daemon the echo is answered.
+    let out = Command::new(&bin)
+        .args(["--netns", &ns.name, "raw-ping", "203.0.113.7"])
+        .output()
+        .expect("run the named copy");
+    assert_eq!(
+        probe_json(&out)["ok"],
+        true,
+        "the echo works without a daemon"
+    );
+    // A raw socket (which no sock_addr hook sees) made before the daemon, used after.
+    let early = Command::new(&bin)
+        .args([
+            "--netns",
+            &ns.name,
+            "raw-ping",
+            "203.0.113.7",
+            "--wait-ms",
+            "2500",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the named copy");
+    std::thread::sleep(Duration::from_millis(300));
+    let d = process_daemon(&name, &policy);
+    let json = probe_json(&early.wait_with_output().expect("probe output"));
+    assert_eq!(
+        json["ok"],
+        false,
+        "an echo on a raw socket made before the daemon reached the denied host: {json}\n{}",
+        d.stderr_text()
+    );
+}

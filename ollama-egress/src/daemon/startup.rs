@@ -117,7 +117,8 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
 
     let watcher = match &opts.target {
         TargetSpec::Process(name) => {
-            let mut w = ProcessWatcher::new(name, loaded.take_marks()?);
+            let mut w =
+                ProcessWatcher::new(name, loaded.take_marks()?, loaded.take_target_socks()?);
             let marked = w.scan()?;
             if marked.is_empty() {
                 info!("no process named {name} yet; the kernel marks one as it starts");

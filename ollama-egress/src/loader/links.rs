@@ -436,15 +436,29 @@ impl Loaded {
     pub fn take_marks(
         &mut self,
     ) -> Result<aya::maps::HashMap<aya::maps::MapData, u32, u32>, LoaderError> {
+        self.take_hash("TARGET_TASKS")
+    }
+
+    /// The map of the marked tasks' sockets, for the sockets they had before they were marked.
+    pub fn take_target_socks(
+        &mut self,
+    ) -> Result<aya::maps::HashMap<aya::maps::MapData, u64, u32>, LoaderError> {
+        self.take_hash("TARGET_SOCKS")
+    }
+
+    fn take_hash<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &str,
+    ) -> Result<aya::maps::HashMap<aya::maps::MapData, K, V>, LoaderError> {
         let map = self
             .ebpf
-            .take_map("TARGET_TASKS")
+            .take_map(name)
             .ok_or_else(|| LoaderError::Missing {
                 kind: "map",
-                name: "TARGET_TASKS".to_owned(),
+                name: name.to_owned(),
             })?;
         aya::maps::HashMap::try_from(map).map_err(|source| LoaderError::Map {
-            what: "opening TARGET_TASKS".to_owned(),
+            what: format!("opening {name}"),
             source,
         })
     }

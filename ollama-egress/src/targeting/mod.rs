@@ -3,6 +3,7 @@
 
 mod marks;
 mod procs;
+mod sockets;
 mod watch;
 
 use std::{
@@ -13,7 +14,8 @@ use std::{
 
 pub use marks::{comm_bytes, ensure_tracefs, exit_group_dead_offset};
 pub use procs::{
-    MarkMap, ProcStat, ProcessWatcher, all_processes, find_processes_by_comm, parse_stat, targets,
+    MarkMap, ProcStat, ProcessWatcher, SockMap, all_processes, find_processes_by_comm, parse_stat,
+    targets,
 };
 pub use watch::{CgroupWatch, FOLLOW_INTERVAL};
 

@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::TargetError;
+use super::{TargetError, sockets};
 
 /// The kernel keeps at most 15 bytes of a task name.
 const COMM_MAX: usize = 15;
@@ -126,19 +126,47 @@ pub struct ProcessWatcher {
     name: String,
     proc_root: PathBuf,
     marks: MarkMap,
+    socks: SockMap,
 }
 
 /// The kernel's map of marked tasks.
 pub type MarkMap = aya::maps::HashMap<aya::maps::MapData, u32, u32>;
+/// The kernel's map of the marked tasks' sockets, by cookie.
+pub type SockMap = aya::maps::HashMap<aya::maps::MapData, u64, u32>;
 
 impl ProcessWatcher {
-    /// A watcher for `name` that marks processes in `marks`.
-    pub fn new(name: &str, marks: MarkMap) -> Self {
+    /// A watcher for `name` that marks processes in `marks` and records the sockets they
+    /// already have in `socks`.
+    pub fn new(name: &str, marks: MarkMap, socks: SockMap) -> Self {
         Self {
             name: name.to_owned(),
             proc_root: PathBuf::from("/proc"),
             marks,
+            socks,
         }
+    }
+
+    /// Records the sockets process `pid` already has, so the packet programs judge them too
+    /// (a socket made before the mark passed no hook that could record it). Returns how many.
+    fn adopt_sockets(&mut self, pid: u32) -> usize {
+        let cookies = match sockets::cookies(&self.proc_root, pid) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(
+                    pid,
+                    "cannot read the sockets process {pid} already has ({e}): the packet backstop does not judge them"
+                );
+                return 0;
+            }
+        };
+        let mut n = 0;
+        for cookie in cookies {
+            match self.socks.insert(cookie, MARK_SCAN, 0) {
+                Ok(()) => n += 1,
+                Err(e) => tracing::warn!(pid, "recording a socket of process {pid}: {e}"),
+            }
+        }
+        n
     }
 
     /// Marks every matching process the kernel has not marked; returns the pids marked now. A
@@ -163,7 +191,11 @@ impl ProcessWatcher {
                     source: std::io::Error::other(e),
                 })?;
             match read_stat(&self.proc_root, pid) {
-                Some(after) if after.start == before.start => now.push(pid),
+                Some(after) if after.start == before.start => {
+                    let n = self.adopt_sockets(pid);
+                    tracing::debug!(pid, sockets = n, "marked a running process");
+                    now.push(pid);
+                }
                 _ => {
                     // Exited, or the pid now names another process: undo our mark (a mark the
                     // kernel wrote meanwhile, at fork, stays).

@@ -48,7 +48,12 @@ enum Action {
     /// UDP connect, then send.
     UdpConnected { addr: SocketAddr },
     /// Raw ICMP echo (IPv4), waiting 500 ms for the reply: bypasses the sock_addr hooks.
-    RawPing { addr: std::net::Ipv4Addr },
+    RawPing {
+        addr: std::net::Ipv4Addr,
+        /// Wait this long between making the socket and sending.
+        #[arg(long, default_value_t = 0)]
+        wait_ms: u64,
+    },
     /// One hand-built IPv6 packet (ICMPv6 echo) on a raw socket with the header included:
     /// `plain`, with a routing header that still has a segment to visit (`routing`), or with a
     /// hop-by-hop header longer than the packet (`truncated`).
@@ -183,7 +188,7 @@ fn act(action: &Action) -> Outcome {
             })();
             result(started, r)
         }
-        Action::RawPing { addr } => result(started, raw_ping(*addr)),
+        Action::RawPing { addr, wait_ms } => result(started, raw_ping(*addr, *wait_ms)),
         Action::UdpSpray { addr, ports } => {
             let mut out = Outcome {
                 pid: std::process::id(),
@@ -362,13 +367,14 @@ fn fork_tcp(addr: &SocketAddr) -> Outcome {
 }
 
 /// Sends one ICMP echo request on a raw socket and waits 500 ms for the reply.
-fn raw_ping(addr: std::net::Ipv4Addr) -> std::io::Result<()> {
+fn raw_ping(addr: std::net::Ipv4Addr, wait_ms: u64) -> std::io::Result<()> {
     // SAFETY: plain socket syscalls on a descriptor we own; buffers outlive the calls.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        std::thread::sleep(Duration::from_millis(wait_ms));
         let close = |e: std::io::Error| {
             libc::close(fd);
             e
