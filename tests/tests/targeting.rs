@@ -592,3 +592,68 @@ fn sockets_a_running_target_made_before_the_daemon_are_judged_by_the_packet_back
         d.stderr_text()
     );
 }
+
+#[test]
+fn monitor_mode_by_name_records_only_the_target_and_leaves_nothing_on_the_root() {
+    ollama_egress_tests::require_root();
+    let ns = ollama_egress_tests::NetNs::new("oe-tgmo", ADDRS);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
+    let name = process_name("mo");
+    let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    let mut d = ollama_egress_tests::Daemon::start(&[
+        "--monitor",
+        "--process",
+        &name,
+        "--policy",
+        policy.to_str().expect("utf8"),
+    ]);
+    let out = Command::new(&bin)
+        .args([
+            "--netns",
+            &ns.name,
+            "--listen",
+            LISTEN[1],
+            "tcp",
+            "203.0.113.7:8080",
+        ])
+        .output()
+        .expect("run the named copy");
+    let target = probe_json(&out);
+    assert_eq!(target["ok"], true, "monitor mode lets it through: {target}");
+    let other = probe(&[
+        "--netns",
+        &ns.name,
+        "--listen",
+        LISTEN[1],
+        "tcp",
+        "203.0.113.7:8080",
+    ]);
+    other.assert_ok("another process");
+    let evs = d.wait_events(1, |e| {
+        e["verdict"] == "would_block" && e["comm"] == name.as_str()
+    });
+    assert_eq!(
+        evs.len(),
+        1,
+        "one would_block event for the target: {evs:#?}"
+    );
+    assert!(
+        d.events()
+            .iter()
+            .all(|e| e["pid"].as_u64() != Some(other.pid())),
+        "no event for a process of another name: {:#?}",
+        d.events()
+    );
+    let ids: Vec<u32> = d.state().programs.iter().map(|(_, id)| *id).collect();
+    let mount = ollama_egress::targeting::cgroup2_mount().expect("cgroup2");
+    assert!(d.stop(), "SIGTERM");
+    for p in AttachPoint::ALL {
+        let on_root = attached_program_ids(&mount, p).expect("query the root");
+        assert!(
+            !on_root.iter().any(|id| ids.contains(id)),
+            "{p:?}: a program of the stopped monitor daemon is still on the root: {on_root:?}"
+        );
+    }
+    assert!(!d.pin_dir.exists(), "monitor mode pins nothing");
+}
