@@ -113,6 +113,15 @@ fn status_without_a_daemon_says_a_recreated_cgroup_is_not_enforced() {
     );
     assert!(text.contains("NOT ENFORCING"), "{text}");
     assert!(!text.contains("ENFORCING WITHOUT A DAEMON"), "{text}");
+    // After a clean stop no state file names the target: the kernel's word on the links'
+    // cgroup (removed) must be enough.
+    fs::remove_file(s.daemon.log_dir.join("state.json")).expect("remove the state file");
+    let (ok, text) = status(&s);
+    assert!(!ok, "status with no state file:\n{text}");
+    assert!(
+        text.contains("NOT ENFORCING") && text.contains("removed"),
+        "{text}"
+    );
 }
 
 #[test]

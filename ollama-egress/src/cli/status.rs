@@ -426,7 +426,10 @@ fn pinned_problems(
     for l in pinned {
         match (&l.cgroup, target, target_id) {
             _ if l.cgroup_id == 0 => {
-                problems.push(format!("the pinned {} link is detached", l.program));
+                problems.push(format!(
+                    "the pinned {} link is attached to no cgroup (its cgroup was removed): it enforces nothing",
+                    l.program
+                ));
             }
             (None, _, _) => problems.push(format!(
                 "the pinned {} link is attached to cgroup id {}, which was removed: it enforces nothing (a restarted unit gets a new cgroup; start `ollama-egress run --enforce` to attach to it)",
