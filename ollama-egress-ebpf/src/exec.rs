@@ -5,6 +5,7 @@
 //! - `sched/sched_process_fork`: a new task inherits its parent's mark, and a task whose parent
 //!   is not marked loses any mark its pid had before (a reused pid is never a target by
 //!   accident).
+//! - `task/task_rename`: a task that takes the target name later (`prctl(PR_SET_NAME)`) is marked.
 //! - `sched/sched_process_exit`: the mark goes when the thread (or the whole group) ends.
 //! - `cgroup/sock_create` and `cgroup/sock_release`: sockets made by a marked task are recorded
 //!   by cookie in [`TARGET_SOCKS`], so the packet programs, which see the socket but not reliably
@@ -34,6 +35,15 @@ pub const CONFIG_MARKED_ONLY: u32 = 0;
 /// Index in [`TARGET_CONFIG`]: offset of `group_dead` in the `sched_process_exit` record (0
 /// when the kernel has none).
 pub const CONFIG_EXIT_GROUP_DEAD: u32 = 1;
+
+/// Index in [`TARGET_CONFIG`]: non-zero when userspace found the `task_rename` record laid out
+/// as [`RENAME_PID`] and [`RENAME_NEWCOMM`] say.
+pub const CONFIG_RENAME_LAYOUT: u32 = 2;
+
+/// Offset of `pid` in the `task_rename` record.
+const RENAME_PID: usize = 8;
+/// Offset of `newcomm` in the `task_rename` record.
+const RENAME_NEWCOMM: usize = 28;
 
 /// Settings written by userspace before the programs are attached.
 #[map(name = "TARGET_CONFIG")]
@@ -94,15 +104,61 @@ fn try_mark_exec() {
     let Ok(comm) = bpf_get_current_comm() else {
         return;
     };
-    let mut same = true;
-    for i in 0..16 {
-        if comm[i] != want[i] {
-            same = false;
-        }
-    }
-    if same {
+    if same_name(&comm, want) {
         let _ = TARGET_TASKS.insert(current_tgid(), MARK_EXEC, 0);
     }
+}
+
+/// Whether `comm` holds the name `want` (NUL-padded): compared up to and including the first
+/// NUL of `want`, since what follows a NUL in a tracepoint record is not cleared.
+#[inline(always)]
+fn same_name(comm: &[u8; 16], want: &[u8; 16]) -> bool {
+    for i in 0..16 {
+        if comm[i] != want[i] {
+            return false;
+        }
+        if want[i] == 0 {
+            return true;
+        }
+    }
+    true
+}
+
+/// A task that takes the target's name after exec (`prctl(PR_SET_NAME)`, a write to
+/// `/proc/PID/comm`) is marked too.
+#[tracepoint(category = "task", name = "task_rename")]
+pub fn mark_rename(ctx: TracePointContext) -> u32 {
+    let _ = try_mark_rename(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_mark_rename(ctx: &TracePointContext) -> Result<(), i32> {
+    if config(CONFIG_RENAME_LAYOUT) == 0 {
+        return Ok(());
+    }
+    let Some(want) = TARGET_NAME.get(0) else {
+        return Ok(());
+    };
+    if want[0] == 0 {
+        return Ok(());
+    }
+    // SAFETY: userspace checked the record's layout against the tracepoint's format.
+    let comm: [u8; 16] = unsafe { ctx.read_at(RENAME_NEWCOMM)? };
+    if !same_name(&comm, want) {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let pid: i32 = unsafe { ctx.read_at(RENAME_PID)? };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // A task renaming itself marks its thread group; one renamed through /proc by another
+    // task is marked by its pid (a process's main thread's pid is its tgid).
+    let key = if pid as u32 == pid_tgid as u32 {
+        (pid_tgid >> 32) as u32
+    } else {
+        pid as u32
+    };
+    TARGET_TASKS.insert(key, MARK_EXEC, 0)
 }
 
 /// A new task inherits its parent's mark; an unmarked parent's child has none.

@@ -555,7 +555,8 @@ fn status_lists_marked_processes_and_a_restarted_daemon_keeps_the_marks() {
     assert!(
         st["marking"]
             .as_array()
-            .is_some_and(|m| m.len() == 5 && m.iter().all(|l| l[1] == true)),
+            .is_some_and(|m| m.len() == ollama_egress::loader::MARK_LINKS.len()
+                && m.iter().all(|l| l[1] == true)),
         "{st:#}"
     );
 }
@@ -665,4 +666,27 @@ fn monitor_mode_by_name_records_only_the_target_and_leaves_nothing_on_the_root()
         );
     }
     assert!(!d.pin_dir.exists(), "monitor mode pins nothing");
+}
+
+#[test]
+fn a_process_that_takes_the_name_after_exec_is_judged_with_no_daemon() {
+    ollama_egress_tests::require_root();
+    let ns = ollama_egress_tests::NetNs::new("oe-tgrn", ADDRS);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
+    let name = process_name("rn");
+    let mut d = process_daemon(&name, &policy);
+    assert!(d.stop(), "SIGTERM");
+    // The probe runs under its own name and renames itself (prctl) before connecting.
+    let p = probe(&[
+        "--netns",
+        &ns.name,
+        "--listen",
+        LISTEN[1],
+        "--comm",
+        &name,
+        "tcp",
+        "203.0.113.7:8080",
+    ]);
+    p.assert_eperm("a process that took the target name after exec");
 }

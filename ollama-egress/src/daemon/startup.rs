@@ -94,10 +94,7 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
 
     if let TargetSpec::Process(name) = &opts.target {
         targeting::ensure_tracefs()?;
-        loaded.configure_marking(
-            targeting::comm_bytes(name),
-            targeting::exit_group_dead_offset(),
-        )?;
+        loaded.configure_marking(targeting::comm_bytes(name), targeting::mark_offsets())?;
         loaded.attach_marking(&cgroup)?;
     }
     let attachment = loaded.attach(&cgroup)?;

@@ -319,18 +319,20 @@ pub const MARK_MAPS: [&str; 4] = [
 ];
 
 /// Names of the pinned links of the `--process` marking programs (under `<pin-dir>/links/`).
-pub const MARK_LINKS: [&str; 5] = [
+pub const MARK_LINKS: [&str; 6] = [
     MARK_PROGRAMS[0].0,
     MARK_PROGRAMS[1].0,
     MARK_PROGRAMS[2].0,
     MARK_PROGRAMS[3].0,
     MARK_PROGRAMS[4].0,
+    MARK_PROGRAMS[5].0,
 ];
 
 /// The programs that mark `--process` targets: name, and tracepoint (category, name) or `None`
 /// for the cgroup sock programs attached to the cgroup v2 root.
-const MARK_PROGRAMS: [(&str, Option<(&str, &str)>); 5] = [
+const MARK_PROGRAMS: [(&str, Option<(&str, &str)>); 6] = [
     ("mark_exec", Some(("sched", "sched_process_exec"))),
+    ("mark_rename", Some(("task", "task_rename"))),
     ("mark_fork", Some(("sched", "sched_process_fork"))),
     ("mark_exit", Some(("sched", "sched_process_exit"))),
     ("target_sock_create", None),
@@ -341,15 +343,36 @@ const MARK_PROGRAMS: [(&str, Option<(&str, &str)>); 5] = [
 const CONFIG_MARKED_ONLY: u32 = 0;
 /// `TARGET_CONFIG` index: offset of `group_dead` in the `sched_process_exit` record.
 const CONFIG_EXIT_GROUP_DEAD: u32 = 1;
+/// `TARGET_CONFIG` index: the `task_rename` record has the layout the kernel program reads.
+const CONFIG_RENAME_LAYOUT: u32 = 2;
+/// Offsets of `pid` and `newcomm` in the `task_rename` record the kernel program reads.
+const RENAME_LAYOUT: (u32, u32) = (8, 28);
+
+/// Offsets the marking programs read from tracepoint records, from the tracepoints' formats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MarkOffsets {
+    /// `group_dead` of `sched_process_exit` (a `bool`), if the kernel has it.
+    pub exit_group_dead: Option<u32>,
+    /// `pid` of `task_rename`.
+    pub rename_pid: Option<u32>,
+    /// `newcomm` of `task_rename`.
+    pub rename_comm: Option<u32>,
+}
+
+impl MarkOffsets {
+    /// Whether `task_rename` is laid out as the kernel program reads it.
+    pub fn rename_layout_known(&self) -> bool {
+        (self.rename_pid, self.rename_comm) == (Some(RENAME_LAYOUT.0), Some(RENAME_LAYOUT.1))
+    }
+}
 
 impl Loaded {
     /// `--process` mode, before [`Loaded::attach`] to the cgroup v2 root: tells the programs to
     /// judge only marked tasks and their sockets, and which name marks a task at exec.
-    /// `exit_group_dead` is the offset of `group_dead` in the `sched_process_exit` record.
     pub fn configure_marking(
         &mut self,
         comm: [u8; 16],
-        exit_group_dead: Option<u32>,
+        offsets: MarkOffsets,
     ) -> Result<(), LoaderError> {
         let merr = |what: &str| {
             let what = what.to_owned();
@@ -362,8 +385,22 @@ impl Loaded {
         let mut cfg: aya::maps::Array<_, u32> =
             aya::maps::Array::try_from(self.map_mut("TARGET_CONFIG")?)
                 .map_err(merr("opening TARGET_CONFIG"))?;
-        cfg.set(CONFIG_EXIT_GROUP_DEAD, exit_group_dead.unwrap_or(0), 0)
-            .map_err(merr("writing TARGET_CONFIG"))?;
+        if !offsets.rename_layout_known() {
+            tracing::warn!(
+                ?offsets,
+                "the task_rename tracepoint has another layout on this kernel: a process that takes the target's name after exec is marked by the daemon's scan only"
+            );
+        }
+        for (index, value) in [
+            (CONFIG_EXIT_GROUP_DEAD, offsets.exit_group_dead.unwrap_or(0)),
+            (
+                CONFIG_RENAME_LAYOUT,
+                u32::from(offsets.rename_layout_known()),
+            ),
+        ] {
+            cfg.set(index, value, 0)
+                .map_err(merr("writing TARGET_CONFIG"))?;
+        }
         cfg.set(CONFIG_MARKED_ONLY, 1, 0)
             .map_err(merr("writing TARGET_CONFIG"))?;
         Ok(())

@@ -24,7 +24,7 @@ use ollama_egress_common::{
 
 pub use attach::{AttachPoint, attached_program_ids};
 pub use counters::{CounterSnapshot, KernelCounters};
-pub use links::{Follow, MARK_LINKS, MARK_MAPS};
+pub use links::{Follow, MARK_LINKS, MARK_MAPS, MarkOffsets};
 pub use pins::{PinError, PinLayout, cgroup_id};
 pub use tables::{PolicyTables, TableError, TablePolicy};
 

@@ -7,6 +7,7 @@ use std::{
 };
 
 use super::TargetError;
+use crate::loader::MarkOffsets;
 
 /// Where tracefs is mounted on current kernels.
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -50,19 +51,26 @@ pub fn ensure_tracefs() -> Result<(), TargetError> {
     Ok(())
 }
 
-/// The offset of `group_dead` in the `sched_process_exit` record, from its format (kernels
-/// before 6.16 have no such field: `None`).
-pub fn exit_group_dead_offset() -> Option<u32> {
-    [TRACEFS, TRACEFS_DEBUG].iter().find_map(|root| {
-        let text =
-            fs::read_to_string(Path::new(root).join("events/sched/sched_process_exit/format"))
-                .ok()?;
-        parse_field_offset(&text, "group_dead")
-    })
+/// The offsets the marking programs read, from the tracepoints' formats: `group_dead` of
+/// `sched_process_exit` (kernels before 6.16 have none), `pid` and `newcomm` of `task_rename`.
+pub fn mark_offsets() -> MarkOffsets {
+    let format = |event: &str| {
+        [TRACEFS, TRACEFS_DEBUG].iter().find_map(|root| {
+            fs::read_to_string(Path::new(root).join("events").join(event).join("format")).ok()
+        })
+    };
+    let exit = format("sched/sched_process_exit").unwrap_or_default();
+    let rename = format("task/task_rename").unwrap_or_default();
+    MarkOffsets {
+        exit_group_dead: parse_field_offset(&exit, "group_dead", 1),
+        rename_pid: parse_field_offset(&rename, "pid", 4),
+        rename_comm: parse_field_offset(&rename, "newcomm[16]", 16),
+    }
 }
 
-/// The offset of field `name` in a tracepoint format text.
-fn parse_field_offset(format: &str, name: &str) -> Option<u32> {
+/// The offset of field `name` (as declared, e.g. `newcomm[16]`) of `size` bytes in a tracepoint
+/// format text.
+fn parse_field_offset(format: &str, name: &str, size: u32) -> Option<u32> {
     format.lines().find_map(|line| {
         let line = line.trim();
         let (decl, rest) = line.strip_prefix("field:")?.split_once(';')?;
@@ -71,8 +79,8 @@ fn parse_field_offset(format: &str, name: &str) -> Option<u32> {
         }
         let off = rest.trim().strip_prefix("offset:")?.split(';').next()?;
         let off: u32 = off.trim().parse().ok()?;
-        // The size must be one byte: the kernel program reads a u8.
-        rest.contains("size:1;").then_some(off)
+        // The size must be what the kernel program reads.
+        rest.contains(&format!("size:{size};")).then_some(off)
     })
 }
 
@@ -96,8 +104,10 @@ mod tests {
 \tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\
 \tfield:int prio;\toffset:28;\tsize:4;\tsigned:1;\n\
 \tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n";
-        assert_eq!(parse_field_offset(format, "group_dead"), Some(32));
-        assert_eq!(parse_field_offset(format, "pid"), None, "not one byte");
-        assert_eq!(parse_field_offset(format, "nothing"), None);
+        assert_eq!(parse_field_offset(format, "group_dead", 1), Some(32));
+        assert_eq!(parse_field_offset(format, "pid", 4), Some(24));
+        assert_eq!(parse_field_offset(format, "pid", 1), None, "another size");
+        assert_eq!(parse_field_offset(format, "comm[16]", 16), Some(8));
+        assert_eq!(parse_field_offset(format, "nothing", 1), None);
     }
 }

@@ -12,7 +12,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use marks::{comm_bytes, ensure_tracefs, exit_group_dead_offset};
+pub use marks::{comm_bytes, ensure_tracefs, mark_offsets};
 pub use procs::{
     MarkMap, ProcStat, ProcessWatcher, SockMap, all_processes, find_processes_by_comm, parse_stat,
     targets,

@@ -27,6 +27,9 @@ struct Args {
     /// Join this cgroup (write our pid to its cgroup.procs) before acting.
     #[arg(long)]
     cgroup: Option<PathBuf>,
+    /// Take this task name (`prctl(PR_SET_NAME)`) after starting, before acting.
+    #[arg(long)]
+    comm: Option<String>,
     /// Sleep this long (after joining) before acting.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
@@ -120,6 +123,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(cg) = &args.cgroup {
         std::fs::write(cg.join("cgroup.procs"), format!("{}\n", std::process::id()))
             .with_context(|| format!("joining cgroup {}", cg.display()))?;
+    }
+    if let Some(comm) = &args.comm {
+        let c = std::ffi::CString::new(comm.as_str()).context("--comm")?;
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        if unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("prctl(PR_SET_NAME)");
+        }
     }
     if args.delay_ms > 0 {
         std::thread::sleep(Duration::from_millis(args.delay_ms));
