@@ -1,6 +1,8 @@
 //! ollama-egress kernel programs.
 //!
 //! - `skb`: cgroup_skb egress (enforcement backstop, per-packet counters) and ingress (counters).
+//! - `exec`: `--process` targets marked at exec/fork (tracepoints), their sockets recorded
+//!   (cgroup sock_create/sock_release), and the gates that make the other programs judge only them.
 //! - `sock_addr`: cgroup connect4/connect6/sendmsg4/sendmsg6 (one decision and one event per
 //!   connection or datagram destination, immediate EPERM when enforcing).
 //!
@@ -10,6 +12,7 @@
 #![no_main]
 
 mod event;
+mod exec;
 mod maps;
 mod policy;
 mod skb;

@@ -47,6 +47,10 @@ pub fn egress(ctx: SkBuffContext) -> i32 {
 }
 
 fn try_egress(ctx: &SkBuffContext) -> Result<i32, i64> {
+    // `--process` mode: only sockets of marked tasks are judged (see `exec`).
+    if !crate::exec::judges_socket(ctx) {
+        return Ok(1);
+    }
     let Some(decision) = judge_packet(ctx, Peer::Destination)? else {
         return Ok(1);
     };
@@ -62,6 +66,9 @@ pub fn ingress(ctx: SkBuffContext) -> i32 {
 }
 
 fn try_ingress(ctx: &SkBuffContext) -> Result<(), i64> {
+    if !crate::exec::judges_socket(ctx) {
+        return Ok(());
+    }
     if let Some(decision) = judge_packet(ctx, Peer::Source)? {
         count(DIRECTION_INGRESS, decision.verdict, ctx.len());
     }

@@ -46,6 +46,12 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 /// Judges the destination, emits the event, returns 1 (proceed) or 0 (EPERM).
 #[inline(always)]
 fn try_decide(ctx: &SockAddrContext, hook: u32) -> i32 {
+    // `--process` mode: only marked tasks are judged (see `exec`).
+    match crate::exec::judges_task(ctx) {
+        Some(true) => {}
+        Some(false) => return 1,
+        None => return 0,
+    }
     let sa = ctx.sock_addr;
     let (target, decision) = if hook == HOOK_CONNECT4 || hook == HOOK_SENDMSG4 {
         judge4(sa, hook)

@@ -24,6 +24,7 @@ use ollama_egress_common::{
 
 pub use attach::{AttachPoint, attached_program_ids};
 pub use counters::{CounterSnapshot, KernelCounters};
+pub use links::{Follow, MARK_LINKS, MARK_MAPS, MarkOffsets};
 pub use pins::{DirLock, LockError, PinError, PinLayout, cgroup_id, holder_text, lock_dir};
 pub use tables::{PolicyTables, TableError, TablePolicy};
 
@@ -151,6 +152,8 @@ pub struct Loaded {
     pins: Option<PinLayout>,
     /// Links this process created and pinned, or re-opened from pins.
     links: Vec<LinkHandle>,
+    /// The cgroup id (directory inode) the links were attached to, once attached.
+    attached_cgroup: Option<u64>,
 }
 
 /// A link kept open by the daemon. Dropping it closes the descriptor; a pinned link stays
@@ -201,7 +204,7 @@ impl Loaded {
         );
         if let Some(p) = pins {
             p.prepare()?;
-            for name in ALL_MAPS {
+            for name in ALL_MAPS.into_iter().chain(MARK_MAPS) {
                 loader.map_pin_path(name, p.map(name));
             }
         }
@@ -225,6 +228,7 @@ impl Loaded {
             ebpf,
             pins: pins.cloned(),
             links: Vec::new(),
+            attached_cgroup: None,
         })
     }
 

@@ -27,6 +27,9 @@ struct Args {
     /// Join this cgroup (write our pid to its cgroup.procs) before acting.
     #[arg(long)]
     cgroup: Option<PathBuf>,
+    /// Take this task name (`prctl(PR_SET_NAME)`) after starting, before acting.
+    #[arg(long)]
+    comm: Option<String>,
     /// Sleep this long (after joining) before acting.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
@@ -48,7 +51,12 @@ enum Action {
     /// UDP connect, then send.
     UdpConnected { addr: SocketAddr },
     /// Raw ICMP echo (IPv4), waiting 500 ms for the reply: bypasses the sock_addr hooks.
-    RawPing { addr: std::net::Ipv4Addr },
+    RawPing {
+        addr: std::net::Ipv4Addr,
+        /// Wait this long between making the socket and sending.
+        #[arg(long, default_value_t = 0)]
+        wait_ms: u64,
+    },
     /// One hand-built IPv6 packet (ICMPv6 echo) on a raw socket with the header included:
     /// `plain`, with a routing header that still has a segment to visit (`routing`), or with a
     /// hop-by-hop header longer than the packet (`truncated`).
@@ -65,6 +73,13 @@ enum Action {
         addr: SocketAddr,
         #[arg(long)]
         ports: u16,
+    },
+    /// Make a TCP socket now, wait `wait_ms`, then connect it (2 s timeout): a socket older
+    /// than whatever happened meanwhile.
+    TcpLate {
+        addr: SocketAddr,
+        #[arg(long)]
+        wait_ms: u64,
     },
     /// TCP connects in a loop for `duration_ms`, reporting how many succeeded.
     TcpLoop {
@@ -108,6 +123,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(cg) = &args.cgroup {
         std::fs::write(cg.join("cgroup.procs"), format!("{}\n", std::process::id()))
             .with_context(|| format!("joining cgroup {}", cg.display()))?;
+    }
+    if let Some(comm) = &args.comm {
+        let c = std::ffi::CString::new(comm.as_str()).context("--comm")?;
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        if unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("prctl(PR_SET_NAME)");
+        }
     }
     if args.delay_ms > 0 {
         std::thread::sleep(Duration::from_millis(args.delay_ms));
@@ -176,7 +198,7 @@ fn act(action: &Action) -> Outcome {
             })();
             result(started, r)
         }
-        Action::RawPing { addr } => result(started, raw_ping(*addr)),
+        Action::RawPing { addr, wait_ms } => result(started, raw_ping(*addr, *wait_ms)),
         Action::UdpSpray { addr, ports } => {
             let mut out = Outcome {
                 pid: std::process::id(),
@@ -209,6 +231,7 @@ fn act(action: &Action) -> Outcome {
             out
         }
         Action::ForkTcp { addr } => fork_tcp(addr),
+        Action::TcpLate { addr, wait_ms } => tcp_late(addr, *wait_ms),
         Action::Raw6 { src, dst, kind } => result(started, raw6(*src, *dst, kind)),
         Action::TcpLoop { addr, duration_ms } => {
             let mut out = Outcome {
@@ -238,6 +261,73 @@ fn act(action: &Action) -> Outcome {
 
 fn tcp(addr: &SocketAddr) -> std::io::Result<()> {
     TcpStream::connect_timeout(addr, Duration::from_secs(2)).map(drop)
+}
+
+fn tcp_late(addr: &SocketAddr, wait_ms: u64) -> Outcome {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket syscall; the descriptor is owned right away.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return result(Instant::now(), Err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    std::thread::sleep(Duration::from_millis(wait_ms));
+    let started = Instant::now();
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: `storage` holds a valid address of `len` bytes.
+    let ret = unsafe {
+        libc::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    let r = if ret == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    };
+    result(started, r)
+}
+
+fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }
 
 fn fork_tcp(addr: &SocketAddr) -> Outcome {
@@ -287,13 +377,14 @@ fn fork_tcp(addr: &SocketAddr) -> Outcome {
 }
 
 /// Sends one ICMP echo request on a raw socket and waits 500 ms for the reply.
-fn raw_ping(addr: std::net::Ipv4Addr) -> std::io::Result<()> {
+fn raw_ping(addr: std::net::Ipv4Addr, wait_ms: u64) -> std::io::Result<()> {
     // SAFETY: plain socket syscalls on a descriptor we own; buffers outlive the calls.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        std::thread::sleep(Duration::from_millis(wait_ms));
         let close = |e: std::io::Error| {
             libc::close(fd);
             e
