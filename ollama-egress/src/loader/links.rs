@@ -42,6 +42,7 @@ impl Loaded {
             };
             self.links.push(handle);
         }
+        self.attach_devices(cgroup, &dir)?;
         if let Some(p) = self.pins.clone() {
             self.pin_programs(&p)?;
         }

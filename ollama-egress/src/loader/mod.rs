@@ -3,6 +3,7 @@
 
 mod attach;
 mod counters;
+mod device;
 mod links;
 mod pins;
 pub mod sys;
@@ -151,6 +152,8 @@ pub struct Loaded {
     pins: Option<PinLayout>,
     /// Links this process created and pinned, or re-opened from pins.
     links: Vec<LinkHandle>,
+    /// The tc programs' links on the network devices, kept up to date while this lives.
+    devices: Option<device::DeviceWatch>,
 }
 
 /// A link kept open by the daemon. Dropping it closes the descriptor; a pinned link stays
@@ -205,10 +208,12 @@ impl Loaded {
                 source,
             })?;
         }
+        device::load_programs(&mut ebpf)?;
         Ok(Self {
             ebpf,
             pins: pins.cloned(),
             links: Vec::new(),
+            devices: None,
         })
     }
 
