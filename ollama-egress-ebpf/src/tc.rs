@@ -171,27 +171,28 @@ fn parse(ctx: &TcContext, framing: Framing) -> Result<Frame, u32> {
     };
     let version: u8 = ctx.load(l3).map_err(|_| RULE_DEVICE_NON_IP)?;
     if ethertype == ETH_P_IP {
-        if version != 0x45 {
-            // Not IPv4, or IPv4 with options (source routes among them).
-            return Err(if version >> 4 == 4 {
-                RULE_DEVICE_IP_OPTIONS
-            } else {
-                RULE_DEVICE_NON_IP
-            });
+        if version >> 4 != 4 || version & 0xf < 5 {
+            return Err(RULE_DEVICE_NON_IP);
         }
         let daddr4: [u8; 4] = ctx.load(l3 + 16).map_err(|_| RULE_DEVICE_NON_IP)?;
         let proto: u8 = ctx.load(l3 + 9).map_err(|_| RULE_DEVICE_NON_IP)?;
+        let mut daddr = [0u8; 16];
+        daddr[..4].copy_from_slice(&daddr4);
+        // Options (source routes among them) could send the packet on elsewhere.
+        let options = version != 0x45;
         let frag: [u8; 2] = ctx.load(l3 + 6).map_err(|_| RULE_DEVICE_NON_IP)?;
         let first_fragment = (frag[0] & 0x1f) == 0 && frag[1] == 0;
-        let dport = if first_fragment {
+        let dport = if first_fragment && !options {
             port(ctx, proto, l3 + 20)
         } else {
             0
         };
-        let mut daddr = [0u8; 16];
-        daddr[..4].copy_from_slice(&daddr4);
         Ok(Frame {
-            decision: judge_v4(daddr4),
+            decision: if options {
+                deny_with(RULE_DEVICE_IP_OPTIONS)
+            } else {
+                judge_v4(daddr4)
+            },
             family: FAMILY_IPV4,
             daddr,
             protocol: u32::from(proto),
@@ -208,12 +209,11 @@ fn parse(ctx: &TcContext, framing: Framing) -> Result<Frame, u32> {
             next = ctx.load(l4).map_err(|_| RULE_DEVICE_NON_IP)?;
             l4 += 8;
         }
-        if matches!(
+        // Hop-by-hop, routing and destination options could send it on elsewhere.
+        let options = matches!(
             next,
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_FRAGMENT
-        ) {
-            return Err(RULE_DEVICE_IP_OPTIONS);
-        }
+        );
         let (family, daddr) = match v4_mapped(&addr) {
             Some(v4) => {
                 let mut d = [0u8; 16];
@@ -223,11 +223,15 @@ fn parse(ctx: &TcContext, framing: Framing) -> Result<Frame, u32> {
             None => (FAMILY_IPV6, addr),
         };
         Ok(Frame {
-            decision: judge_v6(addr),
+            decision: if options {
+                deny_with(RULE_DEVICE_IP_OPTIONS)
+            } else {
+                judge_v6(addr)
+            },
             family,
             daddr,
             protocol: u32::from(next),
-            dport: port(ctx, next, l4),
+            dport: if options { 0 } else { port(ctx, next, l4) },
         })
     }
 }

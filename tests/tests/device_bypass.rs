@@ -282,6 +282,24 @@ fn ipv4_udp(dst: [u8; 4]) -> Vec<u8> {
     p
 }
 
+/// [`ipv4_udp`] with IP options: a loose source route through `dst` on to the denied host.
+fn ipv4_lsrr(dst: [u8; 4]) -> Vec<u8> {
+    let plain = ipv4_udp(dst);
+    let mut p = plain[..20].to_vec();
+    p[0] = 0x47;
+    let total = plain.len() + 8;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    // LSRR: type, length, pointer, one address; then end of options.
+    p.extend_from_slice(&[0x83, 7, 4]);
+    p.extend_from_slice(&DENIED);
+    p.push(0);
+    p[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum(&p);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(&plain[20..]);
+    p
+}
+
 fn ethernet(dst_mac: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = dst_mac.to_vec();
     f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]);
@@ -468,6 +486,24 @@ fn non_ip_frames_of_the_target_are_dropped_in_enforce_mode() {
     assert_eq!(
         got, 0,
         "a VLAN-tagged frame to the denied host left the device"
+    );
+    // A source route through an allowed host on to the denied one.
+    let got = s.arrivals(
+        "vb",
+        || {
+            let act = Act::Raw {
+                frame: ethernet(s.mac_b, ETH_P_IP, &ipv4_lsrr(ALLOWED)),
+            };
+            let errno = child(&s.a, Some(&s.cg.path), s.ifindex, s.mac_b, &act);
+            assert_eq!(errno, libc::ENOBUFS, "the dropped frame fails sendto");
+        },
+        has_marker,
+    );
+    assert_eq!(got, 0, "a source-routed frame left the device");
+    assert!(
+        !device_events(s.daemon(), "blocked", "device-ip-options").is_empty(),
+        "a blocked event for the source-routed frame: {:?}",
+        s.daemon().events()
     );
 }
 
