@@ -227,7 +227,7 @@ impl Capture {
                 )
             };
             // Only what arrives: not the host's own replies (ICMP errors quote the frame).
-            let arrived = from.sll_pkttype != libc::PACKET_OUTGOING as u8;
+            let arrived = from.sll_pkttype != libc::PACKET_OUTGOING;
             if r > 0 && arrived && pred(&buf[..r as usize]) {
                 n += 1;
             }
