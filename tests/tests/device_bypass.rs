@@ -314,6 +314,8 @@ enum Act {
     Raw { frame: Vec<u8> },
     /// `count` packets on a SOCK_DGRAM packet socket (the kernel adds the Ethernet header).
     Dgram { packet: Vec<u8>, ethertype: u16 },
+    /// Like `Raw`, after waiting `delay_us` in the cgroup.
+    RawAfter { frame: Vec<u8>, delay_us: u32 },
     /// Open the TUN/TAP clone device.
     OpenTun,
 }
@@ -351,6 +353,10 @@ fn child(ns: &NetNs, cgroup: Option<&Path>, ifindex: u32, mac: [u8; 6], act: &Ac
             sll.sll_addr[..6].copy_from_slice(&mac);
             let (ty, data, proto): (i32, &[u8], u16) = match act {
                 Act::Raw { frame } => (libc::SOCK_RAW, frame, ETH_P_IP),
+                Act::RawAfter { frame, delay_us } => {
+                    libc::usleep(*delay_us);
+                    (libc::SOCK_RAW, frame, ETH_P_IP)
+                }
                 Act::Dgram { packet, ethertype } => (libc::SOCK_DGRAM, packet, *ethertype),
                 Act::OpenTun => {
                     let fd = libc::open(tun.as_ptr(), libc::O_RDWR);
@@ -543,6 +549,50 @@ fn devices_created_after_the_start_are_judged_too() {
 }
 
 #[test]
+fn a_target_process_in_another_network_namespace_is_judged_at_its_devices() {
+    // As in a container: the target's process lives in a namespace of its own (`c`), whose
+    // device leads to the denied host.
+    let s = Setup::new("oe-dev-ns", Some("--enforce"));
+    let c = NetNs::new("oe-dev-nsc", &[]);
+    let (ifindex_c, mac) = veth(&c, "vc", &s.b, "vb3");
+    let got = s.arrivals(
+        "vb3",
+        || {
+            // The watcher finds the namespace within a second of the process joining.
+            let act = Act::RawAfter {
+                frame: ethernet(mac, ETH_P_IP, &ipv4_udp(DENIED)),
+                delay_us: 2_500_000,
+            };
+            let errno = child(&c, Some(&s.cg.path), ifindex_c, mac, &act);
+            assert_eq!(errno, libc::ENOBUFS, "the dropped frame fails sendto");
+        },
+        has_marker,
+    );
+    assert_eq!(
+        got, 0,
+        "frames of the target's own namespace reached the denied host"
+    );
+    assert!(
+        !device_events(s.daemon(), "blocked", "deny.cidrs:198.51.100.7/32").is_empty(),
+        "a blocked event: {:?}",
+        s.daemon().events()
+    );
+    // The links of a namespace that is gone are released, also from the pins.
+    let pins = s.daemon().pin_dir.join("links");
+    let count = || {
+        std::fs::read_dir(&pins)
+            .expect("links dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("tcx_"))
+            .count()
+    };
+    let with_c = count();
+    drop(c);
+    thread::sleep(Duration::from_millis(2500));
+    assert_eq!(count(), with_c - 2, "the pins of c's lo and vc are removed");
+}
+
+#[test]
 fn device_enforcement_is_pinned_and_removed_by_detach() {
     let mut s = Setup::new("oe-dev-pin", Some("--enforce"));
     let pin_dir = s.daemon().pin_dir.clone();
@@ -550,7 +600,7 @@ fn device_enforcement_is_pinned_and_removed_by_detach() {
         std::fs::read_dir(pin_dir.join("links"))
             .expect("links dir")
             .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with("tcx_egress_")),
+            .any(|e| e.file_name().to_string_lossy().starts_with("tcx_")),
         "tcx links are pinned"
     );
     // The daemon stops; enforcement at the devices stays.

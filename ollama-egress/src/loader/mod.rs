@@ -5,6 +5,7 @@ mod attach;
 mod counters;
 mod device;
 mod links;
+mod netdev;
 mod pins;
 pub mod sys;
 mod tables;
@@ -153,7 +154,7 @@ pub struct Loaded {
     /// Links this process created and pinned, or re-opened from pins.
     links: Vec<LinkHandle>,
     /// The tc programs' links on the network devices, kept up to date while this lives.
-    devices: Option<device::DeviceWatch>,
+    devices: Option<netdev::DeviceWatch>,
 }
 
 /// A link kept open by the daemon. Dropping it closes the descriptor; a pinned link stays
