@@ -318,6 +318,9 @@ enum Act {
     RawAfter { frame: Vec<u8>, delay_us: u32 },
     /// Open the TUN/TAP clone device.
     OpenTun,
+    /// Make TUN device `tun0`, bring it up and write `packet` into it five times: the kernel
+    /// receives it from the device and forwards it, with no socket of the sender.
+    InjectTun { packet: Vec<u8> },
 }
 
 /// Forks a child that enters namespace `ns`, joins `cgroup` (if given) and acts; returns 0 or
@@ -362,6 +365,32 @@ fn child(ns: &NetNs, cgroup: Option<&Path>, ifindex: u32, mac: [u8; 6], act: &Ac
                     let fd = libc::open(tun.as_ptr(), libc::O_RDWR);
                     if fd < 0 {
                         fail();
+                    }
+                    libc::_exit(0);
+                }
+                Act::InjectTun { packet } => {
+                    let fd = libc::open(tun.as_ptr(), libc::O_RDWR);
+                    if fd < 0 {
+                        fail();
+                    }
+                    let mut ifr: libc::ifreq = std::mem::zeroed();
+                    for (d, c) in ifr.ifr_name.iter_mut().zip(b"tun0") {
+                        *d = *c as libc::c_char;
+                    }
+                    ifr.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as i16;
+                    if libc::ioctl(fd, libc::TUNSETIFF, &mut ifr) != 0 {
+                        fail();
+                    }
+                    let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+                    ifr.ifr_ifru.ifru_flags = libc::IFF_UP as i16;
+                    if s < 0 || libc::ioctl(s, libc::SIOCSIFFLAGS, &mut ifr) != 0 {
+                        fail();
+                    }
+                    for _ in 0..5 {
+                        if libc::write(fd, packet.as_ptr().cast(), packet.len()) < 0 {
+                            fail();
+                        }
+                        libc::usleep(100_000);
                     }
                     libc::_exit(0);
                 }
@@ -459,18 +488,19 @@ fn packet_socket_frames_to_a_denied_host_are_dropped_at_the_device() {
 fn non_ip_frames_of_the_target_are_dropped_in_enforce_mode() {
     let s = Setup::new("oe-dev-nonip", Some("--enforce"));
     let frame = ethernet(s.mac_b, ETH_P_LOCAL, MARKER);
+    let mut errno = 0;
     let got = s.arrivals(
         "vb",
         || {
             let act = Act::Raw {
                 frame: frame.clone(),
             };
-            let errno = child(&s.a, Some(&s.cg.path), s.ifindex, s.mac_b, &act);
-            assert_eq!(errno, libc::ENOBUFS, "the dropped frame fails sendto");
+            errno = child(&s.a, Some(&s.cg.path), s.ifindex, s.mac_b, &act);
         },
         has_marker,
     );
     assert_eq!(got, 0, "a non-IP frame from the cgroup left the device");
+    assert_eq!(errno, libc::ENOBUFS, "the dropped frame fails sendto");
     assert!(
         !device_events(s.daemon(), "blocked", "device-non-ip").is_empty(),
         "a blocked event for the non-IP frame: {:?}",
@@ -480,12 +510,12 @@ fn non_ip_frames_of_the_target_are_dropped_in_enforce_mode() {
     let mut tagged = ethernet(s.mac_b, 0x8100, &[0, 5]);
     tagged.extend_from_slice(&ETH_P_IP.to_be_bytes());
     tagged.extend_from_slice(&ipv4_udp(DENIED));
+    let mut errno = 0;
     let got = s.arrivals(
         "vb",
         || {
             let act = Act::Raw { frame: tagged };
-            let errno = child(&s.a, Some(&s.cg.path), s.ifindex, s.mac_b, &act);
-            assert_eq!(errno, libc::ENOBUFS, "the dropped frame fails sendto");
+            errno = child(&s.a, Some(&s.cg.path), s.ifindex, s.mac_b, &act);
         },
         has_marker,
     );
@@ -493,19 +523,21 @@ fn non_ip_frames_of_the_target_are_dropped_in_enforce_mode() {
         got, 0,
         "a VLAN-tagged frame to the denied host left the device"
     );
+    assert_eq!(errno, libc::ENOBUFS, "the dropped frame fails sendto");
     // A source route through an allowed host on to the denied one.
+    let mut errno = 0;
     let got = s.arrivals(
         "vb",
         || {
             let act = Act::Raw {
                 frame: ethernet(s.mac_b, ETH_P_IP, &ipv4_lsrr(ALLOWED)),
             };
-            let errno = child(&s.a, Some(&s.cg.path), s.ifindex, s.mac_b, &act);
-            assert_eq!(errno, libc::ENOBUFS, "the dropped frame fails sendto");
+            errno = child(&s.a, Some(&s.cg.path), s.ifindex, s.mac_b, &act);
         },
         has_marker,
     );
     assert_eq!(got, 0, "a source-routed frame left the device");
+    assert_eq!(errno, libc::ENOBUFS, "the dropped frame fails sendto");
     assert!(
         !device_events(s.daemon(), "blocked", "device-ip-options").is_empty(),
         "a blocked event for the source-routed frame: {:?}",
@@ -531,14 +563,14 @@ fn devices_created_after_the_start_are_judged_too() {
     let (ifindex2, mac2) = veth(&s.a, "va2", &s.b, "vb2");
     // The watcher looks once a second.
     thread::sleep(Duration::from_millis(2500));
+    let mut errno = 0;
     let got = s.arrivals(
         "vb2",
         || {
             let act = Act::Raw {
                 frame: ethernet(mac2, ETH_P_IP, &ipv4_udp(DENIED)),
             };
-            let errno = child(&s.a, Some(&s.cg.path), ifindex2, mac2, &act);
-            assert_eq!(errno, libc::ENOBUFS, "the dropped frame fails sendto");
+            errno = child(&s.a, Some(&s.cg.path), ifindex2, mac2, &act);
         },
         has_marker,
     );
@@ -546,6 +578,7 @@ fn devices_created_after_the_start_are_judged_too() {
         got, 0,
         "frames on a device created after the start got through"
     );
+    assert_eq!(errno, libc::ENOBUFS, "the dropped frame fails sendto");
 }
 
 #[test]
@@ -555,6 +588,7 @@ fn a_target_process_in_another_network_namespace_is_judged_at_its_devices() {
     let s = Setup::new("oe-dev-ns", Some("--enforce"));
     let c = NetNs::new("oe-dev-nsc", &[]);
     let (ifindex_c, mac) = veth(&c, "vc", &s.b, "vb3");
+    let mut errno = 0;
     let got = s.arrivals(
         "vb3",
         || {
@@ -563,8 +597,7 @@ fn a_target_process_in_another_network_namespace_is_judged_at_its_devices() {
                 frame: ethernet(mac, ETH_P_IP, &ipv4_udp(DENIED)),
                 delay_us: 2_500_000,
             };
-            let errno = child(&c, Some(&s.cg.path), ifindex_c, mac, &act);
-            assert_eq!(errno, libc::ENOBUFS, "the dropped frame fails sendto");
+            errno = child(&c, Some(&s.cg.path), ifindex_c, mac, &act);
         },
         has_marker,
     );
@@ -572,6 +605,7 @@ fn a_target_process_in_another_network_namespace_is_judged_at_its_devices() {
         got, 0,
         "frames of the target's own namespace reached the denied host"
     );
+    assert_eq!(errno, libc::ENOBUFS, "the dropped frame fails sendto");
     assert!(
         !device_events(s.daemon(), "blocked", "deny.cidrs:198.51.100.7/32").is_empty(),
         "a blocked event: {:?}",
@@ -731,6 +765,77 @@ fn vxlan_outer_packets_to_a_denied_host_are_dropped() {
     assert!(
         !device_events(s.daemon(), "blocked", "deny.cidrs:198.51.100.7/32").is_empty(),
         "a blocked event for the tunnel's remote: {:?}",
+        s.daemon().events()
+    );
+}
+
+/// Forwarding in namespace `a`, so that a packet injected through a TUN device goes on to
+/// the denied host; the packet comes from 10.8.0.2 (the far end of the tunnel).
+fn forward_from_tun(s: &Setup) -> Vec<u8> {
+    for key in [
+        "ipv4.ip_forward",
+        "ipv4.conf.all.rp_filter",
+        "ipv4.conf.default.rp_filter",
+    ] {
+        let value = if key.ends_with("forward") { "1" } else { "0" };
+        let out = Command::new("ip")
+            .args(["netns", "exec", &s.a.name, "sysctl", "-qw"])
+            .arg(format!("net.{key}={value}"))
+            .output()
+            .expect("sysctl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut p = ipv4_udp(DENIED);
+    p[12..16].copy_from_slice(&[10, 8, 0, 2]);
+    p[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+#[test]
+fn tun_injection_with_forwarding_is_refused_in_enforce_mode() {
+    let s = Setup::new("oe-dev-tunf", Some("--enforce"));
+    let packet = forward_from_tun(&s);
+    let mut errno = -1;
+    let got = s.arrivals(
+        "vb",
+        || {
+            let act = Act::InjectTun { packet };
+            errno = child(&s.a, Some(&s.cg.path), 0, [0; 6], &act);
+        },
+        has_marker,
+    );
+    assert_eq!(
+        got, 0,
+        "packets injected through TUN reached the denied host"
+    );
+    assert_eq!(errno, libc::EPERM, "opening /dev/net/tun is refused");
+}
+
+#[test]
+fn tun_injection_in_monitor_mode_goes_through_and_is_recorded() {
+    let s = Setup::new("oe-dev-tunfm", Some("--monitor"));
+    let packet = forward_from_tun(&s);
+    let got = s.arrivals(
+        "vb",
+        || {
+            let act = Act::InjectTun { packet };
+            assert_eq!(child(&s.a, Some(&s.cg.path), 0, [0; 6], &act), 0);
+        },
+        has_marker,
+    );
+    assert_eq!(
+        got, 5,
+        "monitor mode refuses nothing: the injection is forwarded"
+    );
+    assert!(
+        !device_events(s.daemon(), "would_block", "tun-device").is_empty(),
+        "a would_block event: {:?}",
         s.daemon().events()
     );
 }
