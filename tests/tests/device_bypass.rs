@@ -88,7 +88,7 @@ fn veth(a: &NetNs, dev_a: &str, b: &NetNs, dev_b: &str) -> (u32, [u8; 6]) {
     (ifindex, m)
 }
 
-/// Namespaces, veth pair, cgroup, policy; the daemon runs in namespace `a`.
+/// Namespaces, veth pair, cgroup, policy, and the daemon, which runs in namespace `a`.
 struct Setup {
     daemon: Option<Daemon>,
     cg: TestCgroup,
@@ -101,7 +101,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(name: &str, mode: Option<&str>) -> Self {
+    fn new(name: &str, mode: &str) -> Self {
         require_root();
         let a = NetNs::new(&format!("{name}a"), &[]);
         let b = NetNs::new(&format!("{name}b"), &[]);
@@ -123,15 +123,13 @@ impl Setup {
             mac_b,
         };
         s.args = vec![
-            mode.unwrap_or("--enforce").to_owned(),
+            mode.to_owned(),
             "--cgroup".into(),
             s.cg.path.display().to_string(),
             "--policy".into(),
             policy.display().to_string(),
         ];
-        if mode.is_some() {
-            s.start_daemon();
-        }
+        s.start_daemon();
         s
     }
 
@@ -461,7 +459,7 @@ fn device_events(d: &Daemon, verdict: &str, rule: &str) -> Vec<Value> {
 
 #[test]
 fn packet_socket_frames_to_a_denied_host_are_dropped_at_the_device() {
-    let s = Setup::new("oe-dev-pkt", Some("--enforce"));
+    let s = Setup::new("oe-dev-pkt", "--enforce");
     let (raw, dgram) = send_both(&s, Some(&s.cg.path), DENIED);
     assert_eq!(
         (raw, dgram),
@@ -486,7 +484,7 @@ fn packet_socket_frames_to_a_denied_host_are_dropped_at_the_device() {
 
 #[test]
 fn non_ip_frames_of_the_target_are_dropped_in_enforce_mode() {
-    let s = Setup::new("oe-dev-nonip", Some("--enforce"));
+    let s = Setup::new("oe-dev-nonip", "--enforce");
     let frame = ethernet(s.mac_b, ETH_P_LOCAL, MARKER);
     let mut errno = 0;
     let got = s.arrivals(
@@ -547,7 +545,7 @@ fn non_ip_frames_of_the_target_are_dropped_in_enforce_mode() {
 
 #[test]
 fn monitor_mode_records_packet_socket_frames_and_drops_nothing() {
-    let s = Setup::new("oe-dev-mon", Some("--monitor"));
+    let s = Setup::new("oe-dev-mon", "--monitor");
     assert_eq!(send_both(&s, Some(&s.cg.path), DENIED), (5, 5));
     let ev = device_events(s.daemon(), "would_block", "deny.cidrs:198.51.100.7/32");
     assert!(
@@ -559,7 +557,7 @@ fn monitor_mode_records_packet_socket_frames_and_drops_nothing() {
 
 #[test]
 fn devices_created_after_the_start_are_judged_too() {
-    let s = Setup::new("oe-dev-new", Some("--enforce"));
+    let s = Setup::new("oe-dev-new", "--enforce");
     let (ifindex2, mac2) = veth(&s.a, "va2", &s.b, "vb2");
     // The watcher looks once a second.
     thread::sleep(Duration::from_millis(2500));
@@ -585,7 +583,7 @@ fn devices_created_after_the_start_are_judged_too() {
 fn a_target_process_in_another_network_namespace_is_judged_at_its_devices() {
     // As in a container: the target's process lives in a namespace of its own (`c`), whose
     // device leads to the denied host.
-    let s = Setup::new("oe-dev-ns", Some("--enforce"));
+    let s = Setup::new("oe-dev-ns", "--enforce");
     let c = NetNs::new("oe-dev-nsc", &[]);
     let (ifindex_c, mac) = veth(&c, "vc", &s.b, "vb3");
     let mut errno = 0;
@@ -628,7 +626,7 @@ fn a_target_process_in_another_network_namespace_is_judged_at_its_devices() {
 
 #[test]
 fn device_enforcement_is_pinned_and_removed_by_detach() {
-    let mut s = Setup::new("oe-dev-pin", Some("--enforce"));
+    let mut s = Setup::new("oe-dev-pin", "--enforce");
     let pin_dir = s.daemon().pin_dir.clone();
     assert!(
         std::fs::read_dir(pin_dir.join("links"))
@@ -681,7 +679,7 @@ fn device_enforcement_is_pinned_and_removed_by_detach() {
 
 #[test]
 fn vxlan_outer_packets_to_a_denied_host_are_dropped() {
-    let s = Setup::new("oe-dev-vx", Some("--enforce"));
+    let s = Setup::new("oe-dev-vx", "--enforce");
     // The tunnel is made by a process in the cgroup (CAP_NET_ADMIN); its remote is the
     // denied host, its inner network an allowed one.
     let netns = ns_fd(&s.a);
@@ -799,7 +797,7 @@ fn forward_from_tun(s: &Setup) -> Vec<u8> {
 
 #[test]
 fn tun_injection_with_forwarding_is_refused_in_enforce_mode() {
-    let s = Setup::new("oe-dev-tunf", Some("--enforce"));
+    let s = Setup::new("oe-dev-tunf", "--enforce");
     let packet = forward_from_tun(&s);
     let mut errno = -1;
     let got = s.arrivals(
@@ -819,7 +817,7 @@ fn tun_injection_with_forwarding_is_refused_in_enforce_mode() {
 
 #[test]
 fn tun_injection_in_monitor_mode_goes_through_and_is_recorded() {
-    let s = Setup::new("oe-dev-tunfm", Some("--monitor"));
+    let s = Setup::new("oe-dev-tunfm", "--monitor");
     let packet = forward_from_tun(&s);
     let got = s.arrivals(
         "vb",
@@ -842,7 +840,7 @@ fn tun_injection_in_monitor_mode_goes_through_and_is_recorded() {
 
 #[test]
 fn the_target_cannot_open_the_tun_device_in_enforce_mode() {
-    let s = Setup::new("oe-dev-tun", Some("--enforce"));
+    let s = Setup::new("oe-dev-tun", "--enforce");
     assert_eq!(
         child(&s.a, Some(&s.cg.path), 0, [0; 6], &Act::OpenTun),
         libc::EPERM,
@@ -859,7 +857,7 @@ fn the_target_cannot_open_the_tun_device_in_enforce_mode() {
         "outside the cgroup"
     );
     drop(s);
-    let m = Setup::new("oe-dev-tunm", Some("--monitor"));
+    let m = Setup::new("oe-dev-tunm", "--monitor");
     assert_eq!(
         child(&m.a, Some(&m.cg.path), 0, [0; 6], &Act::OpenTun),
         0,
