@@ -299,6 +299,12 @@ pub const RULE_DEVICE_IP_OPTIONS: u32 = u32::MAX - 17;
 /// packets that the kernel forwards without a socket of the target.
 pub const RULE_TUN_DEVICE: u32 = u32::MAX - 18;
 
+/// Rule id of the target setting a socket option that sends frames past the devices' tc
+/// hooks: `PACKET_QDISC_BYPASS` on a packet socket, or any `SOL_XDP` option (AF_XDP).
+pub const RULE_DEVICE_BYPASS_OPTION: u32 = u32::MAX - 19;
+/// `cgroup/setsockopt`: the target set an option that would bypass the device programs.
+pub const HOOK_SOCKOPT: u32 = 7;
+
 /// Major and minor number of the TUN/TAP clone device `/dev/net/tun`.
 pub const TUN_DEVICE: (u32, u32) = (10, 200);
 
@@ -326,6 +332,7 @@ pub const fn device_rule_name(rule_id: u32) -> Option<&'static str> {
         RULE_DEVICE_NON_IP => Some("device-non-ip"),
         RULE_DEVICE_IP_OPTIONS => Some("device-ip-options"),
         RULE_TUN_DEVICE => Some("tun-device"),
+        RULE_DEVICE_BYPASS_OPTION => Some("device-bypass-option"),
         _ => None,
     }
 }

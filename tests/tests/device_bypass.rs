@@ -312,6 +312,11 @@ enum Act {
     Raw { frame: Vec<u8> },
     /// `count` packets on a SOCK_DGRAM packet socket (the kernel adds the Ethernet header).
     Dgram { packet: Vec<u8>, ethertype: u16 },
+    /// Like `Raw`, with `PACKET_QDISC_BYPASS` set first: the frames go to the driver
+    /// without passing the device's qdisc and tc hooks.
+    RawQdiscBypass { frame: Vec<u8> },
+    /// Make an AF_XDP socket and set up its TX ring (`SOL_XDP`, `XDP_TX_RING`).
+    XdpTxRing,
     /// Like `Raw`, after waiting `delay_us` in the cgroup.
     RawAfter { frame: Vec<u8>, delay_us: u32 },
     /// Open the TUN/TAP clone device.
@@ -354,6 +359,7 @@ fn child(ns: &NetNs, cgroup: Option<&Path>, ifindex: u32, mac: [u8; 6], act: &Ac
             sll.sll_addr[..6].copy_from_slice(&mac);
             let (ty, data, proto): (i32, &[u8], u16) = match act {
                 Act::Raw { frame } => (libc::SOCK_RAW, frame, ETH_P_IP),
+                Act::RawQdiscBypass { frame } => (libc::SOCK_RAW, frame, ETH_P_IP),
                 Act::RawAfter { frame, delay_us } => {
                     libc::usleep(*delay_us);
                     (libc::SOCK_RAW, frame, ETH_P_IP)
@@ -362,6 +368,22 @@ fn child(ns: &NetNs, cgroup: Option<&Path>, ifindex: u32, mac: [u8; 6], act: &Ac
                 Act::OpenTun => {
                     let fd = libc::open(tun.as_ptr(), libc::O_RDWR);
                     if fd < 0 {
+                        fail();
+                    }
+                    libc::_exit(0);
+                }
+                Act::XdpTxRing => {
+                    let s = libc::socket(libc::AF_XDP, libc::SOCK_RAW, 0);
+                    let entries: libc::c_int = 64;
+                    if s < 0
+                        || libc::setsockopt(
+                            s,
+                            libc::SOL_XDP,
+                            libc::XDP_TX_RING,
+                            (&entries as *const libc::c_int).cast(),
+                            std::mem::size_of::<libc::c_int>() as u32,
+                        ) != 0
+                    {
                         fail();
                     }
                     libc::_exit(0);
@@ -397,6 +419,19 @@ fn child(ns: &NetNs, cgroup: Option<&Path>, ifindex: u32, mac: [u8; 6], act: &Ac
             let s = libc::socket(libc::AF_PACKET, ty, 0);
             if s < 0 {
                 fail();
+            }
+            if let Act::RawQdiscBypass { .. } = act {
+                let one: libc::c_int = 1;
+                if libc::setsockopt(
+                    s,
+                    libc::SOL_PACKET,
+                    libc::PACKET_QDISC_BYPASS,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                ) != 0
+                {
+                    fail();
+                }
             }
             // Every frame is sent; the first error is the result (a frame dropped at the
             // device makes sendto fail with ENOBUFS).
@@ -544,6 +579,51 @@ fn non_ip_frames_of_the_target_are_dropped_in_enforce_mode() {
 }
 
 #[test]
+fn packet_sockets_of_the_target_may_not_bypass_the_device_hooks() {
+    let s = Setup::new("oe-dev-qbp", "--enforce");
+    let mut errno = -1;
+    let got = s.arrivals(
+        "vb",
+        || {
+            let act = Act::RawQdiscBypass {
+                frame: ethernet(s.mac_b, ETH_P_IP, &ipv4_udp(DENIED)),
+            };
+            errno = child(&s.a, Some(&s.cg.path), s.ifindex, s.mac_b, &act);
+        },
+        has_marker,
+    );
+    assert_eq!(
+        got, 0,
+        "frames sent with PACKET_QDISC_BYPASS reached the denied host"
+    );
+    assert_eq!(
+        errno,
+        libc::EPERM,
+        "PACKET_QDISC_BYPASS is refused to the target"
+    );
+    assert!(
+        !device_events(s.daemon(), "blocked", "device-bypass-option").is_empty(),
+        "a blocked event: {:?}",
+        s.daemon().events()
+    );
+    assert_eq!(
+        child(&s.a, Some(&s.cg.path), 0, [0; 6], &Act::XdpTxRing),
+        libc::EPERM,
+        "AF_XDP rings are refused to the target"
+    );
+    assert_eq!(
+        child(&s.a, None, 0, [0; 6], &Act::XdpTxRing),
+        0,
+        "outside the target"
+    );
+    // Outside the target the option stays available.
+    let act = Act::RawQdiscBypass {
+        frame: ethernet(s.mac_b, ETH_P_IP, &ipv4_udp(DENIED)),
+    };
+    assert_eq!(child(&s.a, None, s.ifindex, s.mac_b, &act), 0);
+}
+
+#[test]
 fn monitor_mode_records_packet_socket_frames_and_drops_nothing() {
     let s = Setup::new("oe-dev-mon", "--monitor");
     assert_eq!(send_both(&s, Some(&s.cg.path), DENIED), (5, 5));
@@ -674,6 +754,11 @@ fn device_enforcement_is_pinned_and_removed_by_detach() {
         child(&s.a, Some(&s.cg.path), 0, [0; 6], &Act::OpenTun),
         0,
         "detach removed the TUN guard"
+    );
+    assert_eq!(
+        child(&s.a, Some(&s.cg.path), 0, [0; 6], &Act::XdpTxRing),
+        0,
+        "detach removed the socket option guard"
     );
 }
 

@@ -1,7 +1,8 @@
 //! The device programs: tcx egress on every network device of the daemon's network namespace
 //! (devices created later are attached by a watcher within [`DEVICE_POLL`]), and the cgroup
-//! device program that refuses `/dev/net/tun` to the target. In enforce mode their links are
-//! pinned next to the cgroup links (`<pin-dir>/links/tun_open`,
+//! device program that refuses `/dev/net/tun` to the target and the setsockopt program that
+//! refuses it the options bypassing the tc hooks. In enforce mode their links are
+//! pinned next to the cgroup links (`<pin-dir>/links/tun_open`, `<pin-dir>/links/sockopt_guard`,
 //! `<pin-dir>/links/tcx_*`, see [`super::netdev`]), adopted by a restarted daemon with the new
 //! programs swapped in, and detached by `ollama-egress detach`.
 
@@ -20,7 +21,7 @@ use std::{
 use aya::{
     Ebpf,
     maps::Array,
-    programs::{CgroupDevice, ProgramFd, SchedClassifier},
+    programs::{CgroupDevice, CgroupSockopt, ProgramFd, SchedClassifier},
 };
 use ollama_egress_common::{DEVICE_TARGET_MAP, DeviceTarget};
 
@@ -40,13 +41,12 @@ const TC_ETH: &str = "tc_egress_eth";
 const TC_IP: &str = "tc_egress_ip";
 const TC_OTHER: &str = "tc_egress_other";
 const TC_PROGRAMS: [&str; 3] = [TC_ETH, TC_IP, TC_OTHER];
-/// The cgroup device program.
-const TUN_PROGRAM: &str = "tun_open";
+/// The guards on the target cgroup, by program name and kernel attach type:
+/// `BPF_CGROUP_DEVICE` and `BPF_CGROUP_SETSOCKOPT` of `enum bpf_attach_type`.
+const GUARDS: [(&str, u32); 2] = [("tun_open", 6), ("sockopt_guard", 22)];
 
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_LINK_CREATE: libc::c_long = 28;
-/// `BPF_CGROUP_DEVICE` of `enum bpf_attach_type`.
-const BPF_CGROUP_DEVICE: u32 = 6;
 
 /// Loads the device programs of the object (called from [`Loaded::load`]).
 pub(super) fn load_programs(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
@@ -59,11 +59,20 @@ pub(super) fn load_programs(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
                 source,
             })?;
     }
-    let prog = program(ebpf, TUN_PROGRAM)?;
+    let (tun, _) = GUARDS[0];
+    let prog = program(ebpf, tun)?;
     <&mut CgroupDevice>::try_from(prog)
         .and_then(|p| p.load())
         .map_err(|source| LoaderError::Program {
-            what: format!("loading program {TUN_PROGRAM}"),
+            what: format!("loading program {tun}"),
+            source,
+        })?;
+    let (sockopt, _) = GUARDS[1];
+    let prog = program(ebpf, sockopt)?;
+    <&mut CgroupSockopt>::try_from(prog)
+        .and_then(|p| p.load())
+        .map_err(|source| LoaderError::Program {
+            what: format!("loading program {sockopt}"),
             source,
         })
 }
@@ -112,7 +121,9 @@ impl Loaded {
             source,
         })?;
 
-        self.attach_tun_guard(cgroup, dir, target.cgroup_id)?;
+        for (name, attach_type) in GUARDS {
+            self.attach_guard(name, attach_type, cgroup, dir, target.cgroup_id)?;
+        }
 
         let progs = TcPrograms {
             eth: self.tc_fd(TC_ETH)?,
@@ -134,30 +145,32 @@ impl Loaded {
             })
     }
 
-    /// The cgroup device program on the target: adopted from its pin, or attached (and pinned).
-    fn attach_tun_guard(
+    /// A guard program on the target: adopted from its pin, or attached (and pinned).
+    fn attach_guard(
         &mut self,
+        name: &'static str,
+        attach_type: u32,
         cgroup: &Path,
         dir: &File,
         target_id: u64,
     ) -> Result<(), LoaderError> {
-        let pin = self.pins.as_ref().map(tun_pin);
+        let pin = self.pins.as_ref().map(|p| guard_pin(p, name));
         if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
             let fd = sys::obj_get(path)
                 .map_err(sys_err(format!("opening pinned link {}", path.display())))?;
             let info = sys::link_info(fd.as_fd())
                 .map_err(sys_err(format!("reading pinned link {}", path.display())))?;
             if info.cgroup_id == target_id {
-                let prog = program(&mut self.ebpf, TUN_PROGRAM)?;
+                let prog = program(&mut self.ebpf, name)?;
                 let prog_fd = prog.fd().map_err(|source| LoaderError::Program {
-                    what: format!("reading the descriptor of {TUN_PROGRAM}"),
+                    what: format!("reading the descriptor of {name}"),
                     source,
                 })?;
                 sys::link_update(fd.as_fd(), prog_fd.as_fd()).map_err(sys_err(format!(
-                    "replacing the program of the pinned {TUN_PROGRAM} link"
+                    "replacing the program of the pinned {name} link"
                 )))?;
                 self.links.push(LinkHandle::Adopted(fd));
-                return self.verify_tun_guard(cgroup, dir);
+                return self.verify_guard(name, attach_type, cgroup, dir);
             }
             // Its cgroup is gone (or it is another's: the cgroup links' check refuses that
             // case before this runs): attach afresh.
@@ -166,56 +179,55 @@ impl Loaded {
                 path.display()
             )))?;
         }
-        let what = format!("attaching {TUN_PROGRAM} to {}", cgroup.display());
-        let prog = program(&mut self.ebpf, TUN_PROGRAM)?;
+        let what = format!("attaching {name} to {}", cgroup.display());
+        let prog = program(&mut self.ebpf, name)?;
         let prog_fd = prog.fd().map_err(|source| LoaderError::Program {
             what: what.clone(),
             source,
         })?;
-        // aya 0.14 offers no `FdLink` for cgroup device links: create the link directly.
-        let link = link_create(
-            prog_fd.as_fd(),
-            dir.as_raw_fd() as u32,
-            BPF_CGROUP_DEVICE,
-            0,
-        )
-        .map_err(sys_err(what))?;
+        // aya 0.14 offers no `FdLink` for cgroup device or sockopt links: create it directly.
+        let link = link_create(prog_fd.as_fd(), dir.as_raw_fd() as u32, attach_type, 0)
+            .map_err(sys_err(what))?;
         if let Some(path) = &pin {
-            obj_pin(link.as_fd(), path)
-                .map_err(sys_err(format!("pinning the {TUN_PROGRAM} link")))?;
+            obj_pin(link.as_fd(), path).map_err(sys_err(format!("pinning the {name} link")))?;
         }
         let handle = LinkHandle::Adopted(link);
         self.links.push(handle);
-        self.verify_tun_guard(cgroup, dir)
+        self.verify_guard(name, attach_type, cgroup, dir)
     }
 
-    /// Checks with the kernel that the cgroup device program is attached to `cgroup`.
-    fn verify_tun_guard(&self, cgroup: &Path, dir: &File) -> Result<(), LoaderError> {
+    /// Checks with the kernel that guard `name` is attached to `cgroup`.
+    fn verify_guard(
+        &self,
+        name: &'static str,
+        attach_type: u32,
+        cgroup: &Path,
+        dir: &File,
+    ) -> Result<(), LoaderError> {
         let prog = self
             .ebpf
-            .program(TUN_PROGRAM)
+            .program(name)
             .ok_or_else(|| LoaderError::Missing {
                 kind: "program",
-                name: TUN_PROGRAM.to_owned(),
+                name: name.to_owned(),
             })?;
         let id = prog
             .info()
             .map_err(|source| LoaderError::Program {
-                what: format!("reading the id of {TUN_PROGRAM}"),
+                what: format!("reading the id of {name}"),
                 source,
             })?
             .id();
-        let ids = sys::prog_query(dir.as_fd(), BPF_CGROUP_DEVICE).map_err(|source| {
-            LoaderError::Query {
+        let ids =
+            sys::prog_query(dir.as_fd(), attach_type).map_err(|source| LoaderError::Query {
                 path: cgroup.display().to_string(),
                 source,
-            }
-        })?;
+            })?;
         if ids.contains(&id) {
             Ok(())
         } else {
             Err(LoaderError::NotAttached {
-                program: TUN_PROGRAM,
+                program: name,
                 path: cgroup.display().to_string(),
             })
         }
@@ -236,8 +248,8 @@ fn cgroup_level(cgroup: &Path) -> u32 {
     level
 }
 
-fn tun_pin(pins: &PinLayout) -> PathBuf {
-    pins.root().join("links").join(TUN_PROGRAM)
+fn guard_pin(pins: &PinLayout, name: &str) -> PathBuf {
+    pins.root().join("links").join(name)
 }
 
 /// Detaches every device link pinned in `links_dir` (tcx links and the cgroup device link)
@@ -245,9 +257,11 @@ fn tun_pin(pins: &PinLayout) -> PathBuf {
 /// [`PinLayout::detach_and_remove`].
 pub(super) fn detach_pinned(links_dir: &Path) -> Result<usize, PinError> {
     let mut paths: Vec<PathBuf> = pinned_tcx(links_dir).into_iter().map(|p| p.path).collect();
-    let tun = links_dir.join(TUN_PROGRAM);
-    if tun.exists() {
-        paths.push(tun);
+    for (name, _) in GUARDS {
+        let guard = links_dir.join(name);
+        if guard.exists() {
+            paths.push(guard);
+        }
     }
     let mut detached = 0;
     for path in paths {
