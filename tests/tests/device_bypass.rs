@@ -954,3 +954,28 @@ fn the_target_cannot_open_the_tun_device_in_enforce_mode() {
         m.daemon().events()
     );
 }
+
+#[test]
+fn a_guard_detached_behind_the_daemons_back_is_reported() {
+    let s = Setup::new("oe-dev-ver", "--enforce");
+    let pin = s.daemon().pin_dir.join("links").join("tun_open");
+    let link = ollama_egress::loader::sys::obj_get(&pin).expect("pinned tun_open link");
+    ollama_egress::loader::sys::link_detach(link.as_fd()).expect("detach");
+    // The daemon checks the attachment every 2 s.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let reported = loop {
+        let text = s.daemon().stderr_text();
+        if text.contains("no longer attached") && text.contains("tun_open") {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        reported,
+        "the daemon reports the missing guard:\n{}",
+        s.daemon().stderr_text()
+    );
+}

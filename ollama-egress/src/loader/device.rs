@@ -196,6 +196,19 @@ impl Loaded {
         self.verify_guard(name, attach_type, cgroup, dir)
     }
 
+    /// Checks with the kernel that the guards are attached to `cgroup` (called by
+    /// [`Loaded::verify_attached`]).
+    pub(super) fn verify_guards(&self, cgroup: &Path) -> Result<(), LoaderError> {
+        let dir = File::open(cgroup).map_err(|source| LoaderError::Cgroup {
+            path: cgroup.display().to_string(),
+            source,
+        })?;
+        for (name, attach_type) in GUARDS {
+            self.verify_guard(name, attach_type, cgroup, &dir)?;
+        }
+        Ok(())
+    }
+
     /// Checks with the kernel that guard `name` is attached to `cgroup`.
     fn verify_guard(
         &self,

@@ -198,7 +198,7 @@ impl Loaded {
                 });
             }
         }
-        Ok(())
+        self.verify_guards(cgroup)
     }
 
     /// The kernel id of the program for `point`.
