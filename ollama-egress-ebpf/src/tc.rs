@@ -1,5 +1,5 @@
-//! tc/tcx egress on every network device of the daemon's network namespace: the frames of the
-//! target's sockets that never meet a cgroup_skb program (packet sockets, SOCK_RAW and
+//! tc/tcx egress on every network device of the daemon's network namespace and of the target's
+//! namespaces: the frames of the target's sockets that never meet a cgroup_skb program (packet sockets, SOCK_RAW and
 //! SOCK_DGRAM; the outer packets of tunnels such as VXLAN, which carry the inner sender's
 //! socket) are judged here by their destination with the same policy lookup.
 //!

@@ -1,5 +1,6 @@
 //! The device programs: tcx egress on every network device of the daemon's network namespace
-//! (devices created later are attached by a watcher within [`DEVICE_POLL`]), and the cgroup
+//! and of the target's (devices and namespaces that appear later are attached by a watcher
+//! within [`DEVICE_POLL`], see [`super::netdev`]), and the cgroup
 //! device program that refuses `/dev/net/tun` to the target and the setsockopt program that
 //! refuses it the options bypassing the tc hooks. In enforce mode their links are
 //! pinned next to the cgroup links (`<pin-dir>/links/tun_open`, `<pin-dir>/links/sockopt_guard`,
