@@ -126,6 +126,12 @@ impl Loaded {
             self.attach_guard(name, attach_type, cgroup, dir, target.cgroup_id)?;
         }
 
+        if !tcx_supported() {
+            tracing::error!(
+                "this kernel has no tcx (Linux 6.6 or later is needed): frames of the target's packet sockets and tunnels are NOT judged at the network devices"
+            );
+            return Ok(());
+        }
         let progs = TcPrograms {
             eth: self.tc_fd(TC_ETH)?,
             ip: self.tc_fd(TC_IP)?,
@@ -248,6 +254,30 @@ impl Loaded {
     }
 }
 
+/// Whether the running kernel attaches tc programs with tcx links (Linux 6.6).
+fn tcx_supported() -> bool {
+    // SAFETY: zeroed utsname is valid; uname(2) fills it with NUL-terminated strings.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return true;
+    }
+    // SAFETY: `release` is NUL-terminated by the kernel.
+    let release = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) };
+    release
+        .to_str()
+        .ok()
+        .and_then(|r| kernel_at_least(r, (6, 6)))
+        .unwrap_or(true)
+}
+
+/// Whether a kernel release such as `6.18.44-foo` is at least `min` (major, minor).
+fn kernel_at_least(release: &str, min: (u32, u32)) -> Option<bool> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    Some((major, minor) >= min)
+}
+
 /// Depth of a cgroup v2 directory below the root: every non-root cgroup has `cgroup.events`.
 fn cgroup_level(cgroup: &Path) -> u32 {
     let mut level = 0;
@@ -346,4 +376,18 @@ pub(super) fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
         ..ObjPinAttr::default()
     };
     sys::bpf(BPF_OBJ_PIN, &mut attr).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_at_least;
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert_eq!(kernel_at_least("6.18.44-fc-v769", (6, 6)), Some(true));
+        assert_eq!(kernel_at_least("6.6.0", (6, 6)), Some(true));
+        assert_eq!(kernel_at_least("6.1.0-28-amd64", (6, 6)), Some(false));
+        assert_eq!(kernel_at_least("5.15.0-101-generic", (6, 6)), Some(false));
+        assert_eq!(kernel_at_least("weird", (6, 6)), None);
+    }
 }
