@@ -277,3 +277,67 @@ mod user {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Device programs: tc/tcx egress on every network device of the daemon's network namespace
+// (traffic of the target's sockets that never meets a cgroup_skb program: packet sockets,
+// tunnels), and a cgroup device program on the target (opening the TUN/TAP clone device).
+// ---------------------------------------------------------------------------------------------
+
+/// Array map with one [`DeviceTarget`]: which cgroup subtree the device programs judge.
+pub const DEVICE_TARGET_MAP: &str = "DEVICE_TARGET";
+/// Per-CPU array of [`Counter`]s indexed by verdict: frames of the target judged at a device.
+pub const DEVICE_COUNTERS_MAP: &str = "DEVICE_COUNTERS";
+
+/// `tc` egress on a network device: a frame of the target's socket judged at the device.
+pub const HOOK_DEVICE_EGRESS: u32 = 5;
+/// `cgroup/dev`: the target opened (or made a node of) the TUN/TAP clone device.
+pub const HOOK_DEVICE_OPEN: u32 = 6;
+
+/// Rule id of a frame of the target that carries no IPv4 or IPv6 packet (ARP, other
+/// ethertypes, too many VLAN tags, a truncated header): its destination cannot be judged.
+pub const RULE_DEVICE_NON_IP: u32 = u32::MAX - 16;
+/// Rule id of a frame of the target whose IP header may send it on elsewhere than its
+/// destination address (IPv4 options, IPv6 hop-by-hop, routing or destination options).
+pub const RULE_DEVICE_IP_OPTIONS: u32 = u32::MAX - 17;
+/// Rule id of the target opening `/dev/net/tun` (char 10:200): a TUN/TAP device injects
+/// packets that the kernel forwards without a socket of the target.
+pub const RULE_TUN_DEVICE: u32 = u32::MAX - 18;
+
+/// Rule id of the target setting a socket option that sends frames past the devices' tc
+/// hooks: `PACKET_QDISC_BYPASS` on a packet socket, or any `SOL_XDP` option (AF_XDP).
+pub const RULE_DEVICE_BYPASS_OPTION: u32 = u32::MAX - 19;
+/// `cgroup/setsockopt`: the target set an option that would bypass the device programs.
+pub const HOOK_SOCKOPT: u32 = 7;
+
+/// Major and minor number of the TUN/TAP clone device `/dev/net/tun`.
+pub const TUN_DEVICE: (u32, u32) = (10, 200);
+
+/// What the device programs judge: sockets whose cgroup is `cgroup_id` or below it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceTarget {
+    /// cgroup v2 id (inode number) of the target; 0 judges nothing.
+    pub cgroup_id: u64,
+    /// Depth of the target below the cgroup v2 root (the root is level 0).
+    pub level: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<DeviceTarget>() == 16);
+
+// SAFETY: `#[repr(C)]`, `Copy`, integers only, no padding (size checked above).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DeviceTarget {}
+
+/// The name events give the device programs' own rule ids, `None` for any other id.
+pub const fn device_rule_name(rule_id: u32) -> Option<&'static str> {
+    match rule_id {
+        RULE_DEVICE_NON_IP => Some("device-non-ip"),
+        RULE_DEVICE_IP_OPTIONS => Some("device-ip-options"),
+        RULE_TUN_DEVICE => Some("tun-device"),
+        RULE_DEVICE_BYPASS_OPTION => Some("device-bypass-option"),
+        _ => None,
+    }
+}

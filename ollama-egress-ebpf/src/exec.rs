@@ -264,6 +264,14 @@ pub fn judges_task<C: EbpfContext>(ctx: &C) -> Option<bool> {
     }
 }
 
+/// For the guards that run in the task's context (device open, setsockopt): whether the current
+/// task is theirs to judge. Always in cgroup mode; in `--process` mode only marked tasks, so a
+/// guard on the cgroup v2 root does not refuse the rest of the machine.
+#[inline(always)]
+pub fn judges_current() -> bool {
+    config(CONFIG_MARKED_ONLY) == 0 || current_marked()
+}
+
 /// For the packet programs: whether this packet's socket is theirs to judge. Always in cgroup
 /// mode; in `--process` mode only for sockets of marked tasks.
 #[inline(always)]

@@ -58,6 +58,7 @@ impl Loaded {
             };
             self.links.push(handle);
         }
+        self.attach_devices(cgroup, &dir)?;
         if let Some(p) = self.pins.clone() {
             self.pin_programs(&p)?;
         }
@@ -138,6 +139,9 @@ impl Loaded {
         // The old links belong to the removed cgroup: closing them detaches nothing alive.
         self.links = handles;
         self.attached_cgroup = Some(current);
+        // The device programs judge by the target's id and the guards sit on the cgroup: both
+        // follow it.
+        self.retarget_devices(cgroup, &dir)?;
         self.verify_attached(cgroup)?;
         Ok(Follow::Reattached {
             old: attached,
@@ -289,7 +293,7 @@ impl Loaded {
                 });
             }
         }
-        Ok(())
+        self.verify_guards(cgroup)
     }
 
     /// The kernel id of the program for `point`.

@@ -3,7 +3,9 @@
 
 mod attach;
 mod counters;
+mod device;
 mod links;
+mod netdev;
 mod pins;
 pub mod sys;
 mod tables;
@@ -154,6 +156,8 @@ pub struct Loaded {
     links: Vec<LinkHandle>,
     /// The cgroup id (directory inode) the links were attached to, once attached.
     attached_cgroup: Option<u64>,
+    /// The tc programs' links on the network devices, kept up to date while this lives.
+    devices: Option<netdev::DeviceWatch>,
 }
 
 /// A link kept open by the daemon. Dropping it closes the descriptor; a pinned link stays
@@ -224,11 +228,13 @@ impl Loaded {
                 source,
             })?;
         }
+        device::load_programs(&mut ebpf)?;
         Ok(Self {
             ebpf,
             pins: pins.cloned(),
             links: Vec::new(),
             attached_cgroup: None,
+            devices: None,
         })
     }
 

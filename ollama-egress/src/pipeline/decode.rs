@@ -109,6 +109,9 @@ impl Decoder {
                 "ipv6-routing-header".to_owned()
             }
             _ if ev.rule_id == ollama_egress_common::RULE_NO_POLICY => "no-policy".to_owned(),
+            _ if let Some(name) = ollama_egress_common::device_rule_name(ev.rule_id) => {
+                name.to_owned()
+            }
             Some(g) => rule_name(&g.rules, ev.rule_id),
             None => format!("rule#{}@{}", ev.rule_id, ev.generation),
         };
