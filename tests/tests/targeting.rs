@@ -143,6 +143,14 @@ fn status_as_a_user_says_what_needs_root() {
 }
 
 /// A copy of `bin` named `name` in `dir`: its `comm` is what `--process` looks for.
+/// Processes found by name are judged from the cgroup v2 root, and one daemon holds a target
+/// at a time (a second is refused): the tests that target by name take turns.
+fn root_target() -> std::sync::MutexGuard<'static, ()> {
+    static ROOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ROOT.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn named_copy(bin: &std::path::Path, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     fs::copy(bin, &p).expect("copy binary");
@@ -178,6 +186,7 @@ fn probe_json(out: &std::process::Output) -> serde_json::Value {
 
 #[test]
 fn a_process_found_by_name_is_judged_from_its_first_connection() {
+    let _root = root_target();
     ollama_egress_tests::require_root();
     let ns = ollama_egress_tests::NetNs::new("oe-tgfc", ADDRS);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -221,6 +230,7 @@ fn a_process_found_by_name_is_judged_from_its_first_connection() {
 
 #[test]
 fn children_forked_under_another_name_before_the_daemon_are_judged() {
+    let _root = root_target();
     ollama_egress_tests::require_root();
     let ns = ollama_egress_tests::NetNs::new("oe-tgch", ADDRS);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -254,6 +264,7 @@ fn children_forked_under_another_name_before_the_daemon_are_judged() {
 
 #[test]
 fn with_no_daemon_a_new_process_found_by_name_is_still_judged() {
+    let _root = root_target();
     ollama_egress_tests::require_root();
     let ns = ollama_egress_tests::NetNs::new("oe-tgnd", ADDRS);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -320,6 +331,7 @@ fn with_no_daemon_a_new_process_found_by_name_is_still_judged() {
 
 #[test]
 fn a_socket_made_before_the_daemon_started_is_judged_at_connect() {
+    let _root = root_target();
     ollama_egress_tests::require_root();
     let ns = ollama_egress_tests::NetNs::new("oe-tgso", ADDRS);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -417,6 +429,7 @@ fn spawn_with_pid(pid: i32, argv: &[&str], stdout: std::os::fd::BorrowedFd<'_>) 
 
 #[test]
 fn a_process_that_reuses_the_pid_of_an_earlier_target_is_judged() {
+    let _root = root_target();
     ollama_egress_tests::require_root();
     let ns = ollama_egress_tests::NetNs::new("oe-tgpr", ADDRS);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -473,6 +486,7 @@ fn a_process_that_reuses_the_pid_of_an_earlier_target_is_judged() {
 
 #[test]
 fn status_lists_marked_processes_and_a_restarted_daemon_keeps_the_marks() {
+    let _root = root_target();
     ollama_egress_tests::require_root();
     let ns = ollama_egress_tests::NetNs::new("oe-tgrs", ADDRS);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -563,6 +577,7 @@ fn status_lists_marked_processes_and_a_restarted_daemon_keeps_the_marks() {
 
 #[test]
 fn sockets_a_running_target_made_before_the_daemon_are_judged_by_the_packet_backstop() {
+    let _root = root_target();
     ollama_egress_tests::require_root();
     let ns = ollama_egress_tests::NetNs::new("oe-tgrw", ADDRS);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -605,6 +620,7 @@ fn sockets_a_running_target_made_before_the_daemon_are_judged_by_the_packet_back
 
 #[test]
 fn monitor_mode_by_name_records_only_the_target_and_leaves_nothing_on_the_root() {
+    let _root = root_target();
     ollama_egress_tests::require_root();
     let ns = ollama_egress_tests::NetNs::new("oe-tgmo", ADDRS);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -670,6 +686,7 @@ fn monitor_mode_by_name_records_only_the_target_and_leaves_nothing_on_the_root()
 
 #[test]
 fn a_process_that_takes_the_name_after_exec_is_judged_with_no_daemon() {
+    let _root = root_target();
     ollama_egress_tests::require_root();
     let ns = ollama_egress_tests::NetNs::new("oe-tgrn", ADDRS);
     let tmp = tempfile::tempdir().expect("tempdir");
