@@ -5,7 +5,14 @@
 //! ordered by alignment and flags are `u32` rather than `bool` (a `bool` would leave three bytes
 //! of padding whose contents the verifier and `aya::Pod` cannot vouch for). The size assertions
 //! at the bottom of this file keep it that way.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
+
+mod addr;
+
+pub use addr::{
+    V4_FORM_6TO4, V4_FORM_COMPATIBLE, V4_FORM_MAPPED, V4_FORM_NAT64, V4_FORM_NAT64_LOCAL,
+    V4_FORM_NONE, V4_FORM_TRANSLATED, embedded_ipv4, v4_form_name,
+};
 
 /// Name of the LPM trie maps, indexed by policy slot (see [`ACTIVE_SLOT_MAP`]).
 pub const POLICY_V4_MAPS: [&str; 2] = ["POLICY_V4_0", "POLICY_V4_1"];
@@ -77,9 +84,30 @@ pub const RULE_DEFAULT: u32 = 0;
 /// header chain cannot be read to its end: their final destination may not be the one in the
 /// fixed header, so they are judged as denied.
 pub const RULE_IPV6_ROUTING_HEADER: u32 = u32::MAX;
+/// Rule id of IPv4 packets that carry a source-route option (LSRR or SSRR), or whose options
+/// cannot be read to their end: the routers named in the option, not (only) the destination in
+/// the header, receive them, so they are judged as denied.
+pub const RULE_IPV4_SOURCE_ROUTE: u32 = u32::MAX - 1;
+/// The lowest rule id reserved for rules of the kernel programs themselves; the policy compiler
+/// numbers its rules below it.
+pub const RULE_RESERVED_MIN: u32 = RULE_IPV4_SOURCE_ROUTE;
+
+/// The stable name of a rule of the kernel programs (`RULE_IPV6_ROUTING_HEADER`,
+/// `RULE_IPV4_SOURCE_ROUTE`), or `None` for an id the policy compiler assigns.
+pub const fn reserved_rule_name(rule_id: u32) -> Option<&'static str> {
+    match rule_id {
+        RULE_IPV6_ROUTING_HEADER => Some("ipv6-routing-header"),
+        RULE_IPV4_SOURCE_ROUTE => Some("ipv4-source-route"),
+        _ => None,
+    }
+}
 
 /// Ring-buffer events that could not be reserved (the buffer was full).
 pub const STAT_EVENTS_LOST: u32 = 0;
+/// Packets the cgroup_skb egress program dropped without an event of their own: repeats of a
+/// (socket, destination) drop already reported under the same policy generation. Every dropped
+/// packet is also counted in [`PACKET_COUNTERS_MAP`].
+pub const STAT_SKB_DROPS_REPEATED: u32 = 1;
 /// Number of `STAT_*` slots.
 pub const STAT_COUNT: u32 = 4;
 
@@ -99,6 +127,11 @@ pub const HOOK_CONNECT6: u32 = 2;
 pub const HOOK_SENDMSG4: u32 = 3;
 /// `cgroup/sendmsg6`.
 pub const HOOK_SENDMSG6: u32 = 4;
+/// `cgroup_skb/egress`: a packet the backstop dropped (raw and ping sockets, source routes,
+/// routing headers, sockets decided under an earlier policy). `pid`, `tgid` and `comm` are the
+/// task running when the packet left (the sender for raw and ping sockets; possibly another task
+/// for a packet sent from softirq context, e.g. a TCP retransmission), `uid` the socket owner's.
+pub const HOOK_SKB_EGRESS: u32 = 5;
 
 /// Length of a task's `comm`.
 pub const COMM_LEN: usize = 16;
@@ -191,7 +224,8 @@ pub struct ConnectEvent {
     pub generation: u32,
     /// `HOOK_*`.
     pub hook: u32,
-    /// Non-zero when the socket was IPv6 and the destination IPv4-mapped.
+    /// Non-zero when the socket was IPv6 and the destination an IPv4 address in IPv6 form:
+    /// the `V4_FORM_*` constant of the form ([`V4_FORM_MAPPED`] is 1).
     pub v4_mapped: u32,
     /// Destination address in network byte order; an IPv4 address fills the first four bytes.
     pub daddr: [u8; 16],
@@ -232,6 +266,10 @@ const _: () = assert!(core::mem::size_of::<SlotConfig>() == 16);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
 const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 16 + 16 + 16 + 32 + 16);
+const _: () = assert!(
+    ConnectEvent::SIZE == 96,
+    "ConnectEvent layout changed: readers check size"
+);
 const _: () = assert!(core::mem::size_of::<DedupKey>() == 8 + 16 + 4 + 4);
 const _: () = assert!(core::mem::size_of::<DedupValue>() == 8);
 

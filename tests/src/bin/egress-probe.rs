@@ -24,9 +24,20 @@ struct Args {
     /// Listen on these TCP addresses before joining the cgroup (accepting in the background).
     #[arg(long)]
     listen: Vec<SocketAddr>,
+    /// Receive UDP on these addresses (bound before joining the cgroup); the outcome reports
+    /// how many datagrams arrived (`udp_received`) within `settle_ms` after the action.
+    #[arg(long)]
+    listen_udp: Vec<SocketAddr>,
+    /// How long to wait for datagrams and connections to arrive after the action.
+    #[arg(long, default_value_t = 300)]
+    settle_ms: u64,
     /// Join this cgroup (write our pid to its cgroup.procs) before acting.
     #[arg(long)]
     cgroup: Option<PathBuf>,
+    /// Act as this user and group id (after entering the namespace, listening and joining the
+    /// cgroup), without supplementary groups: an unprivileged client.
+    #[arg(long)]
+    uid: Option<u32>,
     /// Sleep this long (after joining) before acting.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
@@ -47,11 +58,28 @@ enum Action {
     },
     /// UDP connect, then send.
     UdpConnected { addr: SocketAddr },
-    /// Raw ICMP echo (IPv4), waiting 500 ms for the reply: bypasses the sock_addr hooks.
-    RawPing { addr: std::net::Ipv4Addr },
+    /// Raw ICMP echo (IPv4), `count` requests from one socket, waiting 500 ms for a reply:
+    /// bypasses the sock_addr hooks.
+    RawPing {
+        addr: std::net::Ipv4Addr,
+        #[arg(long, default_value_t = 1)]
+        count: u16,
+    },
+    /// UDP sendto `addr` from a socket whose `IP_OPTIONS` hold, after a NOP, a source route
+    /// through `hops` (comma separated, the first is the next hop): `--kind lsrr` (loose),
+    /// `ssrr` (strict), or `rr` (record route with room for as many addresses: no routing).
+    UdpOpts {
+        addr: SocketAddr,
+        #[arg(long, value_delimiter = ',')]
+        hops: Vec<std::net::Ipv4Addr>,
+        #[arg(long)]
+        kind: String,
+    },
     /// One hand-built IPv6 packet (ICMPv6 echo) on a raw socket with the header included:
-    /// `plain`, with a routing header that still has a segment to visit (`routing`), or with a
-    /// hop-by-hop header longer than the packet (`truncated`).
+    /// `plain`, with a routing header that still has a segment to visit (`routing`), with a
+    /// hop-by-hop header longer than the packet (`truncated`), with N destination-options
+    /// headers (`dest-opts:N`), or with N of them followed by a routing header with a segment
+    /// to visit (`dest-opts-routing:N`).
     Raw6 {
         src: std::net::Ipv6Addr,
         dst: std::net::Ipv6Addr,
@@ -84,7 +112,14 @@ struct Outcome {
     pid: u32,
     attempts: u64,
     successes: u64,
+    /// Datagrams the `--listen-udp` sockets received.
+    udp_received: u64,
+    /// Connections the `--listen` listeners accepted.
+    tcp_accepted: u64,
 }
+
+static TCP_ACCEPTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static UDP_RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -101,7 +136,19 @@ fn main() -> anyhow::Result<()> {
     for l in listeners {
         std::thread::spawn(move || {
             for conn in l.incoming() {
+                if conn.is_ok() {
+                    TCP_ACCEPTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 drop(conn);
+            }
+        });
+    }
+    for addr in &args.listen_udp {
+        let s = UdpSocket::bind(addr).with_context(|| format!("UDP on {addr}"))?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while s.recv_from(&mut buf).is_ok() {
+                UDP_RECEIVED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         });
     }
@@ -109,10 +156,22 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(cg.join("cgroup.procs"), format!("{}\n", std::process::id()))
             .with_context(|| format!("joining cgroup {}", cg.display()))?;
     }
+    if let Some(uid) = args.uid {
+        let id = nix::unistd::Uid::from_raw(uid);
+        let gid = nix::unistd::Gid::from_raw(uid);
+        nix::unistd::setgroups(&[]).context("setgroups")?;
+        nix::unistd::setresgid(gid, gid, gid).context("setresgid")?;
+        nix::unistd::setresuid(id, id, id).context("setresuid")?;
+    }
     if args.delay_ms > 0 {
         std::thread::sleep(Duration::from_millis(args.delay_ms));
     }
-    let out = act(&args.action);
+    let mut out = act(&args.action);
+    if !args.listen.is_empty() || !args.listen_udp.is_empty() {
+        std::thread::sleep(Duration::from_millis(args.settle_ms));
+    }
+    out.tcp_accepted = TCP_ACCEPTED.load(std::sync::atomic::Ordering::SeqCst);
+    out.udp_received = UDP_RECEIVED.load(std::sync::atomic::Ordering::SeqCst);
     let mut stdout = std::io::stdout().lock();
     serde_json::to_writer(&mut stdout, &out)?;
     writeln!(stdout)?;
@@ -176,7 +235,8 @@ fn act(action: &Action) -> Outcome {
             })();
             result(started, r)
         }
-        Action::RawPing { addr } => result(started, raw_ping(*addr)),
+        Action::RawPing { addr, count } => result(started, raw_ping(*addr, *count)),
+        Action::UdpOpts { addr, hops, kind } => result(started, udp_opts(*addr, hops, kind)),
         Action::UdpSpray { addr, ports } => {
             let mut out = Outcome {
                 pid: std::process::id(),
@@ -274,6 +334,7 @@ fn fork_tcp(addr: &SocketAddr) -> Outcome {
                         .unwrap_or(0),
                     attempts: 1,
                     successes: u64::from(v["ok"].as_bool().unwrap_or(false)),
+                    ..Outcome::default()
                 })
                 .unwrap_or_else(|| {
                     result(
@@ -286,8 +347,8 @@ fn fork_tcp(addr: &SocketAddr) -> Outcome {
     }
 }
 
-/// Sends one ICMP echo request on a raw socket and waits 500 ms for the reply.
-fn raw_ping(addr: std::net::Ipv4Addr) -> std::io::Result<()> {
+/// Sends `count` ICMP echo requests on a raw socket and waits 500 ms for a reply.
+fn raw_ping(addr: std::net::Ipv4Addr, count: u16) -> std::io::Result<()> {
     // SAFETY: plain socket syscalls on a descriptor we own; buffers outlive the calls.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
@@ -335,16 +396,27 @@ fn raw_ping(addr: std::net::Ipv4Addr) -> std::io::Result<()> {
             },
             sin_zero: [0; 8],
         };
-        let n = libc::sendto(
-            fd,
-            pkt.as_ptr().cast(),
-            pkt.len(),
-            0,
-            (&sa as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        );
-        if n < 0 {
-            return Err(close(std::io::Error::last_os_error()));
+        let mut sent = 0;
+        let mut first_err = None;
+        for _ in 0..count.max(1) {
+            let n = libc::sendto(
+                fd,
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            );
+            if n < 0 {
+                first_err.get_or_insert_with(std::io::Error::last_os_error);
+            } else {
+                sent += 1;
+            }
+        }
+        if sent == 0 {
+            return Err(close(
+                first_err.unwrap_or_else(std::io::Error::last_os_error),
+            ));
         }
         let deadline = Instant::now() + Duration::from_millis(500);
         let mut buf = [0u8; 1500];
@@ -398,7 +470,42 @@ fn raw6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, kind: &str) -> std::io
         }
         // Hop-by-hop header claiming 8 * 201 bytes in an 8-byte header.
         "truncated" => (0, vec![58, 200, 1, 4, 0, 0, 0, 0]),
-        other => return Err(std::io::Error::other(format!("unknown kind {other}"))),
+        other => {
+            let (name, n) = other
+                .split_once(':')
+                .and_then(|(name, n)| Some((name, n.parse::<usize>().ok()?)))
+                .ok_or_else(|| std::io::Error::other(format!("unknown kind {other}")))?;
+            let routing = match name {
+                "dest-opts" => false,
+                "dest-opts-routing" => true,
+                _ => return Err(std::io::Error::other(format!("unknown kind {other}"))),
+            };
+            // Each destination-options header: next header, length 0 (8 bytes), a PadN option
+            // of 4 bytes of padding.
+            let mut h = Vec::new();
+            for i in 0..n {
+                let next = if i + 1 < n {
+                    60
+                } else if routing {
+                    43
+                } else {
+                    58
+                };
+                h.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+            }
+            if routing {
+                h.extend_from_slice(&[58, 2, 4, 1, 0, 0, 0, 0]);
+                h.extend_from_slice(&dst.octets());
+            }
+            let first = if n > 0 {
+                60
+            } else if routing {
+                43
+            } else {
+                58
+            };
+            (first, h)
+        }
     };
     let payload_len = ext.len() + ICMP6_ECHO.len();
     let mut pkt = vec![0x60, 0, 0, 0];
@@ -434,4 +541,44 @@ fn raw6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, kind: &str) -> std::io
         libc::close(fd);
         if n < 0 { Err(err) } else { Ok(()) }
     }
+}
+
+/// UDP sendto `addr` from a socket with `IP_OPTIONS` (see `Action::UdpOpts`).
+fn udp_opts(addr: SocketAddr, hops: &[std::net::Ipv4Addr], kind: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let s = UdpSocket::bind("0.0.0.0:0")?;
+    let (code, record) = match kind {
+        "lsrr" => (0x83, false),
+        "ssrr" => (0x89, false),
+        "rr" => (0x07, true),
+        other => return Err(std::io::Error::other(format!("unknown kind {other}"))),
+    };
+    // type, length, pointer (4: the first address), the hops (empty slots for a record
+    // route); after a leading NOP, padded with end-of-list bytes to a multiple of 4.
+    let mut opt = vec![
+        code,
+        u8::try_from(3 + 4 * hops.len()).map_err(std::io::Error::other)?,
+        4,
+    ];
+    for h in hops {
+        opt.extend_from_slice(&if record { [0; 4] } else { h.octets() });
+    }
+    opt.insert(0, 1);
+    while opt.len() % 4 != 0 {
+        opt.push(0);
+    }
+    // SAFETY: setsockopt on a socket we own with a buffer that outlives the call.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_OPTIONS,
+            opt.as_ptr().cast(),
+            u32::try_from(opt.len()).map_err(std::io::Error::other)?,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    s.send_to(b"probe", addr).map(drop)
 }
