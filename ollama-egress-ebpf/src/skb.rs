@@ -8,7 +8,10 @@
 //! is also an event (`HOOK_SKB_EGRESS`), repeats are counted in `STAT_SKB_DROPS_REPEATED`.
 
 use aya_ebpf::{
-    EbpfContext as _, helpers::generated::bpf_get_socket_cookie, macros::cgroup_skb,
+    EbpfContext as _,
+    cty::c_void,
+    helpers::generated::{bpf_get_socket_cookie, bpf_loop, bpf_skb_load_bytes},
+    macros::cgroup_skb,
     programs::SkBuffContext,
 };
 use ollama_egress_common::{
@@ -33,6 +36,9 @@ const IPV4_SADDR: usize = 12;
 /// Option bytes an IPv4 header can hold (IHL 15 × 4 − 20): each option is at least one byte,
 /// so a walk of this many steps reaches the end.
 const IPV4_MAX_OPTION_BYTES: usize = 40;
+/// Stack buffer for the IPv4 options: a power of two above `IPV4_MAX_OPTION_BYTES`, so that
+/// the option length byte after the last option byte is still inside it.
+const OPTION_BUF: usize = 64;
 /// IPv4 option: end of the option list.
 const IPOPT_END: u8 = 0;
 /// IPv4 option: no operation (one byte).
@@ -105,9 +111,11 @@ fn try_egress(ctx: &SkBuffContext) -> Result<i32, i64> {
 fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
     let h: [u8; IPV4_HDR_LEN] = ctx.load(0)?;
     let ihl = usize::from(h[0] & 0x0f) * 4;
+    // Options first: the walk is then verified once, not once per way the policy can decide.
+    let source_route = ihl != IPV4_HDR_LEN && source_routed(ctx, ihl);
     let daddr4 = [h[16], h[17], h[18], h[19]];
     let mut decision = judge_v4(daddr4);
-    if !decision.denies() && ihl != IPV4_HDR_LEN && source_routed(ctx, ihl) {
+    if source_route && !decision.denies() {
         decision = deny_with(RULE_IPV4_SOURCE_ROUTE);
     }
     let frag_offset = (u16::from(h[6] & 0x1f) << 8) | u16::from(h[7]);
@@ -126,69 +134,111 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
 /// Whether an IPv4 header of `ihl` bytes carries a source-route option (LSRR or SSRR), or
 /// options that cannot be read to their end (a length below 2 or past the header, a header
 /// shorter than 20 bytes): the routers named in such a header, not only its destination,
-/// receive the packet.
+/// receive the packet. Options after an end-of-list option are not looked at (no stack reads
+/// them).
 #[inline(always)]
 fn source_routed(ctx: &SkBuffContext, ihl: usize) -> bool {
-    if ihl < IPV4_HDR_LEN {
+    let n = ihl.wrapping_sub(IPV4_HDR_LEN);
+    if n == 0 || n > IPV4_MAX_OPTION_BYTES {
         return true;
     }
-    let mut off = IPV4_HDR_LEN;
-    for _ in 0..IPV4_MAX_OPTION_BYTES {
-        if off >= ihl {
-            return false;
-        }
-        let Ok(kind) = ctx.load::<u8>(off) else {
-            return true;
-        };
-        match kind {
-            IPOPT_END => return false,
-            IPOPT_NOOP => {
-                off += 1;
-                continue;
-            }
-            IPOPT_LSRR | IPOPT_SSRR => return true,
-            _ => {}
-        }
-        if off + 1 >= ihl {
-            return true;
-        }
-        let Ok(len) = ctx.load::<u8>(off + 1) else {
-            return true;
-        };
-        if len < 2 {
-            return true;
-        }
-        off += usize::from(len);
-        if off > ihl {
-            return true;
-        }
+    // One copy of the options onto the stack, then a walk without helper calls.
+    let mut walk = OptionWalk {
+        buf: [0; OPTION_BUF],
+        len: n as u64,
+        off: 0,
+        routed: 1,
+    };
+    // SAFETY: `buf` is writable for `OPTION_BUF` > `n` bytes; the helper checks the packet.
+    let r = unsafe {
+        bpf_skb_load_bytes(
+            ctx.as_ptr(),
+            IPV4_HDR_LEN as u32,
+            walk.buf.as_mut_ptr().cast(),
+            n as u32,
+        )
+    };
+    if r != 0 {
+        return true;
     }
-    // Unreachable: every step above consumes at least one of at most 40 bytes.
-    true
+    // `bpf_loop` (the verifier checks the step once, not once per iteration and path): every
+    // step consumes at least one of at most 40 bytes, so 40 steps reach the end.
+    // SAFETY: `option_step` has the callback signature and only touches `walk`, which outlives
+    // the call.
+    let done = unsafe {
+        bpf_loop(
+            IPV4_MAX_OPTION_BYTES as u32,
+            option_step as *mut c_void,
+            (&raw mut walk).cast(),
+            0,
+        )
+    };
+    done < 0 || walk.routed != 0
+}
+
+/// State of an IPv4 options walk.
+#[repr(C)]
+struct OptionWalk {
+    /// The options; zero past `len`. A power of two above `IPV4_MAX_OPTION_BYTES`, so that the
+    /// length byte after the last option byte is still inside it and masked indices need no
+    /// bounds check.
+    buf: [u8; OPTION_BUF],
+    /// Option bytes in the header.
+    len: u64,
+    /// Offset of the next option.
+    off: u64,
+    /// The verdict so far: non-zero until the walk ends cleanly.
+    routed: u64,
+}
+
+/// One step of the options walk: 0 to go on, 1 when the walk has its answer in `routed`.
+unsafe extern "C" fn option_step(_index: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `OptionWalk` that `source_routed` passed to `bpf_loop`.
+    let w = unsafe { &mut *ctx.cast::<OptionWalk>() };
+    let n = w.len as usize;
+    let off = w.off as usize;
+    if off >= n {
+        // Exactly at the end: every option was read; past it: the last one overran.
+        w.routed = u64::from(off > n);
+        return 1;
+    }
+    // `off` < `n` <= 40: the mask changes nothing but shows the verifier the bound.
+    let off = off & (OPTION_BUF - 1);
+    let kind = w.buf[off];
+    if kind == IPOPT_END {
+        w.routed = 0;
+        return 1;
+    }
+    if kind == IPOPT_LSRR || kind == IPOPT_SSRR {
+        return 1;
+    }
+    if kind == IPOPT_NOOP {
+        w.off = (off + 1) as u64;
+        return 0;
+    }
+    let len = usize::from(w.buf[(off + 1) & (OPTION_BUF - 1)]);
+    if len < 2 {
+        return 1;
+    }
+    w.off = (off + len) as u64;
+    0
 }
 
 fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
     let addr: [u8; 16] = ctx.load(IPV6_DADDR)?;
     let next: u8 = ctx.load(IPV6_NEXTHDR)?;
-    let judged = judge_v6(addr);
-    let mut decision = judged.decision;
-    let mut proto = next;
-    let mut l4_off = 0;
+    // The chain first: the walk is then verified once, not once per way the policy decides.
     // An allowed destination only counts if it is the final one: a routing header with
     // segments left, or a header chain that cannot be read to its end within the limit, could
-    // send the packet on elsewhere. A dropped packet's chain is read for its event.
-    if !decision.denies() || decision.drops() {
-        match walk_chain(ctx, next) {
-            Ok(Chain::Final { proto: p, off }) => {
-                proto = p;
-                l4_off = off;
-            }
-            Ok(Chain::Elsewhere) | Err(_) => {
-                if !decision.denies() {
-                    decision = deny_with(RULE_IPV6_ROUTING_HEADER);
-                }
-            }
-        }
+    // send the packet on elsewhere.
+    let (elsewhere, proto, l4_off) = match walk_chain(ctx, next) {
+        Ok(Chain::Final { proto, off }) => (false, proto, off),
+        Ok(Chain::Elsewhere) | Err(_) => (true, next, 0),
+    };
+    let judged = judge_v6(addr);
+    let mut decision = judged.decision;
+    if elsewhere && !decision.denies() {
+        decision = deny_with(RULE_IPV6_ROUTING_HEADER);
     }
     let (family, daddr) = if judged.form == V4_FORM_NONE {
         (FAMILY_IPV6, addr)
