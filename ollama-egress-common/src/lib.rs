@@ -28,11 +28,14 @@ pub const PACKET_COUNTERS_MAP: &str = "PACKET_COUNTERS";
 pub const STATS_MAP: &str = "STATS";
 /// Ring buffer of [`ConnectEvent`]s.
 pub const EVENTS_MAP: &str = "EVENTS";
-/// LRU hash of [`DedupKey`] → [`DedupValue`]: datagram destinations already decided.
+/// LRU hash of [`DedupKey`] → [`DedupValue`]: datagram destinations already decided, and
+/// (socket, destination) pairs whose backstop drop was reported.
 pub const DEDUP_MAP: &str = "DATAGRAM_SEEN";
+/// Per-CPU array of one [`EventBudget`]: the cgroup_skb egress program's event rate bound.
+pub const BACKSTOP_BUDGET_MAP: &str = "BACKSTOP_BUDGET";
 
 /// Every map of the kernel object, for pinning.
-pub const ALL_MAPS: [&str; 10] = [
+pub const ALL_MAPS: [&str; 11] = [
     POLICY_V4_MAPS[0],
     POLICY_V4_MAPS[1],
     POLICY_V6_MAPS[0],
@@ -43,6 +46,7 @@ pub const ALL_MAPS: [&str; 10] = [
     STATS_MAP,
     EVENTS_MAP,
     DEDUP_MAP,
+    BACKSTOP_BUDGET_MAP,
 ];
 
 /// Default capacity of each policy trie (prefixes per family and slot).
@@ -105,9 +109,13 @@ pub const fn reserved_rule_name(rule_id: u32) -> Option<&'static str> {
 /// Ring-buffer events that could not be reserved (the buffer was full).
 pub const STAT_EVENTS_LOST: u32 = 0;
 /// Packets the cgroup_skb egress program dropped without an event of their own: repeats of a
-/// (socket, destination) drop already reported under the same policy generation. Every dropped
-/// packet is also counted in [`PACKET_COUNTERS_MAP`].
-pub const STAT_SKB_DROPS_REPEATED: u32 = 1;
+/// (socket, destination) drop already reported under the same policy generation, and drops
+/// beyond [`BACKSTOP_EVENTS_PER_SECOND`]. Every dropped packet is also counted in
+/// [`PACKET_COUNTERS_MAP`]; every drop is either an event or counted here.
+pub const STAT_SKB_DROPS_UNREPORTED: u32 = 1;
+/// Events the cgroup_skb egress program makes per second and CPU at most (a flood of drops to
+/// ever new destinations cannot flood the ring buffer and the log).
+pub const BACKSTOP_EVENTS_PER_SECOND: u64 = 1000;
 /// Number of `STAT_*` slots.
 pub const STAT_COUNT: u32 = 4;
 
@@ -260,6 +268,16 @@ pub struct DedupValue {
     pub verdict: u32,
 }
 
+/// The backstop's event budget on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBudget {
+    /// `bpf_ktime_get_boot_ns()` at the start of the current one-second window.
+    pub window_start_ns: u64,
+    /// Events made in the window.
+    pub events: u64,
+}
+
 // Layout guards: no implicit padding, sizes as documented.
 const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8);
 const _: () = assert!(core::mem::size_of::<SlotConfig>() == 16);
@@ -272,6 +290,7 @@ const _: () = assert!(
 );
 const _: () = assert!(core::mem::size_of::<DedupKey>() == 8 + 16 + 4 + 4);
 const _: () = assert!(core::mem::size_of::<DedupValue>() == 8);
+const _: () = assert!(core::mem::size_of::<EventBudget>() == 16);
 
 #[cfg(feature = "user")]
 mod user {
@@ -286,6 +305,7 @@ mod user {
     unsafe impl aya::Pod for ConnectEvent {}
     unsafe impl aya::Pod for DedupKey {}
     unsafe impl aya::Pod for DedupValue {}
+    unsafe impl aya::Pod for EventBudget {}
 
     impl ConnectEvent {
         /// Decodes an event from ring-buffer bytes. Returns `None` when `bytes` is shorter than

@@ -5,24 +5,27 @@
 //! chain that cannot be read to its end) is denied. Ingress only counts.
 //!
 //! Every dropped packet is counted; the first drop per (socket, destination, policy generation)
-//! is also an event (`HOOK_SKB_EGRESS`), repeats are counted in `STAT_SKB_DROPS_REPEATED`.
+//! is also an event (`HOOK_SKB_EGRESS`), up to `BACKSTOP_EVENTS_PER_SECOND` per CPU; repeats
+//! and drops over that budget are counted in `STAT_SKB_DROPS_UNREPORTED`.
 
 use aya_ebpf::{
     EbpfContext as _,
     cty::c_void,
-    helpers::generated::{bpf_get_socket_cookie, bpf_loop, bpf_skb_load_bytes},
+    helpers::generated::{
+        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_loop, bpf_skb_load_bytes,
+    },
     macros::cgroup_skb,
     programs::SkBuffContext,
 };
 use ollama_egress_common::{
-    Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, DedupKey, DedupValue, FAMILY_IPV4, FAMILY_IPV6,
-    HOOK_SKB_EGRESS, RULE_IPV4_SOURCE_ROUTE, RULE_IPV6_ROUTING_HEADER, STAT_SKB_DROPS_REPEATED,
-    V4_FORM_NONE, counter_index,
+    BACKSTOP_EVENTS_PER_SECOND, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, DedupKey, DedupValue,
+    EventBudget, FAMILY_IPV4, FAMILY_IPV6, HOOK_SKB_EGRESS, RULE_IPV4_SOURCE_ROUTE,
+    RULE_IPV6_ROUTING_HEADER, STAT_SKB_DROPS_UNREPORTED, V4_FORM_NONE, counter_index,
 };
 
 use crate::{
     event::{Target, emit},
-    maps::{DATAGRAM_SEEN, PACKET_COUNTERS},
+    maps::{BACKSTOP_BUDGET, DATAGRAM_SEEN, PACKET_COUNTERS},
     policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6},
 };
 
@@ -339,8 +342,8 @@ fn report_drop(ctx: &SkBuffContext, judged: &Judged) {
     };
     // SAFETY: the value is copied out before any update of the map.
     let seen = unsafe { DATAGRAM_SEEN.get(key) }.copied();
-    if seen == Some(value) {
-        bump_stat(STAT_SKB_DROPS_REPEATED);
+    if seen == Some(value) || !take_event_budget() {
+        bump_stat(STAT_SKB_DROPS_UNREPORTED);
         return;
     }
     let _ = DATAGRAM_SEEN.insert(key, value, 0);
@@ -353,6 +356,28 @@ fn report_drop(ctx: &SkBuffContext, judged: &Judged) {
         v4_mapped: judged.form,
     };
     emit(&target, &judged.decision, Some(ctx.get_socket_uid()));
+}
+
+/// Takes one event from this CPU's budget of `BACKSTOP_EVENTS_PER_SECOND`; `false` when the
+/// current one-second window has used it up.
+#[inline(always)]
+fn take_event_budget() -> bool {
+    let Some(b) = BACKSTOP_BUDGET.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: per-CPU slot; programs do not migrate CPUs while running.
+    let b: &mut EventBudget = unsafe { &mut *b };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    if now.wrapping_sub(b.window_start_ns) >= 1_000_000_000 {
+        b.window_start_ns = now;
+        b.events = 0;
+    }
+    if b.events >= BACKSTOP_EVENTS_PER_SECOND {
+        return false;
+    }
+    b.events += 1;
+    true
 }
 
 /// Counts packets arriving at the cgroup by the verdict their source would get. Never drops.

@@ -295,3 +295,79 @@ fn every_backstop_drop_is_an_event_once_per_socket_and_destination() {
         s.daemon.events()
     );
 }
+
+#[test]
+fn a_flood_of_backstop_drops_is_rate_bounded_and_every_drop_is_accounted_for() {
+    let s = Scenario::start(ScenarioSpec::new(
+        "oe-rawflood",
+        &["2001:db8::1/128", "2001:db8:dead::1/48"],
+        "--enforce",
+        "default = \"allow\"\n[deny]\ncidrs = [\"2001:db8:dead::/48\"]\n",
+    ));
+    let unreported = || {
+        let data = aya::maps::MapData::from_pin(s.daemon.pin_dir.join("maps/STATS"))
+            .expect("pinned STATS map");
+        let stats: aya::maps::PerCpuArray<_, u64> =
+            aya::maps::PerCpuArray::try_from(aya::maps::Map::PerCpuArray(data)).expect("STATS");
+        stats
+            .get(&ollama_egress_common::STAT_SKB_DROPS_UNREPORTED, 0)
+            .expect("read STATS")
+            .iter()
+            .sum::<u64>()
+    };
+    let before_drops = blocked_packets(&s);
+    let before_unreported = unreported();
+    let n: u16 = 10_000;
+    // 10,000 sockets: 10,000 drops, each the first of its (socket, destination).
+    let out = probe(&with(
+        &s.inside(&[]),
+        &[
+            "raw6-spray",
+            "2001:db8::1",
+            "2001:db8:dead::1",
+            "--count",
+            &n.to_string(),
+        ],
+    ));
+    assert_eq!(count(&out, "successes"), 0, "{}", out.json);
+    assert_eq!(out.errno(), Some(libc::EPERM), "{}", out.json);
+    assert_eq!(
+        blocked_packets(&s),
+        before_drops + f64::from(n),
+        "every drop counted"
+    );
+    let budget = ollama_egress_common::BACKSTOP_EVENTS_PER_SECOND;
+    let cpus = u64::try_from(
+        std::thread::available_parallelism()
+            .map(std::num::NonZero::get)
+            .unwrap_or(1),
+    )
+    .expect("cpus");
+    // Budget windows are one second per CPU: a run shorter than k seconds touches at most
+    // k + 1 of them on each CPU.
+    let windows = out.elapsed().as_secs() + 2;
+    // The events arrive; then nothing more comes.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let events = s
+        .daemon
+        .events()
+        .iter()
+        .filter(|e| e["rule"] == "deny.cidrs:2001:db8:dead::/48")
+        .count() as u64;
+    let unreported = unreported() - before_unreported;
+    eprintln!(
+        "{n} drops in {:?}: {events} events, {unreported} unreported",
+        out.elapsed()
+    );
+    assert!(events >= 1, "the flood is reported");
+    assert!(
+        events <= budget * cpus * windows && events < u64::from(n),
+        "{events} events for {n} drops in {:?} on {cpus} CPUs",
+        out.elapsed()
+    );
+    assert_eq!(
+        events + unreported,
+        u64::from(n),
+        "each drop is an event or counted as unreported ({events} + {unreported})"
+    );
+}

@@ -86,6 +86,13 @@ enum Action {
         #[arg(long)]
         kind: String,
     },
+    /// `count` plain IPv6 packets (ICMPv6 echo) to `dst`, each from a raw socket of its own.
+    Raw6Spray {
+        src: std::net::Ipv6Addr,
+        dst: std::net::Ipv6Addr,
+        #[arg(long)]
+        count: u16,
+    },
     /// Fork; the child does a TCP connect and reports.
     ForkTcp { addr: SocketAddr },
     /// One datagram to each of `ports` consecutive ports from one socket: one decision each.
@@ -270,6 +277,24 @@ fn act(action: &Action) -> Outcome {
         }
         Action::ForkTcp { addr } => fork_tcp(addr),
         Action::Raw6 { src, dst, kind } => result(started, raw6(*src, *dst, kind)),
+        Action::Raw6Spray { src, dst, count } => {
+            let mut out = Outcome {
+                pid: std::process::id(),
+                ok: true,
+                ..Outcome::default()
+            };
+            for _ in 0..*count {
+                out.attempts += 1;
+                match raw6(*src, *dst, "plain") {
+                    Ok(()) => out.successes += 1,
+                    Err(e) => {
+                        out.errno.get_or_insert(e.raw_os_error().unwrap_or(0));
+                    }
+                }
+            }
+            out.elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            out
+        }
         Action::TcpLoop { addr, duration_ms } => {
             let mut out = Outcome {
                 pid: std::process::id(),
