@@ -6,13 +6,16 @@
 //!
 //! Every dropped packet is counted; the first drop per (socket, destination, policy generation)
 //! is also an event (`HOOK_SKB_EGRESS`), up to `BACKSTOP_EVENTS_PER_SECOND` per CPU; repeats
-//! and drops over that budget are counted in `STAT_SKB_DROPS_UNREPORTED`.
+//! and drops over that budget are counted in `STAT_SKB_DROPS_UNREPORTED`. In monitor mode the
+//! same holds for would-block packets of sockets no sock_addr hook judges (raw, ping).
+
+use core::ptr::read_volatile;
 
 use aya_ebpf::{
     EbpfContext as _,
     cty::c_void,
     helpers::generated::{
-        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_loop, bpf_skb_load_bytes,
+        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_loop, bpf_sk_fullsock, bpf_skb_load_bytes,
     },
     macros::cgroup_skb,
     programs::SkBuffContext,
@@ -70,6 +73,8 @@ const NEXTHDR_AUTH: u8 = 51;
 const NEXTHDR_DEST: u8 = 60;
 
 const IPPROTO_TCP: u8 = 6;
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
 const IPPROTO_UDP: u8 = 17;
 
 /// Judges every packet leaving the cgroup; returns 0 (drop) for a denied destination in
@@ -104,11 +109,37 @@ fn try_egress(ctx: &SkBuffContext) -> Result<i32, i64> {
         _ => return Ok(1),
     };
     count(DIRECTION_EGRESS, judged.decision.verdict, ctx.len());
-    if judged.decision.drops() {
-        report_drop(ctx, &judged);
-        return Ok(0);
+    let drops = judged.decision.drops();
+    // A drop is always reported; a would-block (monitor mode) only for a socket no sock_addr
+    // hook judged, so monitor mode shows what enforce mode would drop, without repeating the
+    // connect/sendmsg events of TCP and UDP.
+    if drops || (judged.decision.denies() && unhooked_socket(ctx)) {
+        report(ctx, &judged);
     }
-    Ok(1)
+    Ok(if drops { 0 } else { 1 })
+}
+
+/// Whether the packet's socket is one whose destinations the sock_addr hooks do not judge: not
+/// a TCP stream or UDP datagram socket (raw and ping sockets, for instance). A packet of a
+/// request or time-wait socket belongs to TCP.
+#[inline(always)]
+fn unhooked_socket(ctx: &SkBuffContext) -> bool {
+    // SAFETY: `sk` is a field of the context the verifier lets programs read (as a socket
+    // pointer or null); `bpf_sk_fullsock` accepts it and returns a full socket or null.
+    unsafe {
+        let sk = read_volatile(&(*ctx.skb.skb).__bindgen_anon_2.sk);
+        if sk.is_null() {
+            return true;
+        }
+        let full = bpf_sk_fullsock(sk);
+        if full.is_null() {
+            return false;
+        }
+        let kind = read_volatile(&(*full).type_);
+        let protocol = read_volatile(&(*full).protocol);
+        !((kind == SOCK_STREAM && protocol == u32::from(IPPROTO_TCP))
+            || (kind == SOCK_DGRAM && protocol == u32::from(IPPROTO_UDP)))
+    }
 }
 
 fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
@@ -317,10 +348,10 @@ fn walk_chain(ctx: &SkBuffContext, mut next: u8) -> Result<Chain, i64> {
     Ok(Chain::Elsewhere)
 }
 
-/// Makes the event of a dropped packet, once per (socket, destination, port, policy
-/// generation); counts a repeat otherwise.
+/// Makes the event of a denied packet, once per (socket, destination, port, policy generation,
+/// verdict) and within the CPU's event budget; counts it as unreported otherwise.
 #[inline(always)]
-fn report_drop(ctx: &SkBuffContext, judged: &Judged) {
+fn report(ctx: &SkBuffContext, judged: &Judged) {
     let dport =
         if judged.l4_off != 0 && (judged.proto == IPPROTO_TCP || judged.proto == IPPROTO_UDP) {
             ctx.load::<[u8; 4]>(judged.l4_off)

@@ -371,3 +371,33 @@ fn a_flood_of_backstop_drops_is_rate_bounded_and_every_drop_is_accounted_for() {
         "each drop is an event or counted as unreported ({events} + {unreported})"
     );
 }
+
+#[test]
+fn monitor_mode_reports_what_the_backstop_would_drop_once() {
+    let s = Scenario::start(ScenarioSpec::new(
+        "oe-rawmon",
+        &["203.0.113.7/32"],
+        "--monitor",
+        DENY_POLICY,
+    ));
+    let inside = s.inside(&["203.0.113.7:8080"]);
+    // No reply is expected from the namespace's raw socket handling; only the events matter.
+    let _ = probe(&with(&inside, &["raw-ping", "203.0.113.7", "--count", "3"]));
+    probe(&with(&inside, &["udp", "203.0.113.7:5353", "--count", "3"])).assert_ok("monitored UDP");
+    probe(&with(&inside, &["tcp", "203.0.113.7:8080"])).assert_ok("monitored TCP");
+    let evs = s.daemon.wait_events(4, |e| e["verdict"] == "would_block");
+    // One per socket: the raw socket's from the backstop, the UDP and TCP sockets' from their
+    // sendmsg/connect hooks only (their packets, also would-block, are not reported again).
+    assert_eq!(evs.len(), 3, "{evs:#?}");
+    for proto in ["1", "udp", "tcp"] {
+        assert_eq!(
+            evs.iter().filter(|e| e["proto"] == proto).count(),
+            1,
+            "{proto}: {evs:#?}"
+        );
+    }
+    assert!(
+        evs.iter().all(|e| e["rule"] == "deny.cidrs:203.0.113.0/24"),
+        "{evs:#?}"
+    );
+}
