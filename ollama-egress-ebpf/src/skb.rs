@@ -73,9 +73,9 @@ const NEXTHDR_AUTH: u8 = 51;
 const NEXTHDR_DEST: u8 = 60;
 
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
 const SOCK_STREAM: u32 = 1;
 const SOCK_DGRAM: u32 = 2;
-const IPPROTO_UDP: u8 = 17;
 
 /// Judges every packet leaving the cgroup; returns 0 (drop) for a denied destination in
 /// enforce mode, 1 (pass) otherwise.
@@ -168,8 +168,8 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
 /// Whether an IPv4 header of `ihl` bytes carries a source-route option (LSRR or SSRR), or
 /// options that cannot be read to their end (a length below 2 or past the header, a header
 /// shorter than 20 bytes): the routers named in such a header, not only its destination,
-/// receive the packet. Options after an end-of-list option are not looked at (no stack reads
-/// them).
+/// receive the packet. Bytes after an end-of-list option are not looked at: receivers stop
+/// there too.
 #[inline(always)]
 fn source_routed(ctx: &SkBuffContext, ihl: usize) -> bool {
     let n = ihl.wrapping_sub(IPV4_HDR_LEN);
@@ -196,12 +196,13 @@ fn source_routed(ctx: &SkBuffContext, ihl: usize) -> bool {
         return true;
     }
     // `bpf_loop` (the verifier checks the step once, not once per iteration and path): every
-    // step consumes at least one of at most 40 bytes, so 40 steps reach the end.
+    // step consumes at least one of at most 40 bytes, so 40 steps reach the end and one more
+    // sees it.
     // SAFETY: `option_step` has the callback signature and only touches `walk`, which outlives
     // the call.
     let done = unsafe {
         bpf_loop(
-            IPV4_MAX_OPTION_BYTES as u32,
+            IPV4_MAX_OPTION_BYTES as u32 + 1,
             option_step as *mut c_void,
             (&raw mut walk).cast(),
             0,

@@ -401,3 +401,58 @@ fn monitor_mode_reports_what_the_backstop_would_drop_once() {
         "{evs:#?}"
     );
 }
+
+#[test]
+fn ipv4_options_are_walked_by_their_structure() {
+    let s = Scenario::start(ScenarioSpec::new(
+        "oe-opts",
+        &["192.0.2.1/32", "203.0.113.7/32"],
+        "--enforce",
+        DENY_POLICY,
+    ));
+    let inside = s.inside(&[]);
+    let raw4 = |options: &str| {
+        probe(&with(
+            &inside,
+            &["raw4", "192.0.2.1", "192.0.2.1", "--options", options],
+        ))
+    };
+    let lsrr = "8307047f000001"; // LSRR, length 7, pointer 4, one hop
+    let passes = [
+        // 40 NOPs: the longest option area, all of it walked.
+        "01".repeat(40),
+        // End of list, then bytes that would read as LSRR: receivers stop at the end.
+        format!("00{lsrr}"),
+        // Router alert, then the end.
+        "94040000".to_owned(),
+        // Record route with room for one address, then a NOP.
+        "0707040000000001".to_owned(),
+        // A timestamp option whose data holds 0x83 and 0x89 bytes.
+        "440c0500838989830000000001000000".to_owned(),
+    ];
+    let before = blocked_packets(&s);
+    for o in &passes {
+        raw4(o).assert_ok(&format!("options {o}"));
+    }
+    assert_eq!(blocked_packets(&s), before);
+    let denied = [
+        format!("{lsrr}00"),
+        format!("0101{lsrr}000000"),
+        format!("94040000{lsrr}00"),
+        // SSRR after a record-route option.
+        "07070400000000018907047f00000100".to_owned(),
+        // A length of 0, of 1, and one running past the option area.
+        "07000000".to_owned(),
+        "44010000".to_owned(),
+        "0709040000000000".to_owned(),
+    ];
+    for o in &denied {
+        let out = raw4(o);
+        assert_eq!(out.errno(), Some(libc::EPERM), "options {o}: {}", out.json);
+    }
+    assert_eq!(blocked_packets(&s), before + denied.len() as f64);
+    let evs = s
+        .daemon
+        .wait_events(denied.len(), |e| e["rule"] == "ipv4-source-route");
+    assert_eq!(evs.len(), denied.len(), "{:#?}", s.daemon.events());
+}

@@ -93,6 +93,14 @@ enum Action {
         #[arg(long)]
         count: u16,
     },
+    /// One hand-built IPv4 packet (ICMP echo) on a raw socket with the header included, whose
+    /// header carries `options` (hex, a multiple of 4 bytes, at most 40).
+    Raw4 {
+        src: std::net::Ipv4Addr,
+        dst: std::net::Ipv4Addr,
+        #[arg(long, default_value = "")]
+        options: String,
+    },
     /// Fork; the child does a TCP connect and reports.
     ForkTcp { addr: SocketAddr },
     /// One datagram to each of `ports` consecutive ports from one socket: one decision each.
@@ -277,6 +285,7 @@ fn act(action: &Action) -> Outcome {
         }
         Action::ForkTcp { addr } => fork_tcp(addr),
         Action::Raw6 { src, dst, kind } => result(started, raw6(*src, *dst, kind)),
+        Action::Raw4 { src, dst, options } => result(started, raw4(*src, *dst, options)),
         Action::Raw6Spray { src, dst, count } => {
             let mut out = Outcome {
                 pid: std::process::id(),
@@ -606,4 +615,60 @@ fn udp_opts(addr: SocketAddr, hops: &[std::net::Ipv4Addr], kind: &str) -> std::i
         return Err(std::io::Error::last_os_error());
     }
     s.send_to(b"probe", addr).map(drop)
+}
+
+/// Sends one hand-built IPv4 packet with `options` (hex) on an `IPPROTO_RAW` socket.
+fn raw4(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, options: &str) -> std::io::Result<()> {
+    let bad = |what: &str| std::io::Error::other(format!("options {options:?}: {what}"));
+    if options.len() % 2 != 0 {
+        return Err(bad("odd number of hex digits"));
+    }
+    let opts = (0..options.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&options[i..i + 2], 16).map_err(|_| bad("not hex")))
+        .collect::<std::io::Result<Vec<u8>>>()?;
+    if opts.len() % 4 != 0 || opts.len() > 40 {
+        return Err(bad("not a multiple of 4 bytes up to 40"));
+    }
+    let ihl = 20 + opts.len();
+    let mut icmp = [8u8, 0, 0, 0, 0, 7, 0, 1];
+    let sum = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let total = u16::try_from(ihl + icmp.len()).map_err(std::io::Error::other)?;
+    let mut pkt = vec![
+        0x40 | u8::try_from(ihl / 4).map_err(std::io::Error::other)?,
+        0,
+    ];
+    pkt.extend_from_slice(&total.to_be_bytes());
+    pkt.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
+    pkt.extend_from_slice(&src.octets());
+    pkt.extend_from_slice(&dst.octets());
+    pkt.extend_from_slice(&opts);
+    pkt.extend_from_slice(&icmp);
+    // SAFETY: plain socket syscalls on a descriptor we own; buffers outlive the calls.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(dst.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let n = libc::sendto(
+            fd,
+            pkt.as_ptr().cast(),
+            pkt.len(),
+            0,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if n < 0 { Err(err) } else { Ok(()) }
+    }
 }
