@@ -598,7 +598,7 @@ fn udp_opts(addr: SocketAddr, hops: &[std::net::Ipv4Addr], kind: &str) -> std::i
         opt.extend_from_slice(&if record { [0; 4] } else { h.octets() });
     }
     opt.insert(0, 1);
-    while opt.len() % 4 != 0 {
+    while !opt.len().is_multiple_of(4) {
         opt.push(0);
     }
     // SAFETY: setsockopt on a socket we own with a buffer that outlives the call.
@@ -620,14 +620,14 @@ fn udp_opts(addr: SocketAddr, hops: &[std::net::Ipv4Addr], kind: &str) -> std::i
 /// Sends one hand-built IPv4 packet with `options` (hex) on an `IPPROTO_RAW` socket.
 fn raw4(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, options: &str) -> std::io::Result<()> {
     let bad = |what: &str| std::io::Error::other(format!("options {options:?}: {what}"));
-    if options.len() % 2 != 0 {
+    if !options.len().is_multiple_of(2) {
         return Err(bad("odd number of hex digits"));
     }
     let opts = (0..options.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&options[i..i + 2], 16).map_err(|_| bad("not hex")))
         .collect::<std::io::Result<Vec<u8>>>()?;
-    if opts.len() % 4 != 0 || opts.len() > 40 {
+    if !opts.len().is_multiple_of(4) || opts.len() > 40 {
         return Err(bad("not a multiple of 4 bytes up to 40"));
     }
     let ihl = 20 + opts.len();
