@@ -50,7 +50,7 @@ fn try_tun_open(ctx: &DeviceContext) -> i32 {
         daddr: [0; 16],
         v4_mapped: 0,
     };
-    emit(&target, &decision);
+    emit(&target, &decision, None);
     if decision.drops() { 0 } else { 1 }
 }
 
@@ -83,6 +83,6 @@ fn try_sockopt_guard(ctx: &SockoptContext) -> i32 {
         daddr: [0; 16],
         v4_mapped: 0,
     };
-    emit(&target, &decision);
+    emit(&target, &decision, None);
     if decision.drops() { 0 } else { 1 }
 }

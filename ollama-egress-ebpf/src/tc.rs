@@ -23,12 +23,12 @@ use aya_ebpf::{
 use ollama_egress_common::{
     ConnectEvent, Counter, DedupKey, DedupValue, DeviceTarget, EVENT_KIND_CONNECT, EventHeader,
     FAMILY_IPV4, FAMILY_IPV6, HOOK_DEVICE_EGRESS, RULE_DEVICE_IP_OPTIONS, RULE_DEVICE_NON_IP,
-    STAT_EVENTS_LOST, VERDICT_COUNT,
+    STAT_EVENTS_LOST, V4_FORM_NONE, VERDICT_COUNT,
 };
 
 use crate::{
     maps::{DATAGRAM_SEEN, EVENTS},
-    policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6, v4_mapped},
+    policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6},
 };
 
 /// Which cgroup subtree is judged (written by userspace before the programs are attached).
@@ -218,19 +218,20 @@ fn parse(ctx: &TcContext, framing: Framing) -> Result<Frame, u32> {
             next,
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_FRAGMENT
         );
-        let (family, daddr) = match v4_mapped(&addr) {
-            Some(v4) => {
-                let mut d = [0u8; 16];
-                d[..4].copy_from_slice(&v4);
-                (FAMILY_IPV4, d)
-            }
-            None => (FAMILY_IPV6, addr),
+        // An IPv4 address in IPv6 form is judged, and named, as that IPv4 address.
+        let judged = judge_v6(addr);
+        let (family, daddr) = if judged.form == V4_FORM_NONE {
+            (FAMILY_IPV6, addr)
+        } else {
+            let mut d = [0u8; 16];
+            d[..4].copy_from_slice(&judged.v4);
+            (FAMILY_IPV4, d)
         };
         Ok(Frame {
             decision: if options {
                 deny_with(RULE_DEVICE_IP_OPTIONS)
             } else {
-                judge_v6(addr)
+                judged.decision
             },
             family,
             daddr,
