@@ -82,6 +82,7 @@ pub fn run(lint: bool, args: &[String]) -> anyhow::Result<()> {
             "test",
             "-p",
             "ollama-egress-tests",
+            "--no-fail-fast",
             "--",
             "--test-threads=2",
         ])
