@@ -89,7 +89,7 @@ pub fn run(lint: bool, args: &[String]) -> anyhow::Result<()> {
         .args(args)
         .env("OLLAMA_EGRESS_DEB", &dist.deb)
         .env("OLLAMA_EGRESS_DEBIAN_ROOT", &debian_root))?;
-    // The core enforcement tests once more, against the static binary users install.
+    // The enforcement and bypass tests once more, against the static binary users install.
     sh(Command::new("cargo")
         .args([
             "test",
@@ -97,6 +97,10 @@ pub fn run(lint: bool, args: &[String]) -> anyhow::Result<()> {
             "ollama-egress-tests",
             "--test",
             "core",
+            "--test",
+            "bypass",
+            "--test",
+            "device_bypass",
             "--",
             "--test-threads=2",
         ])

@@ -419,7 +419,7 @@ fn link_type(name: &CStr) -> io::Result<u16> {
         *d = *s as libc::c_char;
     }
     // SAFETY: SIOCGIFHWADDR fills `ifr_hwaddr` of the ifreq passed.
-    let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut ifr) };
+    let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR as _, &mut ifr) };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
