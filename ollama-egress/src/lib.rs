@@ -9,9 +9,13 @@
 
 pub mod cli;
 pub mod daemon;
+pub mod defaults;
+pub mod files;
+pub mod inputs;
 pub mod loader;
 pub mod logstore;
 pub mod metrics;
+pub mod model;
 pub mod pipeline;
 pub mod policy;
 pub mod targeting;

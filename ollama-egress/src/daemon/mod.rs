@@ -4,8 +4,6 @@
 //! then loads (or re-adopts pinned) programs; [`running`] is the main loop (signals, reloads,
 //! process watching, attachment checks) and the shutdown.
 
-mod files;
-pub mod inputs;
 mod privileges;
 mod reload;
 mod rulebook;
@@ -24,10 +22,15 @@ pub use reload::PolicySource;
 pub use sink::{EventTally, LogSink};
 pub use state::DaemonState;
 
+/// The shared policy and geo loader, formerly `daemon::inputs`; [`startup`] and [`reload`]
+/// reach it as `super::inputs`.
+pub use crate::inputs;
+
 use crate::{
     loader::{LoaderError, PinError, TableError, TablePolicy},
-    logstore::{LogError, Mode},
+    logstore::LogError,
     metrics::MetricsError,
+    model::Mode,
     policy::{CompiledPolicy, PolicyError},
     targeting::{TargetError, TargetSpec},
 };

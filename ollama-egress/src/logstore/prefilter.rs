@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 
-use super::query::{Filter, net_contains};
+use super::filter::{Filter, net_contains};
 use super::record::ts_format;
 
 /// The raw form of one value in a JSON line.
@@ -203,8 +203,9 @@ fn find_key(s: &str, key: &str) -> Option<usize> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::logstore::EventRecord;
     use crate::logstore::record::tests::{DESIGN_EXAMPLE, sample};
-    use crate::logstore::{EventRecord, Verdict};
+    use crate::model::Verdict;
     use time::macros::datetime;
 
     #[test]

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use super::query::{MAX_LINE, ReadStatus};
+use super::lines::{MAX_LINE, ReadStatus};
 
 /// Bytes read per step backwards.
 const BLOCK: usize = 64 * 1024;

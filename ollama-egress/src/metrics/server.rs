@@ -27,8 +27,8 @@ use tracing::{debug, warn};
 
 use super::{CONTENT_TYPE, Metrics, MetricsError};
 
-/// The default metrics address (design.md).
-pub const DEFAULT_ADDR: &str = "127.0.0.1:9464";
+/// The default metrics address (`run --metrics-addr`).
+pub use crate::defaults::METRICS_ADDR as DEFAULT_ADDR;
 
 /// Largest request head read; a longer one is answered with 431.
 pub const HEAD_LIMIT: usize = 8 * 1024;

@@ -20,7 +20,7 @@ use tokio::{
 
 use super::*;
 use crate::{
-    logstore::{Family, Mode, Verdict},
+    model::{Family, Mode, Verdict},
     policy::{Action, FamilyTotals, PrefixTotals},
 };
 

@@ -22,6 +22,7 @@ use serde::Serialize;
 use super::cidr::canonical;
 use super::error::{ExpandError, PolicyError};
 use super::parse::{Action, Policy};
+use crate::model::rule;
 
 /// Expands countries and ASNs into networks (implemented over the geo databases).
 pub trait Expander {
@@ -304,11 +305,13 @@ fn merge<N: Prefix>(mut candidates: Vec<Candidate<N>>) -> Vec<(N, PolicyValue)> 
 }
 
 impl CompiledPolicy {
-    /// The stable name of numeric rule id `id`: the rule's id, `ipv6-routing-header` for
-    /// [`RULE_IPV6_ROUTING_HEADER`], `unknown` for an id not in the table.
+    /// The stable name of numeric rule id `id` in this policy: the rule's id,
+    /// [`rule::IPV6_ROUTING_HEADER`] for [`RULE_IPV6_ROUTING_HEADER`], `unknown` for an id not
+    /// in the table. Events and metrics name rules with [`rule::event_rule`] instead, which
+    /// also knows the generation an event came from.
     pub fn rule_name(&self, id: u32) -> &str {
         if id == RULE_IPV6_ROUTING_HEADER {
-            return "ipv6-routing-header";
+            return rule::IPV6_ROUTING_HEADER;
         }
         self.rules
             .get(id as usize)
