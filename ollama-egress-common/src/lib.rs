@@ -5,7 +5,14 @@
 //! ordered by alignment and flags are `u32` rather than `bool` (a `bool` would leave three bytes
 //! of padding whose contents the verifier and `aya::Pod` cannot vouch for). The size assertions
 //! at the bottom of this file keep it that way.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
+
+mod addr;
+
+pub use addr::{
+    V4_FORM_6TO4, V4_FORM_COMPATIBLE, V4_FORM_MAPPED, V4_FORM_NAT64, V4_FORM_NAT64_LOCAL,
+    V4_FORM_NONE, V4_FORM_TRANSLATED, embedded_ipv4, v4_form_name,
+};
 
 /// Name of the LPM trie maps, indexed by policy slot (see [`ACTIVE_SLOT_MAP`]).
 pub const POLICY_V4_MAPS: [&str; 2] = ["POLICY_V4_0", "POLICY_V4_1"];
@@ -21,11 +28,14 @@ pub const PACKET_COUNTERS_MAP: &str = "PACKET_COUNTERS";
 pub const STATS_MAP: &str = "STATS";
 /// Ring buffer of [`ConnectEvent`]s.
 pub const EVENTS_MAP: &str = "EVENTS";
-/// LRU hash of [`DedupKey`] → [`DedupValue`]: datagram destinations already decided.
+/// LRU hash of [`DedupKey`] → [`DedupValue`]: datagram destinations already decided, and
+/// (socket, destination) pairs whose backstop drop was reported.
 pub const DEDUP_MAP: &str = "DATAGRAM_SEEN";
+/// Per-CPU array of one [`EventBudget`]: the cgroup_skb egress program's event rate bound.
+pub const BACKSTOP_BUDGET_MAP: &str = "BACKSTOP_BUDGET";
 
 /// Every map of the kernel object, for pinning.
-pub const ALL_MAPS: [&str; 10] = [
+pub const ALL_MAPS: [&str; 11] = [
     POLICY_V4_MAPS[0],
     POLICY_V4_MAPS[1],
     POLICY_V6_MAPS[0],
@@ -36,6 +46,7 @@ pub const ALL_MAPS: [&str; 10] = [
     STATS_MAP,
     EVENTS_MAP,
     DEDUP_MAP,
+    BACKSTOP_BUDGET_MAP,
 ];
 
 /// Default capacity of each policy trie (prefixes per family and slot).
@@ -82,9 +93,35 @@ pub const RULE_IPV6_ROUTING_HEADER: u32 = u32::MAX;
 pub const RULE_NO_POLICY: u32 = u32::MAX - 1;
 /// Name of the `.rodata` global the loader sets to 1 for enforce mode.
 pub const ENFORCE_WITHOUT_POLICY_GLOBAL: &str = "ENFORCE_WITHOUT_POLICY";
+/// Rule id of IPv4 packets that carry a source-route option (LSRR or SSRR), or whose options
+/// cannot be read to their end: the routers named in the option, not (only) the destination in
+/// the header, receive them, so they are judged as denied.
+pub const RULE_IPV4_SOURCE_ROUTE: u32 = u32::MAX - 2;
+/// The lowest rule id reserved for rules of the kernel programs themselves (the device rules
+/// below included); the policy compiler numbers its rules below it.
+pub const RULE_RESERVED_MIN: u32 = u32::MAX - 31;
+
+/// The stable name of a rule of the kernel programs, or `None` for an id the policy compiler
+/// assigns. The one place these names are spelled.
+pub const fn reserved_rule_name(rule_id: u32) -> Option<&'static str> {
+    match rule_id {
+        RULE_IPV6_ROUTING_HEADER => Some("ipv6-routing-header"),
+        RULE_NO_POLICY => Some("no-policy"),
+        RULE_IPV4_SOURCE_ROUTE => Some("ipv4-source-route"),
+        _ => device_rule_name(rule_id),
+    }
+}
 
 /// Ring-buffer events that could not be reserved (the buffer was full).
 pub const STAT_EVENTS_LOST: u32 = 0;
+/// Packets the cgroup_skb egress program dropped without an event of their own: repeats of a
+/// (socket, destination) drop already reported under the same policy generation, and drops
+/// beyond [`BACKSTOP_EVENTS_PER_SECOND`]. Every dropped packet is also counted in
+/// [`PACKET_COUNTERS_MAP`]; every drop is either an event or counted here.
+pub const STAT_SKB_DROPS_UNREPORTED: u32 = 1;
+/// Events the cgroup_skb egress program makes per second and CPU at most (a flood of drops to
+/// ever new destinations cannot flood the ring buffer and the log).
+pub const BACKSTOP_EVENTS_PER_SECOND: u64 = 1000;
 /// Number of `STAT_*` slots.
 pub const STAT_COUNT: u32 = 4;
 
@@ -104,6 +141,11 @@ pub const HOOK_CONNECT6: u32 = 2;
 pub const HOOK_SENDMSG4: u32 = 3;
 /// `cgroup/sendmsg6`.
 pub const HOOK_SENDMSG6: u32 = 4;
+/// `cgroup_skb/egress`: a packet the backstop dropped (raw and ping sockets, source routes,
+/// routing headers, sockets decided under an earlier policy). `pid`, `tgid` and `comm` are the
+/// task running when the packet left (the sender for raw and ping sockets; possibly another task
+/// for a packet sent from softirq context, e.g. a TCP retransmission), `uid` the socket owner's.
+pub const HOOK_SKB_EGRESS: u32 = 5;
 
 /// Length of a task's `comm`.
 pub const COMM_LEN: usize = 16;
@@ -196,7 +238,8 @@ pub struct ConnectEvent {
     pub generation: u32,
     /// `HOOK_*`.
     pub hook: u32,
-    /// Non-zero when the socket was IPv6 and the destination IPv4-mapped.
+    /// Non-zero when the socket was IPv6 and the destination an IPv4 address in IPv6 form:
+    /// the `V4_FORM_*` constant of the form ([`V4_FORM_MAPPED`] is 1).
     pub v4_mapped: u32,
     /// Destination address in network byte order; an IPv4 address fills the first four bytes.
     pub daddr: [u8; 16],
@@ -231,14 +274,29 @@ pub struct DedupValue {
     pub verdict: u32,
 }
 
+/// The backstop's event budget on one CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBudget {
+    /// `bpf_ktime_get_boot_ns()` at the start of the current one-second window.
+    pub window_start_ns: u64,
+    /// Events made in the window.
+    pub events: u64,
+}
+
 // Layout guards: no implicit padding, sizes as documented.
 const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8);
 const _: () = assert!(core::mem::size_of::<SlotConfig>() == 16);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
 const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 16 + 16 + 16 + 32 + 16);
+const _: () = assert!(
+    ConnectEvent::SIZE == 96,
+    "ConnectEvent layout changed: readers check size"
+);
 const _: () = assert!(core::mem::size_of::<DedupKey>() == 8 + 16 + 4 + 4);
 const _: () = assert!(core::mem::size_of::<DedupValue>() == 8);
+const _: () = assert!(core::mem::size_of::<EventBudget>() == 16);
 
 #[cfg(feature = "user")]
 mod user {
@@ -253,6 +311,7 @@ mod user {
     unsafe impl aya::Pod for ConnectEvent {}
     unsafe impl aya::Pod for DedupKey {}
     unsafe impl aya::Pod for DedupValue {}
+    unsafe impl aya::Pod for EventBudget {}
 
     impl ConnectEvent {
         /// Decodes an event from ring-buffer bytes. Returns `None` when `bytes` is shorter than
@@ -275,5 +334,69 @@ mod user {
             // SAFETY: Pod without padding: every byte is initialised.
             unsafe { core::slice::from_raw_parts((self as *const Self).cast::<u8>(), Self::SIZE) }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device programs: tc/tcx egress on every network device of the daemon's network namespace
+// (traffic of the target's sockets that never meets a cgroup_skb program: packet sockets,
+// tunnels), and a cgroup device program on the target (opening the TUN/TAP clone device).
+// ---------------------------------------------------------------------------------------------
+
+/// Array map with one [`DeviceTarget`]: which cgroup subtree the device programs judge.
+pub const DEVICE_TARGET_MAP: &str = "DEVICE_TARGET";
+/// Per-CPU array of [`Counter`]s indexed by verdict: frames of the target judged at a device.
+pub const DEVICE_COUNTERS_MAP: &str = "DEVICE_COUNTERS";
+
+/// `tc` egress on a network device: a frame of the target's socket judged at the device.
+pub const HOOK_DEVICE_EGRESS: u32 = 16;
+/// `cgroup/dev`: the target opened (or made a node of) the TUN/TAP clone device.
+pub const HOOK_DEVICE_OPEN: u32 = 17;
+
+/// Rule id of a frame of the target that carries no IPv4 or IPv6 packet (ARP, other
+/// ethertypes, too many VLAN tags, a truncated header): its destination cannot be judged.
+pub const RULE_DEVICE_NON_IP: u32 = u32::MAX - 16;
+/// Rule id of a frame of the target whose IP header may send it on elsewhere than its
+/// destination address (IPv4 options, IPv6 hop-by-hop, routing or destination options).
+pub const RULE_DEVICE_IP_OPTIONS: u32 = u32::MAX - 17;
+/// Rule id of the target opening `/dev/net/tun` (char 10:200): a TUN/TAP device injects
+/// packets that the kernel forwards without a socket of the target.
+pub const RULE_TUN_DEVICE: u32 = u32::MAX - 18;
+
+/// Rule id of the target setting a socket option that sends frames past the devices' tc
+/// hooks: `PACKET_QDISC_BYPASS` on a packet socket, or any `SOL_XDP` option (AF_XDP).
+pub const RULE_DEVICE_BYPASS_OPTION: u32 = u32::MAX - 19;
+/// `cgroup/setsockopt`: the target set an option that would bypass the device programs.
+pub const HOOK_SOCKOPT: u32 = 18;
+
+/// Major and minor number of the TUN/TAP clone device `/dev/net/tun`.
+pub const TUN_DEVICE: (u32, u32) = (10, 200);
+
+/// What the device programs judge: sockets whose cgroup is `cgroup_id` or below it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceTarget {
+    /// cgroup v2 id (inode number) of the target; 0 judges nothing.
+    pub cgroup_id: u64,
+    /// Depth of the target below the cgroup v2 root (the root is level 0).
+    pub level: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<DeviceTarget>() == 16);
+
+// SAFETY: `#[repr(C)]`, `Copy`, integers only, no padding (size checked above).
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for DeviceTarget {}
+
+/// The name events give the device programs' own rule ids, `None` for any other id.
+pub const fn device_rule_name(rule_id: u32) -> Option<&'static str> {
+    match rule_id {
+        RULE_DEVICE_NON_IP => Some("device-non-ip"),
+        RULE_DEVICE_IP_OPTIONS => Some("device-ip-options"),
+        RULE_TUN_DEVICE => Some("tun-device"),
+        RULE_DEVICE_BYPASS_OPTION => Some("device-bypass-option"),
+        _ => None,
     }
 }

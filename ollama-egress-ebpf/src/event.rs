@@ -26,13 +26,14 @@ pub struct Target {
     pub dport: u32,
     /// Destination address, network byte order, IPv4 in the first four bytes.
     pub daddr: [u8; 16],
-    /// Non-zero for an IPv4-mapped destination of an IPv6 socket.
+    /// `V4_FORM_*` of an IPv6 destination judged as IPv4 (0 otherwise).
     pub v4_mapped: u32,
 }
 
-/// Sends one event for `decision`, counting it as lost when the ring buffer is full.
+/// Sends one event for `decision`, counting it as lost when the ring buffer is full. `uid` is
+/// the socket owner when the hook knows it (the packet programs), else the current task's.
 #[inline(always)]
-pub fn emit(target: &Target, decision: &Decision) {
+pub fn emit(target: &Target, decision: &Decision, uid: Option<u32>) {
     let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
         bump_stat(STAT_EVENTS_LOST);
         return;
@@ -50,7 +51,7 @@ pub fn emit(target: &Target, decision: &Decision) {
         },
         pid: pid_tgid as u32,
         tgid: (pid_tgid >> 32) as u32,
-        uid: uid_gid as u32,
+        uid: uid.unwrap_or(uid_gid as u32),
         gid: (uid_gid >> 32) as u32,
         comm,
         family: target.family,

@@ -1,19 +1,26 @@
 //! ollama-egress kernel programs.
 //!
 //! - `skb`: cgroup_skb egress (enforcement backstop, per-packet counters) and ingress (counters).
+//! - `exec`: `--process` targets marked at exec/fork (tracepoints), their sockets recorded
+//!   (cgroup sock_create/sock_release), and the gates that make the other programs judge only them.
 //! - `sock_addr`: cgroup connect4/connect6/sendmsg4/sendmsg6 (one decision and one event per
 //!   connection or datagram destination, immediate EPERM when enforcing).
+//! - `tc`: tc/tcx egress on network devices (frames of the target's sockets that no cgroup_skb
+//!   program sees: packet sockets, tunnels); `device`: the target may not open /dev/net/tun.
 //!
 //! Every program is a thin wrapper around a `try_*` function; the shared decision logic is in
 //! `policy`, the maps in `maps`, event emission in `event`.
 #![no_std]
 #![no_main]
 
+mod device;
 mod event;
+mod exec;
 mod maps;
 mod policy;
 mod skb;
 mod sock_addr;
+mod tc;
 
 #[cfg(not(test))]
 #[panic_handler]

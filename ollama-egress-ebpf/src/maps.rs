@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use ollama_egress_common::{
     COUNTER_ENTRIES, Counter, DEDUP_ENTRIES, DEFAULT_MAX_PREFIXES, DEFAULT_RINGBUF_BYTES, DedupKey,
-    DedupValue, PolicyValue, STAT_COUNT, SlotConfig,
+    DedupValue, EventBudget, PolicyValue, STAT_COUNT, SlotConfig,
 };
 
 /// IPv4 policy, slot 0. Userspace sizes the tries to the policy before loading.
@@ -51,3 +51,7 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RINGBUF_BYTES, 0);
 #[map(name = "DATAGRAM_SEEN")]
 pub static DATAGRAM_SEEN: LruHashMap<DedupKey, DedupValue> =
     LruHashMap::with_max_entries(DEDUP_ENTRIES, 0);
+
+/// The egress program's event budget, per CPU.
+#[map(name = "BACKSTOP_BUDGET")]
+pub static BACKSTOP_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);

@@ -2,8 +2,9 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use ollama_egress_common::{
-    ACTION_DENY, MODE_ENFORCE, RULE_DEFAULT, RULE_NO_POLICY, SlotConfig, VERDICT_ALLOWED,
-    VERDICT_BLOCKED, VERDICT_WOULD_BLOCK,
+    ACTION_DENY, MODE_ENFORCE, PolicyValue, RULE_DEFAULT, RULE_NO_POLICY, SlotConfig,
+    V4_FORM_MAPPED, V4_FORM_NONE, VERDICT_ALLOWED, VERDICT_BLOCKED, VERDICT_WOULD_BLOCK,
+    embedded_ipv4,
 };
 
 use crate::maps::{
@@ -80,25 +81,68 @@ pub fn judge_v4(addr: [u8; 4]) -> Decision {
     }
 }
 
-/// Judges an IPv6 destination (network byte order). IPv4-mapped addresses are judged as IPv4.
+/// How an IPv6 destination was judged.
+#[derive(Clone, Copy)]
+pub struct V6Judgement {
+    /// The decision.
+    pub decision: Decision,
+    /// `V4_FORM_*`: [`V4_FORM_NONE`] when the IPv6 address itself decided, else the form of the
+    /// IPv4 address (`v4`) that decided.
+    pub form: u32,
+    /// The IPv4 address that decided (network byte order), when `form` is not
+    /// [`V4_FORM_NONE`].
+    pub v4: [u8; 4],
+}
+
+/// Judges an IPv6 destination (network byte order). An IPv4 address in IPv6 form (see
+/// [`embedded_ipv4`]) is judged as that IPv4 address: IPv4-mapped addresses only by it, the
+/// forms that leave as IPv6 (NAT64, 6to4, compatible, translated) first by an IPv6 deny rule
+/// that covers them, then by it. `policy check --explain` judges the same way.
 #[inline(always)]
-pub fn judge_v6(addr: [u8; 16]) -> Decision {
-    if let Some(v4) = v4_mapped(&addr) {
-        return judge_v4(v4);
+pub fn judge_v6(addr: [u8; 16]) -> V6Judgement {
+    if let Some((v4, form)) = embedded_ipv4(&addr) {
+        if form != V4_FORM_MAPPED
+            && let Some((slot, cfg)) = active()
+            && let Some(v) = lookup_v6(slot, &addr)
+            && v.action == ACTION_DENY
+        {
+            return V6Judgement {
+                decision: decide(&cfg, v.action, v.rule_id),
+                form: V4_FORM_NONE,
+                v4: [0; 4],
+            };
+        }
+        return V6Judgement {
+            decision: judge_v4(v4),
+            form,
+            v4,
+        };
     }
-    let Some((slot, cfg)) = active() else {
-        return unconfigured();
+    let decision = match active() {
+        None => unconfigured(),
+        Some((slot, cfg)) => match lookup_v6(slot, &addr) {
+            Some(v) => decide(&cfg, v.action, v.rule_id),
+            None => decide(&cfg, cfg.default_action, RULE_DEFAULT),
+        },
     };
-    let key = Key::new(128, addr);
+    V6Judgement {
+        decision,
+        form: V4_FORM_NONE,
+        v4: [0; 4],
+    }
+}
+
+/// The entry of slot `slot`'s IPv6 trie for `addr` (the slot `active()` returned, so settings
+/// and tries come from the same policy).
+#[inline(always)]
+fn lookup_v6(slot: u32, addr: &[u8; 16]) -> Option<PolicyValue> {
+    let key = Key::new(128, *addr);
     let hit = if slot == 0 {
         POLICY_V6_0.get(&key)
     } else {
         POLICY_V6_1.get(&key)
     };
-    match hit {
-        Some(v) => decide(&cfg, v.action, v.rule_id),
-        None => decide(&cfg, cfg.default_action, RULE_DEFAULT),
-    }
+    hit.copied()
 }
 
 /// A denial that does not come from the policy's tables (e.g. an IPv6 routing header).
@@ -130,28 +174,6 @@ fn unconfigured() -> Decision {
         },
         rule_id: RULE_NO_POLICY,
         generation: 0,
-    }
-}
-
-/// The IPv4 address inside an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).
-#[inline(always)]
-pub fn v4_mapped(addr: &[u8; 16]) -> Option<[u8; 4]> {
-    let prefix_ok = addr[0] == 0
-        && addr[1] == 0
-        && addr[2] == 0
-        && addr[3] == 0
-        && addr[4] == 0
-        && addr[5] == 0
-        && addr[6] == 0
-        && addr[7] == 0
-        && addr[8] == 0
-        && addr[9] == 0
-        && addr[10] == 0xff
-        && addr[11] == 0xff;
-    if prefix_ok {
-        Some([addr[12], addr[13], addr[14], addr[15]])
-    } else {
-        None
     }
 }
 

@@ -1,25 +1,59 @@
 //! cgroup_skb programs. Egress is the enforcement backstop: every packet leaving the cgroup is
 //! judged by its destination with one trie lookup, whatever socket type sent it, so traffic that
-//! never passed a sock_addr hook (raw sockets, for one) is still dropped. Ingress only counts.
-//! Neither program emits events: events are per connection, from the sock_addr hooks.
+//! never passed a sock_addr hook (raw and ping sockets, for one) is still dropped. A packet whose
+//! header sends it on elsewhere (an IPv4 source-route option, an IPv6 routing header, a header
+//! chain that cannot be read to its end) is denied. Ingress only counts.
+//!
+//! Every dropped packet is counted; the first drop per (socket, destination, policy generation)
+//! is also an event (`HOOK_SKB_EGRESS`), up to `BACKSTOP_EVENTS_PER_SECOND` per CPU; repeats
+//! and drops over that budget are counted in `STAT_SKB_DROPS_UNREPORTED`. In monitor mode the
+//! same holds for would-block packets of sockets no sock_addr hook judges (raw, ping).
 
-use aya_ebpf::{macros::cgroup_skb, programs::SkBuffContext};
+use core::ptr::read_volatile;
+
+use aya_ebpf::{
+    EbpfContext as _,
+    cty::c_void,
+    helpers::generated::{
+        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_loop, bpf_sk_fullsock, bpf_skb_load_bytes,
+    },
+    macros::cgroup_skb,
+    programs::SkBuffContext,
+};
 use ollama_egress_common::{
-    Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, RULE_IPV6_ROUTING_HEADER, counter_index,
+    BACKSTOP_EVENTS_PER_SECOND, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, DedupKey, DedupValue,
+    EventBudget, FAMILY_IPV4, FAMILY_IPV6, HOOK_SKB_EGRESS, RULE_IPV4_SOURCE_ROUTE,
+    RULE_IPV6_ROUTING_HEADER, STAT_SKB_DROPS_UNREPORTED, V4_FORM_NONE, counter_index,
 };
 
 use crate::{
-    maps::PACKET_COUNTERS,
-    policy::{Decision, deny_with, judge_v4, judge_v6},
+    event::{Target, emit},
+    maps::{BACKSTOP_BUDGET, DATAGRAM_SEEN, PACKET_COUNTERS},
+    policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6},
 };
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 
-/// Offset of the IPv4 destination address (packet data starts at the IP header).
-const IPV4_DADDR: usize = 16;
+/// Length of the IPv4 header without options.
+const IPV4_HDR_LEN: usize = 20;
 /// Offset of the IPv4 source address.
 const IPV4_SADDR: usize = 12;
+/// Option bytes an IPv4 header can hold (IHL 15 × 4 − 20): each option is at least one byte,
+/// so a walk of this many steps reaches the end.
+const IPV4_MAX_OPTION_BYTES: usize = 40;
+/// Stack buffer for the IPv4 options: a power of two above `IPV4_MAX_OPTION_BYTES`, so that
+/// the option length byte after the last option byte is still inside it.
+const OPTION_BUF: usize = 64;
+/// IPv4 option: end of the option list.
+const IPOPT_END: u8 = 0;
+/// IPv4 option: no operation (one byte).
+const IPOPT_NOOP: u8 = 1;
+/// IPv4 option: loose source and record route.
+const IPOPT_LSRR: u8 = 0x83;
+/// IPv4 option: strict source and record route.
+const IPOPT_SSRR: u8 = 0x89;
+
 /// Offset of the IPv6 next-header field.
 const IPV6_NEXTHDR: usize = 6;
 /// Offset of the IPv6 source address.
@@ -28,7 +62,8 @@ const IPV6_SADDR: usize = 8;
 const IPV6_DADDR: usize = 24;
 /// Length of the fixed IPv6 header.
 const IPV6_HDR_LEN: usize = 40;
-/// Extension headers walked before giving up looking for a routing header.
+/// Extension headers accepted before the upper-layer header; a chain that has not reached its
+/// upper-layer header after that many is denied (legitimate packets carry a handful at most).
 const MAX_EXT_HEADERS: usize = 8;
 
 const NEXTHDR_HOP: u8 = 0;
@@ -37,89 +72,247 @@ const NEXTHDR_FRAGMENT: u8 = 44;
 const NEXTHDR_AUTH: u8 = 51;
 const NEXTHDR_DEST: u8 = 60;
 
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
+
 /// Judges every packet leaving the cgroup; returns 0 (drop) for a denied destination in
 /// enforce mode, 1 (pass) otherwise.
 #[cgroup_skb(egress)]
 pub fn egress(ctx: SkBuffContext) -> i32 {
-    // An error means the packet was too short to hold the header its protocol claims: nothing
-    // legitimate sends that, and the stack rejects it; pass it on.
+    // An error means the packet was too short to hold the fixed header its protocol claims:
+    // nothing legitimate sends that, and the stack rejects it; pass it on.
     try_egress(&ctx).unwrap_or(1)
 }
 
+/// An egress packet as judged.
+struct Judged {
+    decision: Decision,
+    /// Family of the address that decided (`FAMILY_*`).
+    family: u32,
+    /// The address that decided, network byte order, IPv4 in the first four bytes.
+    daddr: [u8; 16],
+    /// `V4_FORM_*` of an IPv6 destination judged as IPv4.
+    form: u32,
+    /// The upper-layer protocol.
+    proto: u8,
+    /// Offset of the upper-layer header, 0 when unknown (a later fragment, an unreadable chain).
+    l4_off: usize,
+}
+
 fn try_egress(ctx: &SkBuffContext) -> Result<i32, i64> {
-    let Some(decision) = judge_packet(ctx, Peer::Destination)? else {
+    // `--process` mode: only sockets of marked tasks are judged (see `exec`).
+    if !crate::exec::judges_socket(ctx) {
         return Ok(1);
-    };
-    count(DIRECTION_EGRESS, decision.verdict, ctx.len());
-    Ok(if decision.drops() { 0 } else { 1 })
-}
-
-/// Counts packets arriving at the cgroup by the verdict their source would get. Never drops.
-#[cgroup_skb(ingress)]
-pub fn ingress(ctx: SkBuffContext) -> i32 {
-    let _ = try_ingress(&ctx);
-    1
-}
-
-fn try_ingress(ctx: &SkBuffContext) -> Result<(), i64> {
-    if let Some(decision) = judge_packet(ctx, Peer::Source)? {
-        count(DIRECTION_INGRESS, decision.verdict, ctx.len());
     }
-    Ok(())
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Peer {
-    Source,
-    Destination,
-}
-
-/// The decision for the packet's peer address; `None` for a packet that is not IP.
-#[inline(always)]
-fn judge_packet(ctx: &SkBuffContext, peer: Peer) -> Result<Option<Decision>, i64> {
     // `__sk_buff.protocol` is the ethertype in network byte order.
-    let proto = u16::from_be(ctx.skb.protocol() as u16);
-    match proto {
-        ETH_P_IP => {
-            let off = if peer == Peer::Destination {
-                IPV4_DADDR
-            } else {
-                IPV4_SADDR
-            };
-            let addr: [u8; 4] = ctx.load(off)?;
-            Ok(Some(judge_v4(addr)))
+    let judged = match u16::from_be(ctx.skb.protocol() as u16) {
+        ETH_P_IP => judge_egress_v4(ctx)?,
+        ETH_P_IPV6 => judge_egress_v6(ctx)?,
+        _ => return Ok(1),
+    };
+    count(DIRECTION_EGRESS, judged.decision.verdict, ctx.len());
+    let drops = judged.decision.drops();
+    // A drop is always reported; a would-block (monitor mode) only for a socket no sock_addr
+    // hook judged, so monitor mode shows what enforce mode would drop, without repeating the
+    // connect/sendmsg events of TCP and UDP.
+    if drops || (judged.decision.denies() && unhooked_socket(ctx)) {
+        report(ctx, &judged);
+    }
+    Ok(if drops { 0 } else { 1 })
+}
+
+/// Whether the packet's socket is one whose destinations the sock_addr hooks do not judge: not
+/// a TCP stream or UDP datagram socket (raw and ping sockets, for instance). A packet of a
+/// request or time-wait socket belongs to TCP.
+#[inline(always)]
+fn unhooked_socket(ctx: &SkBuffContext) -> bool {
+    // SAFETY: `sk` is a field of the context the verifier lets programs read (as a socket
+    // pointer or null); `bpf_sk_fullsock` accepts it and returns a full socket or null.
+    unsafe {
+        let sk = read_volatile(&(*ctx.skb.skb).__bindgen_anon_2.sk);
+        if sk.is_null() {
+            return true;
         }
-        ETH_P_IPV6 => {
-            let off = if peer == Peer::Destination {
-                IPV6_DADDR
-            } else {
-                IPV6_SADDR
-            };
-            let addr: [u8; 16] = ctx.load(off)?;
-            let decision = judge_v6(addr);
-            if peer == Peer::Source || decision.denies() {
-                return Ok(Some(decision));
-            }
-            // An allowed destination only counts if it is the final one: a routing header with
-            // segments left, or a header chain that cannot be read to its end, could send the
-            // packet on elsewhere.
-            match routes_elsewhere(ctx) {
-                Ok(false) => Ok(Some(decision)),
-                Ok(true) | Err(_) => Ok(Some(deny_with(RULE_IPV6_ROUTING_HEADER))),
-            }
+        let full = bpf_sk_fullsock(sk);
+        if full.is_null() {
+            return false;
         }
-        _ => Ok(None),
+        let kind = read_volatile(&(*full).type_);
+        let protocol = read_volatile(&(*full).protocol);
+        !((kind == SOCK_STREAM && protocol == u32::from(IPPROTO_TCP))
+            || (kind == SOCK_DGRAM && protocol == u32::from(IPPROTO_UDP)))
     }
 }
 
-/// Whether an IPv6 packet carries a routing header with segments left, or an extension header
-/// chain that runs past the end of the packet: its final destination is then not (certainly)
-/// the one in the fixed header, so it cannot be judged by that address.
+fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
+    let h: [u8; IPV4_HDR_LEN] = ctx.load(0)?;
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    // Options first: the walk is then verified once, not once per way the policy can decide.
+    let source_route = ihl != IPV4_HDR_LEN && source_routed(ctx, ihl);
+    let daddr4 = [h[16], h[17], h[18], h[19]];
+    let mut decision = judge_v4(daddr4);
+    if source_route && !decision.denies() {
+        decision = deny_with(RULE_IPV4_SOURCE_ROUTE);
+    }
+    let frag_offset = (u16::from(h[6] & 0x1f) << 8) | u16::from(h[7]);
+    let mut daddr = [0u8; 16];
+    daddr[..4].copy_from_slice(&daddr4);
+    Ok(Judged {
+        decision,
+        family: FAMILY_IPV4,
+        daddr,
+        form: V4_FORM_NONE,
+        proto: h[9],
+        l4_off: if frag_offset == 0 { ihl } else { 0 },
+    })
+}
+
+/// Whether an IPv4 header of `ihl` bytes carries a source-route option (LSRR or SSRR), or
+/// options that cannot be read to their end (a length below 2 or past the header, a header
+/// shorter than 20 bytes): the routers named in such a header, not only its destination,
+/// receive the packet. Bytes after an end-of-list option are not looked at: receivers stop
+/// there too.
 #[inline(always)]
-fn routes_elsewhere(ctx: &SkBuffContext) -> Result<bool, i64> {
-    let mut next: u8 = ctx.load(IPV6_NEXTHDR)?;
+fn source_routed(ctx: &SkBuffContext, ihl: usize) -> bool {
+    let n = ihl.wrapping_sub(IPV4_HDR_LEN);
+    if n == 0 || n > IPV4_MAX_OPTION_BYTES {
+        return true;
+    }
+    // One copy of the options onto the stack, then a walk without helper calls.
+    let mut walk = OptionWalk {
+        buf: [0; OPTION_BUF],
+        len: n as u64,
+        off: 0,
+        routed: 1,
+    };
+    // SAFETY: `buf` is writable for `OPTION_BUF` > `n` bytes; the helper checks the packet.
+    let r = unsafe {
+        bpf_skb_load_bytes(
+            ctx.as_ptr(),
+            IPV4_HDR_LEN as u32,
+            walk.buf.as_mut_ptr().cast(),
+            n as u32,
+        )
+    };
+    if r != 0 {
+        return true;
+    }
+    // `bpf_loop` (the verifier checks the step once, not once per iteration and path): every
+    // step consumes at least one of at most 40 bytes, so 40 steps reach the end and one more
+    // sees it.
+    // SAFETY: `option_step` has the callback signature and only touches `walk`, which outlives
+    // the call.
+    let done = unsafe {
+        bpf_loop(
+            IPV4_MAX_OPTION_BYTES as u32 + 1,
+            option_step as *mut c_void,
+            (&raw mut walk).cast(),
+            0,
+        )
+    };
+    done < 0 || walk.routed != 0
+}
+
+/// State of an IPv4 options walk.
+#[repr(C)]
+struct OptionWalk {
+    /// The options; zero past `len`. A power of two above `IPV4_MAX_OPTION_BYTES`, so that the
+    /// length byte after the last option byte is still inside it and masked indices need no
+    /// bounds check.
+    buf: [u8; OPTION_BUF],
+    /// Option bytes in the header.
+    len: u64,
+    /// Offset of the next option.
+    off: u64,
+    /// The verdict so far: non-zero until the walk ends cleanly.
+    routed: u64,
+}
+
+/// One step of the options walk: 0 to go on, 1 when the walk has its answer in `routed`.
+unsafe extern "C" fn option_step(_index: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `OptionWalk` that `source_routed` passed to `bpf_loop`.
+    let w = unsafe { &mut *ctx.cast::<OptionWalk>() };
+    let n = w.len as usize;
+    let off = w.off as usize;
+    if off >= n {
+        // Exactly at the end: every option was read; past it: the last one overran.
+        w.routed = u64::from(off > n);
+        return 1;
+    }
+    // `off` < `n` <= 40: the mask changes nothing but shows the verifier the bound.
+    let off = off & (OPTION_BUF - 1);
+    let kind = w.buf[off];
+    if kind == IPOPT_END {
+        w.routed = 0;
+        return 1;
+    }
+    if kind == IPOPT_LSRR || kind == IPOPT_SSRR {
+        return 1;
+    }
+    if kind == IPOPT_NOOP {
+        w.off = (off + 1) as u64;
+        return 0;
+    }
+    let len = usize::from(w.buf[(off + 1) & (OPTION_BUF - 1)]);
+    if len < 2 {
+        return 1;
+    }
+    w.off = (off + len) as u64;
+    0
+}
+
+fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
+    let addr: [u8; 16] = ctx.load(IPV6_DADDR)?;
+    let next: u8 = ctx.load(IPV6_NEXTHDR)?;
+    // The chain first: the walk is then verified once, not once per way the policy decides.
+    // An allowed destination only counts if it is the final one: a routing header with
+    // segments left, or a header chain that cannot be read to its end within the limit, could
+    // send the packet on elsewhere.
+    let (elsewhere, proto, l4_off) = match walk_chain(ctx, next) {
+        Ok(Chain::Final { proto, off }) => (false, proto, off),
+        Ok(Chain::Elsewhere) | Err(_) => (true, next, 0),
+    };
+    let judged = judge_v6(addr);
+    let mut decision = judged.decision;
+    if elsewhere && !decision.denies() {
+        decision = deny_with(RULE_IPV6_ROUTING_HEADER);
+    }
+    let (family, daddr) = if judged.form == V4_FORM_NONE {
+        (FAMILY_IPV6, addr)
+    } else {
+        let mut d = [0u8; 16];
+        d[..4].copy_from_slice(&judged.v4);
+        (FAMILY_IPV4, d)
+    };
+    Ok(Judged {
+        decision,
+        family,
+        daddr,
+        form: judged.form,
+        proto,
+        l4_off,
+    })
+}
+
+/// Where an IPv6 extension header chain ends.
+enum Chain {
+    /// At upper-layer protocol `proto`, whose header starts at `off` (0 for a later fragment).
+    Final { proto: u8, off: usize },
+    /// A routing header with segments left, a chain longer than the packet, or one not finished
+    /// within `MAX_EXT_HEADERS`: the final destination is not (certainly) the one in the fixed
+    /// header, so the packet cannot be judged by that address.
+    Elsewhere,
+}
+
+/// Walks the extension headers of an IPv6 packet whose fixed header names `next`.
+#[inline(always)]
+fn walk_chain(ctx: &SkBuffContext, mut next: u8) -> Result<Chain, i64> {
     let mut off = IPV6_HDR_LEN;
-    for _ in 0..MAX_EXT_HEADERS {
+    let mut later_fragment = false;
+    // MAX_EXT_HEADERS extension headers, then the upper-layer header.
+    for _ in 0..=MAX_EXT_HEADERS {
         match next {
             NEXTHDR_HOP | NEXTHDR_DEST => {
                 let h: [u8; 2] = ctx.load(off)?;
@@ -130,14 +323,16 @@ fn routes_elsewhere(ctx: &SkBuffContext) -> Result<bool, i64> {
                 // next header, length, routing type, segments left
                 let h: [u8; 4] = ctx.load(off)?;
                 if h[3] != 0 {
-                    return Ok(true);
+                    return Ok(Chain::Elsewhere);
                 }
                 next = h[0];
                 off += (h[1] as usize + 1) * 8;
             }
             NEXTHDR_FRAGMENT => {
-                let h: [u8; 1] = ctx.load(off)?;
+                // next header, reserved, fragment offset (13 bits) and flags
+                let h: [u8; 4] = ctx.load(off)?;
                 next = h[0];
+                later_fragment |= (u16::from_be_bytes([h[2], h[3]]) >> 3) != 0;
                 off += 8;
             }
             NEXTHDR_AUTH => {
@@ -146,10 +341,99 @@ fn routes_elsewhere(ctx: &SkBuffContext) -> Result<bool, i64> {
                 off += (h[1] as usize + 2) * 4;
             }
             // The upper-layer header: the chain must end inside the packet.
-            _ => return Ok(off > ctx.len() as usize),
+            _ => {
+                if off > ctx.len() as usize {
+                    return Ok(Chain::Elsewhere);
+                }
+                let off = if later_fragment { 0 } else { off };
+                return Ok(Chain::Final { proto: next, off });
+            }
         }
     }
-    Ok(false)
+    Ok(Chain::Elsewhere)
+}
+
+/// Makes the event of a denied packet, once per (socket, destination, port, policy generation,
+/// verdict) and within the CPU's event budget; counts it as unreported otherwise.
+#[inline(always)]
+fn report(ctx: &SkBuffContext, judged: &Judged) {
+    let dport =
+        if judged.l4_off != 0 && (judged.proto == IPPROTO_TCP || judged.proto == IPPROTO_UDP) {
+            ctx.load::<[u8; 4]>(judged.l4_off)
+                .map_or(0, |p| u32::from(u16::from_be_bytes([p[2], p[3]])))
+        } else {
+            0
+        };
+    // SAFETY: `bpf_get_socket_cookie` accepts a cgroup_skb context (0 when there is no socket).
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let key = DedupKey {
+        cookie,
+        daddr: judged.daddr,
+        dport,
+        family: judged.family,
+    };
+    let value = DedupValue {
+        generation: judged.decision.generation,
+        verdict: judged.decision.verdict,
+    };
+    // SAFETY: the value is copied out before any update of the map.
+    let seen = unsafe { DATAGRAM_SEEN.get(key) }.copied();
+    if seen == Some(value) || !take_event_budget() {
+        bump_stat(STAT_SKB_DROPS_UNREPORTED);
+        return;
+    }
+    let _ = DATAGRAM_SEEN.insert(key, value, 0);
+    let target = Target {
+        hook: HOOK_SKB_EGRESS,
+        family: judged.family,
+        protocol: u32::from(judged.proto),
+        dport,
+        daddr: judged.daddr,
+        v4_mapped: judged.form,
+    };
+    emit(&target, &judged.decision, Some(ctx.get_socket_uid()));
+}
+
+/// Takes one event from this CPU's budget of `BACKSTOP_EVENTS_PER_SECOND`; `false` when the
+/// current one-second window has used it up.
+#[inline(always)]
+fn take_event_budget() -> bool {
+    let Some(b) = BACKSTOP_BUDGET.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: per-CPU slot; programs do not migrate CPUs while running.
+    let b: &mut EventBudget = unsafe { &mut *b };
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    if now.wrapping_sub(b.window_start_ns) >= 1_000_000_000 {
+        b.window_start_ns = now;
+        b.events = 0;
+    }
+    if b.events >= BACKSTOP_EVENTS_PER_SECOND {
+        return false;
+    }
+    b.events += 1;
+    true
+}
+
+/// Counts packets arriving at the cgroup by the verdict their source would get. Never drops.
+#[cgroup_skb(ingress)]
+pub fn ingress(ctx: SkBuffContext) -> i32 {
+    let _ = try_ingress(&ctx);
+    1
+}
+
+fn try_ingress(ctx: &SkBuffContext) -> Result<(), i64> {
+    if !crate::exec::judges_socket(ctx) {
+        return Ok(());
+    }
+    let decision = match u16::from_be(ctx.skb.protocol() as u16) {
+        ETH_P_IP => judge_v4(ctx.load(IPV4_SADDR)?),
+        ETH_P_IPV6 => judge_v6(ctx.load(IPV6_SADDR)?).decision,
+        _ => return Ok(()),
+    };
+    count(DIRECTION_INGRESS, decision.verdict, ctx.len());
+    Ok(())
 }
 
 #[inline(always)]

@@ -10,13 +10,13 @@ use aya_ebpf::{
 };
 use ollama_egress_common::{
     DedupKey, DedupValue, FAMILY_IPV4, FAMILY_IPV6, HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4,
-    HOOK_SENDMSG6,
+    HOOK_SENDMSG6, V4_FORM_NONE,
 };
 
 use crate::{
     event::{Target, emit},
     maps::DATAGRAM_SEEN,
-    policy::{Decision, judge_v4, judge_v6, v4_mapped},
+    policy::{Decision, judge_v4, judge_v6},
 };
 
 /// `connect()` of an IPv4 socket.
@@ -25,7 +25,7 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
     try_decide(&ctx, HOOK_CONNECT4)
 }
 
-/// `connect()` of an IPv6 socket (IPv4-mapped destinations are judged as IPv4).
+/// `connect()` of an IPv6 socket (IPv4 addresses in IPv6 form are judged as IPv4).
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
     try_decide(&ctx, HOOK_CONNECT6)
@@ -46,6 +46,12 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 /// Judges the destination, emits the event, returns 1 (proceed) or 0 (EPERM).
 #[inline(always)]
 fn try_decide(ctx: &SockAddrContext, hook: u32) -> i32 {
+    // `--process` mode: only marked tasks are judged (see `exec`).
+    match crate::exec::judges_task(ctx) {
+        Some(true) => {}
+        Some(false) => return 1,
+        None => return 0,
+    }
     let sa = ctx.sock_addr;
     let (target, decision) = if hook == HOOK_CONNECT4 || hook == HOOK_SENDMSG4 {
         judge4(sa, hook)
@@ -62,7 +68,7 @@ fn try_decide(ctx: &SockAddrContext, hook: u32) -> i32 {
     }
     let datagram = hook == HOOK_SENDMSG4 || hook == HOOK_SENDMSG6;
     if !datagram || first_decision(ctx, &target, &decision) {
-        emit(&target, &decision);
+        emit(&target, &decision, None);
     }
     if decision.drops() { 0 } else { 1 }
 }
@@ -107,13 +113,14 @@ fn judge6(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
         )
     };
     let dport = u32::from(u16::from_be(port as u16));
-    let (family, daddr, mapped) = match v4_mapped(&addr) {
-        Some(v4) => {
-            let mut d = [0u8; 16];
-            d[..4].copy_from_slice(&v4);
-            (FAMILY_IPV4, d, 1)
-        }
-        None => (FAMILY_IPV6, addr, 0),
+    let judged = judge_v6(addr);
+    // The event names the address that decided: the IPv4 one for an IPv4 address in IPv6 form.
+    let (family, daddr) = if judged.form == V4_FORM_NONE {
+        (FAMILY_IPV6, addr)
+    } else {
+        let mut d = [0u8; 16];
+        d[..4].copy_from_slice(&judged.v4);
+        (FAMILY_IPV4, d)
     };
     let target = Target {
         hook,
@@ -121,9 +128,9 @@ fn judge6(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
         protocol,
         dport,
         daddr,
-        v4_mapped: mapped,
+        v4_mapped: judged.form,
     };
-    (target, judge_v6(addr))
+    (target, judged.decision)
 }
 
 /// Whether this socket's datagrams to this destination have not been decided yet under the

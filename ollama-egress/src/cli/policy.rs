@@ -57,11 +57,45 @@ impl PolicyCommand {
             let (action, rule) = compiled.lookup(*ip);
             writeln!(
                 out,
-                "{ip}: {} by {}",
+                "{ip}{}: {} by {}",
+                judged_as(*ip),
                 action.as_str(),
                 compiled.rule_name(rule)
             )?;
         }
         Ok(())
+    }
+}
+
+/// How an IPv6 address that carries an IPv4 address is judged, e.g. ` (NAT64 of 203.0.113.7)`;
+/// empty for any other address.
+fn judged_as(ip: IpAddr) -> String {
+    let IpAddr::V6(v6) = ip else {
+        return String::new();
+    };
+    match ollama_egress_common::embedded_ipv4(&v6.octets()) {
+        Some((v4, form)) => format!(
+            " ({} of {})",
+            ollama_egress_common::v4_form_name(form),
+            std::net::Ipv4Addr::from(v4)
+        ),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explain_names_the_ipv4_address_an_ipv6_form_carries() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(
+            judged_as(ip("64:ff9b::203.0.113.7")),
+            " (NAT64 of 203.0.113.7)"
+        );
+        assert_eq!(judged_as(ip("2002:cb00:7107::1")), " (6to4 of 203.0.113.7)");
+        assert_eq!(judged_as(ip("2001:db8::1")), "");
+        assert_eq!(judged_as(ip("203.0.113.7")), "");
     }
 }

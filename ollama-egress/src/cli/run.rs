@@ -25,8 +25,9 @@ pub struct RunArgs {
     /// Attach to the cgroup of this systemd unit (e.g. ollama.service).
     #[arg(long, value_name = "NAME")]
     pub unit: Option<String>,
-    /// Move processes with this name (now and as they start) into the managed cgroup and
-    /// attach there. This is the default, with `ollama`.
+    /// Judge processes with this name, and their descendants, from their first connection:
+    /// the kernel marks them at exec (and a marked task's children at fork), and the programs
+    /// on the cgroup v2 root judge only marked tasks. This is the default, with `ollama`.
     #[arg(long, value_name = "NAME")]
     pub process: Option<String>,
     /// Policy file (TOML). [default: /etc/ollama-egress/policy.toml, or the built-in policy
@@ -56,8 +57,14 @@ pub struct RunArgs {
     /// that find it full are counted as lost (`ollama_egress_events_lost_total`).
     #[arg(long, value_name = "BYTES", default_value_t = ollama_egress_common::DEFAULT_RINGBUF_BYTES, value_parser = parse_ring_size)]
     pub event_buffer_bytes: u32,
-    /// Name of the cgroup, under the cgroup v2 root, that --process moves processes into.
-    #[arg(long, value_name = "NAME", default_value = defaults::MANAGED_CGROUP)]
+    /// Accepted so that older command lines still parse: --process no longer moves processes
+    /// into a managed cgroup.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = defaults::MANAGED_CGROUP,
+        hide = true
+    )]
     pub managed_cgroup: String,
 }
 

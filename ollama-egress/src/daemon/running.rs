@@ -19,7 +19,7 @@ use crate::{
     logstore::Mode,
     metrics::{self, Metrics},
     pipeline::{Decoder, PipelineStats},
-    targeting::ProcessWatcher,
+    targeting::{CgroupWatch, ProcessWatcher},
 };
 
 /// How often `--process` looks for new processes.
@@ -60,6 +60,8 @@ pub(super) struct Daemon {
     pub(super) source: PolicySource,
     pub(super) state: DaemonState,
     pub(super) watcher: Option<ProcessWatcher>,
+    /// Wakes when the target cgroup may have been made again.
+    pub(super) follow: CgroupWatch,
     pub(super) metrics: Arc<Metrics>,
     pub(super) tally: Arc<EventTally>,
     pub(super) reader: JoinHandle<std::io::Result<PipelineStats>>,
@@ -103,6 +105,7 @@ impl Daemon {
                 }
                 _ = scan.tick(), if self.watcher.is_some() => self.scan_processes(),
                 _ = check.tick() => verified = self.check(verified),
+                () = self.follow.wait() => self.follow_target(),
             }
         }
         self.shutdown().await
@@ -136,11 +139,35 @@ impl Daemon {
             return;
         };
         match w.scan() {
-            Ok(moved) if !moved.is_empty() => {
-                info!(?moved, "moved new processes into {}", self.cgroup.display());
+            Ok(marked) if !marked.is_empty() => {
+                info!(?marked, "marked processes the kernel had not marked");
             }
             Ok(_) => {}
-            Err(e) => warn!("moving processes failed: {e}"),
+            Err(e) => warn!("marking processes failed: {e}"),
+        }
+    }
+
+    /// Re-attaches when the target cgroup was replaced (removed and made again at its path).
+    fn follow_target(&mut self) {
+        match self.loaded.follow(&self.cgroup) {
+            Ok(crate::loader::Follow::Reattached { old, new }) => {
+                warn!(
+                    old_cgroup_id = old,
+                    new_cgroup_id = new,
+                    "the target cgroup {} was made again: attached to the new one",
+                    self.cgroup.display()
+                );
+                // The lock was on the old directory: take the new one's.
+                match super::startup::lock_target(&self.cgroup) {
+                    Ok(lock) => self._locks.1 = lock,
+                    Err(e) => error!("locking the re-created target cgroup: {e}"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => error!(
+                "the target cgroup {} was made again, but attaching to it failed: {e}",
+                self.cgroup.display()
+            ),
         }
     }
 

@@ -65,7 +65,9 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
     let cgroup = match &opts.target {
         TargetSpec::Cgroup(p) => resolve_cgroup(p, &mount)?,
         TargetSpec::Unit(u) => targeting::find_unit_cgroup(&mount, u)?,
-        TargetSpec::Process(_) => targeting::ensure_managed_cgroup(&mount, &opts.managed_cgroup)?,
+        // Processes found by name are judged where they are: the programs go on the cgroup v2
+        // root and judge only the tasks the kernel marked (see `targeting::ProcessWatcher`).
+        TargetSpec::Process(_) => mount.clone(),
     };
     // One daemon per target and per pin directory, for the daemon's whole life: a second one
     // would write into the slot in force or detach what the first attached.
@@ -142,6 +144,11 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
     }
     push_generation(&decoder, generation, &compiled, opts.mode);
 
+    if let TargetSpec::Process(name) = &opts.target {
+        targeting::ensure_tracefs()?;
+        loaded.configure_marking(targeting::comm_bytes(name), targeting::mark_offsets())?;
+        loaded.attach_marking(&cgroup)?;
+    }
     let attachment = loaded.attach(&cgroup)?;
     new_pins.armed = false;
     if attachment == Attachment::Adopted {
@@ -159,15 +166,15 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
 
     let watcher = match &opts.target {
         TargetSpec::Process(name) => {
-            let mut w = ProcessWatcher::new(name, &cgroup);
-            let moved = w.scan()?;
-            if moved.is_empty() {
-                info!("no process named {name} yet; waiting for one to start");
+            let mut w =
+                ProcessWatcher::new(name, loaded.take_marks()?, loaded.take_target_socks()?);
+            let marked = w.scan()?;
+            if marked.is_empty() {
+                info!("no process named {name} yet; the kernel marks one as it starts");
             } else {
                 info!(
-                    ?moved,
-                    "moved processes named {name} into {}",
-                    cgroup.display()
+                    ?marked,
+                    "marked running processes named {name} and their descendants as targets"
                 );
             }
             Some(w)
@@ -238,6 +245,7 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
         geo,
         rulebook,
     );
+    let follow = targeting::CgroupWatch::new(&cgroup);
     info!(metrics = ?state.metrics_addr, "ollama-egress ready");
     Ok(Daemon {
         opts,
@@ -249,6 +257,7 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
         source,
         state,
         watcher,
+        follow,
         metrics,
         tally,
         reader,
@@ -276,7 +285,8 @@ fn resolve_cgroup(path: &Path, mount: &Path) -> Result<PathBuf, DaemonError> {
 }
 
 /// Locks the target cgroup directory for this daemon's life.
-fn lock_target(cgroup: &Path) -> Result<DirLock, DaemonError> {
+/// Locks the target cgroup directory for this daemon (one daemon per target).
+pub(super) fn lock_target(cgroup: &Path) -> Result<DirLock, DaemonError> {
     let dir = std::fs::File::open(cgroup).map_err(|source| {
         DaemonError::Loader(crate::loader::LoaderError::Cgroup {
             path: cgroup.display().to_string(),

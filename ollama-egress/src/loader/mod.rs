@@ -3,7 +3,9 @@
 
 mod attach;
 mod counters;
+mod device;
 mod links;
+mod netdev;
 mod pins;
 pub mod sys;
 mod tables;
@@ -24,6 +26,7 @@ use ollama_egress_common::{
 
 pub use attach::{AttachPoint, attached_program_ids};
 pub use counters::{CounterSnapshot, KernelCounters};
+pub use links::{Follow, MARK_LINKS, MARK_MAPS, MarkOffsets};
 pub use pins::{DirLock, LockError, PinError, PinLayout, cgroup_id, holder_text, lock_dir};
 pub use tables::{PolicyTables, TableError, TablePolicy};
 
@@ -151,6 +154,10 @@ pub struct Loaded {
     pins: Option<PinLayout>,
     /// Links this process created and pinned, or re-opened from pins.
     links: Vec<LinkHandle>,
+    /// The cgroup id (directory inode) the links were attached to, once attached.
+    attached_cgroup: Option<u64>,
+    /// The tc programs' links on the network devices, kept up to date while this lives.
+    devices: Option<netdev::DeviceWatch>,
 }
 
 /// A link kept open by the daemon. Dropping it closes the descriptor; a pinned link stays
@@ -201,7 +208,7 @@ impl Loaded {
         );
         if let Some(p) = pins {
             p.prepare()?;
-            for name in ALL_MAPS {
+            for name in ALL_MAPS.into_iter().chain(MARK_MAPS) {
                 loader.map_pin_path(name, p.map(name));
             }
         }
@@ -221,10 +228,13 @@ impl Loaded {
                 source,
             })?;
         }
+        device::load_programs(&mut ebpf)?;
         Ok(Self {
             ebpf,
             pins: pins.cloned(),
             links: Vec::new(),
+            attached_cgroup: None,
+            devices: None,
         })
     }
 

@@ -17,7 +17,7 @@ const BPF_LINK_UPDATE: libc::c_long = 29;
 const BPF_LINK_DETACH: libc::c_long = 34;
 
 /// Calls `bpf(cmd, attr, size_of(attr))`.
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+pub(super) fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a valid, writable `union bpf_attr` prefix of the size passed; every
     // pointer inside it is set by the callers to memory that outlives the call.
     let ret = unsafe {

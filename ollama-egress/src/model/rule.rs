@@ -1,27 +1,16 @@
 //! Rule names: what an event and a metric call the rule that decided.
 //!
 //! A policy rule's name is its id in the policy file (`deny.countries:CN`, `default`; see
-//! [`crate::policy`]). The kernel also decides without a policy rule in two cases, which have
-//! names of their own ([`special`]). An id that the policy generation that decided does not
+//! [`crate::policy`]). The kernel also decides by rules of its own (reserved ids: a routing
+//! header, a source route, no policy loaded yet, the device rules), whose names are spelled
+//! once, in `ollama_egress_common::reserved_rule_name` ([`special`]). An id that the policy generation that decided does not
 //! know is named by the one fallback of [`event_rule`]: `rule#N`, or `rule#N@G` when the
 //! generation `G` itself is unknown (a reload happened long before the event was read).
 
-use ollama_egress_common::{RULE_IPV6_ROUTING_HEADER, RULE_NO_POLICY};
-
-/// The name of [`RULE_IPV6_ROUTING_HEADER`]: an IPv6 packet with a routing header, refused
-/// because its real destination is not the one judged.
-pub const IPV6_ROUTING_HEADER: &str = "ipv6-routing-header";
-
-/// The name of [`RULE_NO_POLICY`]: the kernel had no policy loaded yet.
-pub const NO_POLICY: &str = "no-policy";
-
-/// The name of a rule id that is not a policy rule, `None` for every other id.
+/// The name of a reserved rule id (one the kernel programs decide by, not the policy), `None`
+/// for every id the policy compiler assigns.
 pub fn special(id: u32) -> Option<&'static str> {
-    match id {
-        RULE_IPV6_ROUTING_HEADER => Some(IPV6_ROUTING_HEADER),
-        RULE_NO_POLICY => Some(NO_POLICY),
-        _ => None,
-    }
+    ollama_egress_common::reserved_rule_name(id)
 }
 
 /// The name of rule `id` for an event of policy generation `generation`; `rules` are that

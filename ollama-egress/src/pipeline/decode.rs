@@ -8,6 +8,7 @@ use std::{
 
 use ollama_egress_common::{
     COMM_LEN, ConnectEvent, FAMILY_IPV4, VERDICT_ALLOWED, VERDICT_BLOCKED, VERDICT_WOULD_BLOCK,
+    reserved_rule_name,
 };
 use ollama_egress_geo::GeoDb;
 use time::OffsetDateTime;
@@ -105,10 +106,7 @@ impl Decoder {
             .rev()
             .find(|g| g.generation == ev.generation);
         let rule = match generation {
-            _ if ev.rule_id == ollama_egress_common::RULE_IPV6_ROUTING_HEADER => {
-                "ipv6-routing-header".to_owned()
-            }
-            _ if ev.rule_id == ollama_egress_common::RULE_NO_POLICY => "no-policy".to_owned(),
+            _ if reserved_rule_name(ev.rule_id).is_some() => rule_name(&[], ev.rule_id),
             Some(g) => rule_name(&g.rules, ev.rule_id),
             None => format!("rule#{}@{}", ev.rule_id, ev.generation),
         };
@@ -157,8 +155,8 @@ impl Decoder {
 }
 
 fn rule_name(rules: &[String], id: u32) -> String {
-    if id == ollama_egress_common::RULE_IPV6_ROUTING_HEADER {
-        return "ipv6-routing-header".to_owned();
+    if let Some(name) = reserved_rule_name(id) {
+        return name.to_owned();
     }
     rules
         .get(id as usize)
@@ -271,6 +269,10 @@ mod tests {
         assert_eq!(decoder().decode(&ev, None).rule, "rule#7");
         ev.rule_id = ollama_egress_common::RULE_IPV6_ROUTING_HEADER;
         assert_eq!(decoder().decode(&ev, None).rule, "ipv6-routing-header");
+        ev.rule_id = ollama_egress_common::RULE_IPV4_SOURCE_ROUTE;
+        assert_eq!(decoder().decode(&ev, None).rule, "ipv4-source-route");
+        ev.generation = 99;
+        assert_eq!(decoder().decode(&ev, None).rule, "ipv4-source-route");
     }
 
     #[test]

@@ -16,7 +16,9 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use ollama_egress_common::{PolicyValue, RULE_DEFAULT, RULE_IPV6_ROUTING_HEADER};
+use ollama_egress_common::{
+    ACTION_DENY, PolicyValue, RULE_DEFAULT, RULE_RESERVED_MIN, V4_FORM_MAPPED, embedded_ipv4,
+};
 use serde::Serialize;
 
 use super::cidr::canonical;
@@ -208,7 +210,7 @@ impl Builder {
         }
         let rule = u32::try_from(self.rules.len())
             .ok()
-            .filter(|&r| r != RULE_IPV6_ROUTING_HEADER)
+            .filter(|&r| r < RULE_RESERVED_MIN)
             .ok_or_else(|| PolicyError::TooManyRules {
                 origin: origin.to_string(),
                 count: self.rules.len() + 1,
@@ -305,13 +307,13 @@ fn merge<N: Prefix>(mut candidates: Vec<Candidate<N>>) -> Vec<(N, PolicyValue)> 
 }
 
 impl CompiledPolicy {
-    /// The stable name of numeric rule id `id` in this policy: the rule's id,
-    /// [`rule::IPV6_ROUTING_HEADER`] for [`RULE_IPV6_ROUTING_HEADER`], `unknown` for an id not
-    /// in the table. Events and metrics name rules with [`rule::event_rule`] instead, which
-    /// also knows the generation an event came from.
+    /// The stable name of numeric rule id `id` in this policy: the rule's id, the kernel's own
+    /// name for a reserved id ([`rule::special`]: `ipv6-routing-header`, `ipv4-source-route`,
+    /// ...), `unknown` for an id not in the table. Events and metrics name rules with
+    /// [`rule::event_rule`] instead, which also knows the generation an event came from.
     pub fn rule_name(&self, id: u32) -> &str {
-        if id == RULE_IPV6_ROUTING_HEADER {
-            return rule::IPV6_ROUTING_HEADER;
+        if let Some(name) = rule::special(id) {
+            return name;
         }
         self.rules
             .get(id as usize)
@@ -327,7 +329,8 @@ impl CompiledPolicy {
     }
 
     /// The verdict for destination `ip` and the numeric id of the rule that decided it, as the
-    /// kernel computes it. An IPv4-mapped IPv6 address is judged as its IPv4 address.
+    /// kernel computes it. An IPv4 address in IPv6 form (see
+    /// [`ollama_egress_common::embedded_ipv4`]) is judged as its IPv4 address.
     /// A reference implementation (a linear scan): correct, not fast.
     pub fn lookup(&self, ip: IpAddr) -> (Action, u32) {
         match self.lookup_entry(ip) {
@@ -342,11 +345,21 @@ impl CompiledPolicy {
 
     /// The trie entry that decides destination `ip` (its longest matching prefix), or `None`
     /// when the default action applies.
+    ///
+    /// An IPv4-mapped address is IPv4 traffic: its IPv4 address decides. Other IPv4 addresses
+    /// in IPv6 form (NAT64, 6to4, IPv4-compatible, IPv4-translated) leave as IPv6 and end at an
+    /// IPv4 host: an IPv6 deny rule that covers the address decides, else its IPv4 address does
+    /// (so allowing an IPv6 prefix never opens the IPv4 hosts behind a translator). The kernel
+    /// programs judge the same way.
     pub fn lookup_entry(&self, ip: IpAddr) -> Option<(IpNet, PolicyValue)> {
         match ip {
             IpAddr::V4(a) => self.lookup_v4(a),
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(v4) => self.lookup_v4(v4),
+            IpAddr::V6(a) => match embedded_ipv4(&a.octets()) {
+                Some((v4, V4_FORM_MAPPED)) => self.lookup_v4(Ipv4Addr::from(v4)),
+                Some((v4, _)) => match self.lookup_v6(a) {
+                    Some(hit) if hit.1.action == ACTION_DENY => Some(hit),
+                    _ => self.lookup_v4(Ipv4Addr::from(v4)),
+                },
                 None => self.lookup_v6(a),
             },
         }

@@ -1,7 +1,10 @@
 //! What to attach to: the cgroup v2 mount, a cgroup path, a systemd unit's cgroup, or a managed
 //! cgroup that processes found by name are moved into.
 
+mod marks;
 mod procs;
+mod sockets;
+mod watch;
 
 use std::{
     fs,
@@ -9,7 +12,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-pub use procs::{ProcessWatcher, find_processes_by_comm};
+pub use marks::{comm_bytes, ensure_tracefs, mark_offsets};
+pub use procs::{
+    MarkMap, ProcStat, ProcessWatcher, SockMap, all_processes, find_processes_by_comm, parse_stat,
+    targets,
+};
+pub use watch::{CgroupWatch, FOLLOW_INTERVAL};
 
 /// Errors of finding or preparing the target cgroup.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +53,25 @@ pub enum TargetError {
         unit: String,
         /// The cgroup2 mount point.
         mount: PathBuf,
+    },
+    /// Marking a process as a target in the kernel failed.
+    #[error("marking process {pid} as a target: {source}")]
+    Mark {
+        /// The process.
+        pid: u32,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
+    /// Mounting tracefs (for the exec, fork and exit tracepoints) failed.
+    #[error(
+        "--process needs tracefs for its exec/fork/exit tracepoints, and mounting it at {path} failed: {detail}; mount it with `mount -t tracefs nodev {path}`"
+    )]
+    Tracefs {
+        /// Where it was to be mounted.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
     },
     /// Creating the managed cgroup or moving a process into it failed.
     #[error("{what} {path}: {source}")]

@@ -24,9 +24,23 @@ struct Args {
     /// Listen on these TCP addresses before joining the cgroup (accepting in the background).
     #[arg(long)]
     listen: Vec<SocketAddr>,
+    /// Receive UDP on these addresses (bound before joining the cgroup); the outcome reports
+    /// how many datagrams arrived (`udp_received`) within `settle_ms` after the action.
+    #[arg(long)]
+    listen_udp: Vec<SocketAddr>,
+    /// How long to wait for datagrams and connections to arrive after the action.
+    #[arg(long, default_value_t = 300)]
+    settle_ms: u64,
     /// Join this cgroup (write our pid to its cgroup.procs) before acting.
     #[arg(long)]
     cgroup: Option<PathBuf>,
+    /// Take this task name (`prctl(PR_SET_NAME)`) after starting, before acting.
+    #[arg(long)]
+    comm: Option<String>,
+    /// Act as this user and group id (after entering the namespace, listening and joining the
+    /// cgroup), without supplementary groups: an unprivileged client.
+    #[arg(long)]
+    uid: Option<u32>,
     /// Sleep this long (after joining) before acting.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
@@ -47,16 +61,51 @@ enum Action {
     },
     /// UDP connect, then send.
     UdpConnected { addr: SocketAddr },
-    /// Raw ICMP echo (IPv4), waiting 500 ms for the reply: bypasses the sock_addr hooks.
-    RawPing { addr: std::net::Ipv4Addr },
+    /// Raw ICMP echo (IPv4), `count` requests from one socket, waiting 500 ms for a reply:
+    /// bypasses the sock_addr hooks.
+    RawPing {
+        addr: std::net::Ipv4Addr,
+        #[arg(long, default_value_t = 1)]
+        count: u16,
+        /// Wait this long between making the socket and sending.
+        #[arg(long, default_value_t = 0)]
+        wait_ms: u64,
+    },
+    /// UDP sendto `addr` from a socket whose `IP_OPTIONS` hold, after a NOP, a source route
+    /// through `hops` (comma separated, the first is the next hop): `--kind lsrr` (loose),
+    /// `ssrr` (strict), or `rr` (record route with room for as many addresses: no routing).
+    UdpOpts {
+        addr: SocketAddr,
+        #[arg(long, value_delimiter = ',')]
+        hops: Vec<std::net::Ipv4Addr>,
+        #[arg(long)]
+        kind: String,
+    },
     /// One hand-built IPv6 packet (ICMPv6 echo) on a raw socket with the header included:
-    /// `plain`, with a routing header that still has a segment to visit (`routing`), or with a
-    /// hop-by-hop header longer than the packet (`truncated`).
+    /// `plain`, with a routing header that still has a segment to visit (`routing`), with a
+    /// hop-by-hop header longer than the packet (`truncated`), with N destination-options
+    /// headers (`dest-opts:N`), or with N of them followed by a routing header with a segment
+    /// to visit (`dest-opts-routing:N`).
     Raw6 {
         src: std::net::Ipv6Addr,
         dst: std::net::Ipv6Addr,
         #[arg(long)]
         kind: String,
+    },
+    /// `count` plain IPv6 packets (ICMPv6 echo) to `dst`, each from a raw socket of its own.
+    Raw6Spray {
+        src: std::net::Ipv6Addr,
+        dst: std::net::Ipv6Addr,
+        #[arg(long)]
+        count: u16,
+    },
+    /// One hand-built IPv4 packet (ICMP echo) on a raw socket with the header included, whose
+    /// header carries `options` (hex, a multiple of 4 bytes, at most 40).
+    Raw4 {
+        src: std::net::Ipv4Addr,
+        dst: std::net::Ipv4Addr,
+        #[arg(long, default_value = "")]
+        options: String,
     },
     /// Fork; the child does a TCP connect and reports.
     ForkTcp { addr: SocketAddr },
@@ -65,6 +114,13 @@ enum Action {
         addr: SocketAddr,
         #[arg(long)]
         ports: u16,
+    },
+    /// Make a TCP socket now, wait `wait_ms`, then connect it (2 s timeout): a socket older
+    /// than whatever happened meanwhile.
+    TcpLate {
+        addr: SocketAddr,
+        #[arg(long)]
+        wait_ms: u64,
     },
     /// TCP connects in a loop for `duration_ms`, reporting how many succeeded.
     TcpLoop {
@@ -84,7 +140,14 @@ struct Outcome {
     pid: u32,
     attempts: u64,
     successes: u64,
+    /// Datagrams the `--listen-udp` sockets received.
+    udp_received: u64,
+    /// Connections the `--listen` listeners accepted.
+    tcp_accepted: u64,
 }
+
+static TCP_ACCEPTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static UDP_RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -101,7 +164,19 @@ fn main() -> anyhow::Result<()> {
     for l in listeners {
         std::thread::spawn(move || {
             for conn in l.incoming() {
+                if conn.is_ok() {
+                    TCP_ACCEPTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 drop(conn);
+            }
+        });
+    }
+    for addr in &args.listen_udp {
+        let s = UdpSocket::bind(addr).with_context(|| format!("UDP on {addr}"))?;
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while s.recv_from(&mut buf).is_ok() {
+                UDP_RECEIVED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         });
     }
@@ -109,10 +184,29 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(cg.join("cgroup.procs"), format!("{}\n", std::process::id()))
             .with_context(|| format!("joining cgroup {}", cg.display()))?;
     }
+    if let Some(comm) = &args.comm {
+        let c = std::ffi::CString::new(comm.as_str()).context("--comm")?;
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+        if unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("prctl(PR_SET_NAME)");
+        }
+    }
+    if let Some(uid) = args.uid {
+        let id = nix::unistd::Uid::from_raw(uid);
+        let gid = nix::unistd::Gid::from_raw(uid);
+        nix::unistd::setgroups(&[]).context("setgroups")?;
+        nix::unistd::setresgid(gid, gid, gid).context("setresgid")?;
+        nix::unistd::setresuid(id, id, id).context("setresuid")?;
+    }
     if args.delay_ms > 0 {
         std::thread::sleep(Duration::from_millis(args.delay_ms));
     }
-    let out = act(&args.action);
+    let mut out = act(&args.action);
+    if !args.listen.is_empty() || !args.listen_udp.is_empty() {
+        std::thread::sleep(Duration::from_millis(args.settle_ms));
+    }
+    out.tcp_accepted = TCP_ACCEPTED.load(std::sync::atomic::Ordering::SeqCst);
+    out.udp_received = UDP_RECEIVED.load(std::sync::atomic::Ordering::SeqCst);
     let mut stdout = std::io::stdout().lock();
     serde_json::to_writer(&mut stdout, &out)?;
     writeln!(stdout)?;
@@ -176,7 +270,12 @@ fn act(action: &Action) -> Outcome {
             })();
             result(started, r)
         }
-        Action::RawPing { addr } => result(started, raw_ping(*addr)),
+        Action::RawPing {
+            addr,
+            count,
+            wait_ms,
+        } => result(started, raw_ping(*addr, *count, *wait_ms)),
+        Action::UdpOpts { addr, hops, kind } => result(started, udp_opts(*addr, hops, kind)),
         Action::UdpSpray { addr, ports } => {
             let mut out = Outcome {
                 pid: std::process::id(),
@@ -209,7 +308,27 @@ fn act(action: &Action) -> Outcome {
             out
         }
         Action::ForkTcp { addr } => fork_tcp(addr),
+        Action::TcpLate { addr, wait_ms } => tcp_late(addr, *wait_ms),
         Action::Raw6 { src, dst, kind } => result(started, raw6(*src, *dst, kind)),
+        Action::Raw4 { src, dst, options } => result(started, raw4(*src, *dst, options)),
+        Action::Raw6Spray { src, dst, count } => {
+            let mut out = Outcome {
+                pid: std::process::id(),
+                ok: true,
+                ..Outcome::default()
+            };
+            for _ in 0..*count {
+                out.attempts += 1;
+                match raw6(*src, *dst, "plain") {
+                    Ok(()) => out.successes += 1,
+                    Err(e) => {
+                        out.errno.get_or_insert(e.raw_os_error().unwrap_or(0));
+                    }
+                }
+            }
+            out.elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            out
+        }
         Action::TcpLoop { addr, duration_ms } => {
             let mut out = Outcome {
                 pid: std::process::id(),
@@ -238,6 +357,73 @@ fn act(action: &Action) -> Outcome {
 
 fn tcp(addr: &SocketAddr) -> std::io::Result<()> {
     TcpStream::connect_timeout(addr, Duration::from_secs(2)).map(drop)
+}
+
+fn tcp_late(addr: &SocketAddr, wait_ms: u64) -> Outcome {
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket syscall; the descriptor is owned right away.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return result(Instant::now(), Err(std::io::Error::last_os_error()));
+    }
+    // SAFETY: a new descriptor nothing else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    std::thread::sleep(Duration::from_millis(wait_ms));
+    let started = Instant::now();
+    let (storage, len) = sockaddr(addr);
+    // SAFETY: `storage` holds a valid address of `len` bytes.
+    let ret = unsafe {
+        libc::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        )
+    };
+    let r = if ret == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    };
+    result(started, r)
+}
+
+fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: as above, for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }
 
 fn fork_tcp(addr: &SocketAddr) -> Outcome {
@@ -274,6 +460,7 @@ fn fork_tcp(addr: &SocketAddr) -> Outcome {
                         .unwrap_or(0),
                     attempts: 1,
                     successes: u64::from(v["ok"].as_bool().unwrap_or(false)),
+                    ..Outcome::default()
                 })
                 .unwrap_or_else(|| {
                     result(
@@ -286,14 +473,16 @@ fn fork_tcp(addr: &SocketAddr) -> Outcome {
     }
 }
 
-/// Sends one ICMP echo request on a raw socket and waits 500 ms for the reply.
-fn raw_ping(addr: std::net::Ipv4Addr) -> std::io::Result<()> {
+/// Sends `count` ICMP echo requests on a raw socket (made `wait_ms` before the first) and
+/// waits 500 ms for a reply.
+fn raw_ping(addr: std::net::Ipv4Addr, count: u16, wait_ms: u64) -> std::io::Result<()> {
     // SAFETY: plain socket syscalls on a descriptor we own; buffers outlive the calls.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        std::thread::sleep(Duration::from_millis(wait_ms));
         let close = |e: std::io::Error| {
             libc::close(fd);
             e
@@ -335,16 +524,27 @@ fn raw_ping(addr: std::net::Ipv4Addr) -> std::io::Result<()> {
             },
             sin_zero: [0; 8],
         };
-        let n = libc::sendto(
-            fd,
-            pkt.as_ptr().cast(),
-            pkt.len(),
-            0,
-            (&sa as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        );
-        if n < 0 {
-            return Err(close(std::io::Error::last_os_error()));
+        let mut sent = 0;
+        let mut first_err = None;
+        for _ in 0..count.max(1) {
+            let n = libc::sendto(
+                fd,
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (&sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            );
+            if n < 0 {
+                first_err.get_or_insert_with(std::io::Error::last_os_error);
+            } else {
+                sent += 1;
+            }
+        }
+        if sent == 0 {
+            return Err(close(
+                first_err.unwrap_or_else(std::io::Error::last_os_error),
+            ));
         }
         let deadline = Instant::now() + Duration::from_millis(500);
         let mut buf = [0u8; 1500];
@@ -398,7 +598,42 @@ fn raw6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, kind: &str) -> std::io
         }
         // Hop-by-hop header claiming 8 * 201 bytes in an 8-byte header.
         "truncated" => (0, vec![58, 200, 1, 4, 0, 0, 0, 0]),
-        other => return Err(std::io::Error::other(format!("unknown kind {other}"))),
+        other => {
+            let (name, n) = other
+                .split_once(':')
+                .and_then(|(name, n)| Some((name, n.parse::<usize>().ok()?)))
+                .ok_or_else(|| std::io::Error::other(format!("unknown kind {other}")))?;
+            let routing = match name {
+                "dest-opts" => false,
+                "dest-opts-routing" => true,
+                _ => return Err(std::io::Error::other(format!("unknown kind {other}"))),
+            };
+            // Each destination-options header: next header, length 0 (8 bytes), a PadN option
+            // of 4 bytes of padding.
+            let mut h = Vec::new();
+            for i in 0..n {
+                let next = if i + 1 < n {
+                    60
+                } else if routing {
+                    43
+                } else {
+                    58
+                };
+                h.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+            }
+            if routing {
+                h.extend_from_slice(&[58, 2, 4, 1, 0, 0, 0, 0]);
+                h.extend_from_slice(&dst.octets());
+            }
+            let first = if n > 0 {
+                60
+            } else if routing {
+                43
+            } else {
+                58
+            };
+            (first, h)
+        }
     };
     let payload_len = ext.len() + ICMP6_ECHO.len();
     let mut pkt = vec![0x60, 0, 0, 0];
@@ -429,6 +664,102 @@ fn raw6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, kind: &str) -> std::io
             0,
             (&sa as *const libc::sockaddr_in6).cast(),
             std::mem::size_of::<libc::sockaddr_in6>() as u32,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if n < 0 { Err(err) } else { Ok(()) }
+    }
+}
+
+/// UDP sendto `addr` from a socket with `IP_OPTIONS` (see `Action::UdpOpts`).
+fn udp_opts(addr: SocketAddr, hops: &[std::net::Ipv4Addr], kind: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let s = UdpSocket::bind("0.0.0.0:0")?;
+    let (code, record) = match kind {
+        "lsrr" => (0x83, false),
+        "ssrr" => (0x89, false),
+        "rr" => (0x07, true),
+        other => return Err(std::io::Error::other(format!("unknown kind {other}"))),
+    };
+    // type, length, pointer (4: the first address), the hops (empty slots for a record
+    // route); after a leading NOP, padded with end-of-list bytes to a multiple of 4.
+    let mut opt = vec![
+        code,
+        u8::try_from(3 + 4 * hops.len()).map_err(std::io::Error::other)?,
+        4,
+    ];
+    for h in hops {
+        opt.extend_from_slice(&if record { [0; 4] } else { h.octets() });
+    }
+    opt.insert(0, 1);
+    while !opt.len().is_multiple_of(4) {
+        opt.push(0);
+    }
+    // SAFETY: setsockopt on a socket we own with a buffer that outlives the call.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_OPTIONS,
+            opt.as_ptr().cast(),
+            u32::try_from(opt.len()).map_err(std::io::Error::other)?,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    s.send_to(b"probe", addr).map(drop)
+}
+
+/// Sends one hand-built IPv4 packet with `options` (hex) on an `IPPROTO_RAW` socket.
+fn raw4(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, options: &str) -> std::io::Result<()> {
+    let bad = |what: &str| std::io::Error::other(format!("options {options:?}: {what}"));
+    if !options.len().is_multiple_of(2) {
+        return Err(bad("odd number of hex digits"));
+    }
+    let opts = (0..options.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&options[i..i + 2], 16).map_err(|_| bad("not hex")))
+        .collect::<std::io::Result<Vec<u8>>>()?;
+    if !opts.len().is_multiple_of(4) || opts.len() > 40 {
+        return Err(bad("not a multiple of 4 bytes up to 40"));
+    }
+    let ihl = 20 + opts.len();
+    let mut icmp = [8u8, 0, 0, 0, 0, 7, 0, 1];
+    let sum = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let total = u16::try_from(ihl + icmp.len()).map_err(std::io::Error::other)?;
+    let mut pkt = vec![
+        0x40 | u8::try_from(ihl / 4).map_err(std::io::Error::other)?,
+        0,
+    ];
+    pkt.extend_from_slice(&total.to_be_bytes());
+    pkt.extend_from_slice(&[0, 0, 0, 0, 64, 1, 0, 0]);
+    pkt.extend_from_slice(&src.octets());
+    pkt.extend_from_slice(&dst.octets());
+    pkt.extend_from_slice(&opts);
+    pkt.extend_from_slice(&icmp);
+    // SAFETY: plain socket syscalls on a descriptor we own; buffers outlive the calls.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as u16,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(dst.octets()),
+            },
+            sin_zero: [0; 8],
+        };
+        let n = libc::sendto(
+            fd,
+            pkt.as_ptr().cast(),
+            pkt.len(),
+            0,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as u32,
         );
         let err = std::io::Error::last_os_error();
         libc::close(fd);

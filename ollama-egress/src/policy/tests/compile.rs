@@ -270,13 +270,61 @@ fn builtin_policy_compiles_and_judges() {
 }
 
 #[test]
+fn ipv4_in_ipv6_forms_are_judged_as_their_ipv4_address() {
+    let c = compile_cidrs(
+        r#"
+default = "allow"
+[allow]
+cidrs = ["64:ff9b::/96", "2002::/16"]
+[deny]
+cidrs = ["203.0.113.0/24", "64:ff9b::198.51.100.0/120"]
+"#,
+    );
+    let denied = (Action::Deny, "deny.cidrs:203.0.113.0/24");
+    for addr in [
+        "203.0.113.7",
+        "::ffff:203.0.113.7",
+        "64:ff9b::203.0.113.7",
+        "64:ff9b:1::203.0.113.7",
+        "64:ff9b:1:abcd::cb00:7107",
+        "2002:cb00:7107::1",
+        "2002:cb00:7107:ffff::",
+        "::203.0.113.7",
+        "::ffff:0:203.0.113.7",
+    ] {
+        // The IPv6 allow rules for the embedding prefixes do not open the IPv4 hosts.
+        assert_eq!(judge(&c, addr), denied, "{addr}");
+    }
+    // An IPv6 deny rule covering the embedded form decides although its IPv4 address is
+    // allowed by default.
+    assert_eq!(
+        judge(&c, "64:ff9b::198.51.100.1"),
+        (Action::Deny, "deny.cidrs:64:ff9b::c633:6400/120")
+    );
+    assert_eq!(judge(&c, "198.51.100.1"), (Action::Allow, "default"));
+    // Outside the embedding prefixes, and `::`/`::1`: plain IPv6.
+    assert_eq!(
+        judge(&c, "64:ff9b:2::cb00:7107"),
+        (Action::Allow, "default")
+    );
+    assert_eq!(judge(&c, "::1"), (Action::Allow, "default"));
+    assert_eq!(judge(&c, "::"), (Action::Allow, "default"));
+    assert_eq!(
+        judge(&c, "2002:c633:6401::1"),
+        (Action::Allow, "default"),
+        "6to4 of an allowed IPv4 host is judged by that host, not by the IPv6 allow rule"
+    );
+}
+
+#[test]
 fn rule_names() {
     let c = compile(&Policy::builtin(), None).expect("compiles");
     assert_eq!(c.rule_name(RULE_DEFAULT), "default");
     assert_eq!(c.rule_name(1), "allow.cidrs:127.0.0.0/8");
     assert_eq!(c.rule_name(RULE_IPV6_ROUTING_HEADER), "ipv6-routing-header");
     assert_eq!(c.rule_name(10), "unknown");
-    assert_eq!(c.rule_name(u32::MAX - 1), "unknown");
+    assert_eq!(c.rule_name(u32::MAX - 1), "ipv4-source-route");
+    assert_eq!(c.rule_name(u32::MAX - 2), "unknown");
     assert_eq!(c.rule_id("default"), Some(0));
     assert_eq!(c.rule_id("nope"), None);
 }

@@ -87,11 +87,47 @@ fn candidates(p: &Policy, geo: &FakeGeo) -> Vec<(IpNet, Action, String)> {
     out
 }
 
+/// The IPv4 address inside an IPv6 address of a form judged as IPv4, written independently of
+/// `embedded_ipv4`, and whether the form leaves as IPv6 (all but IPv4-mapped).
+fn embedded(a: std::net::Ipv6Addr) -> Option<(std::net::Ipv4Addr, bool)> {
+    if let Some(v4) = a.to_ipv4_mapped() {
+        return Some((v4, false));
+    }
+    let o = a.octets();
+    let last = std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    let within = |s: &str| s.parse::<ipnet::Ipv6Net>().expect("net").contains(&a);
+    if within("::/96") && !within("::/127") {
+        return Some((last, true));
+    }
+    if within("::ffff:0:0:0/96") || within("64:ff9b::/96") || within("64:ff9b:1::/48") {
+        return Some((last, true));
+    }
+    if within("2002::/16") {
+        return Some((std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5]), true));
+    }
+    None
+}
+
 fn brute_force(p: &Policy, cands: &[(IpNet, Action, String)], addr: IpAddr) -> (Action, String) {
     let addr = match addr {
-        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        IpAddr::V6(a) => match embedded(a) {
+            Some((v4, false)) => IpAddr::V4(v4),
+            Some((v4, true)) => match brute_force_exact(p, cands, addr) {
+                (Action::Deny, id) if id != "default" => return (Action::Deny, id),
+                _ => IpAddr::V4(v4),
+            },
+            None => addr,
+        },
         a => a,
     };
+    brute_force_exact(p, cands, addr)
+}
+
+fn brute_force_exact(
+    p: &Policy,
+    cands: &[(IpNet, Action, String)],
+    addr: IpAddr,
+) -> (Action, String) {
     let best = cands
         .iter()
         .enumerate()
@@ -167,7 +203,22 @@ fn lookup_matches_brute_force() {
             probes.push(n.network());
             probes.push(n.broadcast());
             if let IpAddr::V4(a) = n.network() {
+                let o = a.octets();
                 probes.push(IpAddr::V6(a.to_ipv6_mapped()));
+                probes.push(IpAddr::V6(a.to_ipv6_compatible()));
+                for form in [
+                    [
+                        0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0, o[0], o[1], o[2], o[3],
+                    ],
+                    [
+                        0, 0x64, 0xff, 0x9b, 0, 1, 9, 9, 0, 0, 0, 0, o[0], o[1], o[2], o[3],
+                    ],
+                    [
+                        0x20, 2, o[0], o[1], o[2], o[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+                    ],
+                ] {
+                    probes.push(IpAddr::V6(std::net::Ipv6Addr::from(form)));
+                }
             }
         }
         for addr in probes {

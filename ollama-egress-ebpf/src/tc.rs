@@ -1,0 +1,375 @@
+//! tc/tcx egress on every network device of the daemon's network namespace and of the target's
+//! namespaces: the frames of the target's sockets that never meet a cgroup_skb program (packet sockets, SOCK_RAW and
+//! SOCK_DGRAM; the outer packets of tunnels such as VXLAN, which carry the inner sender's
+//! socket) are judged here by their destination with the same policy lookup.
+//!
+//! The common case is a packet of a socket outside the target: one helper call and a compare.
+//! Packets of the target's inet sockets to the socket's own connected peer were judged by the
+//! cgroup hooks already and pass untouched; so do TCP request and time-wait sockets (replies of
+//! accepted connections). Everything else of the target is parsed (Ethernet, up to two VLAN
+//! tags, IPv4, IPv6) and judged; a frame that is not IP, or whose IP header could send it on
+//! elsewhere (IPv4 options, IPv6 hop-by-hop, routing or destination options), is denied.
+
+use aya_ebpf::{
+    bindings::bpf_sock,
+    helpers::generated::{
+        bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_get_socket_uid, bpf_ktime_get_boot_ns,
+        bpf_sk_fullsock, bpf_skb_ancestor_cgroup_id,
+    },
+    macros::{classifier, map},
+    maps::{Array, PerCpuArray},
+    programs::TcContext,
+};
+use ollama_egress_common::{
+    ConnectEvent, Counter, DedupKey, DedupValue, DeviceTarget, EVENT_KIND_CONNECT, EventHeader,
+    FAMILY_IPV4, FAMILY_IPV6, HOOK_DEVICE_EGRESS, RULE_DEVICE_IP_OPTIONS, RULE_DEVICE_NON_IP,
+    STAT_EVENTS_LOST, V4_FORM_NONE, VERDICT_COUNT,
+};
+
+use crate::{
+    maps::{DATAGRAM_SEEN, EVENTS},
+    policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6},
+};
+
+/// Which cgroup subtree is judged (written by userspace before the programs are attached).
+#[map(name = "DEVICE_TARGET")]
+pub static DEVICE_TARGET: Array<DeviceTarget> = Array::with_max_entries(1, 0);
+
+/// Frames of the target judged at a device, per verdict.
+#[map(name = "DEVICE_COUNTERS")]
+pub static DEVICE_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(VERDICT_COUNT, 0);
+
+/// Let the next program (or the stack) decide.
+const TC_ACT_UNSPEC: i32 = -1;
+/// Drop.
+const TC_ACT_SHOT: i32 = 2;
+
+const AF_INET: u32 = 2;
+const AF_INET6: u32 = 10;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_DEST: u8 = 60;
+
+/// How a device frames its packets, chosen by userspace from the device's type.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// An Ethernet header first (Ethernet, veth, bridges, VXLAN, loopback).
+    Ethernet,
+    /// The IP header first (TUN, IP-in-IP and other layer-3 tunnels, WireGuard).
+    Ip,
+    /// Anything else: nothing of the target's is understood, so everything is denied.
+    Other,
+}
+
+/// Egress of a device with Ethernet framing.
+#[classifier]
+pub fn tc_egress_eth(ctx: TcContext) -> i32 {
+    try_egress(&ctx, Framing::Ethernet)
+}
+
+/// Egress of a device that sends bare IP packets.
+#[classifier]
+pub fn tc_egress_ip(ctx: TcContext) -> i32 {
+    try_egress(&ctx, Framing::Ip)
+}
+
+/// Egress of a device of any other link type.
+#[classifier]
+pub fn tc_egress_other(ctx: TcContext) -> i32 {
+    try_egress(&ctx, Framing::Other)
+}
+
+#[inline(always)]
+fn try_egress(ctx: &TcContext, framing: Framing) -> i32 {
+    let Some(target) = DEVICE_TARGET.get(0) else {
+        return TC_ACT_UNSPEC;
+    };
+    // SAFETY: the helper accepts the program's skb; 0 when the skb has no socket.
+    let ancestor = unsafe { bpf_skb_ancestor_cgroup_id(ctx.skb.skb.cast(), target.level as i32) };
+    if target.cgroup_id == 0 || ancestor != target.cgroup_id {
+        return TC_ACT_UNSPEC;
+    }
+    // In `--process` mode the target is the cgroup v2 root: only sockets of marked tasks.
+    if !crate::exec::judges_socket(ctx) {
+        return TC_ACT_UNSPEC;
+    }
+    judge_target_frame(ctx, framing)
+}
+
+/// The slow path: a frame of a socket in the target's subtree.
+#[inline(never)]
+fn judge_target_frame(ctx: &TcContext, framing: Framing) -> i32 {
+    // SAFETY: `sk` is a context field the verifier lets tc programs read; it may be null.
+    let sk = unsafe { (*ctx.skb.skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return TC_ACT_UNSPEC;
+    }
+    // SAFETY: the helper accepts a socket pointer read from the context.
+    let full = unsafe { bpf_sk_fullsock(sk) };
+    if full.is_null() {
+        // A TCP request or time-wait socket: a reply of a connection the cgroup hooks judged.
+        return TC_ACT_UNSPEC;
+    }
+    let frame = match parse(ctx, framing) {
+        Ok(f) => f,
+        Err(rule) => Frame {
+            decision: deny_with(rule),
+            family: 0,
+            daddr: [0; 16],
+            protocol: 0,
+            dport: 0,
+        },
+    };
+    if frame.family != 0 && own_peer(full, &frame) {
+        return TC_ACT_UNSPEC;
+    }
+    count(frame.decision.verdict, ctx.len());
+    if frame.decision.denies() && first_report(ctx, &frame) {
+        emit(ctx, &frame);
+    }
+    if frame.decision.drops() {
+        TC_ACT_SHOT
+    } else {
+        TC_ACT_UNSPEC
+    }
+}
+
+/// A judged frame.
+struct Frame {
+    decision: Decision,
+    /// `FAMILY_*` as judged, 0 for a frame that is not IP.
+    family: u32,
+    /// Destination as in `ConnectEvent::daddr`.
+    daddr: [u8; 16],
+    /// IP protocol.
+    protocol: u32,
+    /// TCP/UDP destination port, host byte order; 0 for other protocols.
+    dport: u32,
+}
+
+/// Parses the frame and judges its destination; `Err(rule)` for a frame denied by its form.
+#[inline(always)]
+fn parse(ctx: &TcContext, framing: Framing) -> Result<Frame, u32> {
+    let (ethertype, l3) = match framing {
+        Framing::Other => return Err(RULE_DEVICE_NON_IP),
+        Framing::Ip => {
+            let b: u8 = ctx.load(0).map_err(|_| RULE_DEVICE_NON_IP)?;
+            match b >> 4 {
+                4 => (ETH_P_IP, 0),
+                6 => (ETH_P_IPV6, 0),
+                _ => return Err(RULE_DEVICE_NON_IP),
+            }
+        }
+        Framing::Ethernet => ethernet(ctx)?,
+    };
+    let version: u8 = ctx.load(l3).map_err(|_| RULE_DEVICE_NON_IP)?;
+    if ethertype == ETH_P_IP {
+        if version >> 4 != 4 || version & 0xf < 5 {
+            return Err(RULE_DEVICE_NON_IP);
+        }
+        let daddr4: [u8; 4] = ctx.load(l3 + 16).map_err(|_| RULE_DEVICE_NON_IP)?;
+        let proto: u8 = ctx.load(l3 + 9).map_err(|_| RULE_DEVICE_NON_IP)?;
+        let mut daddr = [0u8; 16];
+        daddr[..4].copy_from_slice(&daddr4);
+        // Options (source routes among them) could send the packet on elsewhere.
+        let options = version != 0x45;
+        let frag: [u8; 2] = ctx.load(l3 + 6).map_err(|_| RULE_DEVICE_NON_IP)?;
+        let first_fragment = (frag[0] & 0x1f) == 0 && frag[1] == 0;
+        let dport = if first_fragment && !options {
+            port(ctx, proto, l3 + 20)
+        } else {
+            0
+        };
+        Ok(Frame {
+            decision: if options {
+                deny_with(RULE_DEVICE_IP_OPTIONS)
+            } else {
+                judge_v4(daddr4)
+            },
+            family: FAMILY_IPV4,
+            daddr,
+            protocol: u32::from(proto),
+            dport,
+        })
+    } else {
+        if version >> 4 != 6 {
+            return Err(RULE_DEVICE_NON_IP);
+        }
+        let addr: [u8; 16] = ctx.load(l3 + 24).map_err(|_| RULE_DEVICE_NON_IP)?;
+        let mut next: u8 = ctx.load(l3 + 6).map_err(|_| RULE_DEVICE_NON_IP)?;
+        let mut l4 = l3 + 40;
+        if next == NEXTHDR_FRAGMENT {
+            next = ctx.load(l4).map_err(|_| RULE_DEVICE_NON_IP)?;
+            l4 += 8;
+        }
+        // Hop-by-hop, routing and destination options could send it on elsewhere.
+        let options = matches!(
+            next,
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_FRAGMENT
+        );
+        // An IPv4 address in IPv6 form is judged, and named, as that IPv4 address.
+        let judged = judge_v6(addr);
+        let (family, daddr) = if judged.form == V4_FORM_NONE {
+            (FAMILY_IPV6, addr)
+        } else {
+            let mut d = [0u8; 16];
+            d[..4].copy_from_slice(&judged.v4);
+            (FAMILY_IPV4, d)
+        };
+        Ok(Frame {
+            decision: if options {
+                deny_with(RULE_DEVICE_IP_OPTIONS)
+            } else {
+                judged.decision
+            },
+            family,
+            daddr,
+            protocol: u32::from(next),
+            dport: if options { 0 } else { port(ctx, next, l4) },
+        })
+    }
+}
+
+/// The ethertype and the offset of the network header behind up to two VLAN tags.
+#[inline(always)]
+fn ethernet(ctx: &TcContext) -> Result<(u16, usize), u32> {
+    let mut off = ETH_HLEN - 2;
+    for _ in 0..3 {
+        let t: [u8; 2] = ctx.load(off).map_err(|_| RULE_DEVICE_NON_IP)?;
+        match u16::from_be_bytes(t) {
+            ETH_P_8021Q | ETH_P_8021AD => off += 4,
+            ty @ (ETH_P_IP | ETH_P_IPV6) => return Ok((ty, off + 2)),
+            _ => return Err(RULE_DEVICE_NON_IP),
+        }
+    }
+    Err(RULE_DEVICE_NON_IP)
+}
+
+/// The TCP/UDP destination port at `l4`, host byte order; 0 for other protocols.
+#[inline(always)]
+fn port(ctx: &TcContext, proto: u8, l4: usize) -> u32 {
+    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
+        return 0;
+    }
+    ctx.load::<[u8; 2]>(l4 + 2)
+        .map_or(0, |p| u32::from(u16::from_be_bytes(p)))
+}
+
+/// Whether the frame goes to the connected peer of the inet socket that sent it: the cgroup
+/// hooks judged that destination (and keep judging it, per socket).
+#[inline(always)]
+fn own_peer(sk: *mut bpf_sock, frame: &Frame) -> bool {
+    // SAFETY: a full socket returned by `bpf_sk_fullsock`; these fields are readable.
+    let (family, dst4, dst6) = unsafe { ((*sk).family, (*sk).dst_ip4, (*sk).dst_ip6) };
+    if family != AF_INET && family != AF_INET6 {
+        return false;
+    }
+    if frame.family == FAMILY_IPV4 {
+        let d = dst4.to_ne_bytes();
+        d != [0; 4]
+            && d == [
+                frame.daddr[0],
+                frame.daddr[1],
+                frame.daddr[2],
+                frame.daddr[3],
+            ]
+    } else {
+        let mut d = [0u8; 16];
+        for (i, w) in dst6.iter().enumerate() {
+            d[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+        d != [0; 16] && d == frame.daddr
+    }
+}
+
+#[inline(always)]
+fn count(verdict: u32, len: u32) {
+    if let Some(c) = DEVICE_COUNTERS.get_ptr_mut(verdict) {
+        // SAFETY: per-CPU slot; programs do not migrate CPUs while running.
+        let c: &mut Counter = unsafe { &mut *c };
+        c.packets += 1;
+        c.bytes += u64::from(len);
+    }
+}
+
+/// Whether this socket's frames to this destination were not reported yet under this policy
+/// generation and verdict. The key is the one the sendmsg hooks use, so a datagram they
+/// reported already is not reported twice.
+#[inline(always)]
+fn first_report(ctx: &TcContext, frame: &Frame) -> bool {
+    // SAFETY: `bpf_get_socket_cookie` accepts an skb.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
+    let key = DedupKey {
+        cookie,
+        daddr: frame.daddr,
+        dport: frame.dport,
+        family: frame.family,
+    };
+    let value = DedupValue {
+        generation: frame.decision.generation,
+        verdict: frame.decision.verdict,
+    };
+    // SAFETY: the value is copied out before any update of the map.
+    let seen = unsafe { DATAGRAM_SEEN.get(key) }.copied();
+    if seen == Some(value) {
+        return false;
+    }
+    let _ = DATAGRAM_SEEN.insert(key, value, 0);
+    true
+}
+
+/// One event for a denied frame. The uid is the socket's owner; the pid is the task that was
+/// running when the frame reached the device (the sender, for packet sockets and tunnels
+/// transmitting synchronously).
+#[inline(always)]
+fn emit(ctx: &TcContext, frame: &Frame) {
+    let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
+        bump_stat(STAT_EVENTS_LOST);
+        return;
+    };
+    // SAFETY: helpers without preconditions (the skb is the program's).
+    let (pid_tgid, uid, ts) = unsafe {
+        (
+            bpf_get_current_pid_tgid(),
+            bpf_get_socket_uid(ctx.skb.skb.cast()),
+            bpf_ktime_get_boot_ns(),
+        )
+    };
+    entry.write(ConnectEvent {
+        header: EventHeader {
+            ts_boot_ns: ts,
+            kind: EVENT_KIND_CONNECT,
+            size: ConnectEvent::SIZE as u32,
+        },
+        pid: pid_tgid as u32,
+        tgid: (pid_tgid >> 32) as u32,
+        uid,
+        gid: 0,
+        comm: [0; 16],
+        family: if frame.family == 0 {
+            FAMILY_IPV6
+        } else {
+            frame.family
+        },
+        protocol: frame.protocol,
+        dport: frame.dport,
+        verdict: frame.decision.verdict,
+        rule_id: frame.decision.rule_id,
+        generation: frame.decision.generation,
+        hook: HOOK_DEVICE_EGRESS,
+        v4_mapped: 0,
+        daddr: frame.daddr,
+    });
+    entry.submit(0);
+}

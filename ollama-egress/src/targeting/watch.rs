@@ -1,0 +1,190 @@
+//! Noticing at once that the target cgroup was made again: an inotify watch on its parent
+//! directory for the creation of its name, with a periodic wake-up as the backstop (the parent
+//! itself may be replaced, or inotify may be unavailable).
+
+use std::{
+    ffi::{CString, OsStr, OsString},
+    io,
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::ffi::OsStrExt as _,
+    },
+    path::Path,
+    time::Duration,
+};
+
+use tokio::io::unix::AsyncFd;
+
+/// The longest the daemon waits between two looks at the target's identity.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Wakes when a directory of the target's name appears in its parent, or after
+/// [`FOLLOW_INTERVAL`].
+pub struct CgroupWatch {
+    inotify: Option<AsyncFd<OwnedFd>>,
+    name: OsString,
+    /// When the periodic wake-up is due. Kept across calls: the daemon's loop drops an
+    /// unfinished `wait` whenever another event comes first, and that must not postpone it.
+    next: tokio::time::Instant,
+}
+
+impl CgroupWatch {
+    /// Watches the parent of `cgroup`. Without inotify (or without a parent) it only wakes
+    /// periodically; that is logged, not an error.
+    pub fn new(cgroup: &Path) -> Self {
+        let name = cgroup.file_name().unwrap_or_default().to_owned();
+        let inotify = cgroup.parent().and_then(|parent| match watch_parent(parent) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::warn!(
+                    parent = %parent.display(),
+                    "cannot watch for the target cgroup being made again ({e}); checking every {} ms",
+                    FOLLOW_INTERVAL.as_millis()
+                );
+                None
+            }
+        });
+        Self {
+            inotify,
+            name,
+            next: tokio::time::Instant::now() + FOLLOW_INTERVAL,
+        }
+    }
+
+    /// Returns when the target's name was created in its parent, or after [`FOLLOW_INTERVAL`].
+    pub async fn wait(&mut self) {
+        self.wait_event().await;
+        self.next = tokio::time::Instant::now() + FOLLOW_INTERVAL;
+    }
+
+    async fn wait_event(&mut self) {
+        let deadline = self.next;
+        let Some(fd) = &self.inotify else {
+            tokio::time::sleep_until(deadline).await;
+            return;
+        };
+        loop {
+            let ready = tokio::time::timeout_at(deadline, fd.readable()).await;
+            let Ok(Ok(mut guard)) = ready else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            // SAFETY: reading into a buffer we own from a non-blocking descriptor we own.
+            let n =
+                unsafe { libc::read(fd.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    guard.clear_ready();
+                    continue;
+                }
+                tracing::warn!("reading the cgroup watch failed: {e}");
+                self.inotify = None;
+                return;
+            }
+            let n = usize::try_from(n).unwrap_or(0);
+            if names_in(&buf[..n]).any(|name| name == self.name.as_os_str()) {
+                return;
+            }
+        }
+    }
+}
+
+fn watch_parent(parent: &Path) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: plain syscall; the descriptor returned is owned below.
+    let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let c = CString::new(parent.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: valid descriptor and NUL-terminated path.
+    let wd = unsafe {
+        libc::inotify_add_watch(
+            fd.as_raw_fd(),
+            c.as_ptr(),
+            libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_ONLYDIR,
+        )
+    };
+    if wd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the `OwnedFd` keeps the descriptor open, and it always returns the same one, for
+    // as long as the `AsyncFd` lives.
+    unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)
+}
+
+/// The names carried by a buffer of `struct inotify_event`s.
+fn names_in(buf: &[u8]) -> impl Iterator<Item = &OsStr> {
+    const HEADER: usize = 16; // wd, mask, cookie, len
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        while off + HEADER <= buf.len() {
+            let len_bytes: [u8; 4] = buf[off + 12..off + 16].try_into().ok()?;
+            let len = u32::from_ne_bytes(len_bytes) as usize;
+            let start = off + HEADER;
+            let end = (start + len).min(buf.len());
+            off = start + len;
+            let raw = &buf[start..end];
+            let name = &raw[..raw.iter().position(|b| *b == 0).unwrap_or(raw.len())];
+            if !name.is_empty() {
+                return Some(OsStr::from_bytes(name));
+            }
+        }
+        None
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(name: &str, padded: usize) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&1i32.to_ne_bytes());
+        v.extend_from_slice(&libc::IN_CREATE.to_ne_bytes());
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        v.extend_from_slice(&(padded as u32).to_ne_bytes());
+        let mut n = name.as_bytes().to_vec();
+        n.resize(padded, 0);
+        v.extend_from_slice(&n);
+        v
+    }
+
+    #[test]
+    fn reads_names_of_several_events() {
+        let mut buf = event("a", 16);
+        buf.extend(event("ollama.service", 16));
+        buf.extend(event("", 0));
+        let names: Vec<_> = names_in(&buf).collect();
+        assert_eq!(names, vec![OsStr::new("a"), OsStr::new("ollama.service")]);
+    }
+
+    #[tokio::test]
+    async fn wakes_when_the_name_is_created() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("svc");
+        let mut w = CgroupWatch::new(&target);
+        assert!(w.inotify.is_some(), "inotify works on a tmpdir");
+        let t = target.clone();
+        let mk = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            std::fs::create_dir(dir.path().join("other")).expect("mkdir");
+            std::fs::create_dir(&t).expect("mkdir");
+            dir
+        });
+        let started = std::time::Instant::now();
+        w.wait().await;
+        let took = started.elapsed();
+        assert!(
+            target.is_dir(),
+            "woke before the directory was made ({took:?})"
+        );
+        assert!(
+            took < FOLLOW_INTERVAL,
+            "woke by the timer, not the watch: {took:?}"
+        );
+        drop(mk.await);
+    }
+}
