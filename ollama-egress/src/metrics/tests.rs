@@ -483,15 +483,27 @@ async fn http_server_answers_metrics_and_404s_the_rest() {
         .expect("serve result");
 }
 
-#[tokio::test]
-async fn http_server_gives_up_on_a_silent_client() {
+/// A metrics server on a free loopback port: its address, its stop switch and its task.
+pub(super) async fn start_server(
+    refresh: impl Fn() + Send + Sync + 'static,
+) -> (
+    std::net::SocketAddr,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let metrics = Arc::new(Metrics::new("0.1.0").expect("metrics"));
     let listener = bind("127.0.0.1:0".parse().expect("addr"), false)
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(serve(listener, metrics, || {}, stop_rx));
+    let server = tokio::spawn(serve(listener, metrics, refresh, stop_rx));
+    (addr, stop_tx, server)
+}
+
+#[tokio::test]
+async fn http_server_gives_up_on_a_silent_client() {
+    let (addr, stop_tx, server) = start_server(|| {}).await;
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.write_all(b"GET /metr").await.expect("write");
     let mut out = Vec::new();

@@ -1,6 +1,7 @@
 //! Tests of `server`.
 
 use super::*;
+use crate::metrics::tests::start_server;
 
 async fn scrape_once(addr: SocketAddr) -> String {
     let mut s = TcpStream::connect(addr).await.expect("connect");
@@ -16,13 +17,7 @@ async fn scrape_once(addr: SocketAddr) -> String {
 /// with 4 × [`MAX_CONNECTIONS`] of them open, two scrapes are answered within seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_do_not_starve_scrapes() {
-    let metrics = Arc::new(Metrics::new("0.1.0").expect("metrics"));
-    let listener = bind("127.0.0.1:0".parse().expect("addr"), false)
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(serve(listener, metrics, || {}, stop_rx));
+    let (addr, stop_tx, server) = start_server(|| {}).await;
     let mut idle = Vec::new();
     for i in 0..4 * MAX_CONNECTIONS {
         let mut s = TcpStream::connect(addr).await.expect("connect");
@@ -56,14 +51,8 @@ async fn idle_connections_do_not_starve_scrapes() {
 /// A scrape whose refresh is slow is not closed to make room for newer connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_in_flight_is_not_evicted() {
-    let metrics = Arc::new(Metrics::new("0.1.0").expect("metrics"));
-    let listener = bind("127.0.0.1:0".parse().expect("addr"), false)
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop_tx, stop_rx) = watch::channel(false);
     let refresh = || std::thread::sleep(Duration::from_millis(800));
-    let server = tokio::spawn(serve(listener, metrics, refresh, stop_rx));
+    let (addr, stop_tx, server) = start_server(refresh).await;
     let slow = tokio::spawn(scrape_once(addr));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut idle = Vec::new();
