@@ -14,7 +14,6 @@ pub mod state;
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use ollama_egress_common::{MODE_ENFORCE, MODE_MONITOR};
 use ollama_egress_geo::GeoError;
 
 pub use privileges::missing_capabilities;
@@ -144,10 +143,7 @@ pub fn table_policy(compiled: &CompiledPolicy, mode: Mode) -> TablePolicy<'_> {
         v4: &compiled.v4,
         v6: &compiled.v6,
         default_action: compiled.default_action.to_kernel(),
-        mode: match mode {
-            Mode::Enforce => MODE_ENFORCE,
-            Mode::Monitor => MODE_MONITOR,
-        },
+        mode: mode.to_kernel(),
     }
 }
 
