@@ -475,7 +475,15 @@ async fn http_server_answers_metrics_and_404s_the_rest() {
     let r = get(addr, "/metrics").await;
     assert_eq!(status(&r), "HTTP/1.1 200 OK");
 
-    stop_tx.send(true).expect("stop");
+    stop_server(stop_tx, server).await;
+}
+
+/// Stops a server from [`start_server`] and checks that it ended cleanly.
+pub(super) async fn stop_server(
+    stop: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    stop.send(true).expect("stop");
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .expect("server stops")

@@ -1,7 +1,7 @@
 //! Tests of `server`.
 
 use super::*;
-use crate::metrics::tests::start_server;
+use crate::metrics::tests::{start_server, stop_server};
 
 async fn scrape_once(addr: SocketAddr) -> String {
     let mut s = TcpStream::connect(addr).await.expect("connect");
@@ -40,12 +40,7 @@ async fn idle_connections_do_not_starve_scrapes() {
     }
     assert!(started.elapsed() < Duration::from_secs(3));
     drop(idle);
-    stop_tx.send(true).expect("stop");
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .expect("server stops")
-        .expect("join")
-        .expect("serve result");
+    stop_server(stop_tx, server).await;
 }
 
 /// A scrape whose refresh is slow is not closed to make room for newer connections.
@@ -65,12 +60,7 @@ async fn a_scrape_in_flight_is_not_evicted() {
         .expect("join");
     assert!(r.starts_with("HTTP/1.1 200 OK"), "{r:?}");
     drop(idle);
-    stop_tx.send(true).expect("stop");
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .expect("server stops")
-        .expect("join")
-        .expect("serve result");
+    stop_server(stop_tx, server).await;
 }
 
 #[test]
