@@ -11,7 +11,8 @@
 use std::fs;
 use std::path::Path;
 
-use ollama_egress::logstore::{EventRecord, Family, Mode, Verdict};
+use ollama_egress::logstore::EventRecord;
+use ollama_egress::model::{Family, Mode, Verdict};
 use ollama_egress_common::{
     COMM_LEN, ConnectEvent, FAMILY_IPV6, RULE_IPV6_ROUTING_HEADER, VERDICT_ALLOWED,
     VERDICT_BLOCKED, VERDICT_WOULD_BLOCK,

@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
 use ipnet::IpNet;
-use ollama_egress::logstore::{
-    EventRecord, Family, Filter, LogWriter, Mode, RotateOptions, Verdict, query,
-};
+use ollama_egress::logstore::{EventRecord, Filter, LogWriter, RotateOptions, query};
+use ollama_egress::model::{Family, Mode, Verdict};
 use ollama_egress::pipeline::{BootClock, Decoder, GenerationInfo};
 use ollama_egress_common::{
     COMM_LEN, ConnectEvent, EVENT_KIND_CONNECT, FAMILY_IPV4, RULE_IPV6_ROUTING_HEADER,

@@ -21,10 +21,11 @@ use std::path::Path;
 
 use ipnet::IpNet;
 use ollama_egress::logstore::{
-    EVENTS_FILE, EventRecord, Filter, Verdict, parse_since, parse_until, query,
+    EVENTS_FILE, EventRecord, Filter, parse_since, parse_until, query,
 };
+use ollama_egress::model::Verdict;
 
-/// Lines longer than this are skipped as malformed (`logstore::query::MAX_LINE`).
+/// Lines longer than this are skipped as malformed (`logstore::lines::MAX_LINE`).
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// The line that separates rotated files in the input.

@@ -14,6 +14,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use ipnetwork::IpNetwork;
 use maxminddb::{LookupResult, WithinOptions};
 
+use crate::country::CountryCode;
 use crate::error::GeoError;
 use crate::lookup::{Db, GeoDb, decode_asn, decode_country};
 
@@ -39,13 +40,11 @@ fn excluded_v6(net: &Ipv6Net) -> bool {
 }
 
 /// Normalise a country code: two ASCII letters, upper-cased.
+/// Surrounding white space is ignored; the check is [`CountryCode::parse`].
 pub fn normalize_country_code(cc: &str) -> Result<String, GeoError> {
-    let cc = cc.trim();
-    if cc.len() == 2 && cc.bytes().all(|b| b.is_ascii_alphabetic()) {
-        Ok(cc.to_ascii_uppercase())
-    } else {
-        Err(GeoError::InvalidCountryCode(cc.to_owned()))
-    }
+    CountryCode::parse(cc.trim())
+        .map(String::from)
+        .map_err(|e| GeoError::InvalidCountryCode(e.0))
 }
 
 fn to_ipnet(n: IpNetwork) -> Option<IpNet> {

@@ -13,6 +13,7 @@
 
 mod cache;
 mod convert;
+mod country;
 mod error;
 mod expand;
 mod fetch;
@@ -23,6 +24,7 @@ mod record;
 mod update;
 
 pub use convert::{ASN_DATABASE_TYPE, AsnMmdbBuilder, range_to_cidrs};
+pub use country::{CountryCode, InvalidCountryCode};
 pub use error::{GeoError, UpdateStep};
 pub use expand::normalize_country_code;
 pub use fetch::{check_integrity, metadata_url};

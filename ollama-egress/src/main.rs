@@ -79,11 +79,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => {
             let stats = if args.follow {
                 install_sigint_flag()?;
-                ollama_egress::logstore::run_until(&args, &mut out, || {
+                ollama_egress::cli::logs::run_until(&args, &mut out, || {
                     INTERRUPTED.load(Ordering::Relaxed)
                 })?
             } else {
-                ollama_egress::logstore::run(&args, &mut out)?
+                ollama_egress::cli::logs::run(&args, &mut out)?
             };
             if let Some(w) = stats.warning() {
                 let _ = writeln!(io::stderr(), "warning: {w}");

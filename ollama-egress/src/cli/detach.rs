@@ -4,13 +4,14 @@ use std::{io::Write, path::PathBuf};
 
 use clap::Args;
 
-use crate::loader::{DEFAULT_PIN_DIR, PinLayout};
+use crate::defaults;
+use crate::loader::PinLayout;
 
 /// Options of `detach`.
 #[derive(Debug, Args)]
 pub struct DetachArgs {
     /// bpffs directory of the pinned enforcement.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    #[arg(long, value_name = "DIR", default_value = defaults::PIN_DIR)]
     pub pin_dir: PathBuf,
 }
 

@@ -7,7 +7,7 @@ use clap::Subcommand;
 use ollama_egress_geo::{GeoInfo, UpdateReport};
 
 use super::GeoArgs;
-use crate::daemon::inputs;
+use crate::inputs;
 use crate::terminal::printable;
 
 /// Geo subcommands.
@@ -25,7 +25,7 @@ pub enum GeoCommand {
     /// registry, verify them, and replace the old files atomically.
     Update {
         /// Where to write country.mmdb and asn.mmdb.
-        #[arg(long, value_name = "DIR", default_value = ollama_egress_geo::DEFAULT_DIR)]
+        #[arg(long, value_name = "DIR", default_value = crate::defaults::GEO_DIR)]
         dir: PathBuf,
         /// npm registry base URL.
         #[arg(long, value_name = "URL", default_value = ollama_egress_geo::DEFAULT_REGISTRY)]

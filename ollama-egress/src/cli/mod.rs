@@ -3,6 +3,7 @@
 mod detach;
 mod docs;
 mod geo;
+pub mod logs;
 mod policy;
 mod run;
 mod status;
@@ -14,11 +15,10 @@ use clap::{Parser, Subcommand};
 pub use detach::DetachArgs;
 pub use docs::{CompletionsArgs, LONG_VERSION, ManpagesArgs};
 pub use geo::GeoCommand;
+pub use logs::LogsArgs;
 pub use policy::PolicyCommand;
 pub use run::RunArgs;
 pub use status::StatusArgs;
-
-use crate::logstore::LogsArgs;
 
 /// Watch and control where a local LLM server (Ollama) connects, in the kernel, with eBPF.
 ///

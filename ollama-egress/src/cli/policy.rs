@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 
 use super::GeoArgs;
-use crate::daemon::inputs;
+use crate::inputs;
 
 /// Policy subcommands.
 #[derive(Debug, Subcommand)]

@@ -5,11 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::GeoArgs;
-use crate::{
-    daemon::RunOptions,
-    logstore::{DEFAULT_LOG_DIR, Mode},
-    targeting::TargetSpec,
-};
+use crate::{daemon::RunOptions, defaults, model::Mode, targeting::TargetSpec};
 
 /// Options of `run`.
 #[derive(Debug, Args)]
@@ -42,17 +38,17 @@ pub struct RunArgs {
     #[command(flatten)]
     pub geo: GeoArgs,
     /// Directory of the event log and the daemon's state.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_LOG_DIR)]
+    #[arg(long, value_name = "DIR", default_value = defaults::LOG_DIR)]
     pub log_dir: PathBuf,
     /// Address for the Prometheus metrics endpoint (`/metrics`).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    #[arg(long, value_name = "ADDR", default_value = defaults::METRICS_ADDR)]
     pub metrics_addr: std::net::SocketAddr,
     /// Serve metrics on a non-loopback --metrics-addr. They tell whoever can read them which
     /// countries Ollama talks to and what is blocked: by default only this machine can.
     #[arg(long)]
     pub metrics_allow_remote: bool,
     /// bpffs directory where programs, links and maps are pinned.
-    #[arg(long, value_name = "DIR", default_value = crate::loader::DEFAULT_PIN_DIR)]
+    #[arg(long, value_name = "DIR", default_value = defaults::PIN_DIR)]
     pub pin_dir: PathBuf,
     /// Most prefixes each kernel policy table holds (per address family).
     #[arg(long, value_name = "N", default_value_t = ollama_egress_common::DEFAULT_MAX_PREFIXES)]
@@ -66,7 +62,7 @@ pub struct RunArgs {
     #[arg(
         long,
         value_name = "NAME",
-        default_value = "ollama-egress",
+        default_value = defaults::MANAGED_CGROUP,
         hide = true
     )]
     pub managed_cgroup: String,
@@ -79,7 +75,7 @@ impl RunArgs {
             (Some(c), _, _) => TargetSpec::Cgroup(c.clone()),
             (_, Some(u), _) => TargetSpec::Unit(u.clone()),
             (_, _, Some(p)) => TargetSpec::Process(p.clone()),
-            _ => TargetSpec::Process("ollama".to_owned()),
+            _ => TargetSpec::Process(defaults::PROCESS.to_owned()),
         };
         RunOptions {
             mode: if self.enforce {

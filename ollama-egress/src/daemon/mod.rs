@@ -4,8 +4,6 @@
 //! then loads (or re-adopts pinned) programs; [`running`] is the main loop (signals, reloads,
 //! process watching, attachment checks) and the shutdown.
 
-mod files;
-pub mod inputs;
 mod privileges;
 mod reload;
 mod rulebook;
@@ -16,7 +14,6 @@ pub mod state;
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use ollama_egress_common::{MODE_ENFORCE, MODE_MONITOR};
 use ollama_egress_geo::GeoError;
 
 pub use privileges::missing_capabilities;
@@ -24,10 +21,15 @@ pub use reload::PolicySource;
 pub use sink::{EventTally, LogSink};
 pub use state::DaemonState;
 
+/// The shared policy and geo loader, formerly `daemon::inputs`; `startup` and `reload` reach
+/// it as `super::inputs`.
+pub use crate::inputs;
+
 use crate::{
     loader::{LoaderError, PinError, TableError, TablePolicy},
-    logstore::{LogError, Mode},
+    logstore::LogError,
     metrics::MetricsError,
+    model::Mode,
     policy::{CompiledPolicy, PolicyError},
     targeting::{TargetError, TargetSpec},
 };
@@ -141,10 +143,7 @@ pub fn table_policy(compiled: &CompiledPolicy, mode: Mode) -> TablePolicy<'_> {
         v4: &compiled.v4,
         v6: &compiled.v6,
         default_action: compiled.default_action.to_kernel(),
-        mode: match mode {
-            Mode::Enforce => MODE_ENFORCE,
-            Mode::Monitor => MODE_MONITOR,
-        },
+        mode: mode.to_kernel(),
     }
 }
 

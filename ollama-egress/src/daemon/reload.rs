@@ -12,8 +12,9 @@ use ollama_egress_geo::GeoDb;
 
 use super::{DaemonError, inputs, rulebook::RuleBook, table_policy};
 use crate::{
+    defaults,
     loader::PolicyTables,
-    logstore::Mode,
+    model::Mode,
     pipeline::{Decoder, GenerationInfo},
     policy::CompiledPolicy,
 };
@@ -55,11 +56,7 @@ impl PolicySource {
         geo: Option<Arc<GeoDb>>,
         rulebook: Option<RuleBook>,
     ) -> Self {
-        let dir = Path::new(ollama_egress_geo::DEFAULT_DIR);
-        let geo_files = (
-            geo_db.unwrap_or_else(|| dir.join(ollama_egress_geo::COUNTRY_FILE)),
-            asn_db.unwrap_or_else(|| dir.join(ollama_egress_geo::ASN_FILE)),
-        );
+        let geo_files = defaults::geo_files(geo_db, asn_db);
         let mut s = Self {
             mode,
             policy,
@@ -87,7 +84,7 @@ impl PolicySource {
         vec![
             self.policy
                 .clone()
-                .unwrap_or_else(|| PathBuf::from(inputs::DEFAULT_POLICY)),
+                .unwrap_or_else(|| PathBuf::from(defaults::POLICY_FILE)),
             self.geo_files.0.clone(),
             self.geo_files.1.clone(),
         ]
@@ -139,11 +136,7 @@ impl PolicySource {
         reopen_geo: bool,
     ) -> Result<(u32, CompiledPolicy), DaemonError> {
         let geo = if reopen_geo {
-            let (country, asn) = &self.geo_files;
-            inputs::open_geo(
-                Some(country.as_path()).filter(|p| p.exists()),
-                Some(asn.as_path()).filter(|p| p.exists()),
-            )?
+            inputs::open_geo_files(&self.geo_files)?
         } else {
             self.geo.clone()
         };

@@ -12,8 +12,8 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::files;
-use crate::{logstore::Mode, pipeline::GenerationInfo, policy::CompiledPolicy};
+use crate::files;
+use crate::{model::Mode, pipeline::GenerationInfo, policy::CompiledPolicy};
 
 /// File name inside the log directory.
 pub const RULES_FILE: &str = "rules.json";

@@ -9,8 +9,9 @@ use std::sync::{
 use tracing::warn;
 
 use crate::{
-    logstore::{EventRecord, LogWriter, Verdict},
+    logstore::{EventRecord, LogWriter},
     metrics::Metrics,
+    model::Verdict,
     pipeline::EventSink,
 };
 

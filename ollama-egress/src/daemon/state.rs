@@ -57,13 +57,13 @@ impl DaemonState {
     /// rename), mode 0640.
     pub fn write(&self, dir: &Path) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(io::Error::other)?;
-        super::files::write_atomic(dir, STATE_FILE, &bytes, 0o640)
+        crate::files::write_atomic(dir, STATE_FILE, &bytes, 0o640)
     }
 
     /// Reads the state file of `dir`; `None` when there is none. A symlink or a FIFO in its
     /// place is an error, never followed or waited on.
     pub fn read(dir: &Path) -> io::Result<Option<Self>> {
-        match super::files::read_own(dir, STATE_FILE, 1 << 20)? {
+        match crate::files::read_own(dir, STATE_FILE, 1 << 20)? {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
                 .map_err(io::Error::other),

@@ -10,7 +10,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::query::{FileId, Filter, LineReader, Matcher, QueryStats, ReadStatus, scan_back};
+use super::filter::Filter;
+use super::lines::{FileId, LineReader, ReadStatus, check_dir, open_existing};
+use super::query::{Matcher, QueryStats, scan_back};
 use super::revlines::RevLines;
 use super::writer::rotated_files;
 use super::{EVENTS_FILE, EventRecord, LogError};
@@ -176,17 +178,6 @@ where
     Ok(stats)
 }
 
-/// [`LogError::NoLogDir`] when `dir` does not exist.
-pub(super) fn check_dir(dir: &Path) -> Result<(), LogError> {
-    match fs::metadata(dir) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(LogError::NoLogDir {
-            path: dir.to_path_buf(),
-        }),
-        Err(e) => Err(LogError::read(dir, e)),
-    }
-}
-
 /// An open log file being read.
 struct Tail {
     path: PathBuf,
@@ -196,12 +187,9 @@ struct Tail {
 
 /// Opens `path` for reading; `None` if it does not exist.
 fn open_tail(path: &Path) -> Result<Option<Tail>, LogError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(LogError::read(path, e)),
+    let Some((file, meta)) = open_existing(path)? else {
+        return Ok(None);
     };
-    let meta = file.metadata().map_err(|e| LogError::read(path, e))?;
     Ok(Some(Tail {
         path: path.to_path_buf(),
         id: FileId::of(&meta),
@@ -271,6 +259,4 @@ fn read_available(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-#[path = "follow_tests.rs"]
 mod tests;

@@ -2,7 +2,7 @@
 //!
 //! The daemon appends one [`EventRecord`] per connection decision to `<log-dir>/events.jsonl`
 //! through a [`LogWriter`], which rotates the file by size (`events.jsonl.1` is the newest
-//! rotated file, `events.jsonl.N` the oldest). `ollama-egress logs` ([`LogsArgs`], [`run`])
+//! rotated file, `events.jsonl.N` the oldest). `ollama-egress logs` (`crate::cli::logs`)
 //! reads them back with [`query`] (one pass, line by line, bounded memory; backwards from the
 //! end under `--limit`) or [`follow`] (the newest matches, then new lines as they are
 //! appended, across rotations). A cheap raw-text test skips parsing lines a selective filter
@@ -15,8 +15,9 @@
 use std::io;
 use std::path::PathBuf;
 
-mod cli;
+mod filter;
 mod follow;
+mod lines;
 mod prefilter;
 mod query;
 mod record;
@@ -24,18 +25,26 @@ mod revlines;
 mod timespec;
 mod writer;
 
-pub use cli::{LogsArgs, run, run_until};
+pub use filter::Filter;
 pub use follow::{DEFAULT_FOLLOW_BACKLOG, POLL_INTERVAL, follow};
-pub use query::{Filter, QueryStats, log_files, query};
-pub use record::{EventRecord, Family, Mode, ParseValueError, Verdict, proto_name};
+pub(crate) use lines::check_dir;
+pub use query::{QueryStats, log_files, query};
+pub use record::EventRecord;
+#[cfg(test)]
+pub(crate) use record::tests::sample;
+pub(crate) use timespec::{SINCE_FORMS, UNTIL_FORMS};
 pub use timespec::{parse_since, parse_until};
 pub use writer::{DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, LogWriter, RotateOptions};
+
+/// The vocabulary, formerly defined here: import it from [`crate::model`] (kept for the
+/// decoder and the integration tests until they do).
+pub use crate::model::{Family, Mode, ParseValueError, Verdict, proto_name};
 
 /// Name of the active log file inside the log directory.
 pub const EVENTS_FILE: &str = "events.jsonl";
 
-/// The default log directory (`--log-dir`).
-pub const DEFAULT_LOG_DIR: &str = "/var/lib/ollama-egress";
+/// The default log directory (`--log-dir`); defined in [`crate::defaults`].
+pub use crate::defaults::LOG_DIR as DEFAULT_LOG_DIR;
 
 /// Errors of the log store. Every variant that concerns a file names it.
 #[derive(Debug, thiserror::Error)]

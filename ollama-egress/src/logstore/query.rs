@@ -1,82 +1,16 @@
-//! [`Filter`] and [`query`]: one streaming pass over the rotated log files, oldest first.
+//! [`query`]: one streaming pass over the rotated log files, oldest first (or backwards from
+//! the newest under a limit), and the [`Matcher`] that [`super::follow`] shares.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
-use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
+use std::io;
 use std::path::{Path, PathBuf};
 
-use ipnet::IpNet;
-use time::OffsetDateTime;
-
+use super::filter::Filter;
+use super::lines::{FileId, LineReader, ReadStatus, check_dir, open_existing};
 use super::prefilter::Prefilter;
 use super::revlines::RevLines;
 use super::writer::rotated_files;
-use super::{EVENTS_FILE, EventRecord, LogError, Verdict};
-
-/// Which records a query returns. Every field left `None` matches everything; the fields that
-/// are set must all match.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filter {
-    /// Only this verdict.
-    pub verdict: Option<Verdict>,
-    /// Only records at or after this time.
-    pub since: Option<OffsetDateTime>,
-    /// Only records at or before this time.
-    pub until: Option<OffsetDateTime>,
-    /// Only this ISO 3166 alpha-2 country, compared case-insensitively; records without a
-    /// country never match.
-    pub country: Option<String>,
-    /// Only destinations inside this network. An IPv4-mapped IPv6 destination
-    /// (`::ffff:a.b.c.d`) matches an IPv4 network holding `a.b.c.d`, and an IPv4 destination
-    /// matches an IPv6 network holding its mapped form.
-    pub dst: Option<IpNet>,
-    /// Only this destination port.
-    pub port: Option<u16>,
-    /// Only this command name (exact).
-    pub comm: Option<String>,
-    /// Only this rule id; a trailing `*` makes it a prefix (`deny.*`, `deny.countries:*`).
-    pub rule: Option<String>,
-    /// Return only the newest N matches (still printed oldest first). Not part of
-    /// [`matches`](Self::matches).
-    pub limit: Option<usize>,
-}
-
-impl Filter {
-    /// True when `r` passes every criterion that is set (`limit` aside).
-    pub fn matches(&self, r: &EventRecord) -> bool {
-        self.verdict.is_none_or(|v| v == r.verdict)
-            && self.since.is_none_or(|t| r.ts >= t)
-            && self.until.is_none_or(|t| r.ts <= t)
-            && self.port.is_none_or(|p| p == r.dport)
-            && self.comm.as_deref().is_none_or(|c| c == r.comm)
-            && self.dst.as_ref().is_none_or(|net| net_contains(net, r.dst))
-            && self.country.as_deref().is_none_or(|c| {
-                r.country
-                    .as_deref()
-                    .is_some_and(|rc| rc.eq_ignore_ascii_case(c))
-            })
-            && self
-                .rule
-                .as_deref()
-                .is_none_or(|want| match want.strip_suffix('*') {
-                    Some(prefix) => r.rule.starts_with(prefix),
-                    None => r.rule == want,
-                })
-    }
-}
-
-/// `net` holds `ip`, also across the IPv4-mapped IPv6 form.
-pub(super) fn net_contains(net: &IpNet, ip: IpAddr) -> bool {
-    if net.contains(&ip) {
-        return true;
-    }
-    match (net, ip) {
-        (IpNet::V4(net), IpAddr::V6(v6)) => v6.to_ipv4_mapped().is_some_and(|v4| net.contains(&v4)),
-        (IpNet::V6(net), IpAddr::V4(v4)) => net.contains(&v4.to_ipv6_mapped()),
-        _ => false,
-    }
-}
+use super::{EVENTS_FILE, EventRecord, LogError};
 
 /// What a query or follow went through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,18 +46,12 @@ impl QueryStats {
     }
 }
 
-/// Lines longer than this are skipped as malformed (a record is a few hundred bytes).
-pub(super) const MAX_LINE: usize = 64 * 1024;
-
-/// Read buffer size.
-const BUF_SIZE: usize = 256 * 1024;
-
 /// The log files of `dir` oldest first: `events.jsonl.N` … `events.jsonl.1`, `events.jsonl`.
 ///
 /// Errors: [`LogError::NoLogDir`] when `dir` does not exist, [`LogError::NoLog`] when it holds
 /// none of them.
 pub fn log_files(dir: &Path) -> Result<Vec<PathBuf>, LogError> {
-    super::follow::check_dir(dir)?;
+    check_dir(dir)?;
     let mut rotated = rotated_files(dir)?;
     rotated.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
     let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
@@ -212,12 +140,9 @@ fn open_once(
     path: &Path,
     seen: &mut Vec<FileId>,
 ) -> Result<Option<(File, std::fs::Metadata)>, LogError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(LogError::read(path, e)),
+    let Some((file, meta)) = open_existing(path)? else {
+        return Ok(None);
     };
-    let meta = file.metadata().map_err(|e| LogError::read(path, e))?;
     let id = FileId::of(&meta);
     if seen.contains(&id) {
         return Ok(None);
@@ -250,22 +175,6 @@ pub(super) fn scan_back(
     }
     stats.bytes += rev.bytes_read();
     Ok(found.len() >= want)
-}
-
-/// Identity of a file: a rotation shows as a new inode under the same name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct FileId {
-    dev: u64,
-    ino: u64,
-}
-
-impl FileId {
-    pub(super) fn of(meta: &std::fs::Metadata) -> FileId {
-        FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        }
-    }
 }
 
 /// A [`Filter`] with its raw prefilter.
@@ -326,112 +235,5 @@ impl<'f> Matcher<'f> {
     }
 }
 
-/// What [`LineReader::read_line`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum ReadStatus {
-    /// A whole line (newline stripped) is in the buffer.
-    Line,
-    /// A line longer than the limit was consumed and discarded; the buffer is empty.
-    Overlong,
-    /// End of file; the buffer holds what there was of an unterminated last line (maybe
-    /// nothing). Calling again later continues that line if the file grew.
-    Eof,
-}
-
-/// Reads lines of bounded length from a file, keeping its place across end of file.
-pub(super) struct LineReader<R> {
-    inner: BufReader<R>,
-    /// Inside an overlong line: discard up to its newline.
-    skipping: bool,
-    /// File offset of the next byte to consume.
-    pos: u64,
-    /// Where reading started.
-    start: u64,
-    scratch: Vec<u8>,
-}
-
-impl<R: Read + Seek> LineReader<R> {
-    /// Continues reading at file offset `pos` (the start of a line), dropping what is
-    /// buffered.
-    pub(super) fn seek_to(&mut self, pos: u64) -> io::Result<()> {
-        self.inner.seek(SeekFrom::Start(pos))?;
-        self.pos = pos;
-        self.start = pos;
-        self.skipping = false;
-        Ok(())
-    }
-}
-
-impl<R: Read> LineReader<R> {
-    pub(super) fn new(inner: R) -> LineReader<R> {
-        LineReader {
-            inner: BufReader::with_capacity(BUF_SIZE, inner),
-            skipping: false,
-            pos: 0,
-            start: 0,
-            scratch: Vec::new(),
-        }
-    }
-
-    /// Bytes consumed so far.
-    pub(super) fn bytes_read(&self) -> u64 {
-        self.pos - self.start
-    }
-
-    /// File offset of the next byte to consume.
-    pub(super) fn position(&self) -> u64 {
-        self.pos
-    }
-
-    /// The underlying reader; reading from it directly would lose the place.
-    pub(super) fn get_ref(&self) -> &R {
-        self.inner.get_ref()
-    }
-
-    /// Appends to `buf` up to the next newline. `buf` must hold only what earlier `Eof` results
-    /// left in it.
-    pub(super) fn read_line(&mut self, buf: &mut Vec<u8>) -> io::Result<ReadStatus> {
-        loop {
-            if self.skipping {
-                self.scratch.clear();
-                let n = (&mut self.inner)
-                    .take(BUF_SIZE as u64)
-                    .read_until(b'\n', &mut self.scratch)?;
-                self.pos += n as u64;
-                if n == 0 {
-                    // The overlong line ends at the end of the file, unterminated: it still
-                    // counts as one (skipped) line; the next call reports the end.
-                    self.skipping = false;
-                    return Ok(ReadStatus::Overlong);
-                }
-                if self.scratch.last() == Some(&b'\n') {
-                    self.skipping = false;
-                    return Ok(ReadStatus::Overlong);
-                }
-                continue;
-            }
-            let room = (MAX_LINE + 1).saturating_sub(buf.len()) as u64;
-            let n = (&mut self.inner).take(room).read_until(b'\n', buf)?;
-            self.pos += n as u64;
-            if buf.last() == Some(&b'\n') {
-                buf.pop();
-                if buf.last() == Some(&b'\r') {
-                    buf.pop();
-                }
-                return Ok(ReadStatus::Line);
-            }
-            if buf.len() > MAX_LINE {
-                buf.clear();
-                self.skipping = true;
-                continue;
-            }
-            // read_until stops short of the limit without a newline only at end of file.
-            return Ok(ReadStatus::Eof);
-        }
-    }
-}
-
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-#[path = "query_tests.rs"]
 mod tests;

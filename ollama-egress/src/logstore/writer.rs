@@ -437,6 +437,4 @@ fn open_append(path: &Path) -> Result<File, LogError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-#[path = "writer_tests.rs"]
 mod tests;

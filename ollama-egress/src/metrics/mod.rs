@@ -1,4 +1,5 @@
-//! Prometheus metrics: the series of design.md ("Metrics") and the `/metrics` endpoint.
+//! Prometheus metrics: the series listed below (the README's "Metrics, the Grafana dashboard,
+//! alerts" shows them in use) and the `/metrics` endpoint.
 //!
 //! [`Metrics`] owns a private registry with every series of the contract:
 //!
@@ -35,10 +36,7 @@ mod tests;
 
 use std::sync::{Mutex, PoisonError};
 
-use ollama_egress_common::{
-    DIRECTION_COUNT, DIRECTION_EGRESS, DIRECTION_INGRESS, VERDICT_ALLOWED, VERDICT_BLOCKED,
-    VERDICT_COUNT, VERDICT_WOULD_BLOCK,
-};
+use ollama_egress_common::{DIRECTION_COUNT, VERDICT_COUNT};
 use prometheus::{
     Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -47,7 +45,12 @@ pub use server::{
     DEFAULT_ADDR, HEAD_LIMIT, IO_TIMEOUT, MAX_CONNECTIONS, bind, check_bind_address, serve,
 };
 
-use crate::{loader::CounterSnapshot, logstore::EventRecord, policy::PolicySummary};
+use crate::{
+    loader::CounterSnapshot,
+    logstore::EventRecord,
+    model::{Action, CountryCode, Direction, Family, Verdict},
+    policy::PolicySummary,
+};
 
 /// The `Content-Type` of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -86,42 +89,20 @@ pub enum MetricsError {
 
 /// Label value of a kernel direction index (`DIRECTION_*`).
 pub fn direction_name(direction: u32) -> &'static str {
-    match direction {
-        DIRECTION_EGRESS => "egress",
-        DIRECTION_INGRESS => "ingress",
-        _ => "other",
-    }
+    Direction::label_of_kernel(direction)
 }
 
 /// Label value of a kernel verdict index (`VERDICT_*`), the same strings as the event log's
 /// `verdict`.
 pub fn verdict_name(verdict: u32) -> &'static str {
-    match verdict {
-        VERDICT_ALLOWED => "allowed",
-        VERDICT_BLOCKED => "blocked",
-        VERDICT_WOULD_BLOCK => "would_block",
-        _ => "other",
-    }
-}
-
-/// The `proto` label of an event: `tcp`, `udp`, an IP protocol number, or `other` for anything
-/// else (keeps the label bounded whatever the string holds).
-fn proto_label(proto: &str) -> &str {
-    match proto {
-        "tcp" | "udp" => proto,
-        n if n.parse::<u8>().is_ok() => n,
-        _ => "other",
-    }
+    Verdict::label_of_kernel(verdict)
 }
 
 /// The `country` label of an event: an ISO 3166 alpha-2 code in upper case, or `unknown`.
 fn country_label(country: Option<&str>) -> String {
-    match country {
-        Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
-            c.to_ascii_uppercase()
-        }
-        _ => UNKNOWN_COUNTRY.to_owned(),
-    }
+    country
+        .and_then(|c| CountryCode::parse(c).ok())
+        .map_or_else(|| UNKNOWN_COUNTRY.to_owned(), String::from)
 }
 
 /// One kernel counter exported as a Prometheus counter: the kernel's absolute value plus what
@@ -248,9 +229,11 @@ impl Metrics {
                 bytes_vec.with_label_values(&[direction_name(d as u32), verdict_name(v as u32)])
             })
         });
-        for family in ["ipv4", "ipv6"] {
-            for action in ["allow", "deny"] {
-                policy_prefixes.with_label_values(&[family, action]).set(0);
+        for family in Family::ALL {
+            for action in Action::ALL {
+                policy_prefixes
+                    .with_label_values(&[family.as_str(), action.as_str()])
+                    .set(0);
             }
         }
         let reloads_success = reloads.with_label_values(&["success"]);
@@ -284,7 +267,7 @@ impl Metrics {
     pub fn observe_event(&self, rec: &EventRecord) {
         let country = country_label(rec.country.as_deref());
         self.connections
-            .with_label_values(&[rec.verdict.as_str(), proto_label(&rec.proto), &country])
+            .with_label_values(&[rec.verdict.as_str(), &rec.proto.metric_label(), &country])
             .inc();
     }
 
@@ -307,10 +290,10 @@ impl Metrics {
     /// Sets `policy_prefixes` from the policy now in the kernel.
     pub fn set_policy(&self, summary: &PolicySummary) {
         let p = &summary.prefixes;
-        for (family, totals) in [("ipv4", p.ipv4), ("ipv6", p.ipv6)] {
-            for (action, n) in [("allow", totals.allow), ("deny", totals.deny)] {
+        for (family, totals) in [(Family::Ipv4, p.ipv4), (Family::Ipv6, p.ipv6)] {
+            for (action, n) in [(Action::Allow, totals.allow), (Action::Deny, totals.deny)] {
                 self.policy_prefixes
-                    .with_label_values(&[family, action])
+                    .with_label_values(&[family.as_str(), action.as_str()])
                     .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
         }

@@ -27,8 +27,8 @@ use tracing::{debug, warn};
 
 use super::{CONTENT_TYPE, Metrics, MetricsError};
 
-/// The default metrics address (design.md).
-pub const DEFAULT_ADDR: &str = "127.0.0.1:9464";
+/// The default metrics address (`run --metrics-addr`).
+pub use crate::defaults::METRICS_ADDR as DEFAULT_ADDR;
 
 /// Largest request head read; a longer one is answered with 431.
 pub const HEAD_LIMIT: usize = 8 * 1024;
@@ -393,116 +393,4 @@ async fn scrape(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn scrape_once(addr: SocketAddr) -> String {
-        let mut s = TcpStream::connect(addr).await.expect("connect");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .await
-            .expect("write");
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).await.expect("read");
-        String::from_utf8(out).expect("utf8")
-    }
-
-    /// Connections that say nothing (or trickle a byte now and then) cannot starve scrapes:
-    /// with 4 × [`MAX_CONNECTIONS`] of them open, two scrapes are answered within seconds.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn idle_connections_do_not_starve_scrapes() {
-        let metrics = Arc::new(Metrics::new("0.1.0").expect("metrics"));
-        let listener = bind("127.0.0.1:0".parse().expect("addr"), false)
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let server = tokio::spawn(serve(listener, metrics, || {}, stop_rx));
-        let mut idle = Vec::new();
-        for i in 0..4 * MAX_CONNECTIONS {
-            let mut s = TcpStream::connect(addr).await.expect("connect");
-            if i % 2 == 0 {
-                s.write_all(b"GET /met").await.expect("write");
-            }
-            idle.push(s);
-        }
-        // Let the server accept what it will.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let started = Instant::now();
-        let (a, b) = tokio::time::timeout(Duration::from_secs(3), async {
-            tokio::join!(scrape_once(addr), scrape_once(addr))
-        })
-        .await
-        .expect("both scrapes answered within 3 s while 64 idle connections are open");
-        for r in [a, b] {
-            assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
-            assert!(r.contains("ollama_egress_build_info"), "{r}");
-        }
-        assert!(started.elapsed() < Duration::from_secs(3));
-        drop(idle);
-        stop_tx.send(true).expect("stop");
-        tokio::time::timeout(Duration::from_secs(5), server)
-            .await
-            .expect("server stops")
-            .expect("join")
-            .expect("serve result");
-    }
-
-    /// A scrape whose refresh is slow is not closed to make room for newer connections.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_scrape_in_flight_is_not_evicted() {
-        let metrics = Arc::new(Metrics::new("0.1.0").expect("metrics"));
-        let listener = bind("127.0.0.1:0".parse().expect("addr"), false)
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let refresh = || std::thread::sleep(Duration::from_millis(800));
-        let server = tokio::spawn(serve(listener, metrics, refresh, stop_rx));
-        let slow = tokio::spawn(scrape_once(addr));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut idle = Vec::new();
-        for _ in 0..4 * MAX_CONNECTIONS {
-            idle.push(TcpStream::connect(addr).await.expect("connect"));
-        }
-        let r = tokio::time::timeout(Duration::from_secs(5), slow)
-            .await
-            .expect("the slow scrape finishes")
-            .expect("join");
-        assert!(r.starts_with("HTTP/1.1 200 OK"), "{r:?}");
-        drop(idle);
-        stop_tx.send(true).expect("stop");
-        tokio::time::timeout(Duration::from_secs(5), server)
-            .await
-            .expect("server stops")
-            .expect("join")
-            .expect("serve result");
-    }
-
-    #[test]
-    fn request_lines_parse() {
-        assert_eq!(
-            parse_request_line(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
-            Request::Get {
-                path: "/metrics".into(),
-                head: false
-            }
-        );
-        assert_eq!(
-            parse_request_line(b"HEAD /metrics?x=1 HTTP/1.0\r\n\r\n"),
-            Request::Get {
-                path: "/metrics".into(),
-                head: true
-            }
-        );
-        assert_eq!(
-            parse_request_line(b"POST / HTTP/1.1\r\n\r\n"),
-            Request::Method
-        );
-        assert_eq!(parse_request_line(b"GET /\r\n\r\n"), Request::Bad);
-        assert_eq!(
-            parse_request_line(b"GET http://x/ HTTP/1.1\r\n\r\n"),
-            Request::Bad
-        );
-        assert_eq!(parse_request_line(b"\xff\xfe\r\n\r\n"), Request::Bad);
-    }
-}
+mod tests;

@@ -20,7 +20,7 @@ use tokio::{
 
 use super::*;
 use crate::{
-    logstore::{Family, Mode, Verdict},
+    model::{Family, Mode, Verdict},
     policy::{Action, FamilyTotals, PrefixTotals},
 };
 
@@ -475,7 +475,15 @@ async fn http_server_answers_metrics_and_404s_the_rest() {
     let r = get(addr, "/metrics").await;
     assert_eq!(status(&r), "HTTP/1.1 200 OK");
 
-    stop_tx.send(true).expect("stop");
+    stop_server(stop_tx, server).await;
+}
+
+/// Stops a server from [`start_server`] and checks that it ended cleanly.
+pub(super) async fn stop_server(
+    stop: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    stop.send(true).expect("stop");
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .expect("server stops")
@@ -483,15 +491,27 @@ async fn http_server_answers_metrics_and_404s_the_rest() {
         .expect("serve result");
 }
 
-#[tokio::test]
-async fn http_server_gives_up_on_a_silent_client() {
+/// A metrics server on a free loopback port: its address, its stop switch and its task.
+pub(super) async fn start_server(
+    refresh: impl Fn() + Send + Sync + 'static,
+) -> (
+    std::net::SocketAddr,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let metrics = Arc::new(Metrics::new("0.1.0").expect("metrics"));
     let listener = bind("127.0.0.1:0".parse().expect("addr"), false)
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop_tx, stop_rx) = watch::channel(false);
-    let server = tokio::spawn(serve(listener, metrics, || {}, stop_rx));
+    let server = tokio::spawn(serve(listener, metrics, refresh, stop_rx));
+    (addr, stop_tx, server)
+}
+
+#[tokio::test]
+async fn http_server_gives_up_on_a_silent_client() {
+    let (addr, stop_tx, server) = start_server(|| {}).await;
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.write_all(b"GET /metr").await.expect("write");
     let mut out = Vec::new();

@@ -1,4 +1,5 @@
-//! The event pipeline: ring buffer → decoded [`EventRecord`]s → the log.
+//! The event pipeline: ring buffer → decoded [`EventRecord`](crate::logstore::EventRecord)s →
+//! the log.
 
 mod decode;
 mod kernel_log;

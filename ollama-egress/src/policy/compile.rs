@@ -18,13 +18,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use ollama_egress_common::{
     ACTION_DENY, PolicyValue, RULE_DEFAULT, RULE_RESERVED_MIN, V4_FORM_MAPPED, embedded_ipv4,
-    reserved_rule_name,
 };
 use serde::Serialize;
 
 use super::cidr::canonical;
 use super::error::{ExpandError, PolicyError};
 use super::parse::{Action, Policy};
+use crate::model::rule;
 
 /// Expands countries and ASNs into networks (implemented over the geo databases).
 pub trait Expander {
@@ -307,11 +307,12 @@ fn merge<N: Prefix>(mut candidates: Vec<Candidate<N>>) -> Vec<(N, PolicyValue)> 
 }
 
 impl CompiledPolicy {
-    /// The stable name of numeric rule id `id`: the rule's id, the kernel's own name for a
-    /// reserved id (`ipv6-routing-header`, `ipv4-source-route`), `unknown` for an id not in the
-    /// table.
+    /// The stable name of numeric rule id `id` in this policy: the rule's id, the kernel's own
+    /// name for a reserved id ([`rule::special`]: `ipv6-routing-header`, `ipv4-source-route`,
+    /// ...), `unknown` for an id not in the table. Events and metrics name rules with
+    /// [`rule::event_rule`] instead, which also knows the generation an event came from.
     pub fn rule_name(&self, id: u32) -> &str {
-        if let Some(name) = reserved_rule_name(id) {
+        if let Some(name) = rule::special(id) {
             return name;
         }
         self.rules

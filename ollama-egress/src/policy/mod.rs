@@ -7,7 +7,7 @@
 //!                                                                       └─ summary(), lookup()
 //! ```
 //!
-//! * [`Policy`] is a validated policy file (see `design.md`, "Policy file (TOML)"): every
+//! * [`Policy`] is a validated policy file (the README's "Policy" section; `parse.rs`): every
 //!   section and key is optional, `default` defaults to `deny`, unknown keys, host bits,
 //!   malformed country codes, AS 0 and duplicates are errors naming the line.
 //! * [`compile()`] expands countries and ASNs through an [`Expander`] and merges everything into

@@ -1,65 +1,24 @@
 //! The policy file: TOML text → validated [`Policy`].
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::Path;
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use toml::Spanned;
 
 use super::cidr::{CidrError, parse_cidr};
 use super::error::{Location, PolicyError};
-
-/// What happens to traffic to a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Let it through.
-    Allow,
-    /// Refuse it: drop in enforce mode, record `would_block` in monitor mode.
-    Deny,
-}
+pub use crate::model::Action;
+use crate::model::CountryCode;
 
 impl Action {
-    /// `"allow"` or `"deny"`, as in the policy file, events and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Allow => "allow",
-            Action::Deny => "deny",
-        }
-    }
-
-    /// The kernel's encoding ([`ollama_egress_common::ACTION_ALLOW`] or
-    /// [`ollama_egress_common::ACTION_DENY`]).
-    pub fn to_kernel(self) -> u32 {
-        match self {
-            Action::Allow => ollama_egress_common::ACTION_ALLOW,
-            Action::Deny => ollama_egress_common::ACTION_DENY,
-        }
-    }
-
     /// Names of the lists of this action in the file: `cidrs`, `countries`, `asns`.
     pub(crate) fn list_names(self) -> [&'static str; 3] {
         match self {
             Action::Allow => ["allow.cidrs", "allow.countries", "allow.asns"],
             Action::Deny => ["deny.cidrs", "deny.countries", "deny.asns"],
         }
-    }
-
-    /// Decodes the kernel's encoding; `None` for an unknown value.
-    pub fn from_kernel(value: u32) -> Option<Action> {
-        match value {
-            ollama_egress_common::ACTION_ALLOW => Some(Action::Allow),
-            ollama_egress_common::ACTION_DENY => Some(Action::Deny),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -270,14 +229,14 @@ impl<'a> Parser<'a> {
         for item in &raw.countries {
             let text = item.get_ref();
             let at = self.location(item);
-            if text.len() != 2 || !text.bytes().all(|b| b.is_ascii_alphabetic()) {
+            let Ok(code) = CountryCode::parse(text) else {
                 return Err(PolicyError::InvalidCountry {
                     at,
                     list,
                     value: text.clone(),
                 });
-            }
-            let code = text.to_ascii_uppercase();
+            };
+            let code = String::from(code);
             seen.check(list, at, format!("{text:?}"), code.clone())?;
             set.countries.push(code);
         }

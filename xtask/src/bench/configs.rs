@@ -11,9 +11,10 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::{
+    daemon::{Daemon, DaemonSpec},
     load::worker_args,
     prefixes::{DENIED_ADDR, PrefixSet, iptables_script},
-    sys::{Cgroup, ChildGuard, Daemon, DaemonSpec, NAME_PREFIX, NetNs},
+    sys::{Cgroup, ChildGuard, NAME_PREFIX, NetNs},
 };
 
 /// Port of the accept-and-close server.

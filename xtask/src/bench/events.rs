@@ -13,9 +13,10 @@ use std::{
 
 use super::{
     configs::{ACCEPT_PORT, Stage},
+    daemon::Daemon,
     load::{run_worker, worker_args},
     prefixes::DENIED_ADDR,
-    sys::{self, Daemon, check_interrupted, cpu_time, progress, rss_kib},
+    sys::{self, check_interrupted, cpu_time, progress, rss_kib},
 };
 
 /// Which connections a series makes.

@@ -8,7 +8,7 @@ use std::{
     fs,
     io::{Read as _, Write as _},
     mem::size_of,
-    net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    net::{SocketAddrV4, TcpStream, UdpSocket},
     os::fd::AsRawFd as _,
     path::PathBuf,
     time::{Duration, Instant},
@@ -143,13 +143,13 @@ pub fn worker(w: Worker) -> anyhow::Result<()> {
             accept,
             echo,
             udp,
-        } => return serve(&netns, accept, echo, udp),
+        } => return super::server::serve(&netns, accept, echo, udp),
     };
     println!("{out}");
     Ok(())
 }
 
-fn enter_netns(netns: &str) -> anyhow::Result<()> {
+pub(super) fn enter_netns(netns: &str) -> anyhow::Result<()> {
     let f =
         fs::File::open(format!("/run/netns/{netns}")).with_context(|| format!("netns {netns}"))?;
     // SAFETY: plain syscall on a descriptor we own; the process is single-threaded here.
@@ -168,7 +168,7 @@ fn enter(place: &Place) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
+pub(super) fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: addr.port().to_be(),
@@ -179,13 +179,14 @@ fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
     }
 }
 
-const SOCKADDR_IN_LEN: libc::socklen_t = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+pub(super) const SOCKADDR_IN_LEN: libc::socklen_t =
+    size_of::<libc::sockaddr_in>() as libc::socklen_t;
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn setsockopt<T>(fd: i32, level: i32, name: i32, value: &T) {
+pub(super) fn setsockopt<T>(fd: i32, level: i32, name: i32, value: &T) {
     // SAFETY: `value` is a valid `T` for the duration of the call.
     unsafe {
         libc::setsockopt(
@@ -421,86 +422,6 @@ fn denied(addr: SocketAddrV4, count: u32, timeout_ms: u64) -> serde_json::Value 
         "p99_ns": percentile(&times, 0.99),
         "max_ns": times.last().copied().unwrap_or(0),
     })
-}
-
-/// The servers. Each runs in a thread; the process exits when its stdin reaches EOF (the bench
-/// closed it or died).
-fn serve(
-    netns: &str,
-    accept: SocketAddrV4,
-    echo: SocketAddrV4,
-    udp: SocketAddrV4,
-) -> anyhow::Result<()> {
-    enter_netns(netns)?;
-    let acceptor = listen(accept)?;
-    let echoer = TcpListener::bind(echo).with_context(|| format!("listening on {echo}"))?;
-    let sink = UdpSocket::bind(udp).with_context(|| format!("binding {udp}"))?;
-    std::thread::spawn(move || {
-        loop {
-            // SAFETY: accept on our listening socket; the accepted descriptor is closed at once.
-            let fd = unsafe {
-                libc::accept4(
-                    acceptor,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC,
-                )
-            };
-            if fd >= 0 {
-                // SAFETY: we own `fd`.
-                unsafe { libc::close(fd) };
-            }
-        }
-    });
-    std::thread::spawn(move || {
-        for conn in echoer.incoming().flatten() {
-            std::thread::spawn(move || echo_conn(conn));
-        }
-    });
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while sink.recv(&mut buf).is_ok() {}
-    });
-    println!("ready");
-    std::io::stdout().flush()?;
-    let mut rest = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut rest);
-    std::process::exit(0);
-}
-
-fn echo_conn(mut c: TcpStream) {
-    let _ = c.set_nodelay(true);
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = c.read(&mut buf) {
-        if n == 0 || c.write_all(&buf[..n]).is_err() {
-            return;
-        }
-    }
-}
-
-/// A listening TCP socket with a deep backlog (the accept loop must never make a client wait
-/// for a SYN retransmission).
-fn listen(addr: SocketAddrV4) -> anyhow::Result<i32> {
-    let sa = sockaddr(addr);
-    let one: libc::c_int = 1;
-    // SAFETY: plain socket syscalls on a descriptor we own.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            bail!("socket: {}", std::io::Error::last_os_error());
-        }
-        setsockopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, &one);
-        if libc::bind(
-            fd,
-            (&sa as *const libc::sockaddr_in).cast(),
-            SOCKADDR_IN_LEN,
-        ) != 0
-            || libc::listen(fd, 65_535) != 0
-        {
-            bail!("listening on {addr}: {}", std::io::Error::last_os_error());
-        }
-        Ok(fd)
-    }
 }
 
 /// Argument list for a worker of this binary.

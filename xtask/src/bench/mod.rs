@@ -19,12 +19,14 @@
 //! | `report` | goals and tables, BENCHMARKS.md |
 
 mod configs;
+mod daemon;
 mod events;
 mod load;
 mod pairs;
 mod policy_load;
 mod prefixes;
 mod report;
+mod server;
 mod sys;
 
 use std::{

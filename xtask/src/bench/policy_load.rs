@@ -137,9 +137,10 @@ mod inproc {
     };
 
     use ollama_egress::{
-        daemon::{inputs, table_policy},
+        daemon::table_policy,
+        inputs,
         loader::{Loaded, MapSizes},
-        logstore::Mode,
+        model::Mode,
         policy::Policy,
     };
 

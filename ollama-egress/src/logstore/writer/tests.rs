@@ -1,5 +1,7 @@
 //! Tests of [`LogWriter`]: appending, rotation, permissions, errors.
 
+#![allow(clippy::unwrap_used)]
+
 use super::*;
 use crate::logstore::record::tests::sample;
 use time::macros::datetime;

@@ -1,4 +1,5 @@
-//! `ollama-egress logs`: [`LogsArgs`] and [`run`].
+//! `ollama-egress logs`: [`LogsArgs`], [`run`] and [`run_until`]: the arguments, the table
+//! and JSON output over [`crate::logstore`]'s [`query`] and [`follow`].
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -7,18 +8,19 @@ use ipnet::IpNet;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-use super::follow::check_dir;
-use super::query::{Filter, QueryStats};
-use super::{
-    DEFAULT_LOG_DIR, EVENTS_FILE, EventRecord, LogError, Verdict, follow, query, timespec,
+use crate::defaults;
+use crate::logstore::{
+    EVENTS_FILE, EventRecord, Filter, LogError, QueryStats, SINCE_FORMS, UNTIL_FORMS, check_dir,
+    follow, parse_since, parse_until, query,
 };
+use crate::model::{CountryCode, Verdict};
 use crate::terminal::escape_json;
 
 /// Query the event log the daemon writes (`<log-dir>/events.jsonl` and its rotated files).
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct LogsArgs {
     /// Directory holding events.jsonl: the daemon's --log-dir.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_LOG_DIR)]
+    #[arg(long, value_name = "DIR", default_value = defaults::LOG_DIR)]
     pub log_dir: PathBuf,
     /// Only events with this verdict (blocked is enforce mode, would_block monitor mode).
     #[arg(long, value_name = "V")]
@@ -105,21 +107,17 @@ impl clap::ValueEnum for Verdict {
 }
 
 fn since_arg(s: &str) -> Result<OffsetDateTime, String> {
-    timespec::parse_since(s, OffsetDateTime::now_utc())
-        .map_err(|_| format!("expected {}", timespec::SINCE_FORMS))
+    parse_since(s, OffsetDateTime::now_utc()).map_err(|_| format!("expected {SINCE_FORMS}"))
 }
 
 fn until_arg(s: &str) -> Result<OffsetDateTime, String> {
-    timespec::parse_until(s, OffsetDateTime::now_utc())
-        .map_err(|_| format!("expected {}", timespec::UNTIL_FORMS))
+    parse_until(s, OffsetDateTime::now_utc()).map_err(|_| format!("expected {UNTIL_FORMS}"))
 }
 
 fn country_arg(s: &str) -> Result<String, String> {
-    if s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()) {
-        Ok(s.to_ascii_uppercase())
-    } else {
-        Err("expected an ISO 3166 alpha-2 country code such as CN or US".to_owned())
-    }
+    CountryCode::parse(s)
+        .map(String::from)
+        .map_err(|_| "expected an ISO 3166 alpha-2 country code such as CN or US".to_owned())
 }
 
 fn cidr_arg(s: &str) -> Result<IpNet, String> {
@@ -138,7 +136,7 @@ pub fn run(args: &LogsArgs, out: &mut impl Write) -> Result<QueryStats, LogError
 }
 
 /// Runs `ollama-egress logs`, writing to `out`; with `--follow`, until `stop()` returns true
-/// (checked every [`POLL_INTERVAL`](super::POLL_INTERVAL)).
+/// (checked every [`POLL_INTERVAL`](crate::logstore::POLL_INTERVAL)).
 ///
 /// The default output is an aligned table and a summary line (`3 events (2 blocked,
 /// 1 would_block)`, or `no matching events in <dir>/events.jsonl`); `--json` prints the
@@ -352,7 +350,7 @@ fn cells(r: &EventRecord) -> [String; 8] {
         r.verdict.as_str().to_owned(),
         r.pid.to_string(),
         printable(&r.comm),
-        printable(&r.proto),
+        printable(&r.proto.as_str()),
         r.destination(),
         r.country
             .as_deref()
@@ -367,6 +365,4 @@ fn printable(s: &str) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-#[path = "cli_tests.rs"]
 mod tests;

@@ -1,5 +1,7 @@
 //! Tests of `ollama-egress logs`: argument parsing and output.
 
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::Path;
 
@@ -7,8 +9,9 @@ use clap::{CommandFactory, Parser};
 use time::macros::datetime;
 
 use super::*;
-use crate::logstore::record::tests::sample;
-use crate::logstore::{Family, Mode};
+use crate::defaults::LOG_DIR as DEFAULT_LOG_DIR;
+use crate::logstore::sample;
+use crate::model::{Family, Mode};
 
 #[derive(Debug, Parser)]
 struct Cli {

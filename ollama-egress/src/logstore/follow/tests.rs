@@ -1,5 +1,7 @@
 //! Tests of [`follow`]: a thread follows while the test writes.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +13,8 @@ use time::macros::datetime;
 
 use super::*;
 use crate::logstore::record::tests::sample;
-use crate::logstore::{LogWriter, RotateOptions, Verdict};
+use crate::logstore::{LogWriter, RotateOptions};
+use crate::model::Verdict;
 
 /// Longest wait for a record that should come (generous for a loaded machine).
 const COME: Duration = Duration::from_secs(10);

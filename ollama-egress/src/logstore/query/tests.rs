@@ -1,5 +1,7 @@
 //! Tests of [`Filter`] and [`query`].
 
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::io::Write as _;
 use std::time::Instant;
@@ -7,8 +9,12 @@ use std::time::Instant;
 use time::macros::datetime;
 
 use super::*;
+use crate::logstore::Filter;
+use crate::logstore::parse_since;
 use crate::logstore::record::tests::sample;
-use crate::logstore::{Mode, parse_since};
+use crate::model::{Mode, Verdict};
+use ipnet::IpNet;
+use time::OffsetDateTime;
 
 const T0: OffsetDateTime = datetime!(2026-11-22 10:00:00 UTC);
 
@@ -37,7 +43,7 @@ fn rec(i: u32) -> EventRecord {
         }
         _ => {
             r.dst = "2001:db8::5".parse().unwrap_or(r.dst);
-            r.family = crate::logstore::Family::Ipv6;
+            r.family = crate::model::Family::Ipv6;
             r.rule = "deny.asns:45102".into();
             r.dport = 80;
         }

@@ -1,5 +1,6 @@
-//! The daemon's inputs, resolved the same way by `run`, `policy check` and `geo lookup`: the
-//! policy file (or the built-in policy) and the geo databases.
+//! The daemon's inputs, resolved the same way by `run`, `policy check`, `geo lookup` and the
+//! benchmarks: the policy file (or the built-in policy) and the geo databases, read through
+//! [`crate::files`] (regular files of bounded size, stable while read) and compiled.
 
 use std::{
     path::{Path, PathBuf},
@@ -9,15 +10,15 @@ use std::{
 use ipnet::IpNet;
 use ollama_egress_geo::{GeoDb, GeoError};
 
-use super::files;
+use crate::files;
 use crate::policy::{CompiledPolicy, ExpandError, Expander, Policy, PolicyError, compile};
 
 /// Where the policy is read from when `--policy` is not given.
-pub const DEFAULT_POLICY: &str = "/etc/ollama-egress/policy.toml";
+pub use crate::defaults::POLICY_FILE as DEFAULT_POLICY;
 
 /// The policy: `path` when given (it must exist), else the default file when it exists, else
 /// the built-in policy. The file must be a regular file (a symlink to one is fine) of at most
-/// [`MAX_POLICY_BYTES`](super::files::MAX_POLICY_BYTES), not empty, and not change while it is
+/// [`MAX_POLICY_BYTES`](crate::files::MAX_POLICY_BYTES), not empty, and not change while it is
 /// read.
 pub fn load_policy(path: Option<&Path>) -> Result<Policy, PolicyError> {
     load_policy_checked(path, false)
@@ -58,7 +59,7 @@ fn load_policy_checked(path: Option<&Path>, trusted: bool) -> Result<Policy, Pol
 /// they exist (or cannot be examined: opening them then says why, instead of claiming there
 /// are none).
 pub fn geo_paths(country: Option<&Path>, asn: Option<&Path>) -> (Option<PathBuf>, Option<PathBuf>) {
-    geo_paths_in(Path::new(ollama_egress_geo::DEFAULT_DIR), country, asn)
+    geo_paths_in(Path::new(crate::defaults::GEO_DIR), country, asn)
 }
 
 fn geo_paths_in(
@@ -77,7 +78,7 @@ fn geo_paths_in(
 }
 
 /// Opens the geo databases; `None` when there are none at all. Each must be a regular file
-/// (a symlink to one is fine) of at most [`MAX_GEO_BYTES`](super::files::MAX_GEO_BYTES).
+/// (a symlink to one is fine) of at most [`MAX_GEO_BYTES`](crate::files::MAX_GEO_BYTES).
 pub fn open_geo(
     country: Option<&Path>,
     asn: Option<&Path>,
@@ -93,6 +94,16 @@ pub fn open_geo(
         })?;
     }
     GeoDb::open(country, asn).map(|db| Some(Arc::new(db)))
+}
+
+/// Opens the geo databases a running daemon watches (see
+/// [`defaults::geo_files`](crate::defaults::geo_files)), each only if it exists now.
+pub fn open_geo_files(files: &(PathBuf, PathBuf)) -> Result<Option<Arc<GeoDb>>, GeoError> {
+    let (country, asn) = files;
+    open_geo(
+        Some(country.as_path()).filter(|p| p.exists()),
+        Some(asn.as_path()).filter(|p| p.exists()),
+    )
 }
 
 /// Compiles `policy`, expanding country and ASN rules through `geo` when present.
@@ -124,57 +135,4 @@ impl Expander for GeoExpander<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_databases_that_cannot_be_examined_are_still_used() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // Missing: none.
-        assert_eq!(geo_paths_in(dir.path(), None, None), (None, None));
-        // Below a regular file, stat fails with something other than "not found" (as it
-        // does with EACCES for a user who may not enter the directory): the path is kept,
-        // so opening it reports the real problem instead of "run geo update".
-        let file = dir.path().join("file");
-        std::fs::write(&file, "").expect("write");
-        let (country, asn) = geo_paths_in(&file, None, None);
-        assert_eq!(
-            country,
-            Some(file.join(ollama_egress_geo::COUNTRY_FILE)),
-            "{asn:?}"
-        );
-        let err = open_geo(country.as_deref(), None).expect_err("unreadable");
-        assert!(
-            err.to_string().starts_with("cannot read geo database"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn a_fifo_geo_database_is_refused_at_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let fifo = dir.path().join("fifo");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
-            .expect("mkfifo");
-        let err = open_geo(Some(&fifo), None).expect_err("fifo");
-        assert!(
-            err.to_string().contains("not a regular file (a FIFO)"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn empty_and_oversized_policies_are_refused_with_the_reason() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("policy.toml");
-        std::fs::write(&p, "").expect("write");
-        let err = load_policy(Some(&p)).expect_err("empty");
-        assert!(err.to_string().contains("is empty"), "{err}");
-        std::fs::write(&p, "#".repeat(files::MAX_POLICY_BYTES as usize + 1)).expect("write");
-        let err = load_policy(Some(&p)).expect_err("big");
-        assert!(
-            err.to_string().contains("larger than 16777216 bytes"),
-            "{err}"
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,100 @@
+//! Tests of `record`.
+
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use time::macros::datetime;
+
+/// The example event line of the README ("Querying the log"), on one line.
+pub(crate) const DESIGN_EXAMPLE: &str = r#"{"ts":"2026-11-22T10:00:00.123456Z","verdict":"blocked","mode":"enforce","pid":4242,"comm":"ollama","uid":0,"proto":"tcp","family":"ipv4","dst":"203.0.113.7","dport":443,"country":"CN","asn":45102,"as_org":"Alibaba","rule":"deny.countries:CN"}"#;
+
+/// A record like the design example, at `ts`.
+pub(crate) fn sample(ts: OffsetDateTime) -> EventRecord {
+    EventRecord {
+        ts,
+        verdict: Verdict::Blocked,
+        mode: Mode::Enforce,
+        pid: 4242,
+        tid: 4243,
+        comm: "ollama".into(),
+        exe: Some("/usr/bin/ollama".into()),
+        uid: 0,
+        proto: "tcp".into(),
+        family: Family::Ipv4,
+        dst: "203.0.113.7".parse().unwrap(),
+        dport: 443,
+        country: Some("CN".into()),
+        asn: Some(45102),
+        as_org: Some("Alibaba".into()),
+        rule: "deny.countries:CN".into(),
+    }
+}
+
+#[test]
+fn design_example_parses() {
+    let r: EventRecord = serde_json::from_str(DESIGN_EXAMPLE).unwrap();
+    assert_eq!(r.ts, datetime!(2026-11-22 10:00:00.123456 UTC));
+    assert_eq!(r.verdict, Verdict::Blocked);
+    assert_eq!(r.mode, Mode::Enforce);
+    assert_eq!((r.pid, r.tid, r.uid), (4242, 0, 0));
+    assert_eq!(r.exe, None);
+    assert_eq!(r.family, Family::Ipv4);
+    assert_eq!(r.destination(), "203.0.113.7:443");
+    assert_eq!(r.asn, Some(45102));
+    assert_eq!(r.rule, "deny.countries:CN");
+}
+
+#[test]
+fn serialized_field_names_and_order() {
+    let line = serde_json::to_string(&sample(datetime!(2026-11-22 10:00:00.123456 UTC))).unwrap();
+    assert_eq!(
+        line,
+        r#"{"ts":"2026-11-22T10:00:00.123456Z","verdict":"blocked","mode":"enforce","pid":4242,"tid":4243,"comm":"ollama","exe":"/usr/bin/ollama","uid":0,"proto":"tcp","family":"ipv4","dst":"203.0.113.7","dport":443,"country":"CN","asn":45102,"as_org":"Alibaba","rule":"deny.countries:CN"}"#
+    );
+    // Every key of the design example appears, in the same relative order.
+    let design: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(DESIGN_EXAMPLE).unwrap();
+    let ours: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&line).unwrap();
+    let ours_keys: Vec<&String> = ours.keys().filter(|k| design.contains_key(*k)).collect();
+    assert_eq!(ours_keys, design.keys().collect::<Vec<_>>());
+}
+
+#[test]
+fn nulls_are_written_and_round_trip() {
+    let mut r = sample(datetime!(2026-01-02 03:04:05.000007 +02:00));
+    r.exe = None;
+    r.country = None;
+    r.asn = None;
+    r.as_org = None;
+    r.dst = "2001:db8::1".parse().unwrap();
+    r.family = Family::Ipv6;
+    r.verdict = Verdict::WouldBlock;
+    r.mode = Mode::Monitor;
+    let line = serde_json::to_string(&r).unwrap();
+    assert!(
+        line.contains(r#""ts":"2026-01-02T01:04:05.000007Z""#),
+        "{line}"
+    );
+    assert!(line.contains(r#""exe":null"#), "{line}");
+    assert!(
+        line.contains(r#""country":null,"asn":null,"as_org":null"#),
+        "{line}"
+    );
+    assert!(
+        line.contains(r#""verdict":"would_block","mode":"monitor""#),
+        "{line}"
+    );
+    assert!(line.contains(r#""dst":"2001:db8::1""#), "{line}");
+    let back: EventRecord = serde_json::from_str(&line).unwrap();
+    assert_eq!(back, r);
+    assert_eq!(back.destination(), "[2001:db8::1]:443");
+}
+
+#[test]
+fn bad_ts_is_an_error() {
+    let line = DESIGN_EXAMPLE.replace("2026-11-22T10:00:00.123456Z", "yesterday");
+    let err = serde_json::from_str::<EventRecord>(&line)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid ts \"yesterday\""), "{err}");
+}
