@@ -21,7 +21,7 @@ pub const POLICY_FILE: &str = "/etc/ollama-egress/policy.toml";
 pub use ollama_egress_geo::DEFAULT_DIR as GEO_DIR;
 
 /// The bpffs directory of the pinned programs, links and maps.
-pub use crate::loader::DEFAULT_PIN_DIR as PIN_DIR;
+pub const PIN_DIR: &str = "/sys/fs/bpf/ollama-egress";
 
 /// The address of the Prometheus metrics endpoint.
 pub const METRICS_ADDR: &str = "127.0.0.1:9464";

@@ -13,8 +13,7 @@ use ollama_egress_geo::{GeoDb, GeoError};
 use crate::files;
 use crate::policy::{CompiledPolicy, ExpandError, Expander, Policy, PolicyError, compile};
 
-/// Where the policy is read from when `--policy` is not given.
-pub use crate::defaults::POLICY_FILE as DEFAULT_POLICY;
+use crate::defaults::POLICY_FILE as DEFAULT_POLICY;
 
 /// The policy: `path` when given (it must exist), else the default file when it exists, else
 /// the built-in policy. The file must be a regular file (a symlink to one is fine) of at most

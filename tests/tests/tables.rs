@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use ollama_egress::{
     daemon::table_policy,
     loader::{Loaded, MapSizes},
-    logstore::Mode,
+    model::Mode,
     policy::{Action, Policy, RuleSet, compile},
 };
 use ollama_egress_tests::require_root;

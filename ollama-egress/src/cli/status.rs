@@ -11,8 +11,8 @@ use clap::Args;
 
 use crate::{
     daemon::{DaemonState, state::STATE_FILE},
+    defaults,
     loader::{AttachPoint, MARK_LINKS, PinLayout, attached_program_ids, cgroup_id, sys},
-    logstore::DEFAULT_LOG_DIR,
     targeting,
 };
 
@@ -20,10 +20,10 @@ use crate::{
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Directory of the event log and the daemon's state.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_LOG_DIR)]
+    #[arg(long, value_name = "DIR", default_value = defaults::LOG_DIR)]
     pub log_dir: PathBuf,
     /// bpffs directory of the pinned enforcement.
-    #[arg(long, value_name = "DIR", default_value = crate::loader::DEFAULT_PIN_DIR)]
+    #[arg(long, value_name = "DIR", default_value = defaults::PIN_DIR)]
     pub pin_dir: PathBuf,
     /// Print JSON.
     #[arg(long)]

@@ -21,10 +21,6 @@ pub use reload::PolicySource;
 pub use sink::{EventTally, LogSink};
 pub use state::DaemonState;
 
-/// The shared policy and geo loader, formerly `daemon::inputs`; `startup` and `reload` reach
-/// it as `super::inputs`.
-pub use crate::inputs;
-
 use crate::{
     loader::{LoaderError, PinError, TableError, TablePolicy},
     logstore::LogError,

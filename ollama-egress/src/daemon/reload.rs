@@ -10,7 +10,8 @@ use std::{
 
 use ollama_egress_geo::GeoDb;
 
-use super::{DaemonError, inputs, rulebook::RuleBook, table_policy};
+use super::{DaemonError, rulebook::RuleBook, table_policy};
+use crate::inputs;
 use crate::{
     defaults,
     loader::PolicyTables,

@@ -16,8 +16,8 @@ use tracing::{error, info, warn};
 use super::{DaemonError, DaemonState, EventTally, PolicySource, RunOptions, io_err};
 use crate::{
     loader::{DirLock, KernelCounters, Loaded, PolicyTables},
-    logstore::Mode,
     metrics::{self, Metrics},
+    model::Mode,
     pipeline::{Decoder, PipelineStats},
     targeting::{CgroupWatch, ProcessWatcher},
 };

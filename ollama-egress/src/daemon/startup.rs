@@ -12,17 +12,19 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::{
-    DaemonError, DaemonState, EventTally, LogSink, PolicySource, RunOptions, inputs, io_err,
+    DaemonError, DaemonState, EventTally, LogSink, PolicySource, RunOptions, io_err,
     missing_capabilities, reload::push_generation, rulebook::RuleBook, running::Daemon,
     table_policy,
 };
 use crate::{
+    inputs,
     loader::{
         AttachPoint, Attachment, DirLock, Loaded, LockError, MapSizes, PinLayout, TableError,
         holder_text, lock_dir,
     },
-    logstore::{LogWriter, Mode, RotateOptions},
+    logstore::{LogWriter, RotateOptions},
     metrics::{self, Metrics},
+    model::Mode,
     pipeline::{BootClock, Decoder, forward_kernel_log, run_reader},
     targeting::{self, ProcessWatcher, TargetSpec},
 };
@@ -48,7 +50,7 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
     if opts.mode == Mode::Enforce && compiled.origin == crate::policy::Policy::BUILTIN_ORIGIN {
         warn!(
             "enforcing the built-in policy: only loopback and private ranges stay reachable; write {} to choose",
-            inputs::DEFAULT_POLICY
+            crate::defaults::POLICY_FILE
         );
     }
     for (family, needed) in [("IPv4", compiled.v4.len()), ("IPv6", compiled.v6.len())] {

@@ -30,8 +30,8 @@ pub use links::{Follow, MARK_LINKS, MARK_MAPS, MarkOffsets};
 pub use pins::{DirLock, LockError, PinError, PinLayout, cgroup_id, holder_text, lock_dir};
 pub use tables::{PolicyTables, TableError, TablePolicy};
 
-/// Default bpffs directory of the pins.
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/ollama-egress";
+/// Default bpffs directory of the pins (see [`crate::defaults`]).
+pub use crate::defaults::PIN_DIR as DEFAULT_PIN_DIR;
 
 /// The kernel object built by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ollama-egress"));

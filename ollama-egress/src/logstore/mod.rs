@@ -36,15 +36,8 @@ pub(crate) use timespec::{SINCE_FORMS, UNTIL_FORMS};
 pub use timespec::{parse_since, parse_until};
 pub use writer::{DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, LogWriter, RotateOptions};
 
-/// The vocabulary, formerly defined here: import it from [`crate::model`] (kept for the
-/// decoder and the integration tests until they do).
-pub use crate::model::{Family, Mode, ParseValueError, Verdict, proto_name};
-
 /// Name of the active log file inside the log directory.
 pub const EVENTS_FILE: &str = "events.jsonl";
-
-/// The default log directory (`--log-dir`); defined in [`crate::defaults`].
-pub use crate::defaults::LOG_DIR as DEFAULT_LOG_DIR;
 
 /// Errors of the log store. Every variant that concerns a file names it.
 #[derive(Debug, thiserror::Error)]

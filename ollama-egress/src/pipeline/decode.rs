@@ -6,14 +6,14 @@ use std::{
     sync::Arc,
 };
 
-use ollama_egress_common::{
-    COMM_LEN, ConnectEvent, FAMILY_IPV4, VERDICT_ALLOWED, VERDICT_BLOCKED, VERDICT_WOULD_BLOCK,
-    reserved_rule_name,
-};
+use ollama_egress_common::{COMM_LEN, ConnectEvent, FAMILY_IPV4};
 use ollama_egress_geo::GeoDb;
 use time::OffsetDateTime;
 
-use crate::logstore::{EventRecord, Family, Mode, Verdict, proto_name};
+use crate::{
+    logstore::EventRecord,
+    model::{Family, Mode, UnknownKernelValue, Verdict, proto_name, rule},
+};
 
 /// Converts `bpf_ktime_get_boot_ns()` stamps to wall-clock time.
 #[derive(Clone, Copy, Debug)]
@@ -98,24 +98,24 @@ impl Decoder {
         self.geo = geo;
     }
 
-    /// Decodes `ev`; `exe` is the executable path, when known.
-    pub fn decode(&self, ev: &ConnectEvent, exe: Option<String>) -> EventRecord {
+    /// Decodes `ev`; `exe` is the executable path, when known. A verdict the kernel cannot
+    /// have sent is an error, never guessed.
+    pub fn decode(
+        &self,
+        ev: &ConnectEvent,
+        exe: Option<String>,
+    ) -> Result<EventRecord, UnknownKernelValue> {
         let generation = self
             .generations
             .iter()
             .rev()
             .find(|g| g.generation == ev.generation);
-        let rule = match generation {
-            _ if reserved_rule_name(ev.rule_id).is_some() => rule_name(&[], ev.rule_id),
-            Some(g) => rule_name(&g.rules, ev.rule_id),
-            None => format!("rule#{}@{}", ev.rule_id, ev.generation),
-        };
-        let verdict = match ev.verdict {
-            VERDICT_ALLOWED => Verdict::Allowed,
-            VERDICT_BLOCKED => Verdict::Blocked,
-            VERDICT_WOULD_BLOCK => Verdict::WouldBlock,
-            _ => Verdict::Blocked,
-        };
+        let rule = rule::event_rule(
+            ev.rule_id,
+            ev.generation,
+            generation.map(|g| g.rules.as_slice()),
+        );
+        let verdict = Verdict::from_kernel(ev.verdict)?;
         let mode = match verdict {
             Verdict::Blocked => Mode::Enforce,
             Verdict::WouldBlock => Mode::Monitor,
@@ -123,6 +123,8 @@ impl Decoder {
                 .or(self.generations.back())
                 .map_or(Mode::Monitor, |g| g.mode),
         };
+        // Events of hooks with no address (a device open, a socket option) carry family 0 and
+        // are shown as `::`.
         let (family, dst) = if ev.family == FAMILY_IPV4 {
             let a = &ev.daddr;
             (
@@ -133,7 +135,7 @@ impl Decoder {
             (Family::Ipv6, IpAddr::V6(Ipv6Addr::from(ev.daddr)))
         };
         let info = self.geo.as_ref().map(|g| g.lookup(dst));
-        EventRecord {
+        Ok(EventRecord {
             ts: self.clock.wall(ev.header.ts_boot_ns),
             verdict,
             mode,
@@ -150,18 +152,8 @@ impl Decoder {
             asn: info.as_ref().and_then(|i| i.asn),
             as_org: info.and_then(|i| i.as_org),
             rule,
-        }
+        })
     }
-}
-
-fn rule_name(rules: &[String], id: u32) -> String {
-    if let Some(name) = reserved_rule_name(id) {
-        return name.to_owned();
-    }
-    rules
-        .get(id as usize)
-        .cloned()
-        .unwrap_or_else(|| format!("rule#{id}"))
 }
 
 /// The NUL-terminated task name as a string.
@@ -179,7 +171,10 @@ pub(super) fn exe_of(tgid: u32) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use ollama_egress_common::{EVENT_KIND_CONNECT, EventHeader, FAMILY_IPV6, HOOK_CONNECT4};
+    use ollama_egress_common::{
+        EVENT_KIND_CONNECT, EventHeader, FAMILY_IPV6, HOOK_CONNECT4, VERDICT_BLOCKED,
+        VERDICT_WOULD_BLOCK,
+    };
 
     use super::*;
 
@@ -226,7 +221,9 @@ mod tests {
         let ev = event();
         let bytes = ev.as_bytes().to_vec();
         let back = ConnectEvent::from_bytes(&bytes).expect("decodes");
-        let rec = decoder().decode(&back, Some("/usr/bin/ollama".into()));
+        let rec = decoder()
+            .decode(&back, Some("/usr/bin/ollama".into()))
+            .expect("decodes");
         assert_eq!(rec.verdict, Verdict::Blocked);
         assert_eq!(rec.mode, Mode::Enforce);
         assert_eq!(rec.pid, 4242);
@@ -250,7 +247,7 @@ mod tests {
         ev.protocol = 17;
         ev.verdict = VERDICT_WOULD_BLOCK;
         ev.rule_id = 0;
-        let rec = decoder().decode(&ev, None);
+        let rec = decoder().decode(&ev, None).expect("decodes");
         assert_eq!(rec.verdict, Verdict::WouldBlock);
         assert_eq!(rec.mode, Mode::Monitor);
         assert_eq!(rec.family, Family::Ipv6);
@@ -263,16 +260,38 @@ mod tests {
     fn unknown_generation_and_rule_are_named_not_guessed() {
         let mut ev = event();
         ev.generation = 99;
-        assert_eq!(decoder().decode(&ev, None).rule, "rule#1@99");
+        assert_eq!(
+            decoder().decode(&ev, None).expect("decodes").rule,
+            "rule#1@99"
+        );
         ev.generation = 3;
         ev.rule_id = 7;
-        assert_eq!(decoder().decode(&ev, None).rule, "rule#7");
+        assert_eq!(decoder().decode(&ev, None).expect("decodes").rule, "rule#7");
         ev.rule_id = ollama_egress_common::RULE_IPV6_ROUTING_HEADER;
-        assert_eq!(decoder().decode(&ev, None).rule, "ipv6-routing-header");
+        assert_eq!(
+            decoder().decode(&ev, None).expect("decodes").rule,
+            "ipv6-routing-header"
+        );
         ev.rule_id = ollama_egress_common::RULE_IPV4_SOURCE_ROUTE;
-        assert_eq!(decoder().decode(&ev, None).rule, "ipv4-source-route");
+        assert_eq!(
+            decoder().decode(&ev, None).expect("decodes").rule,
+            "ipv4-source-route"
+        );
         ev.generation = 99;
-        assert_eq!(decoder().decode(&ev, None).rule, "ipv4-source-route");
+        assert_eq!(
+            decoder().decode(&ev, None).expect("decodes").rule,
+            "ipv4-source-route"
+        );
+    }
+
+    #[test]
+    fn an_unknown_verdict_is_an_error_not_blocked() {
+        let mut ev = event();
+        ev.verdict = 7;
+        let err = decoder()
+            .decode(&ev, None)
+            .expect_err("verdict 7 is not a verdict");
+        assert_eq!((err.what, err.value), ("verdict", 7), "{err}");
     }
 
     #[test]

@@ -84,8 +84,17 @@ pub fn drain(
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .decode(&ev, exe);
-        sink.record(&rec);
-        stats.decoded += 1;
+        match rec {
+            Ok(rec) => {
+                sink.record(&rec);
+                stats.decoded += 1;
+            }
+            Err(e) => {
+                // Never logged as some other verdict: counted and reported.
+                stats.malformed += 1;
+                tracing::warn!("dropped an event the kernel cannot have sent: {e}");
+            }
+        }
     }
     if n > 0 {
         sink.flush();

@@ -323,8 +323,19 @@ fn rule_names() {
     assert_eq!(c.rule_name(1), "allow.cidrs:127.0.0.0/8");
     assert_eq!(c.rule_name(RULE_IPV6_ROUTING_HEADER), "ipv6-routing-header");
     assert_eq!(c.rule_name(10), "unknown");
-    assert_eq!(c.rule_name(u32::MAX - 1), "ipv4-source-route");
-    assert_eq!(c.rule_name(u32::MAX - 2), "unknown");
+    assert_eq!(
+        c.rule_name(ollama_egress_common::RULE_IPV4_SOURCE_ROUTE),
+        "ipv4-source-route"
+    );
+    assert_eq!(
+        c.rule_name(ollama_egress_common::RULE_NO_POLICY),
+        "no-policy"
+    );
+    assert_eq!(
+        c.rule_name(ollama_egress_common::RULE_TUN_DEVICE),
+        "tun-device"
+    );
+    assert_eq!(c.rule_name(u32::MAX - 3), "unknown");
     assert_eq!(c.rule_id("default"), Some(0));
     assert_eq!(c.rule_id("nope"), None);
 }
