@@ -9,8 +9,7 @@ use ollama_egress::logstore::{EventRecord, Filter, LogWriter, RotateOptions, que
 use ollama_egress::model::{Family, Mode, Verdict};
 use ollama_egress::pipeline::{BootClock, Decoder, GenerationInfo};
 use ollama_egress_common::{
-    COMM_LEN, ConnectEvent, EVENT_KIND_CONNECT, FAMILY_IPV4, RULE_IPV6_ROUTING_HEADER,
-    VERDICT_ALLOWED, VERDICT_WOULD_BLOCK,
+    COMM_LEN, ConnectEvent, EVENT_KIND_CONNECT, FAMILY_IPV4, VERDICT_ALLOWED, VERDICT_WOULD_BLOCK,
 };
 
 /// The daemon state the bytes after the event set up.
@@ -182,16 +181,19 @@ fn check_record(ev: &ConnectEvent, setup: &Setup, rec: &EventRecord) {
             assert_eq!(rec.mode, mode);
         }
     }
-    let rule = match generation {
-        Some(_) if ev.rule_id == RULE_IPV6_ROUTING_HEADER => "ipv6-routing-header".to_owned(),
-        Some(g) => {
+    // The kernel's own rules are named whatever the generation; the policy's by the
+    // generation that decided, else by id and generation.
+    let rule = match (
+        ollama_egress_common::reserved_rule_name(ev.rule_id),
+        generation,
+    ) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(g)) => {
             g.1.get(ev.rule_id as usize)
                 .cloned()
                 .unwrap_or_else(|| format!("rule#{}", ev.rule_id))
         }
-        // The current behaviour: an unknown generation names the id and generation, even
-        // for the generation-independent routing-header id.
-        None => format!("rule#{}@{}", ev.rule_id, ev.generation),
+        (None, None) => format!("rule#{}@{}", ev.rule_id, ev.generation),
     };
     assert_eq!(rec.rule, rule);
 

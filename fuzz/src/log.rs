@@ -20,9 +20,7 @@
 use std::path::Path;
 
 use ipnet::IpNet;
-use ollama_egress::logstore::{
-    EVENTS_FILE, EventRecord, Filter, parse_since, parse_until, query,
-};
+use ollama_egress::logstore::{EVENTS_FILE, EventRecord, Filter, parse_since, parse_until, query};
 use ollama_egress::model::Verdict;
 
 /// Lines longer than this are skipped as malformed (`logstore::lines::MAX_LINE`).
