@@ -89,7 +89,8 @@ fn program<'a>(
     })
 }
 
-fn sys_err(what: String) -> impl FnOnce(io::Error) -> LoaderError {
+/// Maps an I/O error of a system call to [`LoaderError::Sys`] saying `what` was done.
+pub(super) fn sys_err(what: String) -> impl FnOnce(io::Error) -> LoaderError {
     move |source| LoaderError::Sys { what, source }
 }
 
