@@ -7,7 +7,10 @@ use std::{
     path::Path,
 };
 
-use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSockAddr, Program, links::FdLink};
+use aya::programs::{
+    CgroupAttachMode, CgroupSkb, CgroupSockAddr, Program, ProgramError,
+    links::{FdLink, LinkError},
+};
 
 use super::{
     AttachPoint, Attachment, LinkHandle, Loaded, LoaderError, PinLayout, attached_program_ids,
@@ -130,7 +133,11 @@ impl Loaded {
     }
 
     fn program(&mut self, point: AttachPoint) -> Result<&mut Program, LoaderError> {
-        let name = point.program_name();
+        self.program_mut_named(point.program_name())
+    }
+
+    /// The program `name` of the object, to load or attach.
+    pub(super) fn program_mut_named(&mut self, name: &str) -> Result<&mut Program, LoaderError> {
         self.ebpf
             .program_mut(name)
             .ok_or_else(|| LoaderError::Missing {
@@ -145,28 +152,19 @@ impl Loaded {
         dir: &File,
         cgroup: &Path,
     ) -> Result<FdLink, LoaderError> {
-        let name = point.program_name();
-        let what = format!("attaching {name} to {}", cgroup.display());
-        let perr = |source| LoaderError::Program {
-            what: what.clone(),
-            source,
-        };
-        let lerr = |e: aya::programs::links::LinkError| LoaderError::Sys {
-            what: what.clone(),
-            source: std::io::Error::other(e),
-        };
+        let what = format!("attaching {} to {}", point.program_name(), cgroup.display());
         let prog = self.program(point)?;
         match point.skb_type() {
-            Some(ty) => {
-                let p = <&mut CgroupSkb>::try_from(prog).map_err(perr)?;
-                let id = p.attach(dir, ty, CgroupAttachMode::Single).map_err(perr)?;
-                FdLink::try_from(p.take_link(id).map_err(perr)?).map_err(lerr)
-            }
-            None => {
-                let p = <&mut CgroupSockAddr>::try_from(prog).map_err(perr)?;
-                let id = p.attach(dir, CgroupAttachMode::Single).map_err(perr)?;
-                FdLink::try_from(p.take_link(id).map_err(perr)?).map_err(lerr)
-            }
+            Some(ty) => fd_link(&what, || {
+                let p = <&mut CgroupSkb>::try_from(prog)?;
+                let id = p.attach(dir, ty, CgroupAttachMode::Single)?;
+                p.take_link(id)
+            }),
+            None => fd_link(&what, || {
+                let p = <&mut CgroupSockAddr>::try_from(prog)?;
+                let id = p.attach(dir, CgroupAttachMode::Single)?;
+                p.take_link(id)
+            }),
         }
     }
 
@@ -289,6 +287,25 @@ impl Loaded {
         self.links.push(LinkHandle::Adopted(link));
         Ok(())
     }
+}
+
+/// Runs `attach` (which attaches a program and takes its link) and turns the link into an
+/// [`FdLink`], to pin; errors say `what` was done.
+pub(super) fn fd_link<L>(
+    what: &str,
+    attach: impl FnOnce() -> Result<L, ProgramError>,
+) -> Result<FdLink, LoaderError>
+where
+    FdLink: TryFrom<L, Error = LinkError>,
+{
+    let link = attach().map_err(|source| LoaderError::Program {
+        what: what.to_owned(),
+        source,
+    })?;
+    FdLink::try_from(link).map_err(|e| LoaderError::Sys {
+        what: what.to_owned(),
+        source: std::io::Error::other(e),
+    })
 }
 
 /// Opens the link pinned at `path` and reads what the kernel says about it.

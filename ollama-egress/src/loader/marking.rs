@@ -4,9 +4,12 @@
 
 use std::{fs::File, path::Path};
 
-use aya::programs::{CgroupAttachMode, links::FdLink};
+use aya::programs::CgroupAttachMode;
 
-use super::{Loaded, LoaderError, links::keep_link};
+use super::{
+    Loaded, LoaderError,
+    links::{fd_link, keep_link},
+};
 
 /// Maps of the `--process` marking (see the kernel's `exec` module), pinned with the others.
 pub const MARK_MAPS: [&str; 4] = [
@@ -114,34 +117,20 @@ impl Loaded {
         })?;
         for (name, tracepoint) in MARK_PROGRAMS {
             let what = format!("attaching {name}");
-            let perr = |source| LoaderError::Program {
-                what: what.clone(),
-                source,
-            };
-            let lerr = |e: aya::programs::links::LinkError| LoaderError::Sys {
-                what: what.clone(),
-                source: std::io::Error::other(e),
-            };
-            let prog = self
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| LoaderError::Missing {
-                    kind: "program",
-                    name: name.to_owned(),
-                })?;
+            let prog = self.program_mut_named(name)?;
             let link = match tracepoint {
-                Some((category, event)) => {
-                    let p = <&mut aya::programs::TracePoint>::try_from(prog).map_err(perr)?;
-                    p.load().map_err(perr)?;
-                    let id = p.attach(category, event).map_err(perr)?;
-                    FdLink::try_from(p.take_link(id).map_err(perr)?).map_err(lerr)?
-                }
-                None => {
-                    let p = <&mut aya::programs::CgroupSock>::try_from(prog).map_err(perr)?;
-                    p.load().map_err(perr)?;
-                    let id = p.attach(&dir, CgroupAttachMode::Single).map_err(perr)?;
-                    FdLink::try_from(p.take_link(id).map_err(perr)?).map_err(lerr)?
-                }
+                Some((category, event)) => fd_link(&what, || {
+                    let p = <&mut aya::programs::TracePoint>::try_from(prog)?;
+                    p.load()?;
+                    let id = p.attach(category, event)?;
+                    p.take_link(id)
+                })?,
+                None => fd_link(&what, || {
+                    let p = <&mut aya::programs::CgroupSock>::try_from(prog)?;
+                    p.load()?;
+                    let id = p.attach(&dir, CgroupAttachMode::Single)?;
+                    p.take_link(id)
+                })?,
             };
             let pin = self
                 .pins
