@@ -8,11 +8,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv6Addr;
+use std::ops::ControlFlow;
 use std::sync::{Arc, PoisonError};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use ipnetwork::IpNetwork;
-use maxminddb::{LookupResult, WithinOptions};
+use maxminddb::LookupResult;
 
 use crate::country::CountryCode;
 use crate::error::GeoError;
@@ -63,35 +64,27 @@ fn walk<F>(db: &Db, groups: usize, mut classify: F) -> Result<Vec<Vec<IpNet>>, G
 where
     F: FnMut(&LookupResult<'_, Vec<u8>>) -> Result<Option<usize>, maxminddb::MaxMindDbError>,
 {
-    let corrupt = |source| GeoError::Corrupt {
-        path: db.path.clone(),
-        source,
-    };
     let mut out = vec![Vec::new(); groups];
     let mut by_offset: HashMap<usize, Option<usize>> = HashMap::new();
-    for item in db
-        .reader
-        .networks(WithinOptions::default())
-        .map_err(corrupt)?
-    {
-        let item = item.map_err(corrupt)?;
+    db.each_network(|item| {
         let Some(offset) = item.offset() else {
-            continue;
+            return Ok(ControlFlow::Continue(()));
         };
         let group = match by_offset.get(&offset) {
             Some(g) => *g,
             None => {
-                let g = classify(&item).map_err(corrupt)?;
+                let g = classify(item)?;
                 by_offset.insert(offset, g);
                 g
             }
         };
         if let Some(g) = group
-            && let Some(net) = to_ipnet(item.network().map_err(corrupt)?)
+            && let Some(net) = to_ipnet(item.network()?)
         {
             out[g].push(net);
         }
-    }
+        Ok(ControlFlow::Continue(()))
+    })?;
     // The tree is normally minimal already; this merges neighbours that carry different
     // records with the same answer (e.g. GeoLite2 records that differ in other fields) and
     // sorts the list, IPv4 first.
@@ -204,21 +197,14 @@ impl GeoDb {
         } else {
             GeoError::NoAsnDatabase
         })?;
-        let corrupt = |source| GeoError::Corrupt {
-            path: db.path.clone(),
-            source,
-        };
         let (mut v4, mut v6) = (0, 0);
-        for item in db
-            .reader
-            .networks(WithinOptions::default())
-            .map_err(corrupt)?
-        {
-            match item.map_err(corrupt)?.network().map_err(corrupt)? {
+        db.each_network(|item| {
+            match item.network()? {
                 IpNetwork::V4(_) => v4 += 1,
                 IpNetwork::V6(_) => v6 += 1,
             }
-        }
+            Ok(ControlFlow::Continue(()))
+        })?;
         Ok((v4, v6))
     }
 }

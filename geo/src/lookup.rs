@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -99,42 +100,36 @@ impl Db {
     }
 
     fn probe(&self, kind: Kind) -> Result<(), GeoError> {
-        let corrupt = |source| GeoError::Corrupt {
-            path: self.path.clone(),
-            source,
-        };
         let mut seen = std::collections::HashSet::new();
         let mut first = None;
-        for item in self
-            .reader
-            .networks(WithinOptions::default())
-            .map_err(corrupt)?
-        {
-            let item = item.map_err(corrupt)?;
+        let mut known = false;
+        self.each_network(|item| {
             let Some(offset) = item.offset() else {
-                continue;
+                return Ok(ControlFlow::Continue(()));
             };
             if !seen.insert(offset) {
-                continue;
+                return Ok(ControlFlow::Continue(()));
             }
-            let known = match kind {
-                Kind::Country => decode_country(&item).map_err(corrupt)?.is_some(),
-                Kind::Asn => decode_asn(&item).map_err(corrupt)?.is_some(),
+            known = match kind {
+                Kind::Country => decode_country(item)?.is_some(),
+                Kind::Asn => decode_asn(item)?.is_some(),
             };
             if known {
-                return Ok(());
+                return Ok(ControlFlow::Break(()));
             }
             if first.is_none() {
                 first = Some(describe(
-                    &item
-                        .decode::<Any<'_>>()
-                        .map_err(corrupt)?
-                        .unwrap_or(Any::Map(vec![])),
+                    &item.decode::<Any<'_>>()?.unwrap_or(Any::Map(vec![])),
                 ));
             }
-            if seen.len() >= PROBE_RECORDS {
-                break;
-            }
+            Ok(if seen.len() >= PROBE_RECORDS {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
+        })?;
+        if known {
+            return Ok(());
         }
         match first {
             None => Ok(()),
@@ -145,6 +140,28 @@ impl Db {
                 expected: kind.expected(),
             }),
         }
+    }
+
+    /// Visits every network of the tree with its record, in tree order, until `visit` breaks;
+    /// an error reading the tree or decoding a record is [`GeoError::Corrupt`].
+    pub(crate) fn each_network<F>(&self, mut visit: F) -> Result<(), GeoError>
+    where
+        F: FnMut(&LookupResult<'_, Vec<u8>>) -> Result<ControlFlow<()>, maxminddb::MaxMindDbError>,
+    {
+        let corrupt = |source| GeoError::Corrupt {
+            path: self.path.clone(),
+            source,
+        };
+        for item in self
+            .reader
+            .networks(WithinOptions::default())
+            .map_err(corrupt)?
+        {
+            if visit(&item.map_err(corrupt)?).map_err(corrupt)?.is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn info(&self) -> DatabaseInfo {

@@ -45,6 +45,34 @@ pub fn daemon_bin() -> PathBuf {
     built_binary("ollama-egress", "cargo build -p ollama-egress")
 }
 
+/// Runs `ollama-egress detach --pin-dir <pin_dir>`; panics with its stderr unless it succeeds.
+pub fn detach(pin_dir: &Path) {
+    let out = Command::new(daemon_bin())
+        .args(["detach", "--pin-dir"])
+        .arg(pin_dir)
+        .output()
+        .expect("detach");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Empties both policy slots of the programs pinned under `pin_dir` (`maps/SLOT_CONFIG`): the
+/// programs then find no valid policy in force.
+pub fn clear_pinned_slots(pin_dir: &Path) {
+    let data =
+        aya::maps::MapData::from_pin(pin_dir.join("maps/SLOT_CONFIG")).expect("pinned SLOT_CONFIG");
+    let mut slots: aya::maps::Array<_, ollama_egress_common::SlotConfig> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("array");
+    for i in 0..2 {
+        slots
+            .set(i, ollama_egress_common::SlotConfig::default(), 0)
+            .expect("clear slot");
+    }
+}
+
 /// The probe client, built by cargo with these tests.
 pub fn probe_bin() -> PathBuf {
     built_binary("egress-probe", "cargo test -p ollama-egress-tests")

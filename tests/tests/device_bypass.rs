@@ -16,9 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ollama_egress_tests::{
-    Daemon, NetNs, TestCgroup, daemon_bin, probe, require_root, write_policy,
-};
+use ollama_egress_tests::{Daemon, NetNs, TestCgroup, probe, require_root, write_policy};
 use serde_json::Value;
 
 const DENIED: [u8; 4] = [198, 51, 100, 7];
@@ -734,16 +732,7 @@ fn device_enforcement_is_pinned_and_removed_by_detach() {
     );
     let mut d2 = s.daemon.take().expect("daemon");
     assert!(d2.stop());
-    let out = Command::new(daemon_bin())
-        .args(["detach", "--pin-dir"])
-        .arg(&d2.pin_dir)
-        .output()
-        .expect("detach");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ollama_egress_tests::detach(&d2.pin_dir);
     assert!(!d2.pin_dir.exists(), "detach removed the pins");
     assert_eq!(
         send_both(&s, Some(&s.cg.path), DENIED),

@@ -67,16 +67,7 @@ fn kill_9_restart_and_detach_never_let_a_denied_connection_through() {
     probe(&with(&inside, &["tcp", "192.0.2.1:8080"])).assert_ok("allowed after SIGTERM");
 
     // `detach` is the one way to stop enforcing.
-    let out = Command::new(daemon_bin())
-        .args(["detach", "--pin-dir"])
-        .arg(&second.pin_dir)
-        .output()
-        .expect("detach");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ollama_egress_tests::detach(&second.pin_dir);
     probe(&with(&inside, &["tcp", "203.0.113.7:8080"])).assert_ok("after detach");
     assert!(!second.pin_dir.exists(), "detach removes the pins");
 }
@@ -105,15 +96,7 @@ fn kernel_log_messages_reach_the_daemon_log() {
     let d = &s.daemon;
     // Empty the pinned slot settings under the running programs: they then find no policy in
     // force and say so through aya-log.
-    let data = aya::maps::MapData::from_pin(d.pin_dir.join("maps/SLOT_CONFIG"))
-        .expect("pinned SLOT_CONFIG");
-    let mut slots: aya::maps::Array<_, ollama_egress_common::SlotConfig> =
-        aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("array");
-    for i in 0..2 {
-        slots
-            .set(i, ollama_egress_common::SlotConfig::default(), 0)
-            .expect("clear slot");
-    }
+    ollama_egress_tests::clear_pinned_slots(&d.pin_dir);
     let inside = s.inside(LISTEN);
     // Enforce-mode programs deny without a valid policy (fail closed).
     probe(&with(&inside, &["tcp", "192.0.2.1:8080"])).assert_eperm("denied without a policy");

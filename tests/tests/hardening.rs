@@ -407,15 +407,7 @@ fn monitor_refuses_to_take_over_pinned_enforcement() {
 fn enforcement_without_a_valid_slot_denies() {
     let mut s = Scenario::start(ScenarioSpec::new("oe-noslot", ADDRS, "--enforce", POLICY));
     s.daemon.kill9();
-    let data = aya::maps::MapData::from_pin(s.daemon.pin_dir.join("maps/SLOT_CONFIG"))
-        .expect("pinned SLOT_CONFIG");
-    let mut slots: aya::maps::Array<_, ollama_egress_common::SlotConfig> =
-        aya::maps::Array::try_from(aya::maps::Map::Array(data)).expect("array");
-    for i in 0..2 {
-        slots
-            .set(i, ollama_egress_common::SlotConfig::default(), 0)
-            .expect("clear slot");
-    }
+    ollama_egress_tests::clear_pinned_slots(&s.daemon.pin_dir);
     let inside = s.inside(LISTEN);
     probe(&with(&inside, &["tcp", "192.0.2.1:8080"]))
         .assert_eperm("an allowed host, with no valid policy slot in enforce mode");

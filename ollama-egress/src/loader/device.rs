@@ -28,6 +28,7 @@ use ollama_egress_common::{DEVICE_TARGET_MAP, DeviceTarget};
 
 use super::{
     LinkHandle, Loaded, LoaderError, PinError, PinLayout, cgroup_id,
+    links::{open_pinned, remove_stale_pin},
     netdev::{DeviceWatch, TcPrograms, pinned_tcx},
     sys,
 };
@@ -88,7 +89,8 @@ fn program<'a>(
     })
 }
 
-fn sys_err(what: String) -> impl FnOnce(io::Error) -> LoaderError {
+/// Maps an I/O error of a system call to [`LoaderError::Sys`] saying `what` was done.
+pub(super) fn sys_err(what: String) -> impl FnOnce(io::Error) -> LoaderError {
     move |source| LoaderError::Sys { what, source }
 }
 
@@ -174,28 +176,14 @@ impl Loaded {
     ) -> Result<(), LoaderError> {
         let pin = self.pins.as_ref().map(|p| guard_pin(p, name));
         if let Some(path) = pin.as_ref().filter(|p| p.exists()) {
-            let fd = sys::obj_get(path)
-                .map_err(sys_err(format!("opening pinned link {}", path.display())))?;
-            let info = sys::link_info(fd.as_fd())
-                .map_err(sys_err(format!("reading pinned link {}", path.display())))?;
+            let (fd, info) = open_pinned(path)?;
             if info.cgroup_id == target_id {
-                let prog = program(&mut self.ebpf, name)?;
-                let prog_fd = prog.fd().map_err(|source| LoaderError::Program {
-                    what: format!("reading the descriptor of {name}"),
-                    source,
-                })?;
-                sys::link_update(fd.as_fd(), prog_fd.as_fd()).map_err(sys_err(format!(
-                    "replacing the program of the pinned {name} link"
-                )))?;
-                self.links.push(LinkHandle::Adopted(fd));
+                self.adopt_link(name, fd)?;
                 return self.verify_guard(name, attach_type, cgroup, dir);
             }
             // Its cgroup is gone (or it is another's: the cgroup links' check refuses that
             // case before this runs): attach afresh.
-            std::fs::remove_file(path).map_err(sys_err(format!(
-                "removing the stale pin {}",
-                path.display()
-            )))?;
+            remove_stale_pin(path)?;
         }
         let what = format!("attaching {name} to {}", cgroup.display());
         let prog = program(&mut self.ebpf, name)?;
@@ -235,20 +223,7 @@ impl Loaded {
         cgroup: &Path,
         dir: &File,
     ) -> Result<(), LoaderError> {
-        let prog = self
-            .ebpf
-            .program(name)
-            .ok_or_else(|| LoaderError::Missing {
-                kind: "program",
-                name: name.to_owned(),
-            })?;
-        let id = prog
-            .info()
-            .map_err(|source| LoaderError::Program {
-                what: format!("reading the id of {name}"),
-                source,
-            })?
-            .id();
+        let id = self.program_id_of(name)?;
         let ids =
             sys::prog_query(dir.as_fd(), attach_type).map_err(|source| LoaderError::Query {
                 path: cgroup.display().to_string(),

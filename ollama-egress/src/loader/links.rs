@@ -1,9 +1,16 @@
 //! Attaching: new links (pinned in enforce mode), or pinned links adopted with the new
 //! programs swapped in; checking with the kernel that every program is attached.
 
-use std::{fs::File, os::fd::AsFd as _, path::Path};
+use std::{
+    fs::File,
+    os::fd::{AsFd as _, OwnedFd},
+    path::Path,
+};
 
-use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSockAddr, Program, links::FdLink};
+use aya::programs::{
+    CgroupAttachMode, CgroupSkb, CgroupSockAddr, Program, ProgramError,
+    links::{FdLink, LinkError},
+};
 
 use super::{
     AttachPoint, Attachment, LinkHandle, Loaded, LoaderError, PinLayout, attached_program_ids,
@@ -47,16 +54,9 @@ impl Loaded {
                 continue;
             }
             let link = self.create_link(point, &dir, cgroup)?;
-            let handle = match &self.pins {
-                Some(p) => {
-                    LinkHandle::Pinned(link.pin(p.link(point)).map_err(|e| LoaderError::Sys {
-                        what: format!("pinning the {} link", point.program_name()),
-                        source: std::io::Error::other(e),
-                    })?)
-                }
-                None => LinkHandle::Owned(link),
-            };
-            self.links.push(handle);
+            let pin = self.pins.as_ref().map(|p| p.link(point));
+            self.links
+                .push(keep_link(link, pin.as_deref(), point.program_name())?);
         }
         self.attach_devices(cgroup, &dir)?;
         if let Some(p) = self.pins.clone() {
@@ -116,25 +116,8 @@ impl Loaded {
         }
         let mut handles = Vec::with_capacity(fresh.len());
         for (point, link) in fresh {
-            handles.push(match &self.pins {
-                Some(p) => {
-                    let path = p.link(point);
-                    match std::fs::remove_file(&path) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(LoaderError::Sys {
-                                what: format!("removing the old pin {}", path.display()),
-                                source: e,
-                            });
-                        }
-                        _ => {}
-                    }
-                    LinkHandle::Pinned(link.pin(&path).map_err(|e| LoaderError::Sys {
-                        what: format!("pinning the {} link", point.program_name()),
-                        source: std::io::Error::other(e),
-                    })?)
-                }
-                None => LinkHandle::Owned(link),
-            });
+            let pin = self.pins.as_ref().map(|p| p.link(point));
+            handles.push(keep_link(link, pin.as_deref(), point.program_name())?);
         }
         // The old links belong to the removed cgroup: closing them detaches nothing alive.
         self.links = handles;
@@ -150,7 +133,11 @@ impl Loaded {
     }
 
     fn program(&mut self, point: AttachPoint) -> Result<&mut Program, LoaderError> {
-        let name = point.program_name();
+        self.program_mut_named(point.program_name())
+    }
+
+    /// The program `name` of the object, to load or attach.
+    pub(super) fn program_mut_named(&mut self, name: &str) -> Result<&mut Program, LoaderError> {
         self.ebpf
             .program_mut(name)
             .ok_or_else(|| LoaderError::Missing {
@@ -165,28 +152,19 @@ impl Loaded {
         dir: &File,
         cgroup: &Path,
     ) -> Result<FdLink, LoaderError> {
-        let name = point.program_name();
-        let what = format!("attaching {name} to {}", cgroup.display());
-        let perr = |source| LoaderError::Program {
-            what: what.clone(),
-            source,
-        };
-        let lerr = |e: aya::programs::links::LinkError| LoaderError::Sys {
-            what: what.clone(),
-            source: std::io::Error::other(e),
-        };
+        let what = format!("attaching {} to {}", point.program_name(), cgroup.display());
         let prog = self.program(point)?;
         match point.skb_type() {
-            Some(ty) => {
-                let p = <&mut CgroupSkb>::try_from(prog).map_err(perr)?;
-                let id = p.attach(dir, ty, CgroupAttachMode::Single).map_err(perr)?;
-                FdLink::try_from(p.take_link(id).map_err(perr)?).map_err(lerr)
-            }
-            None => {
-                let p = <&mut CgroupSockAddr>::try_from(prog).map_err(perr)?;
-                let id = p.attach(dir, CgroupAttachMode::Single).map_err(perr)?;
-                FdLink::try_from(p.take_link(id).map_err(perr)?).map_err(lerr)
-            }
+            Some(ty) => fd_link(&what, || {
+                let p = <&mut CgroupSkb>::try_from(prog)?;
+                let id = p.attach(dir, ty, CgroupAttachMode::Single)?;
+                p.take_link(id)
+            }),
+            None => fd_link(&what, || {
+                let p = <&mut CgroupSockAddr>::try_from(prog)?;
+                let id = p.attach(dir, CgroupAttachMode::Single)?;
+                p.take_link(id)
+            }),
         }
     }
 
@@ -206,14 +184,7 @@ impl Loaded {
             if !path.exists() {
                 continue;
             }
-            let fd = sys::obj_get(&path).map_err(|source| LoaderError::Sys {
-                what: format!("opening pinned link {}", path.display()),
-                source,
-            })?;
-            let info = sys::link_info(fd.as_fd()).map_err(|source| LoaderError::Sys {
-                what: format!("reading pinned link {}", path.display()),
-                source,
-            })?;
+            let (fd, info) = open_pinned(&path)?;
             if info.cgroup_id == 0 {
                 // Its cgroup is gone (systemd removes a stopped unit's cgroup and makes a new one
                 // on the next start): the link enforces nothing any more. Attach afresh.
@@ -222,10 +193,7 @@ impl Loaded {
                     "the pinned link's cgroup was removed; attaching to {} afresh",
                     cgroup.display()
                 );
-                std::fs::remove_file(&path).map_err(|source| LoaderError::Sys {
-                    what: format!("removing the stale pin {}", path.display()),
-                    source,
-                })?;
+                remove_stale_pin(&path)?;
                 continue;
             }
             if info.cgroup_id != target {
@@ -240,17 +208,7 @@ impl Loaded {
         }
         let mut adopted = Vec::new();
         for (point, link) in found {
-            let name = point.program_name();
-            let prog = self.program(point)?;
-            let prog_fd = prog.fd().map_err(|source| LoaderError::Program {
-                what: format!("reading the descriptor of {name}"),
-                source,
-            })?;
-            sys::link_update(link.as_fd(), prog_fd.as_fd()).map_err(|source| LoaderError::Sys {
-                what: format!("replacing the program of the pinned {name} link"),
-                source,
-            })?;
-            self.links.push(LinkHandle::Adopted(link));
+            self.adopt_link(point.program_name(), link)?;
             adopted.push(point);
         }
         Ok(adopted)
@@ -260,15 +218,7 @@ impl Loaded {
     fn pin_programs(&mut self, pins: &PinLayout) -> Result<(), LoaderError> {
         for point in AttachPoint::ALL {
             let path = pins.prog(point);
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(LoaderError::Sys {
-                        what: format!("removing the old pin {}", path.display()),
-                        source: e,
-                    });
-                }
-                _ => {}
-            }
+            remove_old_pin(&path)?;
             let prog = self.program(point)?;
             prog.pin(&path).map_err(|e| LoaderError::Sys {
                 what: format!("pinning program {}", path.display()),
@@ -298,216 +248,113 @@ impl Loaded {
 
     /// The kernel id of the program for `point`.
     pub fn program_id(&self, point: AttachPoint) -> Result<u32, LoaderError> {
-        let name = point.program_name();
-        let prog = self
-            .ebpf
-            .program(name)
-            .ok_or_else(|| LoaderError::Missing {
-                kind: "program",
-                name: name.to_owned(),
+        self.program_id_of(point.program_name())
+    }
+
+    /// The kernel id of the program `name`.
+    pub(super) fn program_id_of(&self, name: &str) -> Result<u32, LoaderError> {
+        let info = self
+            .program_named(name)?
+            .info()
+            .map_err(|source| LoaderError::Program {
+                what: format!("reading the id of {name}"),
+                source,
             })?;
-        let info = prog.info().map_err(|source| LoaderError::Program {
-            what: format!("reading the id of {name}"),
-            source,
-        })?;
         Ok(info.id())
     }
-}
 
-/// Maps of the `--process` marking (see the kernel's `exec` module), pinned with the others.
-pub const MARK_MAPS: [&str; 4] = [
-    "TARGET_CONFIG",
-    "TARGET_NAME",
-    "TARGET_TASKS",
-    "TARGET_SOCKS",
-];
-
-/// Names of the pinned links of the `--process` marking programs (under `<pin-dir>/links/`).
-pub const MARK_LINKS: [&str; 6] = [
-    MARK_PROGRAMS[0].0,
-    MARK_PROGRAMS[1].0,
-    MARK_PROGRAMS[2].0,
-    MARK_PROGRAMS[3].0,
-    MARK_PROGRAMS[4].0,
-    MARK_PROGRAMS[5].0,
-];
-
-/// The programs that mark `--process` targets: name, and tracepoint (category, name) or `None`
-/// for the cgroup sock programs attached to the cgroup v2 root.
-const MARK_PROGRAMS: [(&str, Option<(&str, &str)>); 6] = [
-    ("mark_exec", Some(("sched", "sched_process_exec"))),
-    ("mark_rename", Some(("task", "task_rename"))),
-    ("mark_fork", Some(("sched", "sched_process_fork"))),
-    ("mark_exit", Some(("sched", "sched_process_exit"))),
-    ("target_sock_create", None),
-    ("target_sock_release", None),
-];
-
-/// `TARGET_CONFIG` index: judge only marked tasks.
-const CONFIG_MARKED_ONLY: u32 = 0;
-/// `TARGET_CONFIG` index: offset of `group_dead` in the `sched_process_exit` record.
-const CONFIG_EXIT_GROUP_DEAD: u32 = 1;
-/// `TARGET_CONFIG` index: the `task_rename` record has the layout the kernel program reads.
-const CONFIG_RENAME_LAYOUT: u32 = 2;
-/// Offsets of `pid` and `newcomm` in the `task_rename` record the kernel program reads.
-const RENAME_LAYOUT: (u32, u32) = (8, 28);
-
-/// Offsets the marking programs read from tracepoint records, from the tracepoints' formats.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MarkOffsets {
-    /// `group_dead` of `sched_process_exit` (a `bool`), if the kernel has it.
-    pub exit_group_dead: Option<u32>,
-    /// `pid` of `task_rename`.
-    pub rename_pid: Option<u32>,
-    /// `newcomm` of `task_rename`.
-    pub rename_comm: Option<u32>,
-}
-
-impl MarkOffsets {
-    /// Whether `task_rename` is laid out as the kernel program reads it.
-    pub fn rename_layout_known(&self) -> bool {
-        (self.rename_pid, self.rename_comm) == (Some(RENAME_LAYOUT.0), Some(RENAME_LAYOUT.1))
-    }
-}
-
-impl Loaded {
-    /// `--process` mode, before [`Loaded::attach`] to the cgroup v2 root: tells the programs to
-    /// judge only marked tasks and their sockets, and which name marks a task at exec.
-    pub fn configure_marking(
-        &mut self,
-        comm: [u8; 16],
-        offsets: MarkOffsets,
-    ) -> Result<(), LoaderError> {
-        let merr = |what: &str| {
-            let what = what.to_owned();
-            move |source| LoaderError::Map { what, source }
-        };
-        let mut names: aya::maps::Array<_, [u8; 16]> =
-            aya::maps::Array::try_from(self.map_mut("TARGET_NAME")?)
-                .map_err(merr("opening TARGET_NAME"))?;
-        names.set(0, comm, 0).map_err(merr("writing TARGET_NAME"))?;
-        let mut cfg: aya::maps::Array<_, u32> =
-            aya::maps::Array::try_from(self.map_mut("TARGET_CONFIG")?)
-                .map_err(merr("opening TARGET_CONFIG"))?;
-        if !offsets.rename_layout_known() {
-            tracing::warn!(
-                ?offsets,
-                "the task_rename tracepoint has another layout on this kernel: a process that takes the target's name after exec is marked by the daemon's scan only"
-            );
-        }
-        for (index, value) in [
-            (CONFIG_EXIT_GROUP_DEAD, offsets.exit_group_dead.unwrap_or(0)),
-            (
-                CONFIG_RENAME_LAYOUT,
-                u32::from(offsets.rename_layout_known()),
-            ),
-        ] {
-            cfg.set(index, value, 0)
-                .map_err(merr("writing TARGET_CONFIG"))?;
-        }
-        cfg.set(CONFIG_MARKED_ONLY, 1, 0)
-            .map_err(merr("writing TARGET_CONFIG"))?;
-        Ok(())
-    }
-
-    /// `--process` mode: loads and attaches the marking programs (the exec, fork and exit
-    /// tracepoints, and sock_create/sock_release on `root`), pinned in enforce mode so marking
-    /// goes on without a daemon. Links pinned by an earlier daemon are replaced.
-    pub fn attach_marking(&mut self, root: &Path) -> Result<(), LoaderError> {
-        let dir = File::open(root).map_err(|source| LoaderError::Cgroup {
-            path: root.display().to_string(),
-            source,
-        })?;
-        for (name, tracepoint) in MARK_PROGRAMS {
-            let what = format!("attaching {name}");
-            let perr = |source| LoaderError::Program {
-                what: what.clone(),
-                source,
-            };
-            let lerr = |e: aya::programs::links::LinkError| LoaderError::Sys {
-                what: what.clone(),
-                source: std::io::Error::other(e),
-            };
-            let prog = self
-                .ebpf
-                .program_mut(name)
-                .ok_or_else(|| LoaderError::Missing {
-                    kind: "program",
-                    name: name.to_owned(),
-                })?;
-            let link = match tracepoint {
-                Some((category, event)) => {
-                    let p = <&mut aya::programs::TracePoint>::try_from(prog).map_err(perr)?;
-                    p.load().map_err(perr)?;
-                    let id = p.attach(category, event).map_err(perr)?;
-                    FdLink::try_from(p.take_link(id).map_err(perr)?).map_err(lerr)?
-                }
-                None => {
-                    let p = <&mut aya::programs::CgroupSock>::try_from(prog).map_err(perr)?;
-                    p.load().map_err(perr)?;
-                    let id = p.attach(&dir, CgroupAttachMode::Single).map_err(perr)?;
-                    FdLink::try_from(p.take_link(id).map_err(perr)?).map_err(lerr)?
-                }
-            };
-            let handle = match &self.pins {
-                Some(pins) => {
-                    let path = pins.root().join("links").join(name);
-                    match std::fs::remove_file(&path) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(LoaderError::Sys {
-                                what: format!("removing the old pin {}", path.display()),
-                                source: e,
-                            });
-                        }
-                        _ => {}
-                    }
-                    LinkHandle::Pinned(link.pin(&path).map_err(|e| LoaderError::Sys {
-                        what: format!("pinning the {name} link"),
-                        source: std::io::Error::other(e),
-                    })?)
-                }
-                None => LinkHandle::Owned(link),
-            };
-            self.links.push(handle);
-        }
-        Ok(())
-    }
-
-    /// The map of marked tasks, for marking the processes found by scanning `/proc`.
-    pub fn take_marks(
-        &mut self,
-    ) -> Result<aya::maps::HashMap<aya::maps::MapData, u32, u32>, LoaderError> {
-        self.take_hash("TARGET_TASKS")
-    }
-
-    /// The map of the marked tasks' sockets, for the sockets they had before they were marked.
-    pub fn take_target_socks(
-        &mut self,
-    ) -> Result<aya::maps::HashMap<aya::maps::MapData, u64, u32>, LoaderError> {
-        self.take_hash("TARGET_SOCKS")
-    }
-
-    fn take_hash<K: aya::Pod, V: aya::Pod>(
-        &mut self,
-        name: &str,
-    ) -> Result<aya::maps::HashMap<aya::maps::MapData, K, V>, LoaderError> {
-        let map = self
-            .ebpf
-            .take_map(name)
-            .ok_or_else(|| LoaderError::Missing {
-                kind: "map",
-                name: name.to_owned(),
-            })?;
-        aya::maps::HashMap::try_from(map).map_err(|source| LoaderError::Map {
-            what: format!("opening {name}"),
-            source,
-        })
-    }
-
-    fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map, LoaderError> {
-        self.ebpf.map_mut(name).ok_or_else(|| LoaderError::Missing {
-            kind: "map",
+    fn program_named(&self, name: &str) -> Result<&Program, LoaderError> {
+        self.ebpf.program(name).ok_or_else(|| LoaderError::Missing {
+            kind: "program",
             name: name.to_owned(),
         })
     }
+
+    /// Gives the pinned link `link` this object's program `name` in one `BPF_LINK_UPDATE`
+    /// (the hook is never empty) and keeps it.
+    pub(super) fn adopt_link(&mut self, name: &str, link: OwnedFd) -> Result<(), LoaderError> {
+        let prog_fd = self
+            .program_named(name)?
+            .fd()
+            .map_err(|source| LoaderError::Program {
+                what: format!("reading the descriptor of {name}"),
+                source,
+            })?;
+        sys::link_update(link.as_fd(), prog_fd.as_fd()).map_err(|source| LoaderError::Sys {
+            what: format!("replacing the program of the pinned {name} link"),
+            source,
+        })?;
+        self.links.push(LinkHandle::Adopted(link));
+        Ok(())
+    }
+}
+
+/// Runs `attach` (which attaches a program and takes its link) and turns the link into an
+/// [`FdLink`], to pin; errors say `what` was done.
+pub(super) fn fd_link<L>(
+    what: &str,
+    attach: impl FnOnce() -> Result<L, ProgramError>,
+) -> Result<FdLink, LoaderError>
+where
+    FdLink: TryFrom<L, Error = LinkError>,
+{
+    let link = attach().map_err(|source| LoaderError::Program {
+        what: what.to_owned(),
+        source,
+    })?;
+    FdLink::try_from(link).map_err(|e| LoaderError::Sys {
+        what: what.to_owned(),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// Opens the link pinned at `path` and reads what the kernel says about it.
+pub(super) fn open_pinned(path: &Path) -> Result<(OwnedFd, sys::CgroupLinkInfo), LoaderError> {
+    let fd = sys::obj_get(path).map_err(|source| LoaderError::Sys {
+        what: format!("opening pinned link {}", path.display()),
+        source,
+    })?;
+    let info = sys::link_info(fd.as_fd()).map_err(|source| LoaderError::Sys {
+        what: format!("reading pinned link {}", path.display()),
+        source,
+    })?;
+    Ok((fd, info))
+}
+
+/// Removes the pin of a link that enforces nothing any more (its cgroup or device is gone).
+pub(super) fn remove_stale_pin(path: &Path) -> Result<(), LoaderError> {
+    std::fs::remove_file(path).map_err(|source| LoaderError::Sys {
+        what: format!("removing the stale pin {}", path.display()),
+        source,
+    })
+}
+
+/// Removes the pin at `path` if there is one, to pin a new object in its place.
+pub(super) fn remove_old_pin(path: &Path) -> Result<(), LoaderError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LoaderError::Sys {
+            what: format!("removing the old pin {}", path.display()),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Keeps a new link: pinned at `pin` in place of any earlier pin there (enforce mode), or
+/// owned, so that it lives as long as the daemon.
+pub(super) fn keep_link(
+    link: FdLink,
+    pin: Option<&Path>,
+    name: &str,
+) -> Result<LinkHandle, LoaderError> {
+    let Some(path) = pin else {
+        return Ok(LinkHandle::Owned(link));
+    };
+    remove_old_pin(path)?;
+    link.pin(path)
+        .map(LinkHandle::Pinned)
+        .map_err(|e| LoaderError::Sys {
+            what: format!("pinning the {name} link"),
+            source: std::io::Error::other(e),
+        })
 }

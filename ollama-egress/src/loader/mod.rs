@@ -5,6 +5,7 @@ mod attach;
 mod counters;
 mod device;
 mod links;
+mod marking;
 mod netdev;
 mod pins;
 pub mod sys;
@@ -26,7 +27,8 @@ use ollama_egress_common::{
 
 pub use attach::{AttachPoint, attached_program_ids};
 pub use counters::{CounterSnapshot, KernelCounters};
-pub use links::{Follow, MARK_LINKS, MARK_MAPS, MarkOffsets};
+pub use links::Follow;
+pub use marking::{MARK_LINKS, MARK_MAPS, MarkOffsets};
 pub use pins::{DirLock, LockError, PinError, PinLayout, cgroup_id, holder_text, lock_dir};
 pub use tables::{PolicyTables, TableError, TablePolicy};
 

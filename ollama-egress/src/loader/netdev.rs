@@ -30,11 +30,11 @@ use aya::programs::ProgramFd;
 
 use super::{
     LoaderError, PinLayout,
-    device::{DEVICE_POLL, link_create, obj_pin},
+    device::{DEVICE_POLL, link_create, obj_pin, sys_err},
+    links::remove_stale_pin,
     sys,
 };
 
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 /// `BPF_TCX_EGRESS` of `enum bpf_attach_type`.
 const BPF_TCX_EGRESS: u32 = 47;
 /// `BPF_F_BEFORE` without a relative program: first in the device's tcx chain, so no program
@@ -42,10 +42,6 @@ const BPF_TCX_EGRESS: u32 = 47;
 const BPF_F_BEFORE: u32 = 1 << 3;
 /// Pin name prefix of the tcx links.
 pub(super) const TCX_PIN_PREFIX: &str = "tcx_";
-
-fn sys_err(what: String) -> impl FnOnce(io::Error) -> LoaderError {
-    move |source| LoaderError::Sys { what, source }
-}
 
 /// How a device frames its packets: which of the three programs it gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,10 +239,7 @@ impl Devices {
             let ifindex = tcx_ifindex(fd.as_fd())
                 .map_err(sys_err(format!("reading pinned link {}", path.display())))?;
             if ifindex == 0 || ifindex != pin.ifindex {
-                std::fs::remove_file(path).map_err(sys_err(format!(
-                    "removing the stale pin {}",
-                    path.display()
-                )))?;
+                remove_stale_pin(path)?;
                 continue;
             }
             let prog = self.progs.get(pin.framing);
@@ -427,26 +420,15 @@ fn link_type(name: &CStr) -> io::Result<u16> {
     Ok(unsafe { ifr.ifr_ifru.ifru_hwaddr.sa_family })
 }
 
-#[repr(C)]
-#[derive(Default)]
-struct InfoAttr {
-    bpf_fd: u32,
-    info_len: u32,
-    info: u64,
-}
-
 /// The device a tcx link is attached to (0 once the device is gone).
 fn tcx_ifindex(link: BorrowedFd<'_>) -> io::Result<u32> {
     // struct bpf_link_info: type, id, prog_id, then a union aligned to 8 whose tcx member is
     // { u32 ifindex; u32 attach_type; }.
-    let mut buf = [0u32; 64];
-    let mut attr = InfoAttr {
-        bpf_fd: link.as_raw_fd() as u32,
-        info_len: std::mem::size_of_val(&buf) as u32,
-        info: buf.as_mut_ptr() as u64,
-    };
-    sys::bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-    Ok(buf[4])
+    let mut buf = [0u64; 32];
+    sys::obj_info(link, &mut buf)?;
+    // `ifindex` is the first 4 bytes of the union, at byte 16.
+    let [a, b, c, d, ..] = buf[2].to_ne_bytes();
+    Ok(u32::from_ne_bytes([a, b, c, d]))
 }
 
 #[cfg(test)]

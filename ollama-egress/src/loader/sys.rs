@@ -99,6 +99,17 @@ struct InfoAttr {
     info: u64,
 }
 
+/// Reads the kernel's `struct bpf_*_info` of a BPF object into `buf` (`BPF_OBJ_GET_INFO_BY_FD`);
+/// what does not fit is left out by the kernel.
+pub(super) fn obj_info(fd: BorrowedFd<'_>, buf: &mut [u64]) -> io::Result<()> {
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(buf) as u32,
+        info: buf.as_mut_ptr() as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map(drop)
+}
+
 /// What the kernel says about a cgroup link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CgroupLinkInfo {
@@ -117,12 +128,7 @@ pub fn link_info(link: BorrowedFd<'_>) -> io::Result<CgroupLinkInfo> {
     // struct bpf_link_info: type, id, prog_id, then a union aligned to 8 whose cgroup member is
     // { u64 cgroup_id; u32 attach_type; }. The buffer is larger than any version of the struct.
     let mut buf = [0u64; 32];
-    let mut attr = InfoAttr {
-        bpf_fd: link.as_raw_fd() as u32,
-        info_len: std::mem::size_of_val(&buf) as u32,
-        info: buf.as_mut_ptr() as u64,
-    };
-    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    obj_info(link, &mut buf)?;
     Ok(CgroupLinkInfo {
         id: (buf[0] >> 32) as u32,
         prog_id: buf[1] as u32,
