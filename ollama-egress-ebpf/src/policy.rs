@@ -2,9 +2,9 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use ollama_egress_common::{
-    ACTION_DENY, MODE_ENFORCE, PolicyValue, RULE_DEFAULT, RULE_NO_POLICY, SlotConfig,
-    V4_FORM_MAPPED, V4_FORM_NONE, VERDICT_ALLOWED, VERDICT_BLOCKED, VERDICT_WOULD_BLOCK,
-    embedded_ipv4,
+    ACTION_DENY, FAMILY_IPV4, FAMILY_IPV6, MODE_ENFORCE, PolicyValue, RULE_DEFAULT, RULE_NO_POLICY,
+    SlotConfig, V4_FORM_MAPPED, V4_FORM_NONE, VERDICT_ALLOWED, VERDICT_BLOCKED,
+    VERDICT_WOULD_BLOCK, embedded_ipv4,
 };
 
 use crate::maps::{
@@ -92,6 +92,28 @@ pub struct V6Judgement {
     /// The IPv4 address that decided (network byte order), when `form` is not
     /// [`V4_FORM_NONE`].
     pub v4: [u8; 4],
+}
+
+impl V6Judgement {
+    /// The family and address (as in `ConnectEvent::daddr`) of the address that decided for
+    /// the IPv6 destination `addr`: the IPv4 one for an IPv4 address in IPv6 form.
+    #[inline(always)]
+    pub fn named(&self, addr: &[u8; 16]) -> (u32, [u8; 16]) {
+        if self.form == V4_FORM_NONE {
+            (FAMILY_IPV6, *addr)
+        } else {
+            (FAMILY_IPV4, v4_daddr(self.v4))
+        }
+    }
+}
+
+/// An IPv4 address (network byte order) as `ConnectEvent::daddr` holds it: in the first four
+/// bytes.
+#[inline(always)]
+pub fn v4_daddr(v4: [u8; 4]) -> [u8; 16] {
+    let mut d = [0u8; 16];
+    d[..4].copy_from_slice(&v4);
+    d
 }
 
 /// Judges an IPv6 destination (network byte order). An IPv4 address in IPv6 form (see

@@ -22,14 +22,14 @@ use aya_ebpf::{
 };
 use ollama_egress_common::{
     BACKSTOP_EVENTS_PER_SECOND, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, DedupKey, DedupValue,
-    EventBudget, FAMILY_IPV4, FAMILY_IPV6, HOOK_SKB_EGRESS, RULE_IPV4_SOURCE_ROUTE,
-    RULE_IPV6_ROUTING_HEADER, STAT_SKB_DROPS_UNREPORTED, V4_FORM_NONE, counter_index,
+    EventBudget, FAMILY_IPV4, HOOK_SKB_EGRESS, RULE_IPV4_SOURCE_ROUTE, RULE_IPV6_ROUTING_HEADER,
+    STAT_SKB_DROPS_UNREPORTED, V4_FORM_NONE, counter_index,
 };
 
 use crate::{
     event::{Target, emit},
     maps::{BACKSTOP_BUDGET, DATAGRAM_SEEN, PACKET_COUNTERS},
-    policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6},
+    policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6, v4_daddr},
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -157,12 +157,10 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
         decision = deny_with(RULE_IPV4_SOURCE_ROUTE);
     }
     let frag_offset = (u16::from(h[6] & 0x1f) << 8) | u16::from(h[7]);
-    let mut daddr = [0u8; 16];
-    daddr[..4].copy_from_slice(&daddr4);
     Ok(Judged {
         decision,
         family: FAMILY_IPV4,
-        daddr,
+        daddr: v4_daddr(daddr4),
         form: V4_FORM_NONE,
         proto: h[9],
         l4_off: if frag_offset == 0 { ihl } else { 0 },
@@ -279,13 +277,7 @@ fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
     if elsewhere && !decision.denies() {
         decision = deny_with(RULE_IPV6_ROUTING_HEADER);
     }
-    let (family, daddr) = if judged.form == V4_FORM_NONE {
-        (FAMILY_IPV6, addr)
-    } else {
-        let mut d = [0u8; 16];
-        d[..4].copy_from_slice(&judged.v4);
-        (FAMILY_IPV4, d)
-    };
+    let (family, daddr) = judged.named(&addr);
     Ok(Judged {
         decision,
         family,

@@ -9,14 +9,13 @@ use aya_ebpf::{
     macros::cgroup_sock_addr, programs::SockAddrContext,
 };
 use ollama_egress_common::{
-    DedupKey, DedupValue, FAMILY_IPV4, FAMILY_IPV6, HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4,
-    HOOK_SENDMSG6, V4_FORM_NONE,
+    DedupKey, DedupValue, FAMILY_IPV4, HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6,
 };
 
 use crate::{
     event::{Target, emit},
     maps::DATAGRAM_SEEN,
-    policy::{Decision, judge_v4, judge_v6},
+    policy::{Decision, judge_v4, judge_v6, v4_daddr},
 };
 
 /// `connect()` of an IPv4 socket.
@@ -85,14 +84,12 @@ fn judge4(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
         )
     };
     let v4 = ip.to_ne_bytes();
-    let mut daddr = [0u8; 16];
-    daddr[..4].copy_from_slice(&v4);
     let target = Target {
         hook,
         family: FAMILY_IPV4,
         protocol,
         dport: u32::from(u16::from_be(port as u16)),
-        daddr,
+        daddr: v4_daddr(v4),
         v4_mapped: 0,
     };
     (target, judge_v4(v4))
@@ -115,13 +112,7 @@ fn judge6(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
     let dport = u32::from(u16::from_be(port as u16));
     let judged = judge_v6(addr);
     // The event names the address that decided: the IPv4 one for an IPv4 address in IPv6 form.
-    let (family, daddr) = if judged.form == V4_FORM_NONE {
-        (FAMILY_IPV6, addr)
-    } else {
-        let mut d = [0u8; 16];
-        d[..4].copy_from_slice(&judged.v4);
-        (FAMILY_IPV4, d)
-    };
+    let (family, daddr) = judged.named(&addr);
     let target = Target {
         hook,
         family,

@@ -23,12 +23,12 @@ use aya_ebpf::{
 use ollama_egress_common::{
     ConnectEvent, Counter, DedupKey, DedupValue, DeviceTarget, EVENT_KIND_CONNECT, EventHeader,
     FAMILY_IPV4, FAMILY_IPV6, HOOK_DEVICE_EGRESS, RULE_DEVICE_IP_OPTIONS, RULE_DEVICE_NON_IP,
-    STAT_EVENTS_LOST, V4_FORM_NONE, VERDICT_COUNT,
+    STAT_EVENTS_LOST, VERDICT_COUNT,
 };
 
 use crate::{
     maps::{DATAGRAM_SEEN, EVENTS},
-    policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6},
+    policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6, v4_daddr},
 };
 
 /// Which cgroup subtree is judged (written by userspace before the programs are attached).
@@ -180,8 +180,6 @@ fn parse(ctx: &TcContext, framing: Framing) -> Result<Frame, u32> {
         }
         let daddr4: [u8; 4] = ctx.load(l3 + 16).map_err(|_| RULE_DEVICE_NON_IP)?;
         let proto: u8 = ctx.load(l3 + 9).map_err(|_| RULE_DEVICE_NON_IP)?;
-        let mut daddr = [0u8; 16];
-        daddr[..4].copy_from_slice(&daddr4);
         // Options (source routes among them) could send the packet on elsewhere.
         let options = version != 0x45;
         let frag: [u8; 2] = ctx.load(l3 + 6).map_err(|_| RULE_DEVICE_NON_IP)?;
@@ -198,7 +196,7 @@ fn parse(ctx: &TcContext, framing: Framing) -> Result<Frame, u32> {
                 judge_v4(daddr4)
             },
             family: FAMILY_IPV4,
-            daddr,
+            daddr: v4_daddr(daddr4),
             protocol: u32::from(proto),
             dport,
         })
@@ -220,13 +218,7 @@ fn parse(ctx: &TcContext, framing: Framing) -> Result<Frame, u32> {
         );
         // An IPv4 address in IPv6 form is judged, and named, as that IPv4 address.
         let judged = judge_v6(addr);
-        let (family, daddr) = if judged.form == V4_FORM_NONE {
-            (FAMILY_IPV6, addr)
-        } else {
-            let mut d = [0u8; 16];
-            d[..4].copy_from_slice(&judged.v4);
-            (FAMILY_IPV4, d)
-        };
+        let (family, daddr) = judged.named(&addr);
         Ok(Frame {
             decision: if options {
                 deny_with(RULE_DEVICE_IP_OPTIONS)
