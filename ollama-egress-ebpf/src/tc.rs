@@ -13,22 +13,22 @@
 use aya_ebpf::{
     bindings::bpf_sock,
     helpers::generated::{
-        bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_get_socket_uid, bpf_ktime_get_boot_ns,
-        bpf_sk_fullsock, bpf_skb_ancestor_cgroup_id,
+        bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_get_socket_uid, bpf_sk_fullsock,
+        bpf_skb_ancestor_cgroup_id,
     },
     macros::{classifier, map},
     maps::{Array, PerCpuArray},
     programs::TcContext,
 };
 use ollama_egress_common::{
-    ConnectEvent, Counter, DedupKey, DedupValue, DeviceTarget, EVENT_KIND_CONNECT, EventHeader,
-    FAMILY_IPV4, FAMILY_IPV6, HOOK_DEVICE_EGRESS, RULE_DEVICE_IP_OPTIONS, RULE_DEVICE_NON_IP,
-    STAT_EVENTS_LOST, VERDICT_COUNT,
+    Counter, DedupKey, DedupValue, DeviceTarget, FAMILY_IPV4, FAMILY_IPV6, HOOK_DEVICE_EGRESS,
+    RULE_DEVICE_IP_OPTIONS, RULE_DEVICE_NON_IP, VERDICT_COUNT,
 };
 
 use crate::{
-    maps::{DATAGRAM_SEEN, EVENTS},
-    policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6, v4_daddr},
+    event::{Sender, Target, send},
+    maps::DATAGRAM_SEEN,
+    policy::{Decision, deny_with, judge_v4, judge_v6, v4_daddr},
 };
 
 /// Which cgroup subtree is judged (written by userspace before the programs are attached).
@@ -326,29 +326,8 @@ fn first_report(ctx: &TcContext, frame: &Frame) -> bool {
 /// transmitting synchronously).
 #[inline(always)]
 fn emit(ctx: &TcContext, frame: &Frame) {
-    let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
-        bump_stat(STAT_EVENTS_LOST);
-        return;
-    };
-    // SAFETY: helpers without preconditions (the skb is the program's).
-    let (pid_tgid, uid, ts) = unsafe {
-        (
-            bpf_get_current_pid_tgid(),
-            bpf_get_socket_uid(ctx.skb.skb.cast()),
-            bpf_ktime_get_boot_ns(),
-        )
-    };
-    entry.write(ConnectEvent {
-        header: EventHeader {
-            ts_boot_ns: ts,
-            kind: EVENT_KIND_CONNECT,
-            size: ConnectEvent::SIZE as u32,
-        },
-        pid: pid_tgid as u32,
-        tgid: (pid_tgid >> 32) as u32,
-        uid,
-        gid: 0,
-        comm: [0; 16],
+    let target = Target {
+        hook: HOOK_DEVICE_EGRESS,
         family: if frame.family == 0 {
             FAMILY_IPV6
         } else {
@@ -356,12 +335,21 @@ fn emit(ctx: &TcContext, frame: &Frame) {
         },
         protocol: frame.protocol,
         dport: frame.dport,
-        verdict: frame.decision.verdict,
-        rule_id: frame.decision.rule_id,
-        generation: frame.decision.generation,
-        hook: HOOK_DEVICE_EGRESS,
-        v4_mapped: 0,
         daddr: frame.daddr,
-    });
-    entry.submit(0);
+        v4_mapped: 0,
+    };
+    // SAFETY: helpers without preconditions (the skb is the program's).
+    let (pid_tgid, uid) = unsafe {
+        (
+            bpf_get_current_pid_tgid(),
+            bpf_get_socket_uid(ctx.skb.skb.cast()),
+        )
+    };
+    let sender = Sender {
+        pid_tgid,
+        uid,
+        gid: 0,
+        comm: [0; 16],
+    };
+    send(&target, &frame.decision, &sender, 0);
 }
