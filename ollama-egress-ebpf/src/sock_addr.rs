@@ -21,35 +21,37 @@ use crate::{
 /// `connect()` of an IPv4 socket.
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
-    try_decide(&ctx, HOOK_CONNECT4)
+    try_decide(&ctx, HOOK_CONNECT4).unwrap_or(0)
 }
 
 /// `connect()` of an IPv6 socket (IPv4 addresses in IPv6 form are judged as IPv4).
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
-    try_decide(&ctx, HOOK_CONNECT6)
+    try_decide(&ctx, HOOK_CONNECT6).unwrap_or(0)
 }
 
 /// `sendto()`/`sendmsg()` with a destination on an IPv4 datagram socket.
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
-    try_decide(&ctx, HOOK_SENDMSG4)
+    try_decide(&ctx, HOOK_SENDMSG4).unwrap_or(0)
 }
 
 /// `sendto()`/`sendmsg()` with a destination on an IPv6 datagram socket.
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
-    try_decide(&ctx, HOOK_SENDMSG6)
+    try_decide(&ctx, HOOK_SENDMSG6).unwrap_or(0)
 }
+
+/// The socket of a task marked in `--process` mode could not be recorded for the packet
+/// programs: the connection is refused (EPERM), never let through unjudged.
+struct Unrecorded;
 
 /// Judges the destination, emits the event, returns 1 (proceed) or 0 (EPERM).
 #[inline(always)]
-fn try_decide(ctx: &SockAddrContext, hook: u32) -> i32 {
+fn try_decide(ctx: &SockAddrContext, hook: u32) -> Result<i32, Unrecorded> {
     // `--process` mode: only marked tasks are judged (see `exec`).
-    match crate::exec::judges_task(ctx) {
-        Some(true) => {}
-        Some(false) => return 1,
-        None => return 0,
+    if !crate::exec::judges_task(ctx).ok_or(Unrecorded)? {
+        return Ok(1);
     }
     let sa = ctx.sock_addr;
     let (target, decision) = if hook == HOOK_CONNECT4 || hook == HOOK_SENDMSG4 {
@@ -69,7 +71,7 @@ fn try_decide(ctx: &SockAddrContext, hook: u32) -> i32 {
     if !datagram || first_decision(ctx, &target, &decision) {
         emit(&target, &decision, None);
     }
-    if decision.drops() { 0 } else { 1 }
+    Ok(if decision.drops() { 0 } else { 1 })
 }
 
 #[inline(always)]
