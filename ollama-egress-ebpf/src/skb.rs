@@ -21,15 +21,16 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use ollama_egress_common::{
-    BACKSTOP_EVENTS_PER_SECOND, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, DedupKey, DedupValue,
-    EventBudget, FAMILY_IPV4, HOOK_SKB_EGRESS, RULE_IPV4_SOURCE_ROUTE, RULE_IPV6_ROUTING_HEADER,
+    BACKSTOP_EVENTS_PER_SECOND, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, EventBudget,
+    FAMILY_IPV4, HOOK_SKB_EGRESS, RULE_IPV4_SOURCE_ROUTE, RULE_IPV6_ROUTING_HEADER,
     STAT_SKB_DROPS_UNREPORTED, V4_FORM_NONE, counter_index,
 };
 
 use crate::{
     event::{Target, emit},
-    maps::{BACKSTOP_BUDGET, DATAGRAM_SEEN, PACKET_COUNTERS},
+    maps::{BACKSTOP_BUDGET, PACKET_COUNTERS},
     policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6, v4_daddr},
+    seen::Seen,
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -358,23 +359,12 @@ fn report(ctx: &SkBuffContext, judged: &Judged) {
         };
     // SAFETY: `bpf_get_socket_cookie` accepts a cgroup_skb context (0 when there is no socket).
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let key = DedupKey {
-        cookie,
-        daddr: judged.daddr,
-        dport,
-        family: judged.family,
-    };
-    let value = DedupValue {
-        generation: judged.decision.generation,
-        verdict: judged.decision.verdict,
-    };
-    // SAFETY: the value is copied out before any update of the map.
-    let seen = unsafe { DATAGRAM_SEEN.get(key) }.copied();
-    if seen == Some(value) || !take_event_budget() {
+    let seen = Seen::new(cookie, judged.family, judged.daddr, dport, &judged.decision);
+    if seen.recorded() || !take_event_budget() {
         bump_stat(STAT_SKB_DROPS_UNREPORTED);
         return;
     }
-    let _ = DATAGRAM_SEEN.insert(key, value, 0);
+    seen.record();
     let target = Target {
         hook: HOOK_SKB_EGRESS,
         family: judged.family,

@@ -9,13 +9,13 @@ use aya_ebpf::{
     macros::cgroup_sock_addr, programs::SockAddrContext,
 };
 use ollama_egress_common::{
-    DedupKey, DedupValue, FAMILY_IPV4, HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6,
+    FAMILY_IPV4, HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6,
 };
 
 use crate::{
     event::{Target, emit},
-    maps::DATAGRAM_SEEN,
     policy::{Decision, judge_v4, judge_v6, v4_daddr},
+    seen::Seen,
 };
 
 /// `connect()` of an IPv4 socket.
@@ -132,21 +132,5 @@ fn judge6(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
 fn first_decision(ctx: &SockAddrContext, target: &Target, decision: &Decision) -> bool {
     // SAFETY: `bpf_get_socket_cookie` accepts a sock_addr context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let key = DedupKey {
-        cookie,
-        daddr: target.daddr,
-        dport: target.dport,
-        family: target.family,
-    };
-    let value = DedupValue {
-        generation: decision.generation,
-        verdict: decision.verdict,
-    };
-    // SAFETY: the value is copied out before any update of the map.
-    let seen = unsafe { DATAGRAM_SEEN.get(key) }.copied();
-    if seen == Some(value) {
-        return false;
-    }
-    let _ = DATAGRAM_SEEN.insert(key, value, 0);
-    true
+    Seen::new(cookie, target.family, target.daddr, target.dport, decision).first()
 }

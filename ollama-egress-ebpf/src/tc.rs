@@ -21,14 +21,14 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use ollama_egress_common::{
-    Counter, DedupKey, DedupValue, DeviceTarget, FAMILY_IPV4, FAMILY_IPV6, HOOK_DEVICE_EGRESS,
-    RULE_DEVICE_IP_OPTIONS, RULE_DEVICE_NON_IP, VERDICT_COUNT,
+    Counter, DeviceTarget, FAMILY_IPV4, FAMILY_IPV6, HOOK_DEVICE_EGRESS, RULE_DEVICE_IP_OPTIONS,
+    RULE_DEVICE_NON_IP, VERDICT_COUNT,
 };
 
 use crate::{
     event::{Sender, Target, send},
-    maps::DATAGRAM_SEEN,
     policy::{Decision, deny_with, judge_v4, judge_v6, v4_daddr},
+    seen::Seen,
 };
 
 /// Which cgroup subtree is judged (written by userspace before the programs are attached).
@@ -302,23 +302,14 @@ fn count(verdict: u32, len: u32) {
 fn first_report(ctx: &TcContext, frame: &Frame) -> bool {
     // SAFETY: `bpf_get_socket_cookie` accepts an skb.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
-    let key = DedupKey {
+    Seen::new(
         cookie,
-        daddr: frame.daddr,
-        dport: frame.dport,
-        family: frame.family,
-    };
-    let value = DedupValue {
-        generation: frame.decision.generation,
-        verdict: frame.decision.verdict,
-    };
-    // SAFETY: the value is copied out before any update of the map.
-    let seen = unsafe { DATAGRAM_SEEN.get(key) }.copied();
-    if seen == Some(value) {
-        return false;
-    }
-    let _ = DATAGRAM_SEEN.insert(key, value, 0);
-    true
+        frame.family,
+        frame.daddr,
+        frame.dport,
+        &frame.decision,
+    )
+    .first()
 }
 
 /// One event for a denied frame. The uid is the socket's owner; the pid is the task that was
