@@ -61,17 +61,23 @@ impl Sender {
 /// (see [`send`]). `uid` as in [`Sender::current`].
 #[inline(always)]
 pub fn emit(target: &Target, decision: &Decision, uid: Option<u32>) {
-    send(target, decision, &Sender::current(uid), wakeup_flags());
+    send(target, decision, || Sender::current(uid), wakeup_flags);
 }
 
-/// Sends one event, counting it as lost when the ring buffer is full; `flags` are those of
-/// `bpf_ringbuf_submit`.
+/// Sends one event, counting it as lost when the ring buffer is full. `sender` and `flags` (those
+/// of `bpf_ringbuf_submit`) are only asked for once the event has its place.
 #[inline(always)]
-pub fn send(target: &Target, decision: &Decision, sender: &Sender, flags: u64) {
+pub fn send(
+    target: &Target,
+    decision: &Decision,
+    sender: impl FnOnce() -> Sender,
+    flags: impl FnOnce() -> u64,
+) {
     let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
         bump_stat(STAT_EVENTS_LOST);
         return;
     };
+    let sender = sender();
     // SAFETY: helper without preconditions.
     let ts = unsafe { bpf_ktime_get_boot_ns() };
     entry.write(ConnectEvent {
@@ -95,7 +101,7 @@ pub fn send(target: &Target, decision: &Decision, sender: &Sender, flags: u64) {
         v4_mapped: target.v4_mapped,
         daddr: target.daddr,
     });
-    entry.submit(flags);
+    entry.submit(flags());
 }
 
 /// Waking the reader costs more than making the decision (an interrupt per event). The reader

@@ -329,18 +329,20 @@ fn emit(ctx: &TcContext, frame: &Frame) {
         daddr: frame.daddr,
         v4_mapped: 0,
     };
-    // SAFETY: helpers without preconditions (the skb is the program's).
-    let (pid_tgid, uid) = unsafe {
-        (
-            bpf_get_current_pid_tgid(),
-            bpf_get_socket_uid(ctx.skb.skb.cast()),
-        )
+    let sender = || {
+        // SAFETY: helpers without preconditions (the skb is the program's).
+        let (pid_tgid, uid) = unsafe {
+            (
+                bpf_get_current_pid_tgid(),
+                bpf_get_socket_uid(ctx.skb.skb.cast()),
+            )
+        };
+        Sender {
+            pid_tgid,
+            uid,
+            gid: 0,
+            comm: [0; 16],
+        }
     };
-    let sender = Sender {
-        pid_tgid,
-        uid,
-        gid: 0,
-        comm: [0; 16],
-    };
-    send(&target, &frame.decision, &sender, 0);
+    send(&target, &frame.decision, sender, || 0);
 }
