@@ -30,17 +30,54 @@ pub struct Target {
     pub v4_mapped: u32,
 }
 
-/// Sends one event for `decision`, counting it as lost when the ring buffer is full. `uid` is
-/// the socket owner when the hook knows it (the packet programs), else the current task's.
+/// Who an event names.
+pub struct Sender {
+    /// `bpf_get_current_pid_tgid()` of the task that was running.
+    pub pid_tgid: u64,
+    /// Owner of the traffic.
+    pub uid: u32,
+    /// Group of the task, 0 when the hook does not know it.
+    pub gid: u32,
+    /// Name of the task, zeros when the hook does not know it.
+    pub comm: [u8; 16],
+}
+
+impl Sender {
+    /// The current task. `uid` is the socket owner when the hook knows it (the packet
+    /// programs), else the task's uid is taken.
+    #[inline(always)]
+    pub fn current(uid: Option<u32>) -> Self {
+        let uid_gid = bpf_get_current_uid_gid();
+        Sender {
+            pid_tgid: bpf_get_current_pid_tgid(),
+            uid: uid.unwrap_or(uid_gid as u32),
+            gid: (uid_gid >> 32) as u32,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        }
+    }
+}
+
+/// Sends one event for `decision` of the current task, waking the reader when the buffer fills
+/// (see [`send`]). `uid` as in [`Sender::current`].
 #[inline(always)]
 pub fn emit(target: &Target, decision: &Decision, uid: Option<u32>) {
+    send(target, decision, || Sender::current(uid), wakeup_flags);
+}
+
+/// Sends one event, counting it as lost when the ring buffer is full. `sender` and `flags` (those
+/// of `bpf_ringbuf_submit`) are only asked for once the event has its place.
+#[inline(always)]
+pub fn send(
+    target: &Target,
+    decision: &Decision,
+    sender: impl FnOnce() -> Sender,
+    flags: impl FnOnce() -> u64,
+) {
     let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
         bump_stat(STAT_EVENTS_LOST);
         return;
     };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    let comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let sender = sender();
     // SAFETY: helper without preconditions.
     let ts = unsafe { bpf_ktime_get_boot_ns() };
     entry.write(ConnectEvent {
@@ -49,11 +86,11 @@ pub fn emit(target: &Target, decision: &Decision, uid: Option<u32>) {
             kind: EVENT_KIND_CONNECT,
             size: ConnectEvent::SIZE as u32,
         },
-        pid: pid_tgid as u32,
-        tgid: (pid_tgid >> 32) as u32,
-        uid: uid.unwrap_or(uid_gid as u32),
-        gid: (uid_gid >> 32) as u32,
-        comm,
+        pid: sender.pid_tgid as u32,
+        tgid: (sender.pid_tgid >> 32) as u32,
+        uid: sender.uid,
+        gid: sender.gid,
+        comm: sender.comm,
         family: target.family,
         protocol: target.protocol,
         dport: target.dport,
@@ -64,7 +101,7 @@ pub fn emit(target: &Target, decision: &Decision, uid: Option<u32>) {
         v4_mapped: target.v4_mapped,
         daddr: target.daddr,
     });
-    entry.submit(wakeup_flags());
+    entry.submit(flags());
 }
 
 /// Waking the reader costs more than making the decision (an interrupt per event). The reader

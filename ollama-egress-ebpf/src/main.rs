@@ -9,7 +9,7 @@
 //!   program sees: packet sockets, tunnels); `device`: the target may not open /dev/net/tun.
 //!
 //! Every program is a thin wrapper around a `try_*` function; the shared decision logic is in
-//! `policy`, the maps in `maps`, event emission in `event`.
+//! `policy`, the maps in `maps`, event emission in `event`, what was reported already in `seen`.
 #![no_std]
 #![no_main]
 
@@ -18,6 +18,7 @@ mod event;
 mod exec;
 mod maps;
 mod policy;
+mod seen;
 mod skb;
 mod sock_addr;
 mod tc;

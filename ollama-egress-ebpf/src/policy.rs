@@ -1,10 +1,10 @@
 //! The decision shared by every hook: which slot is active, longest-prefix match, verdict.
 
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::maps::{LpmTrie, lpm_trie::Key};
 use ollama_egress_common::{
-    ACTION_DENY, MODE_ENFORCE, PolicyValue, RULE_DEFAULT, RULE_NO_POLICY, SlotConfig,
-    V4_FORM_MAPPED, V4_FORM_NONE, VERDICT_ALLOWED, VERDICT_BLOCKED, VERDICT_WOULD_BLOCK,
-    embedded_ipv4,
+    ACTION_DENY, FAMILY_IPV4, FAMILY_IPV6, MODE_ENFORCE, PolicyValue, RULE_DEFAULT, RULE_NO_POLICY,
+    SlotConfig, V4_FORM_MAPPED, V4_FORM_NONE, VERDICT_ALLOWED, VERDICT_BLOCKED,
+    VERDICT_WOULD_BLOCK, embedded_ipv4,
 };
 
 use crate::maps::{
@@ -66,19 +66,39 @@ fn decide(cfg: &SlotConfig, action: u32, rule_id: u32) -> Decision {
 /// Judges an IPv4 destination (network byte order).
 #[inline(always)]
 pub fn judge_v4(addr: [u8; 4]) -> Decision {
-    let Some((slot, cfg)) = active() else {
-        return unconfigured();
-    };
-    let key = Key::new(32, addr);
-    let hit = if slot == 0 {
-        POLICY_V4_0.get(&key)
-    } else {
-        POLICY_V4_1.get(&key)
-    };
-    match hit {
-        Some(v) => decide(&cfg, v.action, v.rule_id),
-        None => decide(&cfg, cfg.default_action, RULE_DEFAULT),
+    judge_by(|slot| lookup(&POLICY_V4_0, &POLICY_V4_1, slot, addr))
+}
+
+/// Judges by the entry `lookup` finds in the active slot's trie (the slot's default when there
+/// is none).
+#[inline(always)]
+fn judge_by(lookup: impl FnOnce(u32) -> Option<PolicyValue>) -> Decision {
+    match active() {
+        None => unconfigured(),
+        Some((slot, cfg)) => match lookup(slot) {
+            Some(v) => decide(&cfg, v.action, v.rule_id),
+            None => decide(&cfg, cfg.default_action, RULE_DEFAULT),
+        },
     }
+}
+
+/// The entry for `addr` (a whole address of one family) in slot `slot`'s trie of that family,
+/// `slot0` and `slot1` being the family's tries (`slot` is the one `active()` returned,
+/// so settings and tries come from the same policy).
+#[inline(always)]
+fn lookup<const N: usize>(
+    slot0: &LpmTrie<[u8; N], PolicyValue>,
+    slot1: &LpmTrie<[u8; N], PolicyValue>,
+    slot: u32,
+    addr: [u8; N],
+) -> Option<PolicyValue> {
+    let key = Key::new(N as u32 * 8, addr);
+    let hit = if slot == 0 {
+        slot0.get(&key)
+    } else {
+        slot1.get(&key)
+    };
+    hit.copied()
 }
 
 /// How an IPv6 destination was judged.
@@ -92,6 +112,28 @@ pub struct V6Judgement {
     /// The IPv4 address that decided (network byte order), when `form` is not
     /// [`V4_FORM_NONE`].
     pub v4: [u8; 4],
+}
+
+impl V6Judgement {
+    /// The family and address (as in `ConnectEvent::daddr`) of the address that decided for
+    /// the IPv6 destination `addr`: the IPv4 one for an IPv4 address in IPv6 form.
+    #[inline(always)]
+    pub fn named(&self, addr: &[u8; 16]) -> (u32, [u8; 16]) {
+        if self.form == V4_FORM_NONE {
+            (FAMILY_IPV6, *addr)
+        } else {
+            (FAMILY_IPV4, v4_daddr(self.v4))
+        }
+    }
+}
+
+/// An IPv4 address (network byte order) as `ConnectEvent::daddr` holds it: in the first four
+/// bytes.
+#[inline(always)]
+pub fn v4_daddr(v4: [u8; 4]) -> [u8; 16] {
+    let mut d = [0u8; 16];
+    d[..4].copy_from_slice(&v4);
+    d
 }
 
 /// Judges an IPv6 destination (network byte order). An IPv4 address in IPv6 form (see
@@ -118,31 +160,17 @@ pub fn judge_v6(addr: [u8; 16]) -> V6Judgement {
             v4,
         };
     }
-    let decision = match active() {
-        None => unconfigured(),
-        Some((slot, cfg)) => match lookup_v6(slot, &addr) {
-            Some(v) => decide(&cfg, v.action, v.rule_id),
-            None => decide(&cfg, cfg.default_action, RULE_DEFAULT),
-        },
-    };
     V6Judgement {
-        decision,
+        decision: judge_by(|slot| lookup_v6(slot, &addr)),
         form: V4_FORM_NONE,
         v4: [0; 4],
     }
 }
 
-/// The entry of slot `slot`'s IPv6 trie for `addr` (the slot `active()` returned, so settings
-/// and tries come from the same policy).
+/// The entry of slot `slot`'s IPv6 trie for `addr`.
 #[inline(always)]
 fn lookup_v6(slot: u32, addr: &[u8; 16]) -> Option<PolicyValue> {
-    let key = Key::new(128, *addr);
-    let hit = if slot == 0 {
-        POLICY_V6_0.get(&key)
-    } else {
-        POLICY_V6_1.get(&key)
-    };
-    hit.copied()
+    lookup(&POLICY_V6_0, &POLICY_V6_1, slot, *addr)
 }
 
 /// A denial that does not come from the policy's tables (e.g. an IPv6 routing header).

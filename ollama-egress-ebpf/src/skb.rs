@@ -21,15 +21,16 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 use ollama_egress_common::{
-    BACKSTOP_EVENTS_PER_SECOND, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, DedupKey, DedupValue,
-    EventBudget, FAMILY_IPV4, FAMILY_IPV6, HOOK_SKB_EGRESS, RULE_IPV4_SOURCE_ROUTE,
-    RULE_IPV6_ROUTING_HEADER, STAT_SKB_DROPS_UNREPORTED, V4_FORM_NONE, counter_index,
+    BACKSTOP_EVENTS_PER_SECOND, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, EventBudget,
+    FAMILY_IPV4, HOOK_SKB_EGRESS, RULE_IPV4_SOURCE_ROUTE, RULE_IPV6_ROUTING_HEADER,
+    STAT_SKB_DROPS_UNREPORTED, V4_FORM_NONE, counter_index,
 };
 
 use crate::{
     event::{Target, emit},
-    maps::{BACKSTOP_BUDGET, DATAGRAM_SEEN, PACKET_COUNTERS},
-    policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6},
+    maps::{BACKSTOP_BUDGET, PACKET_COUNTERS},
+    policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6, v4_daddr},
+    seen::Seen,
 };
 
 const ETH_P_IP: u16 = 0x0800;
@@ -157,12 +158,10 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
         decision = deny_with(RULE_IPV4_SOURCE_ROUTE);
     }
     let frag_offset = (u16::from(h[6] & 0x1f) << 8) | u16::from(h[7]);
-    let mut daddr = [0u8; 16];
-    daddr[..4].copy_from_slice(&daddr4);
     Ok(Judged {
         decision,
         family: FAMILY_IPV4,
-        daddr,
+        daddr: v4_daddr(daddr4),
         form: V4_FORM_NONE,
         proto: h[9],
         l4_off: if frag_offset == 0 { ihl } else { 0 },
@@ -279,13 +278,7 @@ fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
     if elsewhere && !decision.denies() {
         decision = deny_with(RULE_IPV6_ROUTING_HEADER);
     }
-    let (family, daddr) = if judged.form == V4_FORM_NONE {
-        (FAMILY_IPV6, addr)
-    } else {
-        let mut d = [0u8; 16];
-        d[..4].copy_from_slice(&judged.v4);
-        (FAMILY_IPV4, d)
-    };
+    let (family, daddr) = judged.named(&addr);
     Ok(Judged {
         decision,
         family,
@@ -366,23 +359,12 @@ fn report(ctx: &SkBuffContext, judged: &Judged) {
         };
     // SAFETY: `bpf_get_socket_cookie` accepts a cgroup_skb context (0 when there is no socket).
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let key = DedupKey {
-        cookie,
-        daddr: judged.daddr,
-        dport,
-        family: judged.family,
-    };
-    let value = DedupValue {
-        generation: judged.decision.generation,
-        verdict: judged.decision.verdict,
-    };
-    // SAFETY: the value is copied out before any update of the map.
-    let seen = unsafe { DATAGRAM_SEEN.get(key) }.copied();
-    if seen == Some(value) || !take_event_budget() {
+    let seen = Seen::new(cookie, judged.family, judged.daddr, dport, &judged.decision);
+    if seen.recorded() || !take_event_budget() {
         bump_stat(STAT_SKB_DROPS_UNREPORTED);
         return;
     }
-    let _ = DATAGRAM_SEEN.insert(key, value, 0);
+    seen.record();
     let target = Target {
         hook: HOOK_SKB_EGRESS,
         family: judged.family,

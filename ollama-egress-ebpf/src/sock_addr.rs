@@ -9,48 +9,49 @@ use aya_ebpf::{
     macros::cgroup_sock_addr, programs::SockAddrContext,
 };
 use ollama_egress_common::{
-    DedupKey, DedupValue, FAMILY_IPV4, FAMILY_IPV6, HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4,
-    HOOK_SENDMSG6, V4_FORM_NONE,
+    FAMILY_IPV4, HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6,
 };
 
 use crate::{
     event::{Target, emit},
-    maps::DATAGRAM_SEEN,
-    policy::{Decision, judge_v4, judge_v6},
+    policy::{Decision, judge_v4, judge_v6, v4_daddr},
+    seen::Seen,
 };
 
 /// `connect()` of an IPv4 socket.
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
-    try_decide(&ctx, HOOK_CONNECT4)
+    try_decide(&ctx, HOOK_CONNECT4).unwrap_or(0)
 }
 
 /// `connect()` of an IPv6 socket (IPv4 addresses in IPv6 form are judged as IPv4).
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
-    try_decide(&ctx, HOOK_CONNECT6)
+    try_decide(&ctx, HOOK_CONNECT6).unwrap_or(0)
 }
 
 /// `sendto()`/`sendmsg()` with a destination on an IPv4 datagram socket.
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
-    try_decide(&ctx, HOOK_SENDMSG4)
+    try_decide(&ctx, HOOK_SENDMSG4).unwrap_or(0)
 }
 
 /// `sendto()`/`sendmsg()` with a destination on an IPv6 datagram socket.
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
-    try_decide(&ctx, HOOK_SENDMSG6)
+    try_decide(&ctx, HOOK_SENDMSG6).unwrap_or(0)
 }
+
+/// The socket of a task marked in `--process` mode could not be recorded for the packet
+/// programs: the connection is refused (EPERM), never let through unjudged.
+struct Unrecorded;
 
 /// Judges the destination, emits the event, returns 1 (proceed) or 0 (EPERM).
 #[inline(always)]
-fn try_decide(ctx: &SockAddrContext, hook: u32) -> i32 {
+fn try_decide(ctx: &SockAddrContext, hook: u32) -> Result<i32, Unrecorded> {
     // `--process` mode: only marked tasks are judged (see `exec`).
-    match crate::exec::judges_task(ctx) {
-        Some(true) => {}
-        Some(false) => return 1,
-        None => return 0,
+    if !crate::exec::judges_task(ctx).ok_or(Unrecorded)? {
+        return Ok(1);
     }
     let sa = ctx.sock_addr;
     let (target, decision) = if hook == HOOK_CONNECT4 || hook == HOOK_SENDMSG4 {
@@ -70,7 +71,7 @@ fn try_decide(ctx: &SockAddrContext, hook: u32) -> i32 {
     if !datagram || first_decision(ctx, &target, &decision) {
         emit(&target, &decision, None);
     }
-    if decision.drops() { 0 } else { 1 }
+    Ok(if decision.drops() { 0 } else { 1 })
 }
 
 #[inline(always)]
@@ -85,14 +86,12 @@ fn judge4(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
         )
     };
     let v4 = ip.to_ne_bytes();
-    let mut daddr = [0u8; 16];
-    daddr[..4].copy_from_slice(&v4);
     let target = Target {
         hook,
         family: FAMILY_IPV4,
         protocol,
         dport: u32::from(u16::from_be(port as u16)),
-        daddr,
+        daddr: v4_daddr(v4),
         v4_mapped: 0,
     };
     (target, judge_v4(v4))
@@ -115,13 +114,7 @@ fn judge6(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
     let dport = u32::from(u16::from_be(port as u16));
     let judged = judge_v6(addr);
     // The event names the address that decided: the IPv4 one for an IPv4 address in IPv6 form.
-    let (family, daddr) = if judged.form == V4_FORM_NONE {
-        (FAMILY_IPV6, addr)
-    } else {
-        let mut d = [0u8; 16];
-        d[..4].copy_from_slice(&judged.v4);
-        (FAMILY_IPV4, d)
-    };
+    let (family, daddr) = judged.named(&addr);
     let target = Target {
         hook,
         family,
@@ -139,21 +132,5 @@ fn judge6(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
 fn first_decision(ctx: &SockAddrContext, target: &Target, decision: &Decision) -> bool {
     // SAFETY: `bpf_get_socket_cookie` accepts a sock_addr context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let key = DedupKey {
-        cookie,
-        daddr: target.daddr,
-        dport: target.dport,
-        family: target.family,
-    };
-    let value = DedupValue {
-        generation: decision.generation,
-        verdict: decision.verdict,
-    };
-    // SAFETY: the value is copied out before any update of the map.
-    let seen = unsafe { DATAGRAM_SEEN.get(key) }.copied();
-    if seen == Some(value) {
-        return false;
-    }
-    let _ = DATAGRAM_SEEN.insert(key, value, 0);
-    true
+    Seen::new(cookie, target.family, target.daddr, target.dport, decision).first()
 }

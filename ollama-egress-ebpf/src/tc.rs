@@ -13,22 +13,22 @@
 use aya_ebpf::{
     bindings::bpf_sock,
     helpers::generated::{
-        bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_get_socket_uid, bpf_ktime_get_boot_ns,
-        bpf_sk_fullsock, bpf_skb_ancestor_cgroup_id,
+        bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_get_socket_uid, bpf_sk_fullsock,
+        bpf_skb_ancestor_cgroup_id,
     },
     macros::{classifier, map},
     maps::{Array, PerCpuArray},
     programs::TcContext,
 };
 use ollama_egress_common::{
-    ConnectEvent, Counter, DedupKey, DedupValue, DeviceTarget, EVENT_KIND_CONNECT, EventHeader,
-    FAMILY_IPV4, FAMILY_IPV6, HOOK_DEVICE_EGRESS, RULE_DEVICE_IP_OPTIONS, RULE_DEVICE_NON_IP,
-    STAT_EVENTS_LOST, V4_FORM_NONE, VERDICT_COUNT,
+    Counter, DeviceTarget, FAMILY_IPV4, FAMILY_IPV6, HOOK_DEVICE_EGRESS, RULE_DEVICE_IP_OPTIONS,
+    RULE_DEVICE_NON_IP, VERDICT_COUNT,
 };
 
 use crate::{
-    maps::{DATAGRAM_SEEN, EVENTS},
-    policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6},
+    event::{Sender, Target, send},
+    policy::{Decision, deny_with, judge_v4, judge_v6, v4_daddr},
+    seen::Seen,
 };
 
 /// Which cgroup subtree is judged (written by userspace before the programs are attached).
@@ -180,8 +180,6 @@ fn parse(ctx: &TcContext, framing: Framing) -> Result<Frame, u32> {
         }
         let daddr4: [u8; 4] = ctx.load(l3 + 16).map_err(|_| RULE_DEVICE_NON_IP)?;
         let proto: u8 = ctx.load(l3 + 9).map_err(|_| RULE_DEVICE_NON_IP)?;
-        let mut daddr = [0u8; 16];
-        daddr[..4].copy_from_slice(&daddr4);
         // Options (source routes among them) could send the packet on elsewhere.
         let options = version != 0x45;
         let frag: [u8; 2] = ctx.load(l3 + 6).map_err(|_| RULE_DEVICE_NON_IP)?;
@@ -198,7 +196,7 @@ fn parse(ctx: &TcContext, framing: Framing) -> Result<Frame, u32> {
                 judge_v4(daddr4)
             },
             family: FAMILY_IPV4,
-            daddr,
+            daddr: v4_daddr(daddr4),
             protocol: u32::from(proto),
             dport,
         })
@@ -220,13 +218,7 @@ fn parse(ctx: &TcContext, framing: Framing) -> Result<Frame, u32> {
         );
         // An IPv4 address in IPv6 form is judged, and named, as that IPv4 address.
         let judged = judge_v6(addr);
-        let (family, daddr) = if judged.form == V4_FORM_NONE {
-            (FAMILY_IPV6, addr)
-        } else {
-            let mut d = [0u8; 16];
-            d[..4].copy_from_slice(&judged.v4);
-            (FAMILY_IPV4, d)
-        };
+        let (family, daddr) = judged.named(&addr);
         Ok(Frame {
             decision: if options {
                 deny_with(RULE_DEVICE_IP_OPTIONS)
@@ -310,23 +302,14 @@ fn count(verdict: u32, len: u32) {
 fn first_report(ctx: &TcContext, frame: &Frame) -> bool {
     // SAFETY: `bpf_get_socket_cookie` accepts an skb.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) };
-    let key = DedupKey {
+    Seen::new(
         cookie,
-        daddr: frame.daddr,
-        dport: frame.dport,
-        family: frame.family,
-    };
-    let value = DedupValue {
-        generation: frame.decision.generation,
-        verdict: frame.decision.verdict,
-    };
-    // SAFETY: the value is copied out before any update of the map.
-    let seen = unsafe { DATAGRAM_SEEN.get(key) }.copied();
-    if seen == Some(value) {
-        return false;
-    }
-    let _ = DATAGRAM_SEEN.insert(key, value, 0);
-    true
+        frame.family,
+        frame.daddr,
+        frame.dport,
+        &frame.decision,
+    )
+    .first()
 }
 
 /// One event for a denied frame. The uid is the socket's owner; the pid is the task that was
@@ -334,29 +317,8 @@ fn first_report(ctx: &TcContext, frame: &Frame) -> bool {
 /// transmitting synchronously).
 #[inline(always)]
 fn emit(ctx: &TcContext, frame: &Frame) {
-    let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
-        bump_stat(STAT_EVENTS_LOST);
-        return;
-    };
-    // SAFETY: helpers without preconditions (the skb is the program's).
-    let (pid_tgid, uid, ts) = unsafe {
-        (
-            bpf_get_current_pid_tgid(),
-            bpf_get_socket_uid(ctx.skb.skb.cast()),
-            bpf_ktime_get_boot_ns(),
-        )
-    };
-    entry.write(ConnectEvent {
-        header: EventHeader {
-            ts_boot_ns: ts,
-            kind: EVENT_KIND_CONNECT,
-            size: ConnectEvent::SIZE as u32,
-        },
-        pid: pid_tgid as u32,
-        tgid: (pid_tgid >> 32) as u32,
-        uid,
-        gid: 0,
-        comm: [0; 16],
+    let target = Target {
+        hook: HOOK_DEVICE_EGRESS,
         family: if frame.family == 0 {
             FAMILY_IPV6
         } else {
@@ -364,12 +326,23 @@ fn emit(ctx: &TcContext, frame: &Frame) {
         },
         protocol: frame.protocol,
         dport: frame.dport,
-        verdict: frame.decision.verdict,
-        rule_id: frame.decision.rule_id,
-        generation: frame.decision.generation,
-        hook: HOOK_DEVICE_EGRESS,
-        v4_mapped: 0,
         daddr: frame.daddr,
-    });
-    entry.submit(0);
+        v4_mapped: 0,
+    };
+    let sender = || {
+        // SAFETY: helpers without preconditions (the skb is the program's).
+        let (pid_tgid, uid) = unsafe {
+            (
+                bpf_get_current_pid_tgid(),
+                bpf_get_socket_uid(ctx.skb.skb.cast()),
+            )
+        };
+        Sender {
+            pid_tgid,
+            uid,
+            gid: 0,
+            comm: [0; 16],
+        }
+    };
+    send(&target, &frame.decision, sender, || 0);
 }
