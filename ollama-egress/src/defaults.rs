@@ -7,7 +7,7 @@
 //! | [`GEO_DIR`], [`geo_files`] | `--geo-db`/`--asn-db` (used when present), `geo update --dir` |
 //! | [`PIN_DIR`] | `run --pin-dir`, `status`, `detach` |
 //! | [`METRICS_ADDR`] | `run --metrics-addr` |
-//! | [`PROCESS`], [`MANAGED_CGROUP`] | `run` without `--cgroup`/`--unit`, `run --managed-cgroup` |
+//! | [`PROCESS`] | `run` without `--cgroup`/`--unit` |
 
 use std::path::{Path, PathBuf};
 
@@ -28,9 +28,6 @@ pub const METRICS_ADDR: &str = "127.0.0.1:9464";
 
 /// The process name `run` targets when no target is given.
 pub const PROCESS: &str = "ollama";
-
-/// The cgroup, under the cgroup v2 root, that `run --process` moves processes into.
-pub const MANAGED_CGROUP: &str = "ollama-egress";
 
 /// The country and ASN database files: the given ones, else those `geo update` writes in
 /// [`GEO_DIR`].

@@ -59,13 +59,8 @@ pub struct RunArgs {
     pub event_buffer_bytes: u32,
     /// Accepted so that older command lines still parse: --process no longer moves processes
     /// into a managed cgroup.
-    #[arg(
-        long,
-        value_name = "NAME",
-        default_value = defaults::MANAGED_CGROUP,
-        hide = true
-    )]
-    pub managed_cgroup: String,
+    #[arg(long, value_name = "NAME", hide = true)]
+    pub managed_cgroup: Option<String>,
 }
 
 impl RunArgs {
@@ -90,7 +85,6 @@ impl RunArgs {
             log_dir: self.log_dir.clone(),
             max_prefixes: self.max_prefixes,
             event_buffer_bytes: self.event_buffer_bytes,
-            managed_cgroup: self.managed_cgroup.clone(),
             pin_dir: self.pin_dir.clone(),
             metrics_addr: self.metrics_addr,
             metrics_allow_remote: self.metrics_allow_remote,

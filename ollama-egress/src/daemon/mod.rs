@@ -49,8 +49,6 @@ pub struct RunOptions {
     pub max_prefixes: u32,
     /// Size of the event ring buffer in bytes.
     pub event_buffer_bytes: u32,
-    /// Name of the managed cgroup for `--process`.
-    pub managed_cgroup: String,
     /// bpffs directory for pinned programs, links and maps.
     pub pin_dir: PathBuf,
     /// Where the Prometheus metrics are served.

@@ -7,8 +7,7 @@ mod sockets;
 mod watch;
 
 use std::{
-    fs,
-    io::{self, Write as _},
+    fs, io,
     path::{Path, PathBuf},
 };
 
@@ -198,42 +197,6 @@ pub fn find_unit_cgroup(mount: &Path, unit: &str) -> Result<PathBuf, TargetError
         unit,
         mount: mount.to_owned(),
     })
-}
-
-/// Creates (if needed) the managed cgroup `name` directly under the cgroup v2 root.
-pub fn ensure_managed_cgroup(mount: &Path, name: &str) -> Result<PathBuf, TargetError> {
-    let dir = mount.join(name);
-    match fs::create_dir(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(source) => {
-            return Err(TargetError::Write {
-                what: "creating cgroup",
-                path: dir,
-                source,
-            });
-        }
-    }
-    Ok(dir)
-}
-
-/// Moves process `pid` (all its threads) into `cgroup`.
-pub fn move_process(cgroup: &Path, pid: u32) -> Result<(), TargetError> {
-    let procs = cgroup.join("cgroup.procs");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .open(&procs)
-        .map_err(|source| TargetError::Write {
-            what: "opening",
-            path: procs.clone(),
-            source,
-        })?;
-    f.write_all(format!("{pid}\n").as_bytes())
-        .map_err(|source| TargetError::Write {
-            what: "moving a process into",
-            path: procs,
-            source,
-        })
 }
 
 /// Process ids in `cgroup` (not its children).
