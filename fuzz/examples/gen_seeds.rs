@@ -66,7 +66,7 @@ fn events(dir: &Path) {
         .parse::<std::net::Ipv6Addr>()
         .expect("address")
         .octets();
-    allowed.v4_mapped = 1;
+    allowed.v4_form = 1;
     write(
         dir,
         "v6-mapped-allowed.bin",
@@ -109,19 +109,25 @@ fn record(verdict: Verdict, dst: &str, country: Option<&str>, rule: &str) -> Eve
         } else {
             Mode::Enforce
         },
+        direction: ollama_egress::model::Direction::Outbound,
         pid: 4242,
         tid: 4243,
         comm: "ollama".into(),
         exe: Some("/usr/bin/ollama".into()),
         uid: 998,
+        gid: 0,
         proto: "tcp".into(),
         family: Family::of(&dst),
         dst,
         dport: 443,
+        host: None,
         country: country.map(str::to_owned),
         asn: country.map(|_| 45102),
         as_org: country.map(|_| "Example".to_owned()),
         rule: rule.into(),
+        container: None,
+        hook: None,
+        via: None,
     }
 }
 

@@ -65,10 +65,13 @@ pub fn check(data: &[u8]) {
     let rec = match decoder.decode(&ev, setup.exe.clone()) {
         Ok(rec) => rec,
         Err(e) => {
-            assert!(
-                ev.verdict > ollama_egress_common::VERDICT_WOULD_BLOCK,
-                "a kernel verdict was refused: {e}"
-            );
+            use ollama_egress::model::{Direction, Hook, Mode, Verdict, Via};
+            let known = Verdict::from_kernel(ev.verdict).is_ok()
+                && Mode::from_kernel(ev.mode).is_ok()
+                && Direction::from_kernel(ev.direction).is_ok()
+                && Hook::from_kernel(ev.hook).is_ok()
+                && Via::from_kernel(ev.v4_form).is_ok();
+            assert!(!known, "an event of known values was refused: {e}");
             return;
         }
     };
@@ -130,7 +133,10 @@ pub fn check(data: &[u8]) {
 
 /// The record says what the event says.
 fn check_record(ev: &ConnectEvent, setup: &Setup, rec: &EventRecord) {
-    assert_eq!((rec.pid, rec.tid, rec.uid), (ev.tgid, ev.pid, ev.uid));
+    assert_eq!(
+        (rec.pid, rec.tid, rec.uid, rec.gid),
+        (ev.pid, ev.tid, ev.uid, ev.gid)
+    );
     assert_eq!(rec.exe, setup.exe);
     assert_eq!(
         u32::from(rec.dport),
@@ -170,17 +176,8 @@ fn check_record(ev: &ConnectEvent, setup: &Setup, rec: &EventRecord) {
     // The newest generation of that number among the last eight names the rule.
     let kept = &setup.generations[setup.generations.len().saturating_sub(8)..];
     let generation = kept.iter().rev().find(|g| g.0 == ev.generation);
-    match verdict {
-        Verdict::Blocked => assert_eq!(rec.mode, Mode::Enforce),
-        Verdict::WouldBlock => assert_eq!(rec.mode, Mode::Monitor),
-        Verdict::Allowed => {
-            let g = generation.or(kept.last());
-            let mode = g.map_or(Mode::Monitor, |g| {
-                if g.2 { Mode::Enforce } else { Mode::Monitor }
-            });
-            assert_eq!(rec.mode, mode);
-        }
-    }
+    // The mode is the one the kernel reported.
+    assert_eq!(rec.mode.to_kernel(), ev.mode);
     // The kernel's own rules are named whatever the generation; the policy's by the
     // generation that decided, else by id and generation.
     let rule = match (
@@ -220,8 +217,8 @@ pub fn sample_event(v6: bool, verdict: u32, rule_id: u32, generation: u32) -> Co
             kind: EVENT_KIND_CONNECT,
             size: ConnectEvent::SIZE as u32,
         },
-        pid: 4243,
-        tgid: 4242,
+        tid: 4243,
+        pid: 4242,
         uid: 1000,
         gid: 1000,
         comm,
@@ -236,7 +233,15 @@ pub fn sample_event(v6: bool, verdict: u32, rule_id: u32, generation: u32) -> Co
         } else {
             ollama_egress_common::HOOK_CONNECT4
         },
-        v4_mapped: 0,
+        v4_form: 0,
         daddr,
+        mode: if verdict == ollama_egress_common::VERDICT_BLOCKED {
+            ollama_egress_common::MODE_ENFORCE
+        } else {
+            ollama_egress_common::MODE_MONITOR
+        },
+        direction: ollama_egress_common::DIRECTION_EGRESS,
+        lport: 0,
+        reserved: 0,
     }
 }

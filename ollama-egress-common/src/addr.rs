@@ -36,19 +36,6 @@ pub const V4_FORM_COMPATIBLE: u32 = 5;
 /// `::ffff:0:a.b.c.d`, IPv4-translated (stateless IP/ICMP translation).
 pub const V4_FORM_TRANSLATED: u32 = 6;
 
-/// A short name of a `V4_FORM_*` form, for messages.
-pub const fn v4_form_name(form: u32) -> &'static str {
-    match form {
-        V4_FORM_MAPPED => "IPv4-mapped",
-        V4_FORM_NAT64 => "NAT64",
-        V4_FORM_NAT64_LOCAL => "NAT64 local-use",
-        V4_FORM_6TO4 => "6to4",
-        V4_FORM_COMPATIBLE => "IPv4-compatible",
-        V4_FORM_TRANSLATED => "IPv4-translated",
-        _ => "IPv6",
-    }
-}
-
 /// The IPv4 address an IPv6 destination (network byte order) stands for, and its form
 /// (`V4_FORM_*`), or `None` for an address that is IPv6 only. `::` and `::1` are IPv6 only.
 #[inline(always)]

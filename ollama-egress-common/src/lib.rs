@@ -11,7 +11,7 @@ mod addr;
 
 pub use addr::{
     V4_FORM_6TO4, V4_FORM_COMPATIBLE, V4_FORM_MAPPED, V4_FORM_NAT64, V4_FORM_NAT64_LOCAL,
-    V4_FORM_NONE, V4_FORM_TRANSLATED, embedded_ipv4, v4_form_name,
+    V4_FORM_NONE, V4_FORM_TRANSLATED, embedded_ipv4,
 };
 
 /// Name of the LPM trie maps, indexed by policy slot (see [`ACTIVE_SLOT_MAP`]).
@@ -208,23 +208,25 @@ pub struct EventHeader {
 }
 
 /// One connection (or datagram destination) decision.
+///
+/// Field names are the userspace ones: `tid` is the kernel's `pid`, `pid` the kernel's `tgid`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectEvent {
     /// Common header; `kind` is [`EVENT_KIND_CONNECT`].
     pub header: EventHeader,
-    /// Thread id (the kernel's pid).
+    /// Thread id (the kernel's `pid`).
+    pub tid: u32,
+    /// Process id (the kernel's `tgid`).
     pub pid: u32,
-    /// Process id (the kernel's tgid).
-    pub tgid: u32,
-    /// Real user id.
+    /// Real user id (of the socket owner for the packet programs).
     pub uid: u32,
-    /// Real group id.
+    /// Real group id of the task, 0 when the hook does not know it.
     pub gid: u32,
     /// Task name, NUL padded.
     pub comm: [u8; COMM_LEN],
-    /// Address family of the destination as judged: [`FAMILY_IPV4`] for IPv4 and IPv4-mapped
-    /// IPv6 destinations, [`FAMILY_IPV6`] otherwise.
+    /// Address family of the destination as judged: [`FAMILY_IPV4`] for IPv4 and IPv4 addresses
+    /// in IPv6 form (see `v4_form`), [`FAMILY_IPV6`] otherwise; 0 for hooks with no address.
     pub family: u32,
     /// IP protocol (`IPPROTO_TCP`, `IPPROTO_UDP`, ...).
     pub protocol: u32,
@@ -238,11 +240,19 @@ pub struct ConnectEvent {
     pub generation: u32,
     /// `HOOK_*`.
     pub hook: u32,
-    /// Non-zero when the socket was IPv6 and the destination an IPv4 address in IPv6 form:
-    /// the `V4_FORM_*` constant of the form ([`V4_FORM_MAPPED`] is 1).
-    pub v4_mapped: u32,
+    /// The `V4_FORM_*` constant of an IPv6 destination judged as the IPv4 address it embeds
+    /// ([`V4_FORM_NONE`] otherwise).
+    pub v4_form: u32,
     /// Destination address in network byte order; an IPv4 address fills the first four bytes.
     pub daddr: [u8; 16],
+    /// `MODE_*` of the policy slot that decided ([`MODE_MONITOR`] when no slot was valid).
+    pub mode: u32,
+    /// `DIRECTION_*`: [`DIRECTION_EGRESS`] for outbound decisions.
+    pub direction: u32,
+    /// Local port in host byte order, 0 when unknown.
+    pub lport: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
 }
 
 impl ConnectEvent {
@@ -289,9 +299,9 @@ const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8);
 const _: () = assert!(core::mem::size_of::<SlotConfig>() == 16);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
-const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 16 + 16 + 16 + 32 + 16);
+const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 16 + 16 + 16 + 32 + 16 + 16);
 const _: () = assert!(
-    ConnectEvent::SIZE == 96,
+    ConnectEvent::SIZE == 112,
     "ConnectEvent layout changed: readers check size"
 );
 const _: () = assert!(core::mem::size_of::<DedupKey>() == 8 + 16 + 4 + 4);

@@ -48,7 +48,7 @@ fn try_tun_open(ctx: &DeviceContext) -> i32 {
         protocol: 0,
         dport: 0,
         daddr: [0; 16],
-        v4_mapped: 0,
+        v4_form: 0,
     };
     emit(&target, &decision, None);
     if decision.drops() { 0 } else { 1 }
@@ -81,7 +81,7 @@ fn try_sockopt_guard(ctx: &SockoptContext) -> i32 {
         protocol: level as u32,
         dport: optname as u32,
         daddr: [0; 16],
-        v4_mapped: 0,
+        v4_form: 0,
     };
     emit(&target, &decision, None);
     if decision.drops() { 0 } else { 1 }

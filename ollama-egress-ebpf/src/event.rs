@@ -7,7 +7,9 @@ use aya_ebpf::{
         generated::bpf_ktime_get_boot_ns,
     },
 };
-use ollama_egress_common::{ConnectEvent, EVENT_KIND_CONNECT, EventHeader, STAT_EVENTS_LOST};
+use ollama_egress_common::{
+    ConnectEvent, DIRECTION_EGRESS, EVENT_KIND_CONNECT, EventHeader, STAT_EVENTS_LOST,
+};
 
 use crate::{
     maps::EVENTS,
@@ -27,7 +29,7 @@ pub struct Target {
     /// Destination address, network byte order, IPv4 in the first four bytes.
     pub daddr: [u8; 16],
     /// `V4_FORM_*` of an IPv6 destination judged as IPv4 (0 otherwise).
-    pub v4_mapped: u32,
+    pub v4_form: u32,
 }
 
 /// Who an event names.
@@ -86,8 +88,8 @@ pub fn send(
             kind: EVENT_KIND_CONNECT,
             size: ConnectEvent::SIZE as u32,
         },
-        pid: sender.pid_tgid as u32,
-        tgid: (sender.pid_tgid >> 32) as u32,
+        tid: sender.pid_tgid as u32,
+        pid: (sender.pid_tgid >> 32) as u32,
         uid: sender.uid,
         gid: sender.gid,
         comm: sender.comm,
@@ -98,8 +100,12 @@ pub fn send(
         rule_id: decision.rule_id,
         generation: decision.generation,
         hook: target.hook,
-        v4_mapped: target.v4_mapped,
+        v4_form: target.v4_form,
         daddr: target.daddr,
+        mode: decision.mode,
+        direction: DIRECTION_EGRESS,
+        lport: 0,
+        reserved: 0,
     });
     entry.submit(flags());
 }

@@ -2,7 +2,7 @@
 
 use aya_ebpf::maps::{LpmTrie, lpm_trie::Key};
 use ollama_egress_common::{
-    ACTION_DENY, FAMILY_IPV4, FAMILY_IPV6, MODE_ENFORCE, PolicyValue, RULE_DEFAULT, RULE_NO_POLICY,
+    ACTION_DENY, FAMILY_IPV4, FAMILY_IPV6, MODE_ENFORCE, MODE_MONITOR, PolicyValue, RULE_DEFAULT, RULE_NO_POLICY,
     SlotConfig, V4_FORM_MAPPED, V4_FORM_NONE, VERDICT_ALLOWED, VERDICT_BLOCKED,
     VERDICT_WOULD_BLOCK, embedded_ipv4,
 };
@@ -20,6 +20,8 @@ pub struct Decision {
     pub rule_id: u32,
     /// Generation of the policy that decided.
     pub generation: u32,
+    /// `MODE_*` of the policy that decided.
+    pub mode: u32,
 }
 
 impl Decision {
@@ -60,6 +62,7 @@ fn decide(cfg: &SlotConfig, action: u32, rule_id: u32) -> Decision {
         verdict,
         rule_id,
         generation: cfg.generation,
+        mode: cfg.mode,
     }
 }
 
@@ -202,6 +205,7 @@ fn unconfigured() -> Decision {
         },
         rule_id: RULE_NO_POLICY,
         generation: 0,
+        mode: if enforcing { MODE_ENFORCE } else { MODE_MONITOR },
     }
 }
 

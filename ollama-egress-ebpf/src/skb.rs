@@ -371,7 +371,7 @@ fn report(ctx: &SkBuffContext, judged: &Judged) {
         protocol: u32::from(judged.proto),
         dport,
         daddr: judged.daddr,
-        v4_mapped: judged.form,
+        v4_form: judged.form,
     };
     emit(&target, &judged.decision, Some(ctx.get_socket_uid()));
 }

@@ -92,7 +92,7 @@ fn judge4(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
         protocol,
         dport: u32::from(u16::from_be(port as u16)),
         daddr: v4_daddr(v4),
-        v4_mapped: 0,
+        v4_form: 0,
     };
     (target, judge_v4(v4))
 }
@@ -121,7 +121,7 @@ fn judge6(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
         protocol,
         dport,
         daddr,
-        v4_mapped: judged.form,
+        v4_form: judged.form,
     };
     (target, judged.decision)
 }

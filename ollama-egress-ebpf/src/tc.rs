@@ -327,7 +327,7 @@ fn emit(ctx: &TcContext, frame: &Frame) {
         protocol: frame.protocol,
         dport: frame.dport,
         daddr: frame.daddr,
-        v4_mapped: 0,
+        v4_form: 0,
     };
     let sender = || {
         // SAFETY: helpers without preconditions (the skb is the program's).

@@ -76,7 +76,10 @@ fn judged_as(ip: IpAddr) -> String {
     match ollama_egress_common::embedded_ipv4(&v6.octets()) {
         Some((v4, form)) => format!(
             " ({} of {})",
-            ollama_egress_common::v4_form_name(form),
+            crate::model::Via::from_kernel(form)
+                .ok()
+                .flatten()
+                .map_or("IPv6", crate::model::Via::describe),
             std::net::Ipv4Addr::from(v4)
         ),
         None => String::new(),

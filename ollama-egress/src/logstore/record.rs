@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::model::{Family, Mode, Proto, Verdict};
+use crate::model::{Direction, Family, Hook, Mode, Proto, Verdict, Via};
 
 /// One connection decision, as stored on one line of `events.jsonl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,8 +21,12 @@ pub struct EventRecord {
     pub ts: OffsetDateTime,
     /// What happened to the connection.
     pub verdict: Verdict,
-    /// The daemon's mode when it decided.
+    /// The mode of the policy that decided (the kernel reports it).
     pub mode: Mode,
+    /// `outbound` (the target connects out) or `inbound`. Lines written before this field
+    /// existed read as `outbound`.
+    #[serde(default = "outbound")]
+    pub direction: Direction,
     /// Process id (the kernel's tgid).
     pub pid: u32,
     /// Thread id (the kernel's pid). Lines written before this field existed read as 0.
@@ -33,8 +37,11 @@ pub struct EventRecord {
     /// Path of the executable, `null` when unknown (the process had already exited).
     #[serde(default)]
     pub exe: Option<String>,
-    /// User id of the process.
+    /// User id of the process (of the socket owner for packets the backstop judged).
     pub uid: u32,
+    /// Group id of the task, 0 when the hook does not know it.
+    #[serde(default)]
+    pub gid: u32,
     /// `"tcp"`, `"udp"`, or the IP protocol number as a string; see [`Proto`].
     pub proto: Proto,
     /// Address family of the destination.
@@ -43,6 +50,9 @@ pub struct EventRecord {
     pub dst: IpAddr,
     /// Destination port (0 for protocols without ports).
     pub dport: u16,
+    /// The DNS name the target looked up for `dst`, `null` when no answer was seen.
+    #[serde(default)]
+    pub host: Option<String>,
     /// ISO 3166 alpha-2 country of `dst`, `null` when the geo database has none.
     pub country: Option<String>,
     /// Autonomous system number of `dst`, `null` when unknown.
@@ -51,6 +61,21 @@ pub struct EventRecord {
     pub as_org: Option<String>,
     /// Id of the policy rule that decided, e.g. `deny.countries:CN`, `default`.
     pub rule: String,
+    /// The container the target runs in, `null` when it is no container.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// The kernel hook that decided (`connect4`, `sendmsg6`, `skb-egress`, ...), `null` in lines
+    /// written before this field existed.
+    #[serde(default)]
+    pub hook: Option<Hook>,
+    /// For an IPv6 destination judged as the IPv4 address it embeds (then `dst` is that IPv4
+    /// address and `family` is `ipv4`): the form, e.g. `mapped`, `nat64`; `null` otherwise.
+    #[serde(default)]
+    pub via: Option<Via>,
+}
+
+fn outbound() -> Direction {
+    Direction::Outbound
 }
 
 impl EventRecord {

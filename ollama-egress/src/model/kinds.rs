@@ -149,6 +149,76 @@ vocabulary_enum!(
     }
 );
 
+vocabulary_enum!(
+    /// The kernel hook that made a decision.
+    Hook, "hook", {
+        /// `connect()` of an IPv4 socket.
+        Connect4 => "connect4" = k::HOOK_CONNECT4,
+        /// `connect()` of an IPv6 socket.
+        Connect6 => "connect6" = k::HOOK_CONNECT6,
+        /// A datagram with a destination on an IPv4 socket.
+        Sendmsg4 => "sendmsg4" = k::HOOK_SENDMSG4,
+        /// A datagram with a destination on an IPv6 socket.
+        Sendmsg6 => "sendmsg6" = k::HOOK_SENDMSG6,
+        /// A packet the cgroup_skb egress backstop judged.
+        SkbEgress => "skb-egress" = k::HOOK_SKB_EGRESS,
+        /// A frame judged at a network device (tc egress).
+        DeviceEgress => "device-egress" = k::HOOK_DEVICE_EGRESS,
+        /// Opening the TUN/TAP clone device.
+        DeviceOpen => "device-open" = k::HOOK_DEVICE_OPEN,
+        /// Setting a socket option that bypasses the device programs.
+        Sockopt => "sockopt" = k::HOOK_SOCKOPT,
+    }
+);
+
+vocabulary_enum!(
+    /// The form in which an IPv6 destination embedded the IPv4 address it was judged as.
+    Via, "via", {
+        /// `::ffff:a.b.c.d`.
+        Mapped => "mapped" = k::V4_FORM_MAPPED,
+        /// `::a.b.c.d`.
+        Compatible => "compatible" = k::V4_FORM_COMPATIBLE,
+        /// `::ffff:0:a.b.c.d` (SIIT).
+        Translated => "translated" = k::V4_FORM_TRANSLATED,
+        /// `64:ff9b::/96`.
+        Nat64 => "nat64" = k::V4_FORM_NAT64,
+        /// `64:ff9b:1::/48`.
+        Nat64Local => "nat64-local" = k::V4_FORM_NAT64_LOCAL,
+        /// `2002::/16`.
+        SixToFour => "6to4" = k::V4_FORM_6TO4,
+    }
+);
+
+impl Hook {
+    /// The hook the kernel reported.
+    pub fn from_kernel(value: u32) -> Result<Hook, UnknownKernelValue> {
+        Hook::kernel_result(value)
+    }
+}
+
+impl Via {
+    /// The form the kernel reported: `None` for `V4_FORM_NONE` (no embedded address), an error
+    /// for a number that is no form.
+    pub fn from_kernel(value: u32) -> Result<Option<Via>, UnknownKernelValue> {
+        if value == k::V4_FORM_NONE {
+            return Ok(None);
+        }
+        Via::kernel_result(value).map(Some)
+    }
+
+    /// The form's name in messages (`policy check --explain`), e.g. `NAT64`.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Via::Mapped => "IPv4-mapped",
+            Via::Compatible => "IPv4-compatible",
+            Via::Translated => "IPv4-translated",
+            Via::Nat64 => "NAT64",
+            Via::Nat64Local => "NAT64 local-use",
+            Via::SixToFour => "6to4",
+        }
+    }
+}
+
 impl Verdict {
     /// The verdict the kernel reported; an error for a number that is no verdict (never read
     /// as "blocked" or anything else).

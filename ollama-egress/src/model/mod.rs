@@ -2,7 +2,7 @@
 //! what the log stores, what the metrics label and what the command line accepts all speak
 //! these types.
 //!
-//! - [`Verdict`], [`Mode`], [`Family`], [`Direction`], [`Action`]: fieldless enums with one
+//! - [`Verdict`], [`Mode`], [`Family`], [`Direction`], [`Action`], [`Hook`], [`Via`]: fieldless enums with one
 //!   string form each (log, metrics, command line) and the conversions from the kernel's
 //!   numbers (`ollama_egress_common`), fallible where the kernel could send anything.
 //! - [`Proto`] / [`proto_name`]: the IP protocol of an event, number and name.
@@ -17,7 +17,9 @@ mod kinds;
 mod proto;
 pub mod rule;
 
-pub use kinds::{Action, Direction, Family, Mode, ParseValueError, UnknownKernelValue, Verdict};
+pub use kinds::{
+    Action, Direction, Family, Hook, Mode, ParseValueError, UnknownKernelValue, Verdict, Via,
+};
 pub use ollama_egress_geo::{CountryCode, InvalidCountryCode};
 pub use proto::{Proto, proto_name};
 

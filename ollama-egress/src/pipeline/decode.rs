@@ -12,7 +12,9 @@ use time::OffsetDateTime;
 
 use crate::{
     logstore::EventRecord,
-    model::{Family, Mode, UnknownKernelValue, Verdict, proto_name, rule},
+    model::{
+        Direction, Family, Hook, Mode, UnknownKernelValue, Verdict, Via, proto_name, rule,
+    },
 };
 
 /// Converts `bpf_ktime_get_boot_ns()` stamps to wall-clock time.
@@ -116,13 +118,10 @@ impl Decoder {
             generation.map(|g| g.rules.as_slice()),
         );
         let verdict = Verdict::from_kernel(ev.verdict)?;
-        let mode = match verdict {
-            Verdict::Blocked => Mode::Enforce,
-            Verdict::WouldBlock => Mode::Monitor,
-            Verdict::Allowed => generation
-                .or(self.generations.back())
-                .map_or(Mode::Monitor, |g| g.mode),
-        };
+        let mode = Mode::from_kernel(ev.mode)?;
+        let direction = Direction::from_kernel(ev.direction)?;
+        let hook = Hook::from_kernel(ev.hook)?;
+        let via = Via::from_kernel(ev.v4_form)?;
         // Events of hooks with no address (a device open, a socket option) carry family 0 and
         // are shown as `::`.
         let (family, dst) = if ev.family == FAMILY_IPV4 {
@@ -139,19 +138,25 @@ impl Decoder {
             ts: self.clock.wall(ev.header.ts_boot_ns),
             verdict,
             mode,
-            pid: ev.tgid,
-            tid: ev.pid,
+            direction,
+            pid: ev.pid,
+            tid: ev.tid,
             comm: comm_string(&ev.comm),
             exe,
             uid: ev.uid,
+            gid: ev.gid,
             proto: proto_name(u8::try_from(ev.protocol).unwrap_or(u8::MAX)),
             family,
             dst,
             dport: u16::try_from(ev.dport).unwrap_or(0),
+            host: None,
             country: info.as_ref().and_then(|i| i.country.clone()),
             asn: info.as_ref().and_then(|i| i.asn),
             as_org: info.and_then(|i| i.as_org),
             rule,
+            container: None,
+            hook: Some(hook),
+            via,
         })
     }
 }
@@ -172,7 +177,7 @@ pub(super) fn exe_of(tgid: u32) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use ollama_egress_common::{
-        EVENT_KIND_CONNECT, EventHeader, FAMILY_IPV6, HOOK_CONNECT4, VERDICT_BLOCKED,
+        EVENT_KIND_CONNECT, EventHeader, FAMILY_IPV6, HOOK_CONNECT4, MODE_ENFORCE, VERDICT_BLOCKED,
         VERDICT_WOULD_BLOCK,
     };
 
@@ -189,8 +194,8 @@ mod tests {
                 kind: EVENT_KIND_CONNECT,
                 size: ConnectEvent::SIZE as u32,
             },
-            pid: 4243,
-            tgid: 4242,
+            tid: 4243,
+            pid: 4242,
             uid: 0,
             gid: 0,
             comm,
@@ -201,8 +206,12 @@ mod tests {
             rule_id: 1,
             generation: 3,
             hook: HOOK_CONNECT4,
-            v4_mapped: 0,
+            v4_form: 0,
             daddr,
+            mode: MODE_ENFORCE,
+            direction: 0,
+            lport: 0,
+            reserved: 0,
         }
     }
 
@@ -246,6 +255,7 @@ mod tests {
         ev.daddr = "2001:db8::5".parse::<Ipv6Addr>().expect("ip").octets();
         ev.protocol = 17;
         ev.verdict = VERDICT_WOULD_BLOCK;
+        ev.mode = ollama_egress_common::MODE_MONITOR;
         ev.rule_id = 0;
         let rec = decoder().decode(&ev, None).expect("decodes");
         assert_eq!(rec.verdict, Verdict::WouldBlock);
@@ -292,6 +302,39 @@ mod tests {
             .decode(&ev, None)
             .expect_err("verdict 7 is not a verdict");
         assert_eq!((err.what, err.value), ("verdict", 7), "{err}");
+    }
+
+    #[test]
+    fn hook_group_and_embedded_form_are_decoded() {
+        let mut ev = event();
+        ev.gid = 1001;
+        ev.hook = ollama_egress_common::HOOK_CONNECT6;
+        ev.v4_form = ollama_egress_common::V4_FORM_NAT64;
+        let rec = decoder().decode(&ev, None).expect("decodes");
+        assert_eq!(rec.gid, 1001);
+        assert_eq!(rec.hook, Some(Hook::Connect6));
+        assert_eq!(rec.via, Some(Via::Nat64));
+        assert_eq!(rec.direction, Direction::Outbound);
+        let line = serde_json::to_string(&rec).expect("serialises");
+        assert!(
+            line.contains(r#""hook":"connect6""#) && line.contains(r#""via":"nat64""#),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn unknown_mode_hook_form_or_direction_are_errors() {
+        for (what, set) in [
+            ("mode", (|e: &mut ConnectEvent| e.mode = 9) as fn(&mut ConnectEvent)),
+            ("hook", |e| e.hook = 99),
+            ("via", |e| e.v4_form = 42),
+            ("direction", |e| e.direction = 5),
+        ] {
+            let mut ev = event();
+            set(&mut ev);
+            let err = decoder().decode(&ev, None).expect_err(what);
+            assert_eq!(err.what, what, "{err}");
+        }
     }
 
     #[test]

@@ -79,7 +79,7 @@ pub fn drain(
             continue;
         };
         drop(item);
-        let exe = exes.get(ev.tgid);
+        let exe = exes.get(ev.pid);
         let rec = decoder
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

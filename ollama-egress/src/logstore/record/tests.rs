@@ -6,7 +6,11 @@ use super::*;
 use time::macros::datetime;
 
 /// The example event line of the README ("Querying the log"), on one line.
-pub(crate) const DESIGN_EXAMPLE: &str = r#"{"ts":"2026-11-22T10:00:00.123456Z","verdict":"blocked","mode":"enforce","pid":4242,"comm":"ollama","uid":0,"proto":"tcp","family":"ipv4","dst":"203.0.113.7","dport":443,"country":"CN","asn":45102,"as_org":"Alibaba","rule":"deny.countries:CN"}"#;
+pub(crate) const DESIGN_EXAMPLE: &str = r#"{"ts":"2026-11-22T10:00:00.123456Z","verdict":"blocked","mode":"enforce","direction":"outbound","pid":4242,"comm":"ollama","uid":0,"proto":"tcp","family":"ipv4","dst":"203.0.113.7","dport":443,"host":"dd20bb891979d25aebc8bec07b2b3bbc.r2.cloudflarestorage.com","country":"CN","asn":45102,"as_org":"Alibaba","rule":"deny.countries:CN","container":null}"#;
+
+/// The design example of an earlier version (no `direction`, `host`, `container`): old lines
+/// keep reading.
+pub(crate) const OLD_EXAMPLE: &str = r#"{"ts":"2026-11-22T10:00:00.123456Z","verdict":"blocked","mode":"enforce","pid":4242,"comm":"ollama","uid":0,"proto":"tcp","family":"ipv4","dst":"203.0.113.7","dport":443,"country":"CN","asn":45102,"as_org":"Alibaba","rule":"deny.countries:CN"}"#;
 
 /// A record like the design example, at `ts`.
 pub(crate) fn sample(ts: OffsetDateTime) -> EventRecord {
@@ -14,19 +18,25 @@ pub(crate) fn sample(ts: OffsetDateTime) -> EventRecord {
         ts,
         verdict: Verdict::Blocked,
         mode: Mode::Enforce,
+        direction: crate::model::Direction::Outbound,
         pid: 4242,
         tid: 4243,
         comm: "ollama".into(),
         exe: Some("/usr/bin/ollama".into()),
         uid: 0,
+        gid: 0,
         proto: "tcp".into(),
         family: Family::Ipv4,
         dst: "203.0.113.7".parse().unwrap(),
         dport: 443,
+        host: None,
         country: Some("CN".into()),
         asn: Some(45102),
         as_org: Some("Alibaba".into()),
         rule: "deny.countries:CN".into(),
+        container: None,
+        hook: None,
+        via: None,
     }
 }
 
@@ -42,6 +52,19 @@ fn design_example_parses() {
     assert_eq!(r.destination(), "203.0.113.7:443");
     assert_eq!(r.asn, Some(45102));
     assert_eq!(r.rule, "deny.countries:CN");
+    assert_eq!(r.direction, crate::model::Direction::Outbound);
+    assert_eq!(
+        r.host.as_deref(),
+        Some("dd20bb891979d25aebc8bec07b2b3bbc.r2.cloudflarestorage.com")
+    );
+    assert_eq!(r.container, None);
+}
+
+#[test]
+fn lines_of_an_earlier_version_parse() {
+    let r: EventRecord = serde_json::from_str(OLD_EXAMPLE).unwrap();
+    assert_eq!(r.direction, crate::model::Direction::Outbound);
+    assert_eq!((r.host, r.container, r.hook, r.via, r.gid), (None, None, None, None, 0));
 }
 
 #[test]
@@ -49,7 +72,7 @@ fn serialized_field_names_and_order() {
     let line = serde_json::to_string(&sample(datetime!(2026-11-22 10:00:00.123456 UTC))).unwrap();
     assert_eq!(
         line,
-        r#"{"ts":"2026-11-22T10:00:00.123456Z","verdict":"blocked","mode":"enforce","pid":4242,"tid":4243,"comm":"ollama","exe":"/usr/bin/ollama","uid":0,"proto":"tcp","family":"ipv4","dst":"203.0.113.7","dport":443,"country":"CN","asn":45102,"as_org":"Alibaba","rule":"deny.countries:CN"}"#
+        r#"{"ts":"2026-11-22T10:00:00.123456Z","verdict":"blocked","mode":"enforce","direction":"outbound","pid":4242,"tid":4243,"comm":"ollama","exe":"/usr/bin/ollama","uid":0,"gid":0,"proto":"tcp","family":"ipv4","dst":"203.0.113.7","dport":443,"host":null,"country":"CN","asn":45102,"as_org":"Alibaba","rule":"deny.countries:CN","container":null,"hook":null,"via":null}"#
     );
     // Every key of the design example appears, in the same relative order.
     let design: serde_json::Map<String, serde_json::Value> =
