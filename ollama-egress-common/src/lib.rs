@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), no_std)]
 
 mod addr;
+pub mod dns;
 
 pub use addr::{
     V4_FORM_6TO4, V4_FORM_COMPATIBLE, V4_FORM_MAPPED, V4_FORM_NAT64, V4_FORM_NAT64_LOCAL,
@@ -123,7 +124,7 @@ pub const STAT_SKB_DROPS_UNREPORTED: u32 = 1;
 /// ever new destinations cannot flood the ring buffer and the log).
 pub const BACKSTOP_EVENTS_PER_SECOND: u64 = 1000;
 /// Number of `STAT_*` slots.
-pub const STAT_COUNT: u32 = 4;
+pub const STAT_COUNT: u32 = 8;
 
 /// `AF_INET`.
 pub const FAMILY_IPV4: u32 = 2;
@@ -322,6 +323,13 @@ mod user {
     unsafe impl aya::Pod for DedupKey {}
     unsafe impl aya::Pod for DedupValue {}
     unsafe impl aya::Pod for EventBudget {}
+    unsafe impl aya::Pod for dns::DnsConfig {}
+    unsafe impl aya::Pod for dns::DnsQueryKey {}
+    unsafe impl aya::Pod for dns::BindingKey {}
+    unsafe impl aya::Pod for dns::Binding {}
+    unsafe impl aya::Pod for dns::SockVerdict {}
+    unsafe impl aya::Pod for dns::DnsAddr {}
+    unsafe impl aya::Pod for dns::DnsEvent {}
 
     impl ConnectEvent {
         /// Decodes an event from ring-buffer bytes. Returns `None` when `bytes` is shorter than
