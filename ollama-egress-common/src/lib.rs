@@ -175,6 +175,11 @@ pub struct SlotConfig {
     pub generation: u32,
     /// Non-zero once the slot has been fully written (a zeroed slot is never made active).
     pub valid: u32,
+    /// Number of entries in the slot's `DOMAINS_*` trie: with none, the programs skip the
+    /// address bindings.
+    pub domain_rules: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
 }
 
 /// Packet and byte counts of one (direction, verdict) pair.
@@ -297,7 +302,7 @@ pub struct EventBudget {
 
 // Layout guards: no implicit padding, sizes as documented.
 const _: () = assert!(core::mem::size_of::<PolicyValue>() == 8);
-const _: () = assert!(core::mem::size_of::<SlotConfig>() == 16);
+const _: () = assert!(core::mem::size_of::<SlotConfig>() == 24);
 const _: () = assert!(core::mem::size_of::<Counter>() == 16);
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 16);
 const _: () = assert!(core::mem::size_of::<ConnectEvent>() == 16 + 16 + 16 + 32 + 16 + 16);

@@ -254,6 +254,8 @@ impl PolicyTables {
             mode: policy.mode,
             generation,
             valid: 1,
+            domain_rules: 0,
+            reserved: 0,
         };
         self.config
             .set(slot, cfg, 0)
