@@ -7,6 +7,9 @@
 //! * `corpus/log_query/`: a filter line, then log lines as the daemon writes them, with
 //!   rotated files, odd formatting and malformed lines.
 //! * `corpus/policy_structured/`: pseudo-random bytes for the structured policy target.
+//! * `corpus/dns/`: DNS responses built with hickory (answers, CNAME chains, many answers,
+//!   other sections) and by hand (queries, compressed or odd question names, cut-off and
+//!   malformed records).
 
 use std::fs;
 use std::path::Path;
@@ -25,6 +28,7 @@ fn main() {
     events(&root.join("event_decode"));
     logs(&root.join("log_query"));
     structured(&root.join("policy_structured"));
+    dns(&root.join("dns"));
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
@@ -221,4 +225,196 @@ fn structured(dir: &Path) {
     for (i, len) in [(1u64, 64usize), (2, 128), (3, 256), (4, 512), (5, 1024)] {
         write(dir, &format!("noise-{len}.bin"), &noise(i * 7919, len));
     }
+}
+
+/// A response to `name` (type A) with `answers`, as hickory writes it (names compressed).
+fn hickory_response(name: &str, answers: Vec<hickory_proto::rr::Record>) -> Vec<u8> {
+    use hickory_proto::op::{Message, OpCode, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let mut m = Message::response(0x4242, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(name).expect("name"), RecordType::A));
+    m.add_answers(answers);
+    m.to_vec().expect("encoding a response")
+}
+
+fn a(owner: &str, ttl: u32, ip: [u8; 4]) -> hickory_proto::rr::Record {
+    use hickory_proto::rr::{Name, RData, Record, rdata::A};
+    Record::from_rdata(
+        Name::from_ascii(owner).expect("name"),
+        ttl,
+        RData::A(A(ip.into())),
+    )
+}
+
+fn aaaa(owner: &str, ttl: u32, ip: std::net::Ipv6Addr) -> hickory_proto::rr::Record {
+    use hickory_proto::rr::{Name, RData, Record, rdata::AAAA};
+    Record::from_rdata(Name::from_ascii(owner).expect("name"), ttl, RData::AAAA(AAAA(ip)))
+}
+
+fn cname(owner: &str, ttl: u32, target: &str) -> hickory_proto::rr::Record {
+    use hickory_proto::rr::{Name, RData, Record, rdata::CNAME};
+    Record::from_rdata(
+        Name::from_ascii(owner).expect("name"),
+        ttl,
+        RData::CNAME(CNAME(Name::from_ascii(target).expect("name"))),
+    )
+}
+
+fn txt(owner: &str, text: &str) -> hickory_proto::rr::Record {
+    use hickory_proto::rr::{Name, RData, Record, rdata::TXT};
+    Record::from_rdata(
+        Name::from_ascii(owner).expect("name"),
+        30,
+        RData::TXT(TXT::new(vec![text.to_owned()])),
+    )
+}
+
+/// A response by hand: header with `ancount`, the question bytes `question` (name, type, class).
+fn by_hand(flags: [u8; 2], qdcount: u16, ancount: u16, question: &[u8]) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, flags[0], flags[1]];
+    m.extend_from_slice(&qdcount.to_be_bytes());
+    m.extend_from_slice(&ancount.to_be_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0]);
+    m.extend_from_slice(question);
+    m
+}
+
+/// An A record with its owner a pointer to the question, TTL 60.
+fn a_rr(ip: [u8; 4]) -> Vec<u8> {
+    let mut r = vec![0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4];
+    r.extend_from_slice(&ip);
+    r
+}
+
+const Q_EXAMPLE: &[u8] = b"\x07example\x03com\x00\x00\x01\x00\x01";
+
+fn dns(dir: &Path) {
+    let v6: std::net::Ipv6Addr = "2001:db8::7".parse().expect("address");
+    let mapped: std::net::Ipv6Addr = "::ffff:192.0.2.9".parse().expect("address");
+    write(
+        dir,
+        "a.bin",
+        &hickory_response("registry.ollama.ai.", vec![a("registry.ollama.ai.", 300, [192, 0, 2, 7])]),
+    );
+    write(
+        dir,
+        "a-aaaa-mapped.bin",
+        &hickory_response(
+            "ollama.com.",
+            vec![
+                a("ollama.com.", 60, [192, 0, 2, 1]),
+                aaaa("ollama.com.", 60, v6),
+                aaaa("ollama.com.", 60, mapped),
+            ],
+        ),
+    );
+    write(
+        dir,
+        "cname-chain.bin",
+        &hickory_response(
+            "models.ollama.ai.",
+            vec![
+                cname("models.ollama.ai.", 30, "edge.cdn.example.net."),
+                cname("edge.cdn.example.net.", 30, "x1.r2.cloudflarestorage.com."),
+                a("x1.r2.cloudflarestorage.com.", 20, [198, 51, 100, 1]),
+                a("x1.r2.cloudflarestorage.com.", 20, [198, 51, 100, 2]),
+            ],
+        ),
+    );
+    write(
+        dir,
+        "many.bin",
+        &hickory_response(
+            "many.example.",
+            (0..40u8).map(|i| a("many.example.", 5, [203, 0, 113, i])).collect(),
+        ),
+    );
+    write(
+        dir,
+        "mixed-types.bin",
+        &hickory_response(
+            "Mixed.EXAMPLE.org.",
+            vec![
+                txt("mixed.example.org.", "v=spf1 -all"),
+                a("mixed.example.org.", 7, [192, 0, 2, 77]),
+                txt("other.example.org.", "x"),
+            ],
+        ),
+    );
+    write(dir, "nxdomain.bin", &hickory_response("nothing.example.", vec![]));
+    {
+        use hickory_proto::op::{Edns, Message, OpCode, Query};
+        use hickory_proto::rr::{Name, RecordType};
+        let mut m = Message::response(7, OpCode::Query);
+        m.add_query(Query::query(Name::from_ascii("sections.example.").expect("name"), RecordType::AAAA));
+        m.add_answer(aaaa("sections.example.", 99, v6));
+        m.add_authority(txt("example.", "authority"));
+        m.add_additional(a("ns.example.", 99, [192, 0, 2, 53]));
+        m.set_edns(Edns::new());
+        write(dir, "sections-edns.bin", &m.to_vec().expect("encoding"));
+    }
+    // Past the examined bytes: 60 TXT records, then an A record.
+    let mut big: Vec<_> = (0..60).map(|i| txt("big.example.", &format!("padding record {i:03}"))).collect();
+    big.push(a("big.example.", 5, [192, 0, 2, 250]));
+    write(dir, "past-examined-bytes.bin", &hickory_response("big.example.", big));
+
+    // By hand.
+    let mut m = by_hand([0x81, 0x80], 1, 2, Q_EXAMPLE);
+    m.extend(a_rr([192, 0, 2, 1]));
+    m.extend(a_rr([192, 0, 2, 2]));
+    write(dir, "hand-two-a.bin", &m);
+    for cut in [m.len() - 1, m.len() - 5, m.len() - 14, 29, 11] {
+        write(dir, &format!("hand-cut-{cut}.bin"), &m[..cut]);
+    }
+    let mut q = m.clone();
+    q[2] = 0x01;
+    write(dir, "hand-query.bin", &q);
+    let mut op = m.clone();
+    op[2] = 0x81 | (2 << 3);
+    write(dir, "hand-opcode-status.bin", &op);
+    let mut two = by_hand([0x81, 0x80], 2, 1, Q_EXAMPLE);
+    two.extend_from_slice(Q_EXAMPLE);
+    two.extend(a_rr([192, 0, 2, 3]));
+    write(dir, "hand-two-questions.bin", &two);
+    let mut comp = by_hand([0x81, 0x80], 1, 1, b"\x01a\xc0\x0c\x00\x01\x00\x01");
+    comp.extend(a_rr([192, 0, 2, 4]));
+    write(dir, "hand-compressed-question.bin", &comp);
+    let mut odd = by_hand([0x81, 0x80], 1, 1, b"\x05a b_c\x03com\x00\x00\x01\x00\x01");
+    odd.extend(a_rr([192, 0, 2, 5]));
+    write(dir, "hand-space-in-name.bin", &odd);
+    let mut root = by_hand([0x81, 0x80], 1, 1, b"\x00\x00\x01\x00\x01");
+    root.extend(a_rr([192, 0, 2, 6]));
+    write(dir, "hand-root-question.bin", &root);
+    let mut long_rr = by_hand([0x81, 0x80], 1, 2, Q_EXAMPLE);
+    long_rr.extend(a_rr([192, 0, 2, 7]));
+    long_rr.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 5, 192, 0, 2, 8, 0]);
+    write(dir, "hand-a-length-5.bin", &long_rr);
+    let mut garbage_ptr = by_hand([0x81, 0x80], 1, 2, Q_EXAMPLE);
+    garbage_ptr.extend(a_rr([192, 0, 2, 9]));
+    let mut r = a_rr([192, 0, 2, 10]);
+    r[1] = 0xff; // points past the message
+    garbage_ptr.extend(r);
+    write(dir, "hand-owner-pointer-garbage.bin", &garbage_ptr);
+    let mut spelled = by_hand([0x81, 0x80], 1, 1, Q_EXAMPLE);
+    spelled.extend_from_slice(b"\x03www\x07example\x03com\x00\x00\x01\x00\x01\x00\x00\x00\x01\x00\x04");
+    spelled.extend_from_slice(&[192, 0, 2, 11]);
+    write(dir, "hand-owner-spelled-out.bin", &spelled);
+    let mut reserved = by_hand([0x81, 0x80], 1, 1, Q_EXAMPLE);
+    reserved.extend_from_slice(&[0x41, 0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 192, 0, 2, 12]);
+    write(dir, "hand-owner-reserved-label.bin", &reserved);
+    let mut huge = by_hand([0x81, 0x80], 1, 0xffff, Q_EXAMPLE);
+    huge.extend(a_rr([192, 0, 2, 13]));
+    write(dir, "hand-huge-count.bin", &huge);
+    let mut upper = by_hand([0x81, 0x83], 1, 1, b"\x07EXAMPLE\x03Com\x00\x00\x1c\x00\x01");
+    upper.extend_from_slice(&[0xc0, 12, 0, 28, 0, 1, 0, 0, 1, 0, 0, 16]);
+    upper.extend_from_slice(&v6.octets());
+    write(dir, "hand-uppercase-aaaa.bin", &upper);
+    let chaos = {
+        let mut c = by_hand([0x81, 0x80], 1, 1, Q_EXAMPLE);
+        c.extend_from_slice(&[0xc0, 12, 0, 1, 0, 3, 0, 0, 0, 1, 0, 4, 192, 0, 2, 14]);
+        c
+    };
+    write(dir, "hand-class-chaos.bin", &chaos);
+    write(dir, "empty.bin", &[]);
+    write(dir, "noise.bin", &noise(53, 200));
 }

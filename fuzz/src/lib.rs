@@ -11,9 +11,12 @@
 //! * [`event`]: ring-buffer bytes → [`ConnectEvent`](ollama_egress_common::ConnectEvent) →
 //!   [`Decoder`](ollama_egress::pipeline::Decoder) → JSON line → back, and a query for the
 //!   record's own values finds it.
+//! * [`dns`]: bytes → the shared DNS answer walker, against a reference decoder on
+//!   `hickory-proto`: no address, no question name the reference does not see.
 //! * [`log`]: `ollama-egress logs` queries (forwards, and backwards under `--limit`) return
 //!   exactly the lines a naive parse-every-line reference returns, whatever the prefilter does.
 
+pub mod dns;
 pub mod event;
 pub mod log;
 pub mod policy;

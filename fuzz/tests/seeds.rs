@@ -140,3 +140,19 @@ fn tampered_compilations_are_caught() {
         assert!(caught, "tampering ({what}) went unnoticed");
     }
 }
+
+#[test]
+fn dns_seeds_pass() {
+    let mut learned = 0;
+    let mut refused = 0;
+    for (name, data) in seeds("dns") {
+        match ollama_egress_fuzz::dns::check(&data) {
+            Some(n) if n > 0 => learned += 1,
+            Some(_) => {}
+            None => refused += 1,
+        }
+        eprintln!("dns seed {name}: ok");
+    }
+    assert!(learned >= 5, "only {learned} seeds yield addresses");
+    assert!(refused >= 5, "only {refused} seeds are refused");
+}
