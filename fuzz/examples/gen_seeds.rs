@@ -232,7 +232,10 @@ fn hickory_response(name: &str, answers: Vec<hickory_proto::rr::Record>) -> Vec<
     use hickory_proto::op::{Message, OpCode, Query};
     use hickory_proto::rr::{Name, RecordType};
     let mut m = Message::response(0x4242, OpCode::Query);
-    m.add_query(Query::query(Name::from_ascii(name).expect("name"), RecordType::A));
+    m.add_query(Query::query(
+        Name::from_ascii(name).expect("name"),
+        RecordType::A,
+    ));
     m.add_answers(answers);
     m.to_vec().expect("encoding a response")
 }
@@ -248,7 +251,11 @@ fn a(owner: &str, ttl: u32, ip: [u8; 4]) -> hickory_proto::rr::Record {
 
 fn aaaa(owner: &str, ttl: u32, ip: std::net::Ipv6Addr) -> hickory_proto::rr::Record {
     use hickory_proto::rr::{Name, RData, Record, rdata::AAAA};
-    Record::from_rdata(Name::from_ascii(owner).expect("name"), ttl, RData::AAAA(AAAA(ip)))
+    Record::from_rdata(
+        Name::from_ascii(owner).expect("name"),
+        ttl,
+        RData::AAAA(AAAA(ip)),
+    )
 }
 
 fn cname(owner: &str, ttl: u32, target: &str) -> hickory_proto::rr::Record {
@@ -294,7 +301,10 @@ fn dns(dir: &Path) {
     write(
         dir,
         "a.bin",
-        &hickory_response("registry.ollama.ai.", vec![a("registry.ollama.ai.", 300, [192, 0, 2, 7])]),
+        &hickory_response(
+            "registry.ollama.ai.",
+            vec![a("registry.ollama.ai.", 300, [192, 0, 2, 7])],
+        ),
     );
     write(
         dir,
@@ -326,7 +336,9 @@ fn dns(dir: &Path) {
         "many.bin",
         &hickory_response(
             "many.example.",
-            (0..40u8).map(|i| a("many.example.", 5, [203, 0, 113, i])).collect(),
+            (0..40u8)
+                .map(|i| a("many.example.", 5, [203, 0, 113, i]))
+                .collect(),
         ),
     );
     write(
@@ -341,12 +353,19 @@ fn dns(dir: &Path) {
             ],
         ),
     );
-    write(dir, "nxdomain.bin", &hickory_response("nothing.example.", vec![]));
+    write(
+        dir,
+        "nxdomain.bin",
+        &hickory_response("nothing.example.", vec![]),
+    );
     {
         use hickory_proto::op::{Edns, Message, OpCode, Query};
         use hickory_proto::rr::{Name, RecordType};
         let mut m = Message::response(7, OpCode::Query);
-        m.add_query(Query::query(Name::from_ascii("sections.example.").expect("name"), RecordType::AAAA));
+        m.add_query(Query::query(
+            Name::from_ascii("sections.example.").expect("name"),
+            RecordType::AAAA,
+        ));
         m.add_answer(aaaa("sections.example.", 99, v6));
         m.add_authority(txt("example.", "authority"));
         m.add_additional(a("ns.example.", 99, [192, 0, 2, 53]));
@@ -354,9 +373,15 @@ fn dns(dir: &Path) {
         write(dir, "sections-edns.bin", &m.to_vec().expect("encoding"));
     }
     // Past the examined bytes: 60 TXT records, then an A record.
-    let mut big: Vec<_> = (0..60).map(|i| txt("big.example.", &format!("padding record {i:03}"))).collect();
+    let mut big: Vec<_> = (0..60)
+        .map(|i| txt("big.example.", &format!("padding record {i:03}")))
+        .collect();
     big.push(a("big.example.", 5, [192, 0, 2, 250]));
-    write(dir, "past-examined-bytes.bin", &hickory_response("big.example.", big));
+    write(
+        dir,
+        "past-examined-bytes.bin",
+        &hickory_response("big.example.", big),
+    );
 
     // By hand.
     let mut m = by_hand([0x81, 0x80], 1, 2, Q_EXAMPLE);
@@ -396,7 +421,9 @@ fn dns(dir: &Path) {
     garbage_ptr.extend(r);
     write(dir, "hand-owner-pointer-garbage.bin", &garbage_ptr);
     let mut spelled = by_hand([0x81, 0x80], 1, 1, Q_EXAMPLE);
-    spelled.extend_from_slice(b"\x03www\x07example\x03com\x00\x00\x01\x00\x01\x00\x00\x00\x01\x00\x04");
+    spelled.extend_from_slice(
+        b"\x03www\x07example\x03com\x00\x00\x01\x00\x01\x00\x00\x00\x01\x00\x04",
+    );
     spelled.extend_from_slice(&[192, 0, 2, 11]);
     write(dir, "hand-owner-spelled-out.bin", &spelled);
     let mut reserved = by_hand([0x81, 0x80], 1, 1, Q_EXAMPLE);
@@ -405,7 +432,12 @@ fn dns(dir: &Path) {
     let mut huge = by_hand([0x81, 0x80], 1, 0xffff, Q_EXAMPLE);
     huge.extend(a_rr([192, 0, 2, 13]));
     write(dir, "hand-huge-count.bin", &huge);
-    let mut upper = by_hand([0x81, 0x83], 1, 1, b"\x07EXAMPLE\x03Com\x00\x00\x1c\x00\x01");
+    let mut upper = by_hand(
+        [0x81, 0x83],
+        1,
+        1,
+        b"\x07EXAMPLE\x03Com\x00\x00\x1c\x00\x01",
+    );
     upper.extend_from_slice(&[0xc0, 12, 0, 28, 0, 1, 0, 0, 1, 0, 0, 16]);
     upper.extend_from_slice(&v6.octets());
     write(dir, "hand-uppercase-aaaa.bin", &upper);

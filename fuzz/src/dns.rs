@@ -30,7 +30,9 @@ use hickory_proto::{
 };
 use ollama_egress_common::{
     FAMILY_IPV4, FAMILY_IPV6,
-    dns::{CLASS_IN, DNS_MAX_ADDRS, DNS_MSG_MAX, DnsWalk, NAME_MAX, TYPE_A, TYPE_AAAA, is_name_byte},
+    dns::{
+        CLASS_IN, DNS_MAX_ADDRS, DNS_MSG_MAX, DnsWalk, NAME_MAX, TYPE_A, TYPE_AAAA, is_name_byte,
+    },
 };
 
 /// An address answer as the reference sees it: family, address bytes (IPv4 in the first
@@ -201,7 +203,11 @@ pub fn check(data: &[u8]) -> Option<usize> {
     if complete && let Some(r) = reference.as_ref().filter(|r| !r.odd_length) {
         assert_eq!(ours, Ok(()), "the walker refused a message hickory decodes");
         let want = &r.answers[..r.answers.len().min(DNS_MAX_ADDRS)];
-        let got: Vec<Answer> = w.addrs().iter().map(|a| (a.family, a.addr, a.ttl_s)).collect();
+        let got: Vec<Answer> = w
+            .addrs()
+            .iter()
+            .map(|a| (a.family, a.addr, a.ttl_s))
+            .collect();
         assert_eq!(got.as_slice(), want, "the walker missed addresses");
     }
     ours.ok().map(|()| w.addrs().len())

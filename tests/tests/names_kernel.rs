@@ -1,0 +1,195 @@
+//! The kernel side of names against a real DNS server (dnsmasq in the test's namespace): an
+//! answer to a query the cgroup sent is learned before the client reads it and binds its
+//! address to the name's domain rule; a forged answer that answers no query is ignored. The
+//! domain rule is written into the pinned maps by the test (as the daemon's policy loader
+//! does), so only the kernel programs are under test here.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{Array, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key};
+use ollama_egress_common::{
+    ACTION_ALLOW, PolicyValue, SlotConfig,
+    dns::{DOMAIN_KEY_LEN, STAT_DNS_IGNORED, STAT_DNS_LEARNED, domain_key},
+};
+use ollama_egress_tests::{NetNs, Scenario, ScenarioSpec, probe, with};
+
+/// The resolver and two hosts with names, inside the namespace.
+const ADDRS: &[&str] = &["198.51.100.53/32", "198.51.100.7/32", "198.51.100.8/32"];
+const LISTEN: &[&str] = &["198.51.100.7:8080", "198.51.100.8:8080"];
+
+const POLICY: &str = r#"
+default = "deny"
+
+[allow]
+cidrs = ["198.51.100.53/32"]
+"#;
+
+/// dnsmasq in the namespace, killed on drop.
+struct Dnsmasq(Child);
+
+impl Dnsmasq {
+    fn start(ns: &NetNs) -> Self {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "dnsmasq", "--keep-in-foreground"])
+            .args([
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--port=53",
+            ])
+            .args([
+                "--listen-address=198.51.100.53",
+                "--pid-file=",
+                "--user=root",
+            ])
+            .args(["--address=/allowed.example/198.51.100.7"])
+            .args(["--address=/other.example/198.51.100.8", "--local-ttl=300"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("dnsmasq cannot run (apt-get install dnsmasq-base): {e}"));
+        sleep(Duration::from_millis(500));
+        Self(child)
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A client in `cgroup` and `ns` that asks the resolver for `name` (type A) over UDP; with
+/// `forge`, a raw socket first sends the client's port a forged answer from 198.51.100.53:53
+/// (an id no query carried, naming 198.51.100.8), which must arrive (it is never dropped).
+const CLIENT: &str = r#"
+import os, socket, struct, sys
+name, forge = sys.argv[1], sys.argv[2] == "1"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 0))
+port = s.getsockname()[1]
+def msg(id, flags, an):
+    q = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0\0\x01\0\x01"
+    return struct.pack(">HHHHHH", id, flags, 1, len(an), 0, 0) + q + b"".join(an)
+if forge:
+    rr = b"\xc0\x0c\0\x01\0\x01\0\0\x0e\x10\0\x04" + bytes([198, 51, 100, 8])
+    body = msg(0x4321, 0x8180, [rr])
+    udp = struct.pack(">HHHH", 53, port, 8 + len(body), 0) + body
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                     bytes([198, 51, 100, 53]), bytes([198, 51, 100, 53])) + udp
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+    raw.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+    raw.sendto(ip, ("198.51.100.53", 0))
+    s.settimeout(1.0)
+    try:
+        forged = s.recv(2048)
+        print("forged answer delivered", len(forged))
+    except socket.timeout:
+        sys.exit("the forged answer never arrived")
+s.settimeout(3.0)
+s.sendto(msg(0x1234, 0x0100, []), ("198.51.100.53", 53))
+data = s.recv(2048)
+print("answer", len(data))
+"#;
+
+fn ask(s: &Scenario, name: &str, forge: bool) {
+    // Joins the cgroup first: `ip netns exec` mounts the namespace's own /sys.
+    let join = format!(
+        "echo $$ > '{}/cgroup.procs' && exec ip netns exec '{}' python3 -c \"$0\" \"$@\"",
+        s.cg.path.display(),
+        s.ns.name
+    );
+    let out = Command::new("sh")
+        .args(["-c", &join, CLIENT])
+        .arg(name)
+        .arg(if forge { "1" } else { "0" })
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "the DNS client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn stat(pin_dir: &Path, index: u32) -> u64 {
+    let data = MapData::from_pin(pin_dir.join("maps/STATS")).expect("pinned STATS");
+    let stats = PerCpuArray::<_, u64>::try_from(Map::PerCpuArray(data)).expect("STATS");
+    stats.get(&index, 0).expect("read STATS").iter().sum()
+}
+
+/// Writes an allow rule for `name` into the active slot's domain trie and counts it in the
+/// slot's settings, as the policy loader does.
+fn allow_name(pin_dir: &Path, name: &str) {
+    let active = {
+        let data = MapData::from_pin(pin_dir.join("maps/ACTIVE_SLOT")).expect("ACTIVE_SLOT");
+        let a = Array::<_, u32>::try_from(Map::Array(data)).expect("array");
+        a.get(&0, 0).expect("active slot") & 1
+    };
+    let data = MapData::from_pin(pin_dir.join(format!("maps/DOMAINS_{active}"))).expect("DOMAINS");
+    let mut trie = LpmTrie::<_, [u8; DOMAIN_KEY_LEN], PolicyValue>::try_from(Map::LpmTrie(data))
+        .expect("trie");
+    let (bits, key) = domain_key(name.as_bytes(), false).expect("a name");
+    let value = PolicyValue {
+        action: ACTION_ALLOW,
+        rule_id: 1,
+    };
+    trie.insert(&Key::new(bits, key), value, 0)
+        .expect("insert the rule");
+    let data = MapData::from_pin(pin_dir.join("maps/SLOT_CONFIG")).expect("SLOT_CONFIG");
+    let mut slots = Array::<_, SlotConfig>::try_from(Map::Array(data)).expect("array");
+    let mut cfg = slots.get(&active, 0).expect("slot");
+    cfg.domain_rules += 1;
+    slots.set(active, cfg, 0).expect("write the slot");
+}
+
+fn wait_stat(pin_dir: &Path, index: u32, at_least: u64) -> u64 {
+    let end = Instant::now() + Duration::from_secs(3);
+    loop {
+        let v = stat(pin_dir, index);
+        if v >= at_least || Instant::now() > end {
+            return v;
+        }
+        sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn answers_to_the_cgroups_queries_bind_their_addresses_and_forged_ones_are_ignored() {
+    let s = Scenario::start(ScenarioSpec::new("oe-nk", ADDRS, "--enforce", POLICY));
+    let _dns = Dnsmasq::start(&s.ns);
+    let pins = s.daemon.pin_dir.clone();
+    let inside = s.inside(LISTEN);
+
+    // No rule, no answer yet: the default denies.
+    probe(&with(&inside, &["tcp", "198.51.100.7:8080"])).assert_eperm("before any answer");
+    allow_name(&pins, "allowed.example");
+    probe(&with(&inside, &["tcp", "198.51.100.7:8080"])).assert_eperm("a rule but no answer");
+
+    // A forged answer to no query, then the real one.
+    let learned = stat(&pins, STAT_DNS_LEARNED);
+    let ignored = stat(&pins, STAT_DNS_IGNORED);
+    ask(&s, "Allowed.Example", true);
+    assert!(
+        wait_stat(&pins, STAT_DNS_IGNORED, ignored + 1) > ignored,
+        "the forged answer was not counted as ignored"
+    );
+    assert_eq!(
+        wait_stat(&pins, STAT_DNS_LEARNED, learned + 1),
+        learned + 1,
+        "exactly the real answer is learned"
+    );
+    probe(&with(&inside, &["tcp", "198.51.100.7:8080"])).assert_ok("the allowed name's address");
+
+    // The forged answer named 198.51.100.8: it stays denied; so does a name without a rule.
+    probe(&with(&inside, &["tcp", "198.51.100.8:8080"])).assert_eperm("the forged address");
+    ask(&s, "other.example", false);
+    assert_eq!(wait_stat(&pins, STAT_DNS_LEARNED, learned + 2), learned + 2);
+    probe(&with(&inside, &["tcp", "198.51.100.8:8080"])).assert_eperm("a name without a rule");
+}
