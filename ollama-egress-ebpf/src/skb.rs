@@ -148,6 +148,19 @@ fn unhooked_socket(ctx: &SkBuffContext) -> bool {
 fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
     let h: [u8; IPV4_HDR_LEN] = ctx.load(0)?;
     let ihl = usize::from(h[0] & 0x0f) * 4;
+    // DNS queries first, before the decision: the verifier then checks the recording once, not
+    // once per way the policy can decide. A query of a packet that is then dropped never gets
+    // an answer; its entry ages out of the LRU map.
+    let later_fragment = (u16::from(h[6] & 0x1f) << 8) | u16::from(h[7]) != 0;
+    if !later_fragment {
+        let _ = record_query(
+            ctx,
+            FAMILY_IPV4,
+            v4_daddr([h[16], h[17], h[18], h[19]]),
+            h[9],
+            ihl,
+        );
+    }
     // Options first: the walk is then verified once, not once per way the policy can decide.
     let source_route = ihl != IPV4_HDR_LEN && source_routed(ctx, ihl);
     let daddr4 = [h[16], h[17], h[18], h[19]];
@@ -161,9 +174,6 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
     }
     let frag_offset = (u16::from(h[6] & 0x1f) << 8) | u16::from(h[7]);
     let l4_off = if frag_offset == 0 { ihl } else { 0 };
-    if !decision.drops() {
-        let _ = record_query(ctx, FAMILY_IPV4, v4_daddr(daddr4), h[9], l4_off);
-    }
     Ok(Judged {
         decision,
         family: FAMILY_IPV4,
@@ -279,6 +289,8 @@ fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
         Ok(Chain::Final { proto, off }) => (false, proto, off),
         Ok(Chain::Elsewhere) | Err(_) => (true, next, 0),
     };
+    // DNS queries before the decision, as for IPv4.
+    let _ = record_query(ctx, FAMILY_IPV6, addr, proto, l4_off);
     // The destination as the policy judges it, for the socket's stored verdict.
     let (mut family, mut daddr, mut form) = match embedded_ipv4(&addr) {
         Some((v4, f)) => (FAMILY_IPV4, v4_daddr(v4), f),
@@ -296,9 +308,6 @@ fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
     };
     if elsewhere && !decision.denies() {
         decision = deny_with(RULE_IPV6_ROUTING_HEADER);
-    }
-    if !decision.drops() {
-        let _ = record_query(ctx, FAMILY_IPV6, addr, proto, l4_off);
     }
     Ok(Judged {
         decision,

@@ -5,11 +5,11 @@ use super::*;
 
 /// Longest-prefix match over `rules` the way the kernel's trie does it.
 fn most_specific<'a>(rules: &[(&'a str, bool)], name: &str) -> Option<&'a str> {
-    let (_, want) = lookup_key(name.as_bytes()).unwrap();
+    let (_, want) = lookup_key(name.as_bytes()).expect("a name");
     rules
         .iter()
         .filter_map(|&(r, wild)| {
-            let (bits, key) = domain_key(r.as_bytes(), wild).unwrap();
+            let (bits, key) = domain_key(r.as_bytes(), wild).expect("a rule");
             let n = bits as usize / 8;
             (key[..n] == want[..n]).then_some((n, r))
         })
@@ -43,7 +43,7 @@ fn keys_are_bounded() {
     assert!(domain_key(b"", false).is_none());
     let long = [b'a'; NAME_MAX + 1];
     assert!(domain_key(&long, false).is_none());
-    let (bits, key) = domain_key(&long[..NAME_MAX], true).unwrap();
+    let (bits, key) = domain_key(&long[..NAME_MAX], true).expect("253 bytes");
     assert_eq!(bits, 254 * 8);
     assert_eq!(key[NAME_MAX], b'.');
 }
@@ -127,7 +127,7 @@ fn a_valid_answer_yields_the_name_its_key_and_addresses() {
     assert_eq!(w.addrs()[1].family, crate::FAMILY_IPV6);
     assert_eq!(w.addrs()[1].addr, v6);
     assert_eq!(w.addrs()[1].ttl_s, 60);
-    let (bits, key) = lookup_key(b"registry.ollama.ai").unwrap();
+    let (bits, key) = lookup_key(b"registry.ollama.ai").expect("a name");
     assert_eq!(w.key.prefix_len, bits);
     assert_eq!(w.key.data, key);
     assert!(w.event.name[w.name().len()..].iter().all(|&b| b == 0));
@@ -337,7 +337,7 @@ fn a_walk_reused_forgets_the_earlier_answer() {
     assert_eq!(w.run(), Ok(()));
     assert_eq!(w.name(), b"b.example");
     assert!(w.event.name[9..].iter().all(|&b| b == 0));
-    assert_eq!(w.key.data, lookup_key(b"b.example").unwrap().1);
+    assert_eq!(w.key.data, lookup_key(b"b.example").expect("a name").1);
     assert_eq!(v4s(&w), vec![([198, 51, 100, 9], 2)]);
     assert!(w.event.addrs[1..].iter().all(|a| *a == DnsAddr::default()));
 }
