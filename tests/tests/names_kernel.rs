@@ -5,16 +5,17 @@
 //! does), so only the kernel programs are under test here.
 
 use std::{
+    io::{BufRead as _, BufReader, Write as _},
     path::Path,
     process::{Child, Command, Stdio},
     thread::sleep,
     time::{Duration, Instant},
 };
 
-use aya::maps::{Array, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key};
 use ollama_egress_common::{
-    ACTION_ALLOW, PolicyValue, SlotConfig,
-    dns::{DOMAIN_KEY_LEN, STAT_DNS_IGNORED, STAT_DNS_LEARNED, domain_key},
+    ACTION_ALLOW, FAMILY_IPV4, PolicyValue, SlotConfig,
+    dns::{Binding, BindingKey, DOMAIN_KEY_LEN, STAT_DNS_IGNORED, STAT_DNS_LEARNED, domain_key},
 };
 use ollama_egress_tests::{NetNs, Scenario, ScenarioSpec, probe, with};
 
@@ -192,4 +193,129 @@ fn answers_to_the_cgroups_queries_bind_their_addresses_and_forged_ones_are_ignor
     ask(&s, "other.example", false);
     assert_eq!(wait_stat(&pins, STAT_DNS_LEARNED, learned + 2), learned + 2);
     probe(&with(&inside, &["tcp", "198.51.100.8:8080"])).assert_eperm("a name without a rule");
+}
+
+/// An echo server on 198.51.100.7:9090 in the namespace (outside the cgroup), killed on drop.
+struct Echo(Child);
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const ECHO: &str = r#"
+import socket, threading
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("198.51.100.7", 9090))
+l.listen(8)
+print("listening", flush=True)
+def serve(c):
+    while True:
+        d = c.recv(100)
+        if not d:
+            return
+        c.sendall(d)
+while True:
+    c, _ = l.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// Resolves `allowed.example`, connects to 198.51.100.7:9090, exchanges one message, says
+/// "connected", waits for a line on stdin, then exchanges another and says "ok" or "timeout".
+const LONG_CLIENT: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+q = b"\x07allowed\x07example\0\0\x01\0\x01"
+s.settimeout(3.0)
+s.sendto(struct.pack(">HHHHHH", 0x2222, 0x0100, 1, 0, 0, 0) + q, ("198.51.100.53", 53))
+s.recv(2048)
+c = socket.create_connection(("198.51.100.7", 9090), timeout=3.0)
+c.sendall(b"a")
+assert c.recv(10) == b"a"
+print("connected", flush=True)
+sys.stdin.readline()
+c.settimeout(3.0)
+try:
+    c.sendall(b"b")
+    print("ok" if c.recv(10) == b"b" else "wrong", flush=True)
+except (socket.timeout, OSError) as e:
+    print("timeout", e, flush=True)
+"#;
+
+fn active_bindings(pin_dir: &Path) -> HashMap<MapData, BindingKey, Binding> {
+    let data = MapData::from_pin(pin_dir.join("maps/ACTIVE_SLOT")).expect("ACTIVE_SLOT");
+    let active = Array::<_, u32>::try_from(Map::Array(data))
+        .expect("array")
+        .get(&0, 0)
+        .expect("active slot")
+        & 1;
+    let data =
+        MapData::from_pin(pin_dir.join(format!("maps/BINDINGS_{active}"))).expect("BINDINGS");
+    HashMap::try_from(Map::LruHashMap(data)).expect("bindings")
+}
+
+#[test]
+fn a_connection_allowed_through_a_name_outlives_its_binding() {
+    let s = Scenario::start(ScenarioSpec::new("oe-nkv", ADDRS, "--enforce", POLICY));
+    let _dns = Dnsmasq::start(&s.ns);
+    let pins = s.daemon.pin_dir.clone();
+    allow_name(&pins, "allowed.example");
+    let mut echo = Command::new("ip")
+        .args(["netns", "exec", &s.ns.name, "python3", "-c", ECHO])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(echo.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("echo server");
+    let _echo = Echo(echo);
+
+    let join = format!(
+        "echo $$ > '{}/cgroup.procs' && exec ip netns exec '{}' python3 -c \"$0\"",
+        s.cg.path.display(),
+        s.ns.name
+    );
+    let mut client = Command::new("sh")
+        .args(["-c", &join, LONG_CLIENT])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("client");
+    let mut out = BufReader::new(client.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("client output");
+    assert_eq!(
+        line.trim(),
+        "connected",
+        "the allowed name's address refused"
+    );
+
+    // The binding goes (as at TTL expiry): new connections fall through to the default.
+    let mut bindings = active_bindings(&pins);
+    let mut addr = [0u8; 16];
+    addr[..4].copy_from_slice(&[198, 51, 100, 7]);
+    let key = BindingKey {
+        addr,
+        family: FAMILY_IPV4,
+        reserved: 0,
+    };
+    bindings.remove(&key).expect("the learned binding");
+    probe(&with(&s.inside(&[]), &["tcp", "198.51.100.7:9090"]))
+        .assert_eperm("a new connection without a binding");
+
+    // The established one keeps flowing: the backstop takes the socket's stored verdict.
+    client
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("signal");
+    line.clear();
+    out.read_line(&mut line).expect("client output");
+    let _ = client.wait();
+    assert_eq!(line.trim(), "ok", "the established connection was cut");
 }
