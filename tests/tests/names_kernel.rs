@@ -319,3 +319,46 @@ fn a_connection_allowed_through_a_name_outlives_its_binding() {
     let _ = client.wait();
     assert_eq!(line.trim(), "ok", "the established connection was cut");
 }
+
+/// Asks for `name` over TCP (the two-byte length, then the query) and prints the answer size.
+const TCP_CLIENT: &str = r#"
+import socket, struct, sys
+name = sys.argv[1]
+q = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0\0\x01\0\x01"
+m = struct.pack(">HHHHHH", 0x3333, 0x0100, 1, 0, 0, 0) + q
+c = socket.create_connection(("198.51.100.53", 53), timeout=3.0)
+c.sendall(struct.pack(">H", len(m)) + m)
+n = struct.unpack(">H", c.recv(2, socket.MSG_WAITALL))[0]
+print("answer", len(c.recv(n, socket.MSG_WAITALL)))
+"#;
+
+#[test]
+fn answers_over_tcp_are_learned() {
+    let s = Scenario::start(ScenarioSpec::new("oe-nkt", ADDRS, "--enforce", POLICY));
+    let _dns = Dnsmasq::start(&s.ns);
+    let pins = s.daemon.pin_dir.clone();
+    let inside = s.inside(LISTEN);
+    allow_name(&pins, "allowed.example");
+    probe(&with(&inside, &["tcp", "198.51.100.7:8080"])).assert_eperm("before the answer");
+    let learned = stat(&pins, STAT_DNS_LEARNED);
+    let join = format!(
+        "echo $$ > '{}/cgroup.procs' && exec ip netns exec '{}' python3 -c \"$0\" \"$@\"",
+        s.cg.path.display(),
+        s.ns.name
+    );
+    let out = Command::new("sh")
+        .args(["-c", &join, TCP_CLIENT, "allowed.example"])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "the TCP DNS client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        wait_stat(&pins, STAT_DNS_LEARNED, learned + 1),
+        learned + 1,
+        "the TCP answer was not learned"
+    );
+    probe(&with(&inside, &["tcp", "198.51.100.7:8080"])).assert_ok("after the TCP answer");
+}
