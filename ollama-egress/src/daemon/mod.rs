@@ -2,13 +2,14 @@
 //!
 //! [`startup`] checks everything that can be wrong with the input before anything is attached,
 //! then loads (or re-adopts pinned) programs, as a sequence of named steps. A started daemon
-//! ([`running`]) has three owners besides its state file and metrics: the policy runtime
-//! ([`runtime`]: tables, decoder, rule book, the inputs of [`source`]), the task set
-//! ([`tasks`]: signals, timers, followers, spawned tasks) and the kernel handles ([`kernel`]:
-//! target cgroup, programs and links, counters, locks).
+//! ([`running`]: the loop and the shutdown) has four owners: the policy runtime ([`runtime`]:
+//! tables, decoder, rule book, the inputs of [`source`]), the task set ([`tasks`]: signals,
+//! timers, followers, spawned tasks), the kernel handles ([`kernel`]: target cgroup, programs
+//! and links, counters, locks) and what it reports ([`report`]: state file, metrics, tallies).
 
 mod kernel;
 mod privileges;
+mod report;
 mod rulebook;
 mod running;
 mod runtime;

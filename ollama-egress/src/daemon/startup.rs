@@ -16,6 +16,7 @@ use super::{
     DaemonError, DaemonState, EventTally, LogSink, PolicySource, RunOptions, io_err,
     kernel::{self, Claim, KernelHandles},
     missing_capabilities,
+    report::Report,
     rulebook::RuleBook,
     running::Daemon,
     runtime::PolicyRuntime,
@@ -81,9 +82,8 @@ pub(super) async fn start(opts: RunOptions, signals: Signals) -> Result<Daemon, 
     let tasks = Tasks::spawn(signals, watcher, CgroupWatch::new(&cgroup), workers);
     info!(metrics = ?state.metrics_addr, "ollama-egress ready");
     let kernel = KernelHandles::new(cgroup, loaded, counters, claim.locks);
-    Ok(Daemon::new(
-        opts, state, metrics, tally, runtime, tasks, kernel,
-    ))
+    let report = Report::new(opts.log_dir.clone(), state, metrics, tally);
+    Ok(Daemon::new(opts, report, runtime, tasks, kernel))
 }
 
 /// The state file's first content.
