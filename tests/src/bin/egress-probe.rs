@@ -657,17 +657,7 @@ fn raw6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, kind: &str) -> std::io
         let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
         sa.sin6_family = libc::AF_INET6 as u16;
         sa.sin6_addr.s6_addr = dst.octets();
-        let n = libc::sendto(
-            fd,
-            pkt.as_ptr().cast(),
-            pkt.len(),
-            0,
-            (&sa as *const libc::sockaddr_in6).cast(),
-            std::mem::size_of::<libc::sockaddr_in6>() as u32,
-        );
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if n < 0 { Err(err) } else { Ok(()) }
+        send_once(fd, &pkt, &sa)
     }
 }
 
@@ -753,16 +743,28 @@ fn raw4(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, options: &str) -> std:
             },
             sin_zero: [0; 8],
         };
-        let n = libc::sendto(
+        send_once(fd, &pkt, &sa)
+    }
+}
+
+/// Sends `pkt` to `sa` on `fd` once, then closes `fd`.
+///
+/// # Safety
+/// `fd` is a socket this process owns and `T` the `sockaddr_*` of its family.
+unsafe fn send_once<T>(fd: libc::c_int, pkt: &[u8], sa: &T) -> std::io::Result<()> {
+    // SAFETY: the buffers outlive the call; the caller vouches for `fd` and `T`.
+    let n = unsafe {
+        libc::sendto(
             fd,
             pkt.as_ptr().cast(),
             pkt.len(),
             0,
-            (&sa as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        );
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if n < 0 { Err(err) } else { Ok(()) }
-    }
+            (sa as *const T).cast(),
+            std::mem::size_of::<T>() as u32,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: `fd` is owned by the caller and not used after this.
+    unsafe { libc::close(fd) };
+    if n < 0 { Err(err) } else { Ok(()) }
 }
