@@ -223,12 +223,6 @@ impl PolicyTables {
         self.apply_announced(policy, |_| ())
     }
 
-    /// The capacity of each family's tries, as the kernel reports it (a re-opened pin keeps the
-    /// size it was created with): `(IPv4, IPv6)`.
-    pub fn capacity(&self) -> (u32, u32) {
-        (self.max_v4, self.max_v6)
-    }
-
     /// [`apply`](Self::apply), telling `announce` the generation the slot is about to be
     /// written with, before anything is written: whoever names that generation's events (or
     /// records its rule names) knows it before the first such event can exist. The generation
