@@ -327,6 +327,7 @@ fn policy_and_enforcing_gauges() {
             ipv4: FamilyTotals { allow: 4, deny: 2 },
             ipv6: FamilyTotals { allow: 1, deny: 0 },
         },
+        domains: FamilyTotals::default(),
     };
     m.set_policy(&summary);
     let p = |f: &str, a: &str| {
