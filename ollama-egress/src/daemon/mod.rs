@@ -138,6 +138,8 @@ pub fn table_policy(compiled: &CompiledPolicy, mode: Mode) -> TablePolicy<'_> {
         v6: &compiled.v6,
         default_action: compiled.default_action.to_kernel(),
         mode: mode.to_kernel(),
+        domains: &compiled.domains,
+        bindings: &[],
     }
 }
 

@@ -4,6 +4,7 @@
 mod attach;
 mod counters;
 mod device;
+mod domains;
 mod links;
 mod marking;
 mod netdev;
@@ -27,6 +28,7 @@ use ollama_egress_common::{
 
 pub use attach::{AttachPoint, attached_program_ids};
 pub use counters::{CounterSnapshot, KernelCounters};
+pub use domains::DomainKey;
 pub use links::Follow;
 pub use marking::{MARK_LINKS, MARK_MAPS, MarkOffsets};
 pub use pins::{DirLock, LockError, PinError, PinLayout, cgroup_id, holder_text, lock_dir};

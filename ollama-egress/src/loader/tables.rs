@@ -20,7 +20,11 @@ use ollama_egress_common::{
     ACTIVE_SLOT_MAP, POLICY_V4_MAPS, POLICY_V6_MAPS, PolicyValue, SLOT_CONFIG_MAP, SlotConfig,
 };
 
+use ollama_egress_common::dns::{Binding, BindingKey, DnsConfig};
+
 use super::LoaderError;
+use super::domains::{DomainKey, DomainTables};
+use crate::policy::DomainEntry;
 
 /// A program that read the old `ACTIVE_SLOT` just before a flip may still be looking at the old
 /// slot for the length of one program run (microseconds). The old slot is not rewritten until
@@ -41,6 +45,26 @@ pub enum TableError {
         needed: usize,
         /// Capacity of the trie.
         max: u32,
+    },
+    /// The policy has more domain rules than the kernel's domain trie holds.
+    #[error(
+        "the policy has {needed} domain rules but the kernel's domain table holds at most {max}"
+    )]
+    DomainCapacity {
+        /// Distinct domain patterns in the policy.
+        needed: usize,
+        /// Capacity of the trie.
+        max: u32,
+    },
+    /// The policy has domain rules but the loaded kernel object cannot learn names.
+    #[error(
+        "the policy has {count} domain rules but the loaded eBPF object has no domain tables ({map}); rebuild ollama-egress"
+    )]
+    NoDomainTables {
+        /// Domain rules in the policy.
+        count: usize,
+        /// The map that is missing.
+        map: &'static str,
     },
     /// A map update failed; the active policy is unchanged.
     #[error("writing the policy into {map}: {source}")]
@@ -64,6 +88,11 @@ pub struct TablePolicy<'a> {
     pub default_action: u32,
     /// `MODE_*`.
     pub mode: u32,
+    /// Domain trie entries.
+    pub domains: &'a [DomainEntry],
+    /// The bindings of the names learned so far, judged with this policy's domain rules
+    /// (`generation` is set by [`PolicyTables::apply`]).
+    pub bindings: &'a [(BindingKey, Binding)],
 }
 
 type Trie<const N: usize> = LpmTrie<MapData, [u8; N], PolicyValue>;
@@ -88,6 +117,8 @@ pub struct PolicyTables {
     active_slot: Option<u32>,
     generation: u32,
     flipped_at: Option<Instant>,
+    /// The domain maps; `None` for an object without name learning.
+    domains: Option<DomainTables>,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoaderError {
@@ -148,7 +179,9 @@ impl PolicyTables {
             read_trie(&v6[0]).map_err(read(a6))?,
             read_trie(&v6[1]).map_err(read(b6))?,
         ];
+        let domains = DomainTables::from_ebpf(ebpf)?;
         Ok(Self {
+            domains,
             v4,
             v6,
             fds_v4: [fa4, fb4],
@@ -191,6 +224,20 @@ impl PolicyTables {
         }
     }
 
+    /// Whether the loaded object learns names (has the domain maps).
+    pub fn learns_names(&self) -> bool {
+        self.domains.is_some()
+    }
+
+    /// Writes the settings of name learning. Call before the programs are attached; a no-op
+    /// for an object without name learning.
+    pub fn set_dns_config(&mut self, cfg: DnsConfig) -> Result<(), TableError> {
+        match &mut self.domains {
+            Some(d) => d.set_config(cfg),
+            None => Ok(()),
+        }
+    }
+
     /// The generation of the policy in force (0 before the first [`apply`](Self::apply)).
     pub fn generation(&self) -> u32 {
         self.generation
@@ -201,6 +248,16 @@ impl PolicyTables {
     pub fn apply(&mut self, policy: TablePolicy<'_>) -> Result<u32, TableError> {
         check_capacity("IPv4", policy.v4.len(), self.max_v4)?;
         check_capacity("IPv6", policy.v6.len(), self.max_v6)?;
+        match &self.domains {
+            Some(d) => d.check_capacity(policy.domains.len())?,
+            None if !policy.domains.is_empty() => {
+                return Err(TableError::NoDomainTables {
+                    count: policy.domains.len(),
+                    map: ollama_egress_common::dns::DOMAIN_MAPS[0],
+                });
+            }
+            None => {}
+        }
         // The kernel's word on which slot is in force, not this process's memory of it: a slot
         // the programs read is never rewritten, whoever flipped it.
         self.sync_active()?;
@@ -249,12 +306,22 @@ impl PolicyTables {
             &new_v6,
             POLICY_V6_MAPS[s],
         )?;
+        if let Some(d) = &mut self.domains {
+            let entries: Vec<(DomainKey, PolicyValue)> = policy
+                .domains
+                .iter()
+                .map(|e| (e.pattern.key(), e.value))
+                .collect();
+            d.write_rules(s, &entries)?;
+        }
+        // The slot's tries are complete: its config names the new generation, so what the
+        // kernel learns from now on is bound for it in this slot (it is still inactive).
         let cfg = SlotConfig {
             default_action: policy.default_action,
             mode: policy.mode,
             generation,
             valid: 1,
-            domain_rules: 0,
+            domain_rules: u32::try_from(policy.domains.len()).unwrap_or(u32::MAX),
             reserved: 0,
         };
         self.config
@@ -263,6 +330,10 @@ impl PolicyTables {
                 map: SLOT_CONFIG_MAP,
                 source,
             })?;
+        // Then the names learned so far, judged with the new rules, before the flip.
+        if let Some(d) = &mut self.domains {
+            d.rebuild_bindings(s, generation, policy.bindings)?;
+        }
         self.active
             .set(0, slot, 0)
             .map_err(|source| TableError::Map {
@@ -322,6 +393,9 @@ impl PolicyTables {
             map: POLICY_V6_MAPS[next],
             source,
         })?;
+        if let Some(d) = &mut self.domains {
+            d.reread(next)?;
+        }
         Ok(())
     }
 }
