@@ -139,7 +139,6 @@ pub fn table_policy(compiled: &CompiledPolicy, mode: Mode) -> TablePolicy<'_> {
         default_action: compiled.default_action.to_kernel(),
         mode: mode.to_kernel(),
         domains: &compiled.domains,
-        bindings: &[],
     }
 }
 

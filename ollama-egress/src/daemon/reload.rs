@@ -16,7 +16,7 @@ use crate::{
     defaults,
     loader::PolicyTables,
     model::Mode,
-    pipeline::{Decoder, GenerationInfo},
+    pipeline::{Decoder, GenerationInfo, boot_now_ns},
     policy::CompiledPolicy,
 };
 
@@ -149,7 +149,12 @@ impl PolicySource {
         if let Some(book) = &self.rulebook {
             book.record(next, &compiled, self.mode);
         }
-        let generation = tables.apply(table_policy(&compiled, self.mode))?;
+        // The names learned so far, judged with the new rules (design: the kernel's bindings of
+        // the old generation do not count for the new one).
+        let generation = tables.apply_with_bindings(table_policy(&compiled, self.mode), |_| {
+            let d = decoder.lock().unwrap_or_else(PoisonError::into_inner);
+            d.names().bindings(&compiled, boot_now_ns())
+        })?;
         decoder
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

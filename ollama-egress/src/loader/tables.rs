@@ -90,9 +90,6 @@ pub struct TablePolicy<'a> {
     pub mode: u32,
     /// Domain trie entries.
     pub domains: &'a [DomainEntry],
-    /// The bindings of the names learned so far, judged with this policy's domain rules
-    /// (`generation` is set by [`PolicyTables::apply`]).
-    pub bindings: &'a [(BindingKey, Binding)],
 }
 
 type Trie<const N: usize> = LpmTrie<MapData, [u8; N], PolicyValue>;
@@ -246,6 +243,18 @@ impl PolicyTables {
     /// Writes `policy` into the inactive slot and switches it in. On error the policy in force
     /// is untouched. Returns the new generation.
     pub fn apply(&mut self, policy: TablePolicy<'_>) -> Result<u32, TableError> {
+        self.apply_with_bindings(policy, |_| Vec::new())
+    }
+
+    /// [`apply`](Self::apply), with the bindings of the names learned so far: `bindings` is
+    /// called with the new generation once the slot's domain trie is complete (from then on the
+    /// kernel binds what it learns for the new generation in that slot too), and what it returns
+    /// is written into the slot's bindings before the switch.
+    pub fn apply_with_bindings(
+        &mut self,
+        policy: TablePolicy<'_>,
+        bindings: impl FnOnce(u32) -> Vec<(BindingKey, Binding)>,
+    ) -> Result<u32, TableError> {
         check_capacity("IPv4", policy.v4.len(), self.max_v4)?;
         check_capacity("IPv6", policy.v6.len(), self.max_v6)?;
         match &self.domains {
@@ -273,7 +282,8 @@ impl PolicyTables {
         }
         let s = slot as usize;
         // Mark the slot incomplete while it is rewritten (it is inactive, so nothing reads it;
-        // this guards a reader that still races the previous flip).
+        // this guards a reader that still races the previous flip). Generation 0: what the
+        // kernel binds in this slot meanwhile is stale for every policy.
         let generation = self.generation.wrapping_add(1).max(1);
         self.config
             .set(slot, SlotConfig::default(), 0)
@@ -281,6 +291,32 @@ impl PolicyTables {
                 map: SLOT_CONFIG_MAP,
                 source,
             })?;
+        let domain_rules = u32::try_from(policy.domains.len()).unwrap_or(u32::MAX);
+        let mut cfg = SlotConfig {
+            default_action: policy.default_action,
+            mode: policy.mode,
+            generation,
+            valid: 0,
+            domain_rules,
+            reserved: 0,
+        };
+        // The domain trie first: once it is complete, the slot's config names the new
+        // generation (still incomplete), so names the kernel learns while the IP tries are
+        // written are bound with the new rules.
+        if let Some(d) = &mut self.domains {
+            let entries: Vec<(DomainKey, PolicyValue)> = policy
+                .domains
+                .iter()
+                .map(|e| (e.pattern.key(), e.value))
+                .collect();
+            d.write_rules(s, &entries)?;
+            self.config
+                .set(slot, cfg, 0)
+                .map_err(|source| TableError::Map {
+                    map: SLOT_CONFIG_MAP,
+                    source,
+                })?;
+        }
         // In the compiler's (sorted) order: the trie is built fastest that way.
         let new_v4: Vec<((u8, [u8; 4]), PolicyValue)> = policy
             .v4
@@ -306,34 +342,17 @@ impl PolicyTables {
             &new_v6,
             POLICY_V6_MAPS[s],
         )?;
+        // Then the names learned so far, judged with the new rules, before the switch.
         if let Some(d) = &mut self.domains {
-            let entries: Vec<(DomainKey, PolicyValue)> = policy
-                .domains
-                .iter()
-                .map(|e| (e.pattern.key(), e.value))
-                .collect();
-            d.write_rules(s, &entries)?;
+            d.rebuild_bindings(s, generation, &bindings(generation))?;
         }
-        // The slot's tries are complete: its config names the new generation, so what the
-        // kernel learns from now on is bound for it in this slot (it is still inactive).
-        let cfg = SlotConfig {
-            default_action: policy.default_action,
-            mode: policy.mode,
-            generation,
-            valid: 1,
-            domain_rules: u32::try_from(policy.domains.len()).unwrap_or(u32::MAX),
-            reserved: 0,
-        };
+        cfg.valid = 1;
         self.config
             .set(slot, cfg, 0)
             .map_err(|source| TableError::Map {
                 map: SLOT_CONFIG_MAP,
                 source,
             })?;
-        // Then the names learned so far, judged with the new rules, before the flip.
-        if let Some(d) = &mut self.domains {
-            d.rebuild_bindings(s, generation, policy.bindings)?;
-        }
         self.active
             .set(0, slot, 0)
             .map_err(|source| TableError::Map {

@@ -6,7 +6,7 @@ mod kernel_log;
 mod names;
 mod reader;
 
-pub use decode::{BootClock, Decoder, GenerationInfo};
+pub use decode::{BootClock, Decoder, GenerationInfo, boot_now_ns};
 pub use kernel_log::forward_kernel_log;
 pub use names::{
     DnsEventError, LearnedAnswer, NameBinding, NamesTable, binding_key, decode_dns_event,
