@@ -4,6 +4,8 @@
 //! then loads (or re-adopts pinned) programs; [`running`] is the main loop (signals, reloads,
 //! process watching, attachment checks) and the shutdown.
 
+mod dns;
+pub mod names;
 mod privileges;
 mod reload;
 mod rulebook;
@@ -16,6 +18,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use ollama_egress_geo::GeoError;
 
+pub use dns::{DEFAULT_RESOLVER_UNIT, DnsError, DnsOptions};
 pub use privileges::missing_capabilities;
 pub use reload::PolicySource;
 pub use sink::{EventTally, LogSink};
@@ -55,6 +58,8 @@ pub struct RunOptions {
     pub metrics_addr: SocketAddr,
     /// Whether a non-loopback metrics address is allowed.
     pub metrics_allow_remote: bool,
+    /// How names are learned.
+    pub dns: DnsOptions,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -81,6 +86,9 @@ pub enum DaemonError {
     /// Writing the policy into the kernel failed.
     #[error(transparent)]
     Table(#[from] TableError),
+    /// Names cannot be learned as asked.
+    #[error(transparent)]
+    Dns(#[from] DnsError),
     /// The log could not be opened.
     #[error(transparent)]
     Log(#[from] LogError),

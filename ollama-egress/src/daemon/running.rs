@@ -67,6 +67,10 @@ pub(super) struct Daemon {
     pub(super) reader: JoinHandle<std::io::Result<PipelineStats>>,
     pub(super) server: JoinHandle<std::io::Result<()>>,
     pub(super) stop_tx: watch::Sender<bool>,
+    /// Writes the names table's snapshot next to the log.
+    pub(super) names: super::names::SnapshotWriter,
+    /// The resolver's cgroup, when names are learned there too.
+    pub(super) resolver: Option<super::dns::Resolver>,
     /// The pin directory's and the target's locks, released when the daemon ends.
     pub(super) _locks: (Option<DirLock>, DirLock),
 }
@@ -182,6 +186,11 @@ impl Daemon {
         }
         self.metrics
             .set_enforcing(self.opts.mode == Mode::Enforce && ok.is_ok());
+        if let Some(r) = &mut self.resolver {
+            r.check(&mut self.loaded);
+        }
+        let pairs = self.names.refresh(&self.decoder, &self.opts.log_dir);
+        self.metrics.set_dns_bindings(pairs);
         match self.counters.snapshot() {
             Ok(snap) => {
                 self.metrics.set_kernel(&snap);

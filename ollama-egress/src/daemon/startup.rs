@@ -14,7 +14,6 @@ use tracing::{info, warn};
 use super::{
     DaemonError, DaemonState, EventTally, LogSink, PolicySource, RunOptions, io_err,
     missing_capabilities, reload::push_generation, rulebook::RuleBook, running::Daemon,
-    table_policy,
 };
 use crate::{
     inputs,
@@ -127,11 +126,11 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
             opts.mode,
         );
     }
-    let generation = tables.apply(table_policy(&compiled, opts.mode))?;
+    let decoder = Arc::new(Mutex::new(Decoder::new(BootClock::now(), geo.clone())));
+    let generation = super::dns::write_first_policy(&opts, &mut tables, &compiled, &decoder)?;
     let ring = loaded.take_events()?;
     let counters = Arc::new(loaded.take_counters()?);
     let kernel_log = loaded.take_logger()?;
-    let decoder = Arc::new(Mutex::new(Decoder::new(BootClock::now(), geo.clone())));
     if let Some(book) = &rulebook {
         // Events the pinned programs decided while no daemon ran are named by the
         // generation that decided them.
@@ -153,6 +152,7 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
     }
     let attachment = loaded.attach(&cgroup)?;
     new_pins.armed = false;
+    let resolver = super::dns::Resolver::start(&opts.dns, &mount, &cgroup, &mut loaded)?;
     if attachment == Attachment::Adopted {
         info!(pin_dir = %opts.pin_dir.display(), "adopted the pinned enforcement: its links now run this daemon's programs, with no gap");
     }
@@ -265,6 +265,8 @@ pub(super) async fn start(opts: RunOptions) -> Result<Daemon, DaemonError> {
         reader,
         server,
         stop_tx,
+        names: Default::default(),
+        resolver,
         _locks: (pin_lock, target_lock),
     })
 }

@@ -9,6 +9,7 @@ mod links;
 mod marking;
 mod netdev;
 mod pins;
+mod resolver;
 pub mod sys;
 mod tables;
 
@@ -27,6 +28,20 @@ use ollama_egress_common::{
 };
 
 pub use attach::{AttachPoint, attached_program_ids};
+pub use resolver::RESOLVER_PROGRAMS;
+
+/// The maps of name learning, pinned with the others (the bindings and the queries in flight
+/// outlive the daemon like the policy does). Absent maps of an object without name learning
+/// are not pinned.
+const DNS_PIN_MAPS: [&str; 7] = [
+    ollama_egress_common::dns::DOMAIN_MAPS[0],
+    ollama_egress_common::dns::DOMAIN_MAPS[1],
+    ollama_egress_common::dns::BINDING_MAPS[0],
+    ollama_egress_common::dns::BINDING_MAPS[1],
+    ollama_egress_common::dns::DNS_QUERIES_MAP,
+    ollama_egress_common::dns::DNS_CONFIG_MAP,
+    ollama_egress_common::dns::SOCK_VERDICT_MAP,
+];
 pub use counters::{CounterSnapshot, KernelCounters};
 pub use domains::DomainKey;
 pub use links::Follow;
@@ -212,7 +227,7 @@ impl Loaded {
         );
         if let Some(p) = pins {
             p.prepare()?;
-            for name in ALL_MAPS.into_iter().chain(MARK_MAPS) {
+            for name in ALL_MAPS.into_iter().chain(MARK_MAPS).chain(DNS_PIN_MAPS) {
                 loader.map_pin_path(name, p.map(name));
             }
         }
@@ -233,6 +248,7 @@ impl Loaded {
             })?;
         }
         device::load_programs(&mut ebpf)?;
+        resolver::load_programs(&mut ebpf)?;
         Ok(Self {
             ebpf,
             pins: pins.cloned(),

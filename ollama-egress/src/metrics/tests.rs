@@ -34,6 +34,8 @@ const SERIES: &[(&str, &str)] = &[
     ("ollama_egress_policy_reloads_total", "counter"),
     ("ollama_egress_enforcing", "gauge"),
     ("ollama_egress_build_info", "gauge"),
+    ("ollama_egress_dns_answers_total", "counter"),
+    ("ollama_egress_dns_bindings", "gauge"),
 ];
 
 type Labels = BTreeMap<String, String>;
@@ -314,6 +316,37 @@ fn absolute_counter_survives_repeated_resets() {
     assert_eq!(a.update(1), 14);
     assert_eq!(a.update(5), 18);
     assert_eq!(a.update(5), 18);
+}
+
+#[test]
+fn dns_answers_come_from_the_kernel_stats_and_bindings_from_the_table() {
+    let m = Metrics::new("0.1.0").expect("metrics");
+    for r in DNS_RESULTS {
+        assert_eq!(
+            value(&m, "ollama_egress_dns_answers_total", &[("result", r)]),
+            Some(0.0),
+            "{r} exists before any answer"
+        );
+    }
+    let mut snap = snapshot(|_, _| (0, 0), 0);
+    snap.dns_answers = [40, 3, 1];
+    m.set_kernel(&snap);
+    let get = |m: &Metrics, r: &str| {
+        value(m, "ollama_egress_dns_answers_total", &[("result", r)]).expect("series")
+    };
+    assert_eq!(
+        (get(&m, "learned"), get(&m, "ignored"), get(&m, "malformed")),
+        (40.0, 3.0, 1.0)
+    );
+    // The kernel's maps were re-created: the counter carries on.
+    snap.dns_answers = [2, 3, 1];
+    m.set_kernel(&snap);
+    assert_eq!(get(&m, "learned"), 42.0);
+    assert_eq!(series_of(&m, "ollama_egress_dns_answers_total").len(), 3);
+    m.set_dns_bindings(17);
+    assert_eq!(value(&m, "ollama_egress_dns_bindings", &[]), Some(17.0));
+    m.set_dns_bindings(0);
+    assert_eq!(value(&m, "ollama_egress_dns_bindings", &[]), Some(0.0));
 }
 
 #[test]

@@ -414,7 +414,10 @@ mod tests {
         assert_eq!(rec.rule, "allow.domains:*.r2.cloudflarestorage.com");
         assert_eq!(rec.host.as_deref(), Some("bucket.r2.cloudflarestorage.com"));
         let line = serde_json::to_string(&rec).expect("serialises");
-        assert!(line.contains(r#""host":"bucket.r2.cloudflarestorage.com""#), "{line}");
+        assert!(
+            line.contains(r#""host":"bucket.r2.cloudflarestorage.com""#),
+            "{line}"
+        );
         // After the TTL the name is gone.
         ev.header.ts_boot_ns = 1_200_000 + 61_000_000_000;
         assert_eq!(d.decode(&ev, None).expect("decodes").host, None);
