@@ -99,6 +99,52 @@ impl DomainTables {
         }))
     }
 
+    /// The most specific rule of slot `s` for the canonical `name`, as the kernel finds it.
+    pub(super) fn lookup(&self, s: usize, name: &str) -> Result<Option<PolicyValue>, TableError> {
+        let Some((bits, key)) = ollama_egress_common::dns::lookup_key(name.as_bytes()) else {
+            return Ok(None);
+        };
+        match self.tries[s].get(&Key::new(bits, key), 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(TableError::Map {
+                map: DOMAIN_MAPS[s],
+                source,
+            }),
+        }
+    }
+
+    /// Slot `s`'s binding of `key`, whatever its generation.
+    pub(super) fn binding(
+        &self,
+        s: usize,
+        key: &BindingKey,
+    ) -> Result<Option<Binding>, TableError> {
+        match self.bindings[s].get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(TableError::Map {
+                map: BINDING_MAPS[s],
+                source,
+            }),
+        }
+    }
+
+    /// Writes a binding into slot `s` as the kernel would (for tests of the rebuild).
+    pub(super) fn put_binding(
+        &mut self,
+        s: usize,
+        key: &BindingKey,
+        b: Binding,
+    ) -> Result<(), TableError> {
+        self.bindings[s]
+            .insert(key, b, 0)
+            .map_err(|source| TableError::Map {
+                map: BINDING_MAPS[s],
+                source,
+            })
+    }
+
     /// Writes the settings of name learning (before any program is attached).
     pub(super) fn set_config(&mut self, cfg: DnsConfig) -> Result<(), TableError> {
         self.config

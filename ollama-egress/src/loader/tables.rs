@@ -221,6 +221,34 @@ impl PolicyTables {
         }
     }
 
+    /// The domain rule of the policy in force for the canonical `name`, as the kernel's trie
+    /// finds it; `None` when none matches, no policy is in force or the object has no domain
+    /// tables.
+    pub fn lookup_domain(&self, name: &str) -> Result<Option<PolicyValue>, TableError> {
+        match (&self.domains, self.active_slot) {
+            (Some(d), Some(slot)) => d.lookup(slot as usize, name),
+            _ => Ok(None),
+        }
+    }
+
+    /// The binding of `key` in the slot in force (`inactive`: in the other slot), whatever its
+    /// generation.
+    pub fn binding(&self, key: &BindingKey, inactive: bool) -> Result<Option<Binding>, TableError> {
+        match (&self.domains, self.active_slot) {
+            (Some(d), Some(slot)) => d.binding((slot ^ u32::from(inactive)) as usize, key),
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes a binding into the slot that is not in force, as the kernel does when it learns
+    /// an answer (for tests of the rebuild at a reload).
+    pub fn put_inactive_binding(&mut self, key: &BindingKey, b: Binding) -> Result<(), TableError> {
+        match (&mut self.domains, self.active_slot) {
+            (Some(d), Some(slot)) => d.put_binding(1 - slot as usize, key, b),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the loaded object learns names (has the domain maps).
     pub fn learns_names(&self) -> bool {
         self.domains.is_some()
