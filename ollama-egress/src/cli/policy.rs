@@ -11,7 +11,7 @@ use super::GeoArgs;
 use crate::{
     daemon::names::NamesSnapshot,
     inputs,
-    pipeline::NameBinding,
+    pipeline::{NameBinding, bound_form},
     policy::{CompiledPolicy, canonical_name},
 };
 
@@ -107,13 +107,13 @@ fn explain_arg(s: &str) -> Result<Explain, String> {
 /// The verdict of one address: the domain rules of the names bound to it when one decides
 /// (deny wins), else the IP rules.
 fn judge_ip(compiled: &CompiledPolicy, ip: IpAddr, bound: Option<&[NameBinding]>) -> String {
-    let canon = ip.to_canonical();
+    let canon = bound_form(ip);
     let mut allow: Option<(&str, &NameBinding)> = None;
     let mut deny: Option<(&str, &NameBinding)> = None;
     for b in bound
         .unwrap_or_default()
         .iter()
-        .filter(|b| b.addr.to_canonical() == canon)
+        .filter(|b| bound_form(b.addr) == canon)
     {
         let Some(rule) = compiled.lookup_domain(&b.name) else {
             continue;

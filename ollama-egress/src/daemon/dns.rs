@@ -179,7 +179,7 @@ impl Resolver {
             Err(LoaderError::Missing {
                 kind: "program", ..
             }) => Err(DnsError::NoPrograms {
-                program: RESOLVER_PROGRAMS[0].0,
+                program: RESOLVER_PROGRAMS[0],
             }
             .into()),
             Err(e) => Err(e.into()),

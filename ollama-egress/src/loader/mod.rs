@@ -28,20 +28,7 @@ use ollama_egress_common::{
 };
 
 pub use attach::{AttachPoint, attached_program_ids};
-pub use resolver::RESOLVER_PROGRAMS;
 
-/// The maps of name learning, pinned with the others (the bindings and the queries in flight
-/// outlive the daemon like the policy does). Absent maps of an object without name learning
-/// are not pinned.
-const DNS_PIN_MAPS: [&str; 7] = [
-    ollama_egress_common::dns::DOMAIN_MAPS[0],
-    ollama_egress_common::dns::DOMAIN_MAPS[1],
-    ollama_egress_common::dns::BINDING_MAPS[0],
-    ollama_egress_common::dns::BINDING_MAPS[1],
-    ollama_egress_common::dns::DNS_QUERIES_MAP,
-    ollama_egress_common::dns::DNS_CONFIG_MAP,
-    ollama_egress_common::dns::SOCK_VERDICT_MAP,
-];
 pub use counters::{CounterSnapshot, KernelCounters};
 pub use domains::DomainKey;
 pub use links::Follow;
@@ -51,6 +38,10 @@ pub use tables::{PolicyTables, TableError, TablePolicy};
 
 /// Default bpffs directory of the pins (see [`crate::defaults`]).
 pub use crate::defaults::PIN_DIR as DEFAULT_PIN_DIR;
+
+/// The cgroup_skb programs for the resolver's cgroup (`--dns-cgroup`): they learn DNS answers
+/// and never drop. Loaded (and so verified) with the others; attached only to that cgroup.
+pub const RESOLVER_PROGRAMS: [&str; 2] = ["dns_egress", "dns_ingress"];
 
 /// The kernel object built by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ollama-egress"));
@@ -227,7 +218,7 @@ impl Loaded {
         );
         if let Some(p) = pins {
             p.prepare()?;
-            for name in ALL_MAPS.into_iter().chain(MARK_MAPS).chain(DNS_PIN_MAPS) {
+            for name in ALL_MAPS.into_iter().chain(MARK_MAPS) {
                 loader.map_pin_path(name, p.map(name));
             }
         }

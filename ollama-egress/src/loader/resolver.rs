@@ -21,16 +21,16 @@ use super::{
     sys,
 };
 
-/// The resolver programs, their hooks, and the hook of the target's programs whose kernel
-/// query lists them.
-pub const RESOLVER_PROGRAMS: [(&str, CgroupSkbAttachType, AttachPoint); 2] = [
+/// The resolver programs ([`super::RESOLVER_PROGRAMS`]), their hooks, and the hook of the
+/// target's programs whose kernel query lists them.
+const RESOLVER_HOOKS: [(&str, CgroupSkbAttachType, AttachPoint); 2] = [
     (
-        "dns_egress",
+        super::RESOLVER_PROGRAMS[0],
         CgroupSkbAttachType::Egress,
         AttachPoint::Egress,
     ),
     (
-        "dns_ingress",
+        super::RESOLVER_PROGRAMS[1],
         CgroupSkbAttachType::Ingress,
         AttachPoint::Ingress,
     ),
@@ -38,7 +38,7 @@ pub const RESOLVER_PROGRAMS: [(&str, CgroupSkbAttachType, AttachPoint); 2] = [
 
 /// Loads the resolver programs when the object has them (called from [`Loaded::load_for`]).
 pub(super) fn load_programs(ebpf: &mut Ebpf) -> Result<(), LoaderError> {
-    for (name, _, _) in RESOLVER_PROGRAMS {
+    for (name, _, _) in RESOLVER_HOOKS {
         let Some(prog) = ebpf.program_mut(name) else {
             continue;
         };
@@ -69,7 +69,7 @@ impl Loaded {
         let dir = File::open(cgroup).map_err(cg_err)?;
         let target = cgroup_id(cgroup).map_err(cg_err)?;
         let links_dir = self.pins.as_ref().map(|p| p.root().join("links"));
-        for (name, ty, _) in RESOLVER_PROGRAMS {
+        for (name, ty, _) in RESOLVER_HOOKS {
             if self.ebpf.program(name).is_none() {
                 return Err(LoaderError::Missing {
                     kind: "program",
@@ -117,7 +117,7 @@ impl Loaded {
 
     /// Checks with the kernel that the resolver programs are attached to `cgroup`.
     pub fn verify_resolver(&self, cgroup: &Path) -> Result<(), LoaderError> {
-        for (name, _, point) in RESOLVER_PROGRAMS {
+        for (name, _, point) in RESOLVER_HOOKS {
             let id = self.program_id_of(name)?;
             let ids = attached_program_ids(cgroup, point).map_err(|source| LoaderError::Query {
                 path: cgroup.display().to_string(),
@@ -137,7 +137,7 @@ impl Loaded {
 /// Detaches and removes the pinned resolver links under `links_dir` (for `detach`).
 pub(super) fn detach_pinned(links_dir: &Path) -> Result<usize, PinError> {
     let mut detached = 0;
-    for (name, _, _) in RESOLVER_PROGRAMS {
+    for (name, _, _) in RESOLVER_HOOKS {
         let path = pin_path(links_dir, name);
         if std::fs::symlink_metadata(&path).is_err() {
             continue;

@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use ollama_egress_common::{
     FAMILY_IPV4, FAMILY_IPV6,
     dns::{Binding, BindingKey, DNS_MAX_ADDRS, DnsEvent, EVENT_KIND_DNS, NAME_MAX, is_name_byte},
+    embedded_ipv4,
 };
 use serde::Serialize;
 
@@ -96,10 +97,22 @@ pub fn decode_dns_event(bytes: &[u8]) -> Result<LearnedAnswer, DnsEventError> {
     })
 }
 
-/// The kernel's key for an address: IPv4 (also in IPv4-mapped form) in the first four bytes.
+/// The form an address is bound and judged in: an IPv4 address in any IPv6 form
+/// ([`embedded_ipv4`]: mapped, NAT64, 6to4, ...) is its IPv4 address, as the kernel binds it.
+pub fn bound_form(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V6(v6) => match embedded_ipv4(&v6.octets()) {
+            Some((v4, _)) => IpAddr::V4(Ipv4Addr::from(v4)),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
+/// The kernel's key for an address: IPv4 (also in an IPv6 form) in the first four bytes.
 pub fn binding_key(addr: IpAddr) -> BindingKey {
     let mut key = BindingKey::default();
-    match addr.to_canonical() {
+    match bound_form(addr) {
         IpAddr::V4(a) => {
             key.addr[..4].copy_from_slice(&a.octets());
             key.family = FAMILY_IPV4;
@@ -164,7 +177,7 @@ impl NamesTable {
     fn learn_bounded(&mut self, answer: &LearnedAnswer, max_addrs: usize) {
         self.version += 1;
         for &(addr, ttl) in &answer.addrs {
-            let addr = addr.to_canonical();
+            let addr = bound_form(addr);
             self.seq += 1;
             let seq = self.seq;
             let until_ns = answer
@@ -253,7 +266,7 @@ impl NamesTable {
     /// `now_ns`: the live name bound to `addr` that the deciding domain rule matches, else the
     /// most recently bound live name, else `None`.
     pub fn host(&self, addr: IpAddr, rule: &str, now_ns: u64) -> Option<String> {
-        let entry = self.addrs.get(&addr.to_canonical())?;
+        let entry = self.addrs.get(&bound_form(addr))?;
         let mut live: Vec<&Bound> = entry.names.iter().filter(|b| b.until_ns > now_ns).collect();
         live.sort_by_key(|b| std::cmp::Reverse(b.seq));
         let pattern = rule
