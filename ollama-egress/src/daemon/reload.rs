@@ -16,7 +16,7 @@ use crate::{
     defaults,
     loader::PolicyTables,
     model::Mode,
-    pipeline::{Decoder, GenerationInfo, boot_now_ns},
+    pipeline::{DRAIN_INTERVAL, Decoder, GenerationInfo, boot_now_ns},
     policy::CompiledPolicy,
 };
 
@@ -152,6 +152,11 @@ impl PolicySource {
         // The names learned so far, judged with the new rules (design: the kernel's bindings of
         // the old generation do not count for the new one).
         let generation = tables.apply_with_bindings(table_policy(&compiled, self.mode), |_| {
+            if !compiled.domains.is_empty() {
+                // The kernel binds into the new slot from now on; the answers it learned just
+                // before are in the ring buffer: let the reader take them into the names table.
+                std::thread::sleep(2 * DRAIN_INTERVAL);
+            }
             let d = decoder.lock().unwrap_or_else(PoisonError::into_inner);
             d.names().bindings(&compiled, boot_now_ns())
         })?;

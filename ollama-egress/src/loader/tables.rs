@@ -275,9 +275,9 @@ impl PolicyTables {
     }
 
     /// [`apply`](Self::apply), with the bindings of the names learned so far: `bindings` is
-    /// called with the new generation once the slot's domain trie is complete (from then on the
-    /// kernel binds what it learns for the new generation in that slot too), and what it returns
-    /// is written into the slot's bindings before the switch.
+    /// called with the new generation once the slot is complete and valid but not yet in force
+    /// (from then on the kernel binds what it learns for the new generation in that slot too),
+    /// and what it returns is merged into the slot's bindings before the switch.
     pub fn apply_with_bindings(
         &mut self,
         policy: TablePolicy<'_>,
@@ -328,9 +328,8 @@ impl PolicyTables {
             domain_rules,
             reserved: 0,
         };
-        // The domain trie first: once it is complete, the slot's config names the new
-        // generation (still incomplete), so names the kernel learns while the IP tries are
-        // written are bound with the new rules.
+        // The domain trie first, then the slot's config names the new generation (still
+        // incomplete: not judged with, not learned into).
         if let Some(d) = &mut self.domains {
             let entries: Vec<(DomainKey, PolicyValue)> = policy
                 .domains
@@ -370,10 +369,9 @@ impl PolicyTables {
             &new_v6,
             POLICY_V6_MAPS[s],
         )?;
-        // Then the names learned so far, judged with the new rules, before the switch.
-        if let Some(d) = &mut self.domains {
-            d.rebuild_bindings(s, generation, &bindings(generation))?;
-        }
+        // The slot is complete (its IP tries and domain trie belong together): valid, still
+        // inactive. From here on the kernel binds the answers it learns in this slot for the
+        // new generation, so nothing learned from now until the switch is lost.
         cfg.valid = 1;
         self.config
             .set(slot, cfg, 0)
@@ -381,6 +379,11 @@ impl PolicyTables {
                 map: SLOT_CONFIG_MAP,
                 source,
             })?;
+        // Then the names learned before, judged with the new rules, merged with what the kernel
+        // bound meanwhile, before the switch.
+        if let Some(d) = &mut self.domains {
+            d.rebuild_bindings(s, generation, &bindings(generation))?;
+        }
         self.active
             .set(0, slot, 0)
             .map_err(|source| TableError::Map {
