@@ -82,13 +82,13 @@ pub(super) struct SnapshotWriter {
 
 impl SnapshotWriter {
     /// Expires old names, then writes `names.json` if due and changed. Returns the live
-    /// (address, name) pairs, for the metric.
-    pub(super) fn refresh(&mut self, decoder: &Mutex<Decoder>, log_dir: &Path) -> usize {
+    /// (address, name) pairs and the evictions so far, for the metrics.
+    pub(super) fn refresh(&mut self, decoder: &Mutex<Decoder>, log_dir: &Path) -> (usize, u64) {
         let now = boot_now_ns();
         let mut d = decoder.lock().unwrap_or_else(PoisonError::into_inner);
         d.expire_names(now);
         let names = d.names();
-        let pairs = names.live_pairs(now);
+        let pairs = (names.live_pairs(now), names.evicted());
         let due = self.written_at.is_none_or(|at| at.elapsed() >= INTERVAL);
         if !due || self.written_version == Some(names.version()) {
             return pairs;
@@ -160,7 +160,7 @@ mod tests {
             addrs: vec![("198.51.100.7".parse().expect("ip"), 600)],
         });
         let mut w = SnapshotWriter::default();
-        assert_eq!(w.refresh(&decoder, dir.path()), 1);
+        assert_eq!(w.refresh(&decoder, dir.path()), (1, 0));
         let snap = NamesSnapshot::read(dir.path())
             .expect("read")
             .expect("written");

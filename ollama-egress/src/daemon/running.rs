@@ -189,8 +189,8 @@ impl Daemon {
         if let Some(r) = &mut self.resolver {
             r.check(&mut self.loaded);
         }
-        let pairs = self.names.refresh(&self.decoder, &self.opts.log_dir);
-        self.metrics.set_dns_bindings(pairs);
+        let (pairs, evicted) = self.names.refresh(&self.decoder, &self.opts.log_dir);
+        self.metrics.set_dns_bindings(pairs, evicted);
         match self.counters.snapshot() {
             Ok(snap) => {
                 self.metrics.set_kernel(&snap);

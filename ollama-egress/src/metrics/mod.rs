@@ -15,6 +15,7 @@
 //! | `ollama_egress_build_info` | gauge | `version` | [`Metrics::new`] |
 //! | `ollama_egress_dns_answers_total` | counter | `result` | [`Metrics::set_kernel`] |
 //! | `ollama_egress_dns_bindings` | gauge | — | [`Metrics::set_dns_bindings`] |
+//! | `ollama_egress_dns_names_evicted_total` | counter | — | [`Metrics::set_dns_bindings`] |
 //!
 //! Labels stay bounded: a verdict, a protocol name or number, a direction, a family, an action,
 //! a result, or an ISO country code (`unknown` when the geo database has none). Never an
@@ -164,6 +165,7 @@ pub struct Metrics {
     enforcing: IntGauge,
     dns_answers: [IntCounter; 3],
     dns_bindings: IntGauge,
+    dns_evicted: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -232,6 +234,10 @@ impl Metrics {
             "ollama_egress_dns_bindings",
             "Live (address, name) bindings the daemon learned from DNS answers.",
         )?;
+        let dns_evicted = IntCounter::new(
+            "ollama_egress_dns_names_evicted_total",
+            "(address, name) bindings the daemon's names table dropped for room before their TTL ran out (their connections then show no host).",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "ollama_egress_build_info",
@@ -271,6 +277,7 @@ impl Metrics {
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(dns_answers_vec))?;
         registry.register(Box::new(dns_bindings.clone()))?;
+        registry.register(Box::new(dns_evicted.clone()))?;
 
         Ok(Self {
             registry,
@@ -285,6 +292,7 @@ impl Metrics {
             enforcing,
             dns_answers,
             dns_bindings,
+            dns_evicted,
         })
     }
 
@@ -315,10 +323,12 @@ impl Metrics {
         }
     }
 
-    /// Sets `dns_bindings`: the live (address, name) pairs of the names table.
-    pub fn set_dns_bindings(&self, pairs: usize) {
+    /// Sets `dns_bindings` (the live (address, name) pairs of the names table) and
+    /// `dns_names_evicted_total` (its evictions since start).
+    pub fn set_dns_bindings(&self, pairs: usize, evicted: u64) {
         self.dns_bindings
             .set(i64::try_from(pairs).unwrap_or(i64::MAX));
+        raise_to(&self.dns_evicted, evicted);
     }
 
     /// Sets `policy_prefixes` from the policy now in the kernel.

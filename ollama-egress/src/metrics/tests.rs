@@ -36,6 +36,7 @@ const SERIES: &[(&str, &str)] = &[
     ("ollama_egress_build_info", "gauge"),
     ("ollama_egress_dns_answers_total", "counter"),
     ("ollama_egress_dns_bindings", "gauge"),
+    ("ollama_egress_dns_names_evicted_total", "counter"),
 ];
 
 type Labels = BTreeMap<String, String>;
@@ -343,10 +344,22 @@ fn dns_answers_come_from_the_kernel_stats_and_bindings_from_the_table() {
     m.set_kernel(&snap);
     assert_eq!(get(&m, "learned"), 42.0);
     assert_eq!(series_of(&m, "ollama_egress_dns_answers_total").len(), 3);
-    m.set_dns_bindings(17);
+    assert_eq!(
+        value(&m, "ollama_egress_dns_names_evicted_total", &[]),
+        Some(0.0)
+    );
+    m.set_dns_bindings(17, 5);
     assert_eq!(value(&m, "ollama_egress_dns_bindings", &[]), Some(17.0));
-    m.set_dns_bindings(0);
+    assert_eq!(
+        value(&m, "ollama_egress_dns_names_evicted_total", &[]),
+        Some(5.0)
+    );
+    m.set_dns_bindings(0, 5);
     assert_eq!(value(&m, "ollama_egress_dns_bindings", &[]), Some(0.0));
+    assert_eq!(
+        value(&m, "ollama_egress_dns_names_evicted_total", &[]),
+        Some(5.0)
+    );
 }
 
 #[test]
