@@ -1,23 +1,17 @@
 //! Names at start-up and while running: the settings of name learning (`DNS_CONFIG`, written
-//! before anything is attached), the first policy with the bindings a previous daemon learned,
-//! and the resolver's cgroup (`--dns-cgroup`, `--dns-unit`, or systemd-resolved found
+//! before anything is attached) and the resolver's cgroup (`--dns-cgroup`, `--dns-unit`, or systemd-resolved found
 //! automatically) with the learn-only programs on it, followed when it is made again.
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Mutex,
-};
+use std::path::{Path, PathBuf};
 
 use ollama_egress_common::dns::{
     DEFAULT_DNS_MAX_TTL_S, DEFAULT_DNS_MIN_TTL_S, DEFAULT_DNS_QUERY_WINDOW_MS, DnsConfig,
 };
 use tracing::{info, warn};
 
-use super::{DaemonError, RunOptions, table_policy};
+use super::DaemonError;
 use crate::{
-    loader::{Loaded, LoaderError, PolicyTables, RESOLVER_PROGRAMS, cgroup_id},
-    pipeline::{Decoder, boot_now_ns},
-    policy::CompiledPolicy,
+    loader::{Loaded, LoaderError, RESOLVER_PROGRAMS, cgroup_id},
     targeting,
 };
 
@@ -107,32 +101,6 @@ pub enum DnsError {
         /// The missing program.
         program: &'static str,
     },
-}
-
-/// Writes `DNS_CONFIG`, learns back the names of a previous daemon's snapshot, and writes the
-/// first policy with their bindings. Returns the generation.
-pub(super) fn write_first_policy(
-    opts: &RunOptions,
-    tables: &mut PolicyTables,
-    compiled: &CompiledPolicy,
-    decoder: &Mutex<Decoder>,
-) -> Result<u32, DaemonError> {
-    tables.set_dns_config(opts.dns.config()?)?;
-    let restored = super::names::restore(decoder, &opts.log_dir);
-    if restored > 0 {
-        info!(
-            bindings = restored,
-            "learned back the names a previous daemon had bound"
-        );
-    }
-    Ok(
-        tables.apply_with_bindings(table_policy(compiled, opts.mode), |_| {
-            let d = decoder
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            d.names().bindings(compiled, boot_now_ns())
-        })?,
-    )
 }
 
 /// The resolver's cgroup, followed while the daemon runs.

@@ -120,7 +120,7 @@ impl SnapshotWriter {
 }
 
 /// Learns back the bindings of a previous daemon's snapshot (same boot, still live).
-pub(super) fn restore(decoder: &Mutex<Decoder>, log_dir: &Path) -> usize {
+pub(super) fn restore(decoder: &mut Decoder, log_dir: &Path) -> usize {
     let snap = match NamesSnapshot::read(log_dir) {
         Ok(Some(snap)) => snap,
         Ok(None) => return 0,
@@ -131,9 +131,8 @@ pub(super) fn restore(decoder: &Mutex<Decoder>, log_dir: &Path) -> usize {
     };
     let now = boot_now_ns();
     let live = snap.live_now();
-    let mut d = decoder.lock().unwrap_or_else(PoisonError::into_inner);
     for b in &live {
-        d.learn(&LearnedAnswer {
+        decoder.learn(&LearnedAnswer {
             at_boot_ns: now,
             name: b.name.clone(),
             addrs: vec![(b.addr, u32::try_from(b.expires_in_s).unwrap_or(u32::MAX))],
@@ -144,8 +143,6 @@ pub(super) fn restore(decoder: &Mutex<Decoder>, log_dir: &Path) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::pipeline::BootClock;
 
@@ -170,9 +167,8 @@ mod tests {
         assert_eq!(live.len(), 1);
         assert!(live[0].expires_in_s <= 600 && live[0].expires_in_s >= 590);
 
-        let fresh = Arc::new(Mutex::new(Decoder::new(BootClock::now(), None)));
-        assert_eq!(restore(&fresh, dir.path()), 1);
-        let d = fresh.lock().expect("lock");
+        let mut d = Decoder::new(BootClock::now(), None);
+        assert_eq!(restore(&mut d, dir.path()), 1);
         assert_eq!(
             d.names()
                 .host(

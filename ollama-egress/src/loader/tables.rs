@@ -92,6 +92,27 @@ pub struct TablePolicy<'a> {
     pub domains: &'a [DomainEntry],
 }
 
+impl TablePolicy<'_> {
+    /// Whether the policy fits tries of `max_v4` IPv4 and `max_v6` IPv6 prefixes; the one
+    /// capacity check, made against the requested size before loading and against the
+    /// kernel's tries before each write.
+    pub fn fits(&self, max_v4: u32, max_v6: u32) -> Result<(), TableError> {
+        for (family, needed, max) in [
+            ("IPv4", self.v4.len(), max_v4),
+            ("IPv6", self.v6.len(), max_v6),
+        ] {
+            if needed > max as usize {
+                return Err(TableError::Capacity {
+                    family,
+                    needed,
+                    max,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 type Trie<const N: usize> = LpmTrie<MapData, [u8; N], PolicyValue>;
 
 /// Prefixes written per `BPF_MAP_UPDATE_BATCH`.
@@ -271,20 +292,39 @@ impl PolicyTables {
     /// Writes `policy` into the inactive slot and switches it in. On error the policy in force
     /// is untouched. Returns the new generation.
     pub fn apply(&mut self, policy: TablePolicy<'_>) -> Result<u32, TableError> {
-        self.apply_with_bindings(policy, |_| Vec::new())
+        self.apply_announced(policy, |_| ())
     }
 
-    /// [`apply`](Self::apply), with the bindings of the names learned so far: `bindings` is
-    /// called with the new generation once the slot is complete and valid but not yet in force
-    /// (from then on the kernel binds what it learns for the new generation in that slot too),
-    /// and what it returns is merged into the slot's bindings before the switch.
+    /// The capacity of each family's tries, as the kernel reports it (a re-opened pin keeps the
+    /// size it was created with): `(IPv4, IPv6)`.
+    pub fn capacity(&self) -> (u32, u32) {
+        (self.max_v4, self.max_v6)
+    }
+
+    /// [`apply`](Self::apply), telling `announce` the generation the slot is about to be
+    /// written with, before anything is written: whoever names that generation's events (or
+    /// records its rule names) knows it before the first such event can exist. The generation
+    /// is computed here only, after the kernel's slot in force was read back.
+    pub fn apply_announced(
+        &mut self,
+        policy: TablePolicy<'_>,
+        announce: impl FnOnce(u32),
+    ) -> Result<u32, TableError> {
+        self.apply_with_bindings(policy, announce, |_| Vec::new())
+    }
+
+    /// [`apply_announced`](Self::apply_announced), with the bindings of the names learned so
+    /// far: `bindings` is called with the new generation once the slot is complete and valid
+    /// but not yet in force (from then on the kernel binds what it learns for the new
+    /// generation in that slot too), and what it returns is merged into the slot's bindings
+    /// before the switch.
     pub fn apply_with_bindings(
         &mut self,
         policy: TablePolicy<'_>,
+        announce: impl FnOnce(u32),
         bindings: impl FnOnce(u32) -> Vec<(BindingKey, Binding)>,
     ) -> Result<u32, TableError> {
-        check_capacity("IPv4", policy.v4.len(), self.max_v4)?;
-        check_capacity("IPv6", policy.v6.len(), self.max_v6)?;
+        policy.fits(self.max_v4, self.max_v6)?;
         match &self.domains {
             Some(d) => d.check_capacity(policy.domains.len())?,
             None if !policy.domains.is_empty() => {
@@ -313,6 +353,7 @@ impl PolicyTables {
         // this guards a reader that still races the previous flip). Generation 0: what the
         // kernel binds in this slot meanwhile is stale for every policy.
         let generation = self.generation.wrapping_add(1).max(1);
+        announce(generation);
         self.config
             .set(slot, SlotConfig::default(), 0)
             .map_err(|source| TableError::Map {
@@ -489,17 +530,6 @@ fn read_trie<const N: usize>(trie: &Trie<N>) -> Result<Contents<N>, aya::maps::M
         out.insert((k.prefix_len() as u8, k.data()), v);
     }
     Ok(out)
-}
-
-fn check_capacity(family: &'static str, needed: usize, max: u32) -> Result<(), TableError> {
-    if needed > max as usize {
-        return Err(TableError::Capacity {
-            family,
-            needed,
-            max,
-        });
-    }
-    Ok(())
 }
 
 /// Makes `trie` hold exactly `new`: removes what is stale, writes what changed, in batches.
