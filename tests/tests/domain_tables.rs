@@ -50,9 +50,11 @@ fn domain_rules_and_bindings_are_written_with_the_slot() {
         ..Binding::default()
     };
     let g1 = tables
-        .apply_with_bindings(table_policy(&first, Mode::Enforce), |_| {
-            vec![(addr, rebuilt)]
-        })
+        .apply_with_bindings(
+            table_policy(&first, Mode::Enforce),
+            |_| (),
+            |_| vec![(addr, rebuilt)],
+        )
         .expect("apply");
     let rule = |t: &ollama_egress::loader::PolicyTables, name: &str| {
         t.lookup_domain(name)
@@ -127,17 +129,21 @@ fn domain_rules_and_bindings_are_written_with_the_slot() {
         )
         .expect("kernel-like write");
     let g2 = tables
-        .apply_with_bindings(table_policy(&second, Mode::Enforce), |g| {
-            assert_eq!(g, g1 + 1);
-            vec![(
-                addr,
-                Binding {
-                    deny_until_ns: 9_000,
-                    deny_rule: deny_registry,
-                    ..Binding::default()
-                },
-            )]
-        })
+        .apply_with_bindings(
+            table_policy(&second, Mode::Enforce),
+            |_| (),
+            |g| {
+                assert_eq!(g, g1 + 1);
+                vec![(
+                    addr,
+                    Binding {
+                        deny_until_ns: 9_000,
+                        deny_rule: deny_registry,
+                        ..Binding::default()
+                    },
+                )]
+            },
+        )
         .expect("apply");
     assert_eq!(g2, g1 + 1);
     let b = tables
