@@ -7,7 +7,9 @@
 //! timers, followers, spawned tasks), the kernel handles ([`kernel`]: target cgroup, programs
 //! and links, counters, locks) and what it reports ([`report`]: state file, metrics, tallies).
 
+mod dns;
 mod kernel;
+pub mod names;
 mod privileges;
 mod report;
 mod rulebook;
@@ -23,6 +25,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use ollama_egress_geo::GeoError;
 
+pub use dns::{DEFAULT_RESOLVER_UNIT, DnsError, DnsOptions};
 pub use privileges::missing_capabilities;
 pub use sink::{EventTally, LogSink};
 pub use source::PolicySource;
@@ -62,6 +65,8 @@ pub struct RunOptions {
     pub metrics_addr: SocketAddr,
     /// Whether a non-loopback metrics address is allowed.
     pub metrics_allow_remote: bool,
+    /// How names are learned.
+    pub dns: DnsOptions,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -88,6 +93,9 @@ pub enum DaemonError {
     /// Writing the policy into the kernel failed.
     #[error(transparent)]
     Table(#[from] TableError),
+    /// Names cannot be learned as asked.
+    #[error(transparent)]
+    Dns(#[from] DnsError),
     /// The log could not be opened.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -145,6 +153,7 @@ pub fn table_policy(compiled: &CompiledPolicy, mode: Mode) -> TablePolicy<'_> {
         v6: &compiled.v6,
         default_action: compiled.default_action.to_kernel(),
         mode: mode.to_kernel(),
+        domains: &compiled.domains,
     }
 }
 

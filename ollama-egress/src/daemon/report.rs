@@ -55,6 +55,11 @@ impl Report {
         self.metrics.reload(false);
     }
 
+    /// The names table's live (address, name) pairs and the names evicted for room so far.
+    pub(super) fn set_dns_bindings(&self, pairs: usize, evicted: u64) {
+        self.metrics.set_dns_bindings(pairs, evicted);
+    }
+
     /// Whether the programs are enforcing now.
     pub(super) fn set_enforcing(&self, enforcing: bool) {
         self.metrics.set_enforcing(enforcing);

@@ -15,6 +15,8 @@ pub(super) struct Daemon {
     runtime: PolicyRuntime,
     tasks: Tasks,
     kernel: KernelHandles,
+    /// Writes the names table's snapshot next to the log.
+    names: super::names::SnapshotWriter,
 }
 
 impl Daemon {
@@ -33,6 +35,7 @@ impl Daemon {
             runtime,
             tasks,
             kernel,
+            names: Default::default(),
         }
     }
 
@@ -87,6 +90,11 @@ impl Daemon {
         }
         self.report
             .set_enforcing(self.opts.mode == Mode::Enforce && ok.is_ok());
+        self.kernel.check_resolver();
+        let (pairs, evicted) = self
+            .names
+            .refresh(&self.runtime.decoder(), &self.opts.log_dir);
+        self.report.set_dns_bindings(pairs, evicted);
         let snap = self
             .kernel
             .counters()
@@ -107,6 +115,7 @@ impl Daemon {
             runtime,
             tasks,
             kernel,
+            names: _,
         } = self;
         // The tables before the programs, the programs before the tasks; the locks last.
         drop(runtime);

@@ -20,7 +20,11 @@ use ollama_egress_common::{
     ACTIVE_SLOT_MAP, POLICY_V4_MAPS, POLICY_V6_MAPS, PolicyValue, SLOT_CONFIG_MAP, SlotConfig,
 };
 
+use ollama_egress_common::dns::{Binding, BindingKey, DnsConfig};
+
 use super::LoaderError;
+use super::domains::{DomainKey, DomainTables};
+use crate::policy::DomainEntry;
 
 /// A program that read the old `ACTIVE_SLOT` just before a flip may still be looking at the old
 /// slot for the length of one program run (microseconds). The old slot is not rewritten until
@@ -41,6 +45,26 @@ pub enum TableError {
         needed: usize,
         /// Capacity of the trie.
         max: u32,
+    },
+    /// The policy has more domain rules than the kernel's domain trie holds.
+    #[error(
+        "the policy has {needed} domain rules but the kernel's domain table holds at most {max}"
+    )]
+    DomainCapacity {
+        /// Distinct domain patterns in the policy.
+        needed: usize,
+        /// Capacity of the trie.
+        max: u32,
+    },
+    /// The policy has domain rules but the loaded kernel object cannot learn names.
+    #[error(
+        "the policy has {count} domain rules but the loaded eBPF object has no domain tables ({map}); rebuild ollama-egress"
+    )]
+    NoDomainTables {
+        /// Domain rules in the policy.
+        count: usize,
+        /// The map that is missing.
+        map: &'static str,
     },
     /// A map update failed; the active policy is unchanged.
     #[error("writing the policy into {map}: {source}")]
@@ -64,6 +88,8 @@ pub struct TablePolicy<'a> {
     pub default_action: u32,
     /// `MODE_*`.
     pub mode: u32,
+    /// Domain trie entries.
+    pub domains: &'a [DomainEntry],
 }
 
 impl TablePolicy<'_> {
@@ -109,6 +135,8 @@ pub struct PolicyTables {
     active_slot: Option<u32>,
     generation: u32,
     flipped_at: Option<Instant>,
+    /// The domain maps; `None` for an object without name learning.
+    domains: Option<DomainTables>,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoaderError {
@@ -169,7 +197,9 @@ impl PolicyTables {
             read_trie(&v6[0]).map_err(read(a6))?,
             read_trie(&v6[1]).map_err(read(b6))?,
         ];
+        let domains = DomainTables::from_ebpf(ebpf)?;
         Ok(Self {
+            domains,
             v4,
             v6,
             fds_v4: [fa4, fb4],
@@ -212,6 +242,48 @@ impl PolicyTables {
         }
     }
 
+    /// The domain rule of the policy in force for the canonical `name`, as the kernel's trie
+    /// finds it; `None` when none matches, no policy is in force or the object has no domain
+    /// tables.
+    pub fn lookup_domain(&self, name: &str) -> Result<Option<PolicyValue>, TableError> {
+        match (&self.domains, self.active_slot) {
+            (Some(d), Some(slot)) => d.lookup(slot as usize, name),
+            _ => Ok(None),
+        }
+    }
+
+    /// The binding of `key` in the slot in force (`inactive`: in the other slot), whatever its
+    /// generation.
+    pub fn binding(&self, key: &BindingKey, inactive: bool) -> Result<Option<Binding>, TableError> {
+        match (&self.domains, self.active_slot) {
+            (Some(d), Some(slot)) => d.binding((slot ^ u32::from(inactive)) as usize, key),
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes a binding into the slot that is not in force, as the kernel does when it learns
+    /// an answer (for tests of the rebuild at a reload).
+    pub fn put_inactive_binding(&mut self, key: &BindingKey, b: Binding) -> Result<(), TableError> {
+        match (&mut self.domains, self.active_slot) {
+            (Some(d), Some(slot)) => d.put_binding(1 - slot as usize, key, b),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the loaded object learns names (has the domain maps).
+    pub fn learns_names(&self) -> bool {
+        self.domains.is_some()
+    }
+
+    /// Writes the settings of name learning. Call before the programs are attached; a no-op
+    /// for an object without name learning.
+    pub fn set_dns_config(&mut self, cfg: DnsConfig) -> Result<(), TableError> {
+        match &mut self.domains {
+            Some(d) => d.set_config(cfg),
+            None => Ok(()),
+        }
+    }
+
     /// The generation of the policy in force (0 before the first [`apply`](Self::apply)).
     pub fn generation(&self) -> u32 {
         self.generation
@@ -232,7 +304,31 @@ impl PolicyTables {
         policy: TablePolicy<'_>,
         announce: impl FnOnce(u32),
     ) -> Result<u32, TableError> {
+        self.apply_with_bindings(policy, announce, |_| Vec::new())
+    }
+
+    /// [`apply_announced`](Self::apply_announced), with the bindings of the names learned so
+    /// far: `bindings` is called with the new generation once the slot is complete and valid
+    /// but not yet in force (from then on the kernel binds what it learns for the new
+    /// generation in that slot too), and what it returns is merged into the slot's bindings
+    /// before the switch.
+    pub fn apply_with_bindings(
+        &mut self,
+        policy: TablePolicy<'_>,
+        announce: impl FnOnce(u32),
+        bindings: impl FnOnce(u32) -> Vec<(BindingKey, Binding)>,
+    ) -> Result<u32, TableError> {
         policy.fits(self.max_v4, self.max_v6)?;
+        match &self.domains {
+            Some(d) => d.check_capacity(policy.domains.len())?,
+            None if !policy.domains.is_empty() => {
+                return Err(TableError::NoDomainTables {
+                    count: policy.domains.len(),
+                    map: ollama_egress_common::dns::DOMAIN_MAPS[0],
+                });
+            }
+            None => {}
+        }
         // The kernel's word on which slot is in force, not this process's memory of it: a slot
         // the programs read is never rewritten, whoever flipped it.
         self.sync_active()?;
@@ -248,7 +344,8 @@ impl PolicyTables {
         }
         let s = slot as usize;
         // Mark the slot incomplete while it is rewritten (it is inactive, so nothing reads it;
-        // this guards a reader that still races the previous flip).
+        // this guards a reader that still races the previous flip). Generation 0: what the
+        // kernel binds in this slot meanwhile is stale for every policy.
         let generation = self.generation.wrapping_add(1).max(1);
         announce(generation);
         self.config
@@ -257,6 +354,31 @@ impl PolicyTables {
                 map: SLOT_CONFIG_MAP,
                 source,
             })?;
+        let domain_rules = u32::try_from(policy.domains.len()).unwrap_or(u32::MAX);
+        let mut cfg = SlotConfig {
+            default_action: policy.default_action,
+            mode: policy.mode,
+            generation,
+            valid: 0,
+            domain_rules,
+            reserved: 0,
+        };
+        // The domain trie first, then the slot's config names the new generation (still
+        // incomplete: not judged with, not learned into).
+        if let Some(d) = &mut self.domains {
+            let entries: Vec<(DomainKey, PolicyValue)> = policy
+                .domains
+                .iter()
+                .map(|e| (e.pattern.key(), e.value))
+                .collect();
+            d.write_rules(s, &entries)?;
+            self.config
+                .set(slot, cfg, 0)
+                .map_err(|source| TableError::Map {
+                    map: SLOT_CONFIG_MAP,
+                    source,
+                })?;
+        }
         // In the compiler's (sorted) order: the trie is built fastest that way.
         let new_v4: Vec<((u8, [u8; 4]), PolicyValue)> = policy
             .v4
@@ -282,20 +404,21 @@ impl PolicyTables {
             &new_v6,
             POLICY_V6_MAPS[s],
         )?;
-        let cfg = SlotConfig {
-            default_action: policy.default_action,
-            mode: policy.mode,
-            generation,
-            valid: 1,
-            domain_rules: 0,
-            reserved: 0,
-        };
+        // The slot is complete (its IP tries and domain trie belong together): valid, still
+        // inactive. From here on the kernel binds the answers it learns in this slot for the
+        // new generation, so nothing learned from now until the switch is lost.
+        cfg.valid = 1;
         self.config
             .set(slot, cfg, 0)
             .map_err(|source| TableError::Map {
                 map: SLOT_CONFIG_MAP,
                 source,
             })?;
+        // Then the names learned before, judged with the new rules, merged with what the kernel
+        // bound meanwhile, before the switch.
+        if let Some(d) = &mut self.domains {
+            d.rebuild_bindings(s, generation, &bindings(generation))?;
+        }
         self.active
             .set(0, slot, 0)
             .map_err(|source| TableError::Map {
@@ -355,6 +478,9 @@ impl PolicyTables {
             map: POLICY_V6_MAPS[next],
             source,
         })?;
+        if let Some(d) = &mut self.domains {
+            d.reread(next)?;
+        }
         Ok(())
     }
 }

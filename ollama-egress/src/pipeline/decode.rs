@@ -10,6 +10,7 @@ use ollama_egress_common::{COMM_LEN, ConnectEvent, FAMILY_IPV4};
 use ollama_egress_geo::GeoDb;
 use time::OffsetDateTime;
 
+use super::names::{LearnedAnswer, NamesTable};
 use crate::{
     logstore::EventRecord,
     model::{Direction, Family, Hook, Mode, UnknownKernelValue, Verdict, Via, proto_name, rule},
@@ -44,6 +45,11 @@ impl BootClock {
     }
 }
 
+/// `CLOCK_BOOTTIME` now, in nanoseconds: the clock of `bpf_ktime_get_boot_ns()`.
+pub fn boot_now_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
+}
+
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -73,7 +79,13 @@ pub struct Decoder {
     clock: BootClock,
     generations: VecDeque<GenerationInfo>,
     geo: Option<Arc<GeoDb>>,
+    names: NamesTable,
+    /// Boot time of the last expiry sweep of `names`.
+    swept_ns: u64,
 }
+
+/// How often expired names are swept out of the table, at most.
+const SWEEP_NS: u64 = 1_000_000_000;
 
 impl Decoder {
     /// A decoder with no generation yet; add one with [`Decoder::push_generation`].
@@ -82,6 +94,8 @@ impl Decoder {
             clock,
             generations: VecDeque::new(),
             geo,
+            names: NamesTable::default(),
+            swept_ns: 0,
         }
     }
 
@@ -91,6 +105,26 @@ impl Decoder {
         while self.generations.len() > KEPT_GENERATIONS {
             self.generations.pop_front();
         }
+    }
+
+    /// Learns the names of a DNS answer the kernel learned.
+    pub fn learn(&mut self, answer: &LearnedAnswer) {
+        if answer.at_boot_ns.saturating_sub(self.swept_ns) >= SWEEP_NS {
+            self.names.expire(answer.at_boot_ns);
+            self.swept_ns = answer.at_boot_ns;
+        }
+        self.names.learn(answer);
+    }
+
+    /// The names learned so far.
+    pub fn names(&self) -> &NamesTable {
+        &self.names
+    }
+
+    /// Forgets the names that expired by `now_ns` (boot time).
+    pub fn expire_names(&mut self, now_ns: u64) {
+        self.names.expire(now_ns);
+        self.swept_ns = now_ns;
     }
 
     /// Replaces the geo databases used for tagging.
@@ -132,6 +166,7 @@ impl Decoder {
             (Family::Ipv6, IpAddr::V6(Ipv6Addr::from(ev.daddr)))
         };
         let info = self.geo.as_ref().map(|g| g.lookup(dst));
+        let host = self.names.host(dst, &rule, ev.header.ts_boot_ns);
         Ok(EventRecord {
             ts: self.clock.wall(ev.header.ts_boot_ns),
             verdict,
@@ -147,7 +182,7 @@ impl Decoder {
             family,
             dst,
             dport: u16::try_from(ev.dport).unwrap_or(0),
-            host: None,
+            host,
             country: info.as_ref().and_then(|i| i.country.clone()),
             asn: info.as_ref().and_then(|i| i.asn),
             as_org: info.and_then(|i| i.as_org),
@@ -345,6 +380,48 @@ mod tests {
         let mut other = ev;
         other.header.kind = 77;
         assert!(ConnectEvent::from_bytes(other.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn connect_events_get_the_host_their_address_was_bound_to() {
+        let mut d = decoder();
+        d.push_generation(GenerationInfo {
+            generation: 4,
+            rules: Arc::new(vec![
+                "default".into(),
+                "allow.domains:*.r2.cloudflarestorage.com".into(),
+            ]),
+            mode: Mode::Enforce,
+        });
+        let ip: IpAddr = "203.0.113.7".parse().expect("ip");
+        let learn = |d: &mut Decoder, at: u64, name: &str| {
+            d.learn(&LearnedAnswer {
+                at_boot_ns: at,
+                name: name.into(),
+                addrs: vec![(ip, 60)],
+            })
+        };
+        // Nothing learned: no host.
+        assert_eq!(d.decode(&event(), None).expect("decodes").host, None);
+        learn(&mut d, 1_000_000, "bucket.r2.cloudflarestorage.com");
+        learn(&mut d, 1_200_000, "ollama.com");
+        let rec = d.decode(&event(), None).expect("decodes");
+        assert_eq!(rec.host.as_deref(), Some("ollama.com"));
+        // Decided by a domain rule: the name the rule matches.
+        let mut ev = event();
+        ev.generation = 4;
+        let rec = d.decode(&ev, None).expect("decodes");
+        assert_eq!(rec.rule, "allow.domains:*.r2.cloudflarestorage.com");
+        assert_eq!(rec.host.as_deref(), Some("bucket.r2.cloudflarestorage.com"));
+        let line = serde_json::to_string(&rec).expect("serialises");
+        assert!(
+            line.contains(r#""host":"bucket.r2.cloudflarestorage.com""#),
+            "{line}"
+        );
+        // After the TTL the name is gone.
+        ev.header.ts_boot_ns = 1_200_000 + 61_000_000_000;
+        assert_eq!(d.decode(&ev, None).expect("decodes").host, None);
+        assert_eq!(d.names().live_pairs(ev.header.ts_boot_ns), 0);
     }
 
     #[test]
