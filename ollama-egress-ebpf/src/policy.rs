@@ -2,8 +2,8 @@
 
 use aya_ebpf::maps::{LpmTrie, lpm_trie::Key};
 use ollama_egress_common::{
-    ACTION_DENY, FAMILY_IPV4, FAMILY_IPV6, MODE_ENFORCE, MODE_MONITOR, PolicyValue, RULE_DEFAULT, RULE_NO_POLICY,
-    SlotConfig, V4_FORM_MAPPED, V4_FORM_NONE, VERDICT_ALLOWED, VERDICT_BLOCKED,
+    ACTION_DENY, FAMILY_IPV4, FAMILY_IPV6, MODE_ENFORCE, MODE_MONITOR, PolicyValue, RULE_DEFAULT,
+    RULE_NO_POLICY, SlotConfig, V4_FORM_MAPPED, V4_FORM_NONE, VERDICT_ALLOWED, VERDICT_BLOCKED,
     VERDICT_WOULD_BLOCK, embedded_ipv4,
 };
 
@@ -205,7 +205,11 @@ fn unconfigured() -> Decision {
         },
         rule_id: RULE_NO_POLICY,
         generation: 0,
-        mode: if enforcing { MODE_ENFORCE } else { MODE_MONITOR },
+        mode: if enforcing {
+            MODE_ENFORCE
+        } else {
+            MODE_MONITOR
+        },
     }
 }
 

@@ -16,6 +16,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod dns;
 pub mod prometheus;
 
 /// Panics unless the tests run as root.

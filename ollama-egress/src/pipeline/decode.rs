@@ -12,9 +12,7 @@ use time::OffsetDateTime;
 
 use crate::{
     logstore::EventRecord,
-    model::{
-        Direction, Family, Hook, Mode, UnknownKernelValue, Verdict, Via, proto_name, rule,
-    },
+    model::{Direction, Family, Hook, Mode, UnknownKernelValue, Verdict, Via, proto_name, rule},
 };
 
 /// Converts `bpf_ktime_get_boot_ns()` stamps to wall-clock time.
@@ -325,7 +323,10 @@ mod tests {
     #[test]
     fn unknown_mode_hook_form_or_direction_are_errors() {
         for (what, set) in [
-            ("mode", (|e: &mut ConnectEvent| e.mode = 9) as fn(&mut ConnectEvent)),
+            (
+                "mode",
+                (|e: &mut ConnectEvent| e.mode = 9) as fn(&mut ConnectEvent),
+            ),
             ("hook", |e| e.hook = 99),
             ("via", |e| e.v4_form = 42),
             ("direction", |e| e.direction = 5),

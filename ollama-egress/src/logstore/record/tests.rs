@@ -64,7 +64,10 @@ fn design_example_parses() {
 fn lines_of_an_earlier_version_parse() {
     let r: EventRecord = serde_json::from_str(OLD_EXAMPLE).unwrap();
     assert_eq!(r.direction, crate::model::Direction::Outbound);
-    assert_eq!((r.host, r.container, r.hook, r.via, r.gid), (None, None, None, None, 0));
+    assert_eq!(
+        (r.host, r.container, r.hook, r.via, r.gid),
+        (None, None, None, None, 0)
+    );
 }
 
 #[test]

@@ -111,8 +111,7 @@ pub fn resolve_hold(name: &str, port: u16) -> Outcome {
                 let sent = stream.write_all(&[b'x'; 1000]);
                 o.bytes_sent += 1000;
                 let deadline = Instant::now() + Duration::from_secs(3);
-                while TCP_BYTES.load(Ordering::SeqCst) < o.bytes_sent && Instant::now() < deadline
-                {
+                while TCP_BYTES.load(Ordering::SeqCst) < o.bytes_sent && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 o.bytes_received = TCP_BYTES.load(Ordering::SeqCst);
@@ -164,7 +163,11 @@ fn answer(kind: &str, id: u16, name: &str, addr: Ipv4Addr) -> std::io::Result<Ve
         "wrong-id" => (id ^ 0x5a5a, 0x8180, 1),
         "not-response" => (id, 0x0180, 1),
         "two-questions" => (id, 0x8180, 2),
-        other => return Err(std::io::Error::other(format!("unknown answer kind {other}"))),
+        other => {
+            return Err(std::io::Error::other(format!(
+                "unknown answer kind {other}"
+            )));
+        }
     };
     let mut m = header(id, flags, qd, 1);
     let question: Vec<u8> = if kind == "compressed-question" {
