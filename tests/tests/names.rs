@@ -384,6 +384,38 @@ fn monitor_mode_records_would_block_with_the_host() {
     assert_eq!(ok["host"], "ok.allow.test", "{ok}");
 }
 
+#[test]
+fn a_reload_rebinds_learned_names_under_the_new_rules() {
+    let zone = Zone::new()
+        .host("soon.allow.test", &["203.0.113.90"], 300)
+        .host("later.test", &["203.0.113.91"], 300);
+    let s = start("oe-nreload", &allow_suffix(), &zone);
+    s.resolve("soon.allow.test")
+        .assert_ok("allowed before the reload");
+    s.resolve("later.test")
+        .assert_eperm("not allowed before the reload");
+    std::fs::write(
+        &s.s.policy,
+        names_policy("deny", &["later.test"], &["soon.allow.test"], &[]),
+    )
+    .expect("write the new policy");
+    let d = s.daemon();
+    wait_for("the new policy loaded", Duration::from_secs(10), || {
+        d.stderr_text().contains("policy reloaded").then_some(())
+    });
+    // Neither name is asked again: the bindings learned under the old policy are judged by
+    // the new one at once.
+    s.connect("203.0.113.90")
+        .assert_eperm("a name the new policy denies, learned before the reload");
+    assert_eq!(
+        s.event("blocked", "203.0.113.90")["rule"],
+        "deny.domains:soon.allow.test"
+    );
+    s.connect("203.0.113.91")
+        .assert_ok("a name the new policy allows, learned before the reload");
+    assert_eq!(s.event("allowed", "203.0.113.91")["host"], "later.test");
+}
+
 /// The harness itself, without domain rules: dnsmasq answers getaddrinfo in the namespace (also
 /// over TCP and through a CNAME chain), the fake server's answers reach the probe, a forwarder
 /// in a cgroup of its own answers over loopback, and a held connection carries data.
