@@ -37,16 +37,20 @@ pub enum Config {
     Ipset,
     /// ollama-egress --monitor with the CN set (events on, nothing dropped).
     MonitorCn,
+    /// ollama-egress --enforce with the CN set and domain rules, the bench server's address
+    /// bound to an allowed name (connects are allowed through the binding).
+    EnforceCnDomains,
 }
 
 impl Config {
     /// Every configuration, in report order.
-    pub const ALL: [Config; 5] = [
+    pub const ALL: [Config; 6] = [
         Config::EnforceCn,
         Config::Enforce500k,
         Config::Nftables,
         Config::Ipset,
         Config::MonitorCn,
+        Config::EnforceCnDomains,
     ];
 
     /// Its name in the report.
@@ -57,6 +61,7 @@ impl Config {
             Config::Nftables => "nftables, CN",
             Config::Ipset => "iptables + ipset, CN",
             Config::MonitorCn => "ollama-egress monitor, CN",
+            Config::EnforceCnDomains => "ollama-egress enforce, CN + domains",
         }
     }
 
@@ -68,6 +73,7 @@ impl Config {
             Config::Nftables => "nft",
             Config::Ipset => "ipset",
             Config::MonitorCn => "monitor-cn",
+            Config::EnforceCnDomains => "enforce-cn-domains",
         }
     }
 }
@@ -147,6 +153,8 @@ impl Stage {
             format!("0.0.0.0:{ECHO_PORT}"),
             "--udp".to_owned(),
             format!("127.0.0.1:{UDP_PORT}"),
+            "--dns".to_owned(),
+            super::dns::DNS_ADDR.to_string(),
         ]);
         let mut server = ChildGuard::spawn(
             Command::new(exe)
@@ -181,6 +189,10 @@ impl Stage {
             )?;
             fs::write(dir.join(format!("{file}.ipset")), set.ipset_restore())?;
         }
+        fs::write(
+            stage.file("cn-domains.toml"),
+            stage.cn.policy_toml() + &super::dns::policy_domains(),
+        )?;
         Ok(stage)
     }
 
@@ -189,14 +201,15 @@ impl Stage {
         self.work.path().join(name)
     }
 
-    /// Starts a daemon on the client cgroup with a fresh log and pin directory, with the CN
-    /// policy or (`big`) the 500k one.
-    pub fn daemon(&self, enforce: bool, big: bool, tag: &str) -> anyhow::Result<Daemon> {
-        let (policy, country) = if big {
-            (self.file("500k.toml"), &self.big_geo)
+    /// Starts a daemon on the client cgroup with a fresh log and pin directory and the policy
+    /// file `policy` of [`Stage::file`] (the 500k one with its synthetic country database).
+    pub fn daemon(&self, enforce: bool, policy: &str, tag: &str) -> anyhow::Result<Daemon> {
+        let country = if policy == "500k.toml" {
+            &self.big_geo
         } else {
-            (self.file("cn.toml"), &self.geo.0)
+            &self.geo.0
         };
+        let policy = self.file(policy);
         let run = self.runs.get() + 1;
         self.runs.set(run);
         let name = format!("{NAME_PREFIX}{}-{run}-{tag}", std::process::id());
@@ -216,9 +229,14 @@ impl Stage {
     /// Applies `config` to the client cgroup; undone when the result drops.
     pub fn apply(&self, config: Config) -> anyhow::Result<Applied<'_>> {
         Ok(match config {
-            Config::EnforceCn => Applied::Daemon(self.daemon(true, false, config.tag())?),
-            Config::Enforce500k => Applied::Daemon(self.daemon(true, true, config.tag())?),
-            Config::MonitorCn => Applied::Daemon(self.daemon(false, false, config.tag())?),
+            Config::EnforceCn => Applied::Daemon(self.daemon(true, "cn.toml", config.tag())?),
+            Config::Enforce500k => Applied::Daemon(self.daemon(true, "500k.toml", config.tag())?),
+            Config::MonitorCn => Applied::Daemon(self.daemon(false, "cn.toml", config.tag())?),
+            Config::EnforceCnDomains => {
+                let d = self.daemon(true, "cn-domains.toml", config.tag())?;
+                super::dns::bind_server_name(self)?;
+                Applied::Daemon(d)
+            }
             Config::Nftables => Applied::Firewall(Firewall::nft(&self.ns, &self.file("cn.nft"))?.0),
             Config::Ipset => Applied::Firewall(
                 Firewall::ipset(&self.ns, &self.file("cn.ipset"), &self.client.name)?.0,

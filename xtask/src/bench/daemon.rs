@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 
 use super::sys::{ChildGuard, check_interrupted};
 
@@ -38,6 +38,7 @@ pub struct Daemon {
     pub log_dir: PathBuf,
     pin_dir: PathBuf,
     stderr: PathBuf,
+    metrics_port: u16,
 }
 
 impl Daemon {
@@ -90,6 +91,7 @@ impl Daemon {
             log_dir: spec.log_dir,
             pin_dir: spec.pin_dir,
             stderr,
+            metrics_port: metrics,
         };
         d.wait_ready()?;
         Ok(d)
@@ -116,7 +118,29 @@ impl Daemon {
         bail!("ollama-egress not ready after 120 s")
     }
 
-    /// Its pid.
+    /// Its pin directory.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// The value of one series of its metrics (`name{labels}` exactly as exposed), 0 when
+    /// absent.
+    pub fn metric(&self, series: &str) -> anyhow::Result<u64> {
+        use std::io::{Read as _, Write as _};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .context("connecting to the daemon's metrics")?;
+        c.set_read_timeout(Some(Duration::from_secs(5)))?;
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut text = String::new();
+        c.read_to_string(&mut text)
+            .context("reading the daemon's metrics")?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64))
+    }
+
+    /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, ChildGuard::pid)
     }

@@ -97,7 +97,7 @@ pub fn measure(
             check_interrupted()?;
             // A fresh daemon per burst: its log holds only this burst.
             let enforce = series == Series::EnforceDenied;
-            let daemon = stage.daemon(enforce, false, "events")?;
+            let daemon = stage.daemon(enforce, "cn.toml", "events")?;
             if report.rss_idle_kib.is_none() && !enforce {
                 let pid = daemon.pid();
                 sys::sleep(Duration::from_secs(1));

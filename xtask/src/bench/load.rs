@@ -84,7 +84,24 @@ pub enum Worker {
         #[arg(long)]
         timeout_ms: u64,
     },
-    /// The servers: TCP accept-and-close, TCP echo, UDP sink. Runs until stdin closes.
+    /// DNS queries for fresh names (or `count` for one name) with a window in flight.
+    #[command(name = "worker-dns", hide = true)]
+    Dns {
+        #[command(flatten)]
+        place: Place,
+        #[arg(long)]
+        server: SocketAddrV4,
+        #[arg(long)]
+        secs: f64,
+        #[arg(long, default_value_t = 16)]
+        window: u32,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// The servers: TCP accept-and-close, TCP echo, UDP sink, DNS responder. Runs until stdin
+    /// closes.
     #[command(name = "worker-serve", hide = true)]
     Serve {
         #[arg(long)]
@@ -95,6 +112,8 @@ pub enum Worker {
         echo: SocketAddrV4,
         #[arg(long)]
         udp: SocketAddrV4,
+        #[arg(long)]
+        dns: SocketAddrV4,
     },
 }
 
@@ -138,12 +157,24 @@ pub fn worker(w: Worker) -> anyhow::Result<()> {
             enter(&place)?;
             denied(addr, count, timeout_ms)
         }
+        Worker::Dns {
+            place,
+            server,
+            secs,
+            window,
+            name,
+            count,
+        } => {
+            enter(&place)?;
+            super::dns::client(server, secs, window.max(1), name.as_deref(), count)?
+        }
         Worker::Serve {
             netns,
             accept,
             echo,
             udp,
-        } => return super::server::serve(&netns, accept, echo, udp),
+            dns,
+        } => return super::server::serve(&netns, accept, echo, udp, dns),
     };
     println!("{out}");
     Ok(())

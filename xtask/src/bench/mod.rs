@@ -16,11 +16,15 @@
 //! | `pairs` | throughput and latency in adjacent pairs, denied connect() |
 //! | `policy_load` | compile + load times |
 //! | `events` | event pipeline, daemon RSS and CPU |
+//! | `dns` | the DNS responder and client, name learning per answer |
+//! | `kstats` | kernel ns per program call from `bpf_stats` |
 //! | `report` | goals and tables, BENCHMARKS.md |
 
 mod configs;
 mod daemon;
+mod dns;
 mod events;
+mod kstats;
 mod load;
 mod pairs;
 mod policy_load;
@@ -82,6 +86,10 @@ pub struct Args {
     /// Run the event-pipeline bursts and measure the daemon's RSS and CPU.
     #[arg(long)]
     events: bool,
+    /// Run the DNS answer-rate workload, and measure name learning (answers learned per
+    /// second, kernel and daemon CPU per answer) under the domain configuration.
+    #[arg(long)]
+    dns: bool,
     /// Configurations to compare, comma-separated [default: all].
     #[arg(long, value_enum, value_delimiter = ',')]
     config: Vec<Config>,
@@ -162,12 +170,13 @@ struct Plan {
 
 impl Plan {
     fn new(a: &Args) -> Self {
-        let all = !(a.tcp || a.udp || a.latency || a.denied || a.load || a.events);
+        let all = !(a.tcp || a.udp || a.latency || a.denied || a.load || a.events || a.dns);
         let mut workloads = Vec::new();
         for (on, w) in [
             (a.tcp, Workload::TcpConnect),
             (a.udp, Workload::Udp),
             (a.latency, Workload::Latency),
+            (a.dns, Workload::Dns),
         ] {
             if on || all {
                 workloads.push(w);
@@ -236,14 +245,32 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
     let stage = Stage::new(bin, geo, cn, (big, big_geo))?;
 
     if !plan.workloads.is_empty() || plan.denied {
+        let _stats = kstats::StatsOn::enable()?;
         for &config in &plan.configs {
             sys::check_interrupted()?;
             progress(&format!("bench: {:<30}", config.label()));
             let applied = stage.apply(config)?;
+            let daemon = match &applied {
+                configs::Applied::Daemon(d) => Some(d),
+                configs::Applied::Firewall(_) => None,
+            };
             for &w in &plan.workloads {
+                let before = daemon.map(|d| kstats::snapshot(d.pin_dir())).transpose()?;
                 results
                     .pairs
                     .extend(pairs::measure(&stage, config, w, plan.reps, plan.secs)?);
+                if let (Some(d), Some(before)) = (daemon, before) {
+                    let after = kstats::snapshot(d.pin_dir())?;
+                    results
+                        .kernel
+                        .push((config, w, kstats::delta(&before, &after)));
+                }
+            }
+            if let Some(d) = daemon
+                && config == Config::EnforceCnDomains
+                && plan.workloads.contains(&Workload::Dns)
+            {
+                results.learning = Some(dns::measure(&stage, d, plan.secs * 3.0)?);
             }
             if plan.denied {
                 results.denied.push(pairs::denied(&stage, config, 1000)?);

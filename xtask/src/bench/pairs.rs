@@ -23,6 +23,8 @@ pub enum Workload {
     Udp,
     /// 64-byte TCP request/response round trip, p50 and p99.
     Latency,
+    /// DNS answers per second (a query for a fresh name each, 16 in flight).
+    Dns,
 }
 
 impl Workload {
@@ -32,6 +34,7 @@ impl Workload {
             Workload::TcpConnect => &[("TCP connections/s", true)],
             Workload::Udp => &[("UDP 64 B datagrams/s", true)],
             Workload::Latency => &[("TCP RR p50 µs", false), ("TCP RR p99 µs", false)],
+            Workload::Dns => &[("DNS answers/s", true)],
         }
     }
 }
@@ -80,15 +83,20 @@ fn once(
     secs: f64,
 ) -> anyhow::Result<Vec<f64>> {
     let lo = std::net::Ipv4Addr::LOCALHOST;
-    let (name, port) = match w {
-        Workload::TcpConnect => ("worker-tcp-connect", ACCEPT_PORT),
-        Workload::Udp => ("worker-udp", UDP_PORT),
-        Workload::Latency => ("worker-rr", ECHO_PORT),
+    let (name, flag, addr) = match w {
+        Workload::TcpConnect => (
+            "worker-tcp-connect",
+            "--addr",
+            SocketAddrV4::new(lo, ACCEPT_PORT),
+        ),
+        Workload::Udp => ("worker-udp", "--addr", SocketAddrV4::new(lo, UDP_PORT)),
+        Workload::Latency => ("worker-rr", "--addr", SocketAddrV4::new(lo, ECHO_PORT)),
+        Workload::Dns => ("worker-dns", "--server", super::dns::DNS_ADDR),
     };
     let mut args = worker_args(name, &stage.ns.name, Some(cgroup));
     args.extend([
-        "--addr".to_owned(),
-        SocketAddrV4::new(lo, port).to_string(),
+        flag.to_owned(),
+        addr.to_string(),
         "--secs".to_owned(),
         secs.to_string(),
     ]);
@@ -108,6 +116,7 @@ fn once(
             vec![f("rate")]
         }
         Workload::Latency => vec![f("p50_ns") / 1000.0, f("p99_ns") / 1000.0],
+        Workload::Dns => vec![f("rate")],
     })
 }
 

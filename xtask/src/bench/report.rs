@@ -5,7 +5,10 @@ use std::{fmt::Write as _, time::Duration};
 
 use super::{
     configs::Config,
+    dns,
     events::{EventReport, Series},
+    kstats,
+    pairs::Workload,
     pairs::{DENIED_TIMEOUT_MS, DeniedStat, PairStat},
     policy_load::LoadTimes,
 };
@@ -29,6 +32,11 @@ pub struct Results {
     pub events: Option<EventReport>,
     /// Peak RSS of each daemon configuration during its throughput runs, KiB.
     pub daemon_rss: Vec<(Config, u64)>,
+    /// Kernel cost per program call (`bpf_stats`) of each daemon configuration and workload
+    /// (the configuration's runs only: nothing is attached to the baseline cgroup).
+    pub kernel: Vec<(Config, Workload, Vec<kstats::Cost>)>,
+    /// Name learning under the domain configuration.
+    pub learning: Option<dns::Learning>,
 }
 
 fn ms(d: Option<Duration>) -> String {
@@ -188,7 +196,58 @@ impl Results {
         self.denied_md(&mut s);
         self.loads_md(&mut s);
         self.events_md(&mut s);
+        self.kernel_md(&mut s);
+        self.learning_md(&mut s);
         s
+    }
+
+    fn kernel_md(&self, s: &mut String) {
+        if self.kernel.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "\n## Kernel cost per call (`bpf_stats`)\n\nThe kernel's run time of each program of the daemon divided by its run count, over a workload's configuration runs (`kernel.bpf_stats_enabled` on for the whole bench; the workloads' metric names the workload).\n\n| configuration | workload | program | calls | ns per call |\n|---|---|---|--:|--:|"
+        );
+        for (config, w, costs) in &self.kernel {
+            for c in costs {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | `{}` | {} | {:.0} |",
+                    config.label(),
+                    w.metrics()[0].0,
+                    c.program,
+                    num(c.calls as f64),
+                    c.ns_per_call
+                );
+            }
+        }
+    }
+
+    fn learning_md(&self, s: &mut String) {
+        let Some(l) = &self.learning else {
+            return;
+        };
+        let _ = writeln!(
+            s,
+            "\n## Name learning\n\nOne run under `{}` ({} deny and 2 allow domain rules): a client in the enforced cgroup asks the bench's responder for a fresh name per query (16 in flight); every answer is matched to its query, parsed, bound and reported to the daemon.\n\n| answers | answers/s | learned by the kernel | daemon CPU per answer |\n|--:|--:|--:|--:|\n| {} | {} | {} | {:.2} µs |\n",
+            Config::EnforceCnDomains.label(),
+            dns::DENY_RULES,
+            num(l.answers as f64),
+            num(l.rate),
+            num(l.learned as f64),
+            l.daemon_us_per_answer
+        );
+        let _ = writeln!(s, "| program | calls | ns per call |\n|---|--:|--:|");
+        for c in &l.kernel {
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {:.0} |",
+                c.program,
+                num(c.calls as f64),
+                c.ns_per_call
+            );
+        }
     }
 
     fn pairs_md(&self, s: &mut String) {

@@ -1,4 +1,5 @@
-//! The servers the load workers talk to: accept-and-close, echo and a UDP sink, in the bench's
+//! The servers the load workers talk to: accept-and-close, echo, a UDP sink and a DNS
+//! responder ([`super::dns`]), in the bench's
 //! network namespace, until stdin reaches EOF.
 
 use std::{
@@ -17,8 +18,11 @@ pub(super) fn serve(
     accept: SocketAddrV4,
     echo: SocketAddrV4,
     udp: SocketAddrV4,
+    dns: SocketAddrV4,
 ) -> anyhow::Result<()> {
     enter_netns(netns)?;
+    let resolver = UdpSocket::bind(dns).with_context(|| format!("binding {dns}"))?;
+    std::thread::spawn(move || super::dns::respond(resolver));
     let acceptor = listen(accept)?;
     let echoer = TcpListener::bind(echo).with_context(|| format!("listening on {echo}"))?;
     let sink = UdpSocket::bind(udp).with_context(|| format!("binding {udp}"))?;

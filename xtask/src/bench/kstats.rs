@@ -1,0 +1,98 @@
+//! Kernel cost per program call from `bpf_stats`: the kernel's run-time and run-count of each
+//! program the daemon pinned (`<pin-dir>/progs/<name>`), read with `bpftool` before and after
+//! a workload, while `kernel.bpf_stats_enabled` is on.
+
+use std::{collections::BTreeMap, fs, path::Path, process::Command};
+
+use anyhow::Context as _;
+
+const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// `kernel.bpf_stats_enabled` switched on; the previous value is restored on drop.
+pub struct StatsOn {
+    previous: String,
+}
+
+impl StatsOn {
+    /// Turns the statistics on.
+    pub fn enable() -> anyhow::Result<Self> {
+        let previous = fs::read_to_string(SYSCTL).with_context(|| format!("reading {SYSCTL}"))?;
+        fs::write(SYSCTL, "1").with_context(|| format!("writing {SYSCTL}"))?;
+        Ok(Self {
+            previous: previous.trim().to_owned(),
+        })
+    }
+}
+
+impl Drop for StatsOn {
+    fn drop(&mut self) {
+        if let Err(e) = fs::write(SYSCTL, &self.previous) {
+            eprintln!("warning: restoring {SYSCTL}: {e}");
+        }
+    }
+}
+
+/// Run time and count of one program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Run {
+    /// Nanoseconds spent in the program, in total.
+    pub time_ns: u64,
+    /// Calls, in total.
+    pub count: u64,
+}
+
+/// The programs pinned under `pin_dir`, by name.
+pub fn snapshot(pin_dir: &Path) -> anyhow::Result<BTreeMap<String, Run>> {
+    let dir = pin_dir.join("progs");
+    let mut out = BTreeMap::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let text = super::sys::run(
+            Command::new("bpftool")
+                .args(["-j", "prog", "show", "pinned"])
+                .arg(&path),
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("bpftool output for {}: {text}", path.display()))?;
+        let run = Run {
+            time_ns: v["run_time_ns"].as_u64().unwrap_or(0),
+            count: v["run_cnt"].as_u64().unwrap_or(0),
+        };
+        out.insert(name, run);
+    }
+    Ok(out)
+}
+
+/// One program's cost over a workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cost {
+    /// The program.
+    pub program: String,
+    /// Calls during the workload.
+    pub calls: u64,
+    /// Nanoseconds per call.
+    pub ns_per_call: f64,
+}
+
+/// The programs that ran between two snapshots, with their cost per call.
+pub fn delta(before: &BTreeMap<String, Run>, after: &BTreeMap<String, Run>) -> Vec<Cost> {
+    after
+        .iter()
+        .filter_map(|(name, a)| {
+            let b = before.get(name).copied().unwrap_or_default();
+            let calls = a.count.saturating_sub(b.count);
+            (calls > 0).then(|| Cost {
+                program: name.clone(),
+                calls,
+                ns_per_call: a.time_ns.saturating_sub(b.time_ns) as f64 / calls as f64,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
