@@ -17,7 +17,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{Daemon, NetNs, Probe, Scenario, ScenarioSpec, daemon_bin, metric_value, probe_bin};
+use crate::{Daemon, NetNs, Probe, Scenario, ScenarioSpec, metric_value, probe_bin};
 
 /// The namespace's DNS server.
 pub const RESOLVER: &str = "198.51.100.53";
@@ -428,25 +428,4 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// `ollama-egress logs --json ARGS` on the daemon's log; panics unless it succeeds.
-pub fn logs_json(d: &Daemon, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(daemon_bin())
-        .arg("logs")
-        .arg("--log-dir")
-        .arg(&d.log_dir)
-        .arg("--json")
-        .args(args)
-        .output()
-        .expect("run logs");
-    assert!(
-        out.status.success(),
-        "logs {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
 }

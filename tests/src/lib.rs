@@ -628,3 +628,24 @@ impl SpawnRetryingBusy for Command {
         }
     }
 }
+
+/// `ollama-egress logs --json ARGS` on the daemon's log; panics unless it succeeds.
+pub fn logs_json(d: &Daemon, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(daemon_bin())
+        .arg("logs")
+        .arg("--log-dir")
+        .arg(&d.log_dir)
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run logs");
+    assert!(
+        out.status.success(),
+        "logs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}

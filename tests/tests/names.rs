@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use ollama_egress_tests::dns::{
-    DnsScenario, Dnsmasq, DnsmasqSpec, FAKE_SERVER, Zone, logs_json, names_policy, wait_for,
+    DnsScenario, Dnsmasq, DnsmasqSpec, FAKE_SERVER, Zone, names_policy, wait_for,
 };
-use ollama_egress_tests::{TestCgroup, require_root};
+use ollama_egress_tests::{TestCgroup, logs_json, require_root};
 
 /// A policy that denies by default and allows `*.allow.test` (and the resolvers).
 fn allow_suffix() -> String {
