@@ -154,8 +154,48 @@ fn a_denied_name_beats_an_allowed_cidr() {
 }
 
 #[test]
+fn the_most_specific_domain_rule_wins_and_deny_wins_a_tie_or_a_shared_address() {
+    let zone = Zone::new()
+        .host("x.ads.allow.test", &["203.0.113.41"], 300)
+        .host("ok.ads.allow.test", &["203.0.113.42"], 300)
+        .host("y.allow.test", &["203.0.113.43"], 300)
+        .host("both.test", &["203.0.113.44"], 300)
+        .host("cdn.allow.test", &["203.0.113.45"], 300)
+        .host("tracker.test", &["203.0.113.45"], 300);
+    let policy = names_policy(
+        "deny",
+        &["*.allow.test", "ok.ads.allow.test", "both.test"],
+        &["*.ads.allow.test", "both.test", "tracker.test"],
+        &[],
+    );
+    let s = start("oe-nspec", &policy, &zone);
+    s.resolve("x.ads.allow.test")
+        .assert_eperm("a longer denied suffix beats a shorter allowed one");
+    assert_eq!(
+        s.event("blocked", "203.0.113.41")["rule"],
+        "deny.domains:*.ads.allow.test"
+    );
+    s.resolve("ok.ads.allow.test")
+        .assert_ok("an allowed exact name beats a denied suffix");
+    assert_eq!(
+        s.event("allowed", "203.0.113.42")["rule"],
+        "allow.domains:ok.ads.allow.test"
+    );
+    s.resolve("y.allow.test")
+        .assert_ok("the shorter suffix elsewhere");
+    s.resolve("both.test")
+        .assert_eperm("a name in both lists is denied");
+    s.resolve("cdn.allow.test")
+        .assert_ok("an allowed name alone on its address");
+    s.resolve("tracker.test")
+        .assert_eperm("a denied name on the same address");
+    s.resolve("cdn.allow.test")
+        .assert_eperm("an address bound to an allowed and a denied name is denied");
+}
+
+#[test]
 fn after_the_ttl_a_new_connection_falls_through_and_an_established_one_keeps_flowing() {
-    let zone = Zone::new().host("ttl.allow.test", &["203.0.113.40"], 2);
+    let zone = Zone::new().host("ttl.allow.test", &["203.0.113.40"], 4);
     let s = DnsScenario::start(
         "oe-nttl",
         "--enforce",
@@ -169,7 +209,7 @@ fn after_the_ttl_a_new_connection_falls_through_and_an_established_one_keeps_flo
     held.send().assert_ok("data on the new connection");
     s.connect("203.0.113.40")
         .assert_ok("a second connection while the binding lives");
-    // After 2 s (clamped to at least 1 s) the binding expires: a new connection falls
+    // After 4 s (above the 1 s minimum, so not raised) the binding expires: a new connection falls
     // through to the IP rules, i.e. to default deny.
     wait_for(
         "a new connection refused after the TTL",
