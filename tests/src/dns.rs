@@ -25,6 +25,8 @@ pub const RESOLVER: &str = "198.51.100.53";
 pub const FAKE_SERVER: &str = "198.51.100.54:53";
 /// The port the names' hosts listen on.
 pub const PORT: u16 = 8080;
+/// The port of a held connection's listener.
+pub const HELD_PORT: u16 = 8081;
 /// Addresses of a DNS scenario's namespace (whole prefixes: every address in them is local).
 pub const NS_ADDRS: &[&str] = &["198.51.100.53/24", "203.0.113.1/24", "2001:db8::53/64"];
 
@@ -320,9 +322,16 @@ impl DnsScenario {
         self.inside(&["tcp", &target])
     }
 
-    /// Keeps a connection to `name`'s first address open (see [`Held`]).
+    /// Keeps a connection to `name`'s first address open (see [`Held`]), on port
+    /// [`HELD_PORT`] (its listener is its own: other probes keep [`PORT`]).
     pub fn hold(&self, name: &str) -> Held {
-        Held::start(&self.args(true, &["resolve-hold", name]))
+        let listen = format!("[::]:{HELD_PORT}");
+        let base = crate::probe_args(&self.s.ns, Some(self.s.cg.path.as_path()), &[&listen]);
+        let port = HELD_PORT.to_string();
+        Held::start(&crate::with(
+            &base,
+            &["--netns-resolv", "resolve-hold", name, "--port", &port],
+        ))
     }
 
     /// `ollama_egress_dns_answers_total{result="RESULT"}` now; panics when it is not exposed.
