@@ -7,7 +7,7 @@ use std::time::Duration;
 use ollama_egress_tests::dns::{
     DnsScenario, Dnsmasq, DnsmasqSpec, FAKE_SERVER, Zone, names_policy, wait_for,
 };
-use ollama_egress_tests::{TestCgroup, logs_json, require_root};
+use ollama_egress_tests::{TestCgroup, logs_json, metric_value, require_root};
 
 /// A policy that denies by default and allows `*.allow.test` (and the resolvers).
 fn allow_suffix() -> String {
@@ -275,6 +275,12 @@ fn many_answers_in_one_response_are_all_bound() {
     let p6 = s.inside(&["resolve", "many.allow.test", "--family", "6", "--all"]);
     assert_eq!(p6.json["successes"], 2, "{}", p6.json);
     assert!(s.answers("learned") >= 2.0);
+    // The names table holds one live (address, name) pair per address.
+    let d = s.daemon();
+    wait_for("34 bindings in the metric", Duration::from_secs(5), || {
+        let v = metric_value(&d.metrics(), "ollama_egress_dns_bindings");
+        (v == Some(34.0)).then_some(())
+    });
 }
 
 #[test]
