@@ -20,7 +20,7 @@ fn start(name: &str, policy: &str, zone: &Zone) -> DnsScenario {
 
 #[test]
 fn an_allowed_name_connects_on_the_first_try_right_after_resolution() {
-    const N: u8 = 40;
+    const N: u8 = 100;
     let mut zone = Zone::new().host("v6.allow.test", &["2001:db8::66"], 300);
     for i in 0..N {
         let addr = format!("203.0.113.{}", 100 + i);
@@ -39,6 +39,10 @@ fn an_allowed_name_connects_on_the_first_try_right_after_resolution() {
         "{} of {N} first connects after resolution failed: {failed:#?}",
         failed.len()
     );
+    s.connect("::ffff:203.0.113.100")
+        .assert_ok("a learned IPv4 address in IPv6 form");
+    s.connect("::ffff:203.0.113.250")
+        .assert_eperm("an IPv4 address in IPv6 form never learned");
     let v6 = s.inside(&["resolve", "v6.allow.test", "--family", "6"]);
     v6.assert_ok("an AAAA answer binds its address");
     assert_eq!(v6.json["addr"], "2001:db8::66", "{}", v6.json);
