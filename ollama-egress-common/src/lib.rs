@@ -36,7 +36,7 @@ pub const DEDUP_MAP: &str = "DATAGRAM_SEEN";
 pub const BACKSTOP_BUDGET_MAP: &str = "BACKSTOP_BUDGET";
 
 /// Every map of the kernel object, for pinning.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 18] = [
     POLICY_V4_MAPS[0],
     POLICY_V4_MAPS[1],
     POLICY_V6_MAPS[0],
@@ -48,6 +48,13 @@ pub const ALL_MAPS: [&str; 11] = [
     EVENTS_MAP,
     DEDUP_MAP,
     BACKSTOP_BUDGET_MAP,
+    dns::DOMAIN_MAPS[0],
+    dns::DOMAIN_MAPS[1],
+    dns::BINDING_MAPS[0],
+    dns::BINDING_MAPS[1],
+    dns::DNS_QUERIES_MAP,
+    dns::DNS_CONFIG_MAP,
+    dns::SOCK_VERDICT_MAP,
 ];
 
 /// Default capacity of each policy trie (prefixes per family and slot).

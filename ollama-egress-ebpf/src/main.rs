@@ -5,6 +5,9 @@
 //!   (cgroup sock_create/sock_release), and the gates that make the other programs judge only them.
 //! - `sock_addr`: cgroup connect4/connect6/sendmsg4/sendmsg6 (one decision and one event per
 //!   connection or datagram destination, immediate EPERM when enforcing).
+//! - `dns`: DNS queries recorded at egress, answers learned at ingress (also `dns_egress` and
+//!   `dns_ingress` for the resolver's cgroup); `verdict`: the decision a socket got at connect,
+//!   honoured by the egress backstop.
 //! - `tc`: tc/tcx egress on network devices (frames of the target's sockets that no cgroup_skb
 //!   program sees: packet sockets, tunnels); `device`: the target may not open /dev/net/tun.
 //!
@@ -14,6 +17,7 @@
 #![no_main]
 
 mod device;
+mod dns;
 mod event;
 mod exec;
 mod maps;
@@ -22,6 +26,7 @@ mod seen;
 mod skb;
 mod sock_addr;
 mod tc;
+mod verdict;
 
 #[cfg(not(test))]
 #[panic_handler]

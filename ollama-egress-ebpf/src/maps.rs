@@ -1,13 +1,21 @@
 //! Every map of the kernel programs. Names are the `*_MAP` constants of `ollama-egress-common`.
 
 use aya_ebpf::{
-    macros::map,
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use ollama_egress_common::{
     COUNTER_ENTRIES, Counter, DEDUP_ENTRIES, DEFAULT_MAX_PREFIXES, DEFAULT_RINGBUF_BYTES, DedupKey,
     DedupValue, EventBudget, PolicyValue, STAT_COUNT, SlotConfig,
+    dns::{
+        BINDING_ENTRIES, Binding, BindingKey, DNS_QUERY_ENTRIES, DOMAIN_KEY_LEN, DnsConfig,
+        DnsQueryKey, DnsWalk, MAX_DOMAIN_RULES, SockVerdict,
+    },
 };
+
+/// `BPF_F_NO_PREALLOC`: entries are allocated when inserted (required by LPM tries).
+const NO_PREALLOC: u32 = 1;
 
 /// IPv4 policy, slot 0. Userspace sizes the tries to the policy before loading.
 #[map(name = "POLICY_V4_0")]
@@ -55,3 +63,39 @@ pub static DATAGRAM_SEEN: LruHashMap<DedupKey, DedupValue> =
 /// The egress program's event budget, per CPU.
 #[map(name = "BACKSTOP_BUDGET")]
 pub static BACKSTOP_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
+
+/// Domain rules of slot 0: reversed names (see `ollama_egress_common::dns::domain_key`).
+#[map(name = "DOMAINS_0")]
+pub static DOMAINS_0: LpmTrie<[u8; DOMAIN_KEY_LEN], PolicyValue> =
+    LpmTrie::with_max_entries(MAX_DOMAIN_RULES, NO_PREALLOC);
+/// Domain rules of slot 1.
+#[map(name = "DOMAINS_1")]
+pub static DOMAINS_1: LpmTrie<[u8; DOMAIN_KEY_LEN], PolicyValue> =
+    LpmTrie::with_max_entries(MAX_DOMAIN_RULES, NO_PREALLOC);
+
+/// What the domain rules of slot 0 say about the addresses learned from DNS answers.
+#[map(name = "BINDINGS_0")]
+pub static BINDINGS_0: LruHashMap<BindingKey, Binding> =
+    LruHashMap::with_max_entries(BINDING_ENTRIES, 0);
+/// The same for slot 1.
+#[map(name = "BINDINGS_1")]
+pub static BINDINGS_1: LruHashMap<BindingKey, Binding> =
+    LruHashMap::with_max_entries(BINDING_ENTRIES, 0);
+
+/// Queries the watched sockets sent → when (`bpf_ktime_get_boot_ns`).
+#[map(name = "DNS_QUERIES")]
+pub static DNS_QUERIES: LruHashMap<DnsQueryKey, u64> =
+    LruHashMap::with_max_entries(DNS_QUERY_ENTRIES, 0);
+
+/// Index 0: the settings of name learning (all zero until userspace writes them: the defaults
+/// then apply).
+#[map(name = "DNS_CONFIG")]
+pub static DNS_CONFIG: Array<DnsConfig> = Array::with_max_entries(1, 0);
+
+/// The walk over one DNS answer (and the event it becomes), per CPU.
+#[map(name = "DNS_SCRATCH")]
+pub static DNS_SCRATCH: PerCpuArray<DnsWalk> = PerCpuArray::with_max_entries(1, 0);
+
+/// The decision each connected socket got at `connect()`.
+#[btf_map(name = "SOCK_VERDICT")]
+pub static SOCK_VERDICT: SkStorage<SockVerdict> = SkStorage::new();

@@ -1,14 +1,21 @@
-//! The decision shared by every hook: which slot is active, longest-prefix match, verdict.
+//! The decision shared by every hook: which slot is active, the address's domain binding (when
+//! the slot has domain rules), longest-prefix match, verdict.
 
-use aya_ebpf::maps::{LpmTrie, lpm_trie::Key};
+use aya_ebpf::{
+    helpers::generated::bpf_ktime_get_boot_ns,
+    maps::{LpmTrie, LruHashMap, lpm_trie::Key},
+};
 use ollama_egress_common::{
-    ACTION_DENY, FAMILY_IPV4, FAMILY_IPV6, MODE_ENFORCE, MODE_MONITOR, PolicyValue, RULE_DEFAULT,
-    RULE_NO_POLICY, SlotConfig, V4_FORM_MAPPED, V4_FORM_NONE, VERDICT_ALLOWED, VERDICT_BLOCKED,
-    VERDICT_WOULD_BLOCK, embedded_ipv4,
+    ACTION_ALLOW, ACTION_DENY, FAMILY_IPV4, FAMILY_IPV6, MODE_ENFORCE, MODE_MONITOR, PolicyValue,
+    RULE_DEFAULT, RULE_NO_POLICY, SlotConfig, V4_FORM_MAPPED, V4_FORM_NONE, VERDICT_ALLOWED,
+    VERDICT_BLOCKED, VERDICT_WOULD_BLOCK,
+    dns::{Binding, BindingKey, ORIGIN_DOMAIN, ORIGIN_TABLES},
+    embedded_ipv4,
 };
 
 use crate::maps::{
-    ACTIVE_SLOT, POLICY_V4_0, POLICY_V4_1, POLICY_V6_0, POLICY_V6_1, SLOT_CONFIG, STATS,
+    ACTIVE_SLOT, BINDINGS_0, BINDINGS_1, POLICY_V4_0, POLICY_V4_1, POLICY_V6_0, POLICY_V6_1,
+    SLOT_CONFIG, STATS,
 };
 
 /// The outcome of judging one destination.
@@ -22,6 +29,8 @@ pub struct Decision {
     pub generation: u32,
     /// `MODE_*` of the policy that decided.
     pub mode: u32,
+    /// `ORIGIN_*`: a domain binding or the tables (and the default) decided.
+    pub origin: u32,
 }
 
 impl Decision {
@@ -36,6 +45,16 @@ impl Decision {
     pub fn denies(&self) -> bool {
         self.verdict != VERDICT_ALLOWED
     }
+
+    /// `ACTION_*` of the decision.
+    #[inline(always)]
+    pub fn action(&self) -> u32 {
+        if self.denies() {
+            ACTION_DENY
+        } else {
+            ACTION_ALLOW
+        }
+    }
 }
 
 /// The active slot and its settings. `None` until userspace has written a complete policy.
@@ -49,8 +68,9 @@ pub fn active() -> Option<(u32, SlotConfig)> {
     Some((slot, cfg))
 }
 
+/// The decision `action` of rule `rule_id` makes under the slot settings `cfg`, from the tables.
 #[inline(always)]
-fn decide(cfg: &SlotConfig, action: u32, rule_id: u32) -> Decision {
+pub fn decide(cfg: &SlotConfig, action: u32, rule_id: u32) -> Decision {
     let verdict = if action != ACTION_DENY {
         VERDICT_ALLOWED
     } else if cfg.mode == MODE_ENFORCE {
@@ -63,26 +83,81 @@ fn decide(cfg: &SlotConfig, action: u32, rule_id: u32) -> Decision {
         rule_id,
         generation: cfg.generation,
         mode: cfg.mode,
+        origin: ORIGIN_TABLES,
     }
 }
 
 /// Judges an IPv4 destination (network byte order).
 #[inline(always)]
 pub fn judge_v4(addr: [u8; 4]) -> Decision {
-    judge_by(|slot| lookup(&POLICY_V4_0, &POLICY_V4_1, slot, addr))
+    judge_by(FAMILY_IPV4, v4_daddr(addr), |slot| {
+        lookup(&POLICY_V4_0, &POLICY_V4_1, slot, addr)
+    })
 }
 
-/// Judges by the entry `lookup` finds in the active slot's trie (the slot's default when there
-/// is none).
+/// Judges `addr` of `family` (as `BindingKey` holds it): by its live domain binding when the
+/// active slot has domain rules, else by the entry `lookup` finds in the active slot's trie
+/// (the slot's default when there is none).
 #[inline(always)]
-fn judge_by(lookup: impl FnOnce(u32) -> Option<PolicyValue>) -> Decision {
+fn judge_by(
+    family: u32,
+    addr: [u8; 16],
+    lookup: impl FnOnce(u32) -> Option<PolicyValue>,
+) -> Decision {
     match active() {
         None => unconfigured(),
-        Some((slot, cfg)) => match lookup(slot) {
-            Some(v) => decide(&cfg, v.action, v.rule_id),
-            None => decide(&cfg, cfg.default_action, RULE_DEFAULT),
-        },
+        Some((slot, cfg)) => {
+            if cfg.domain_rules != 0
+                && let Some(d) = bound(slot, &cfg, family, addr)
+            {
+                return d;
+            }
+            match lookup(slot) {
+                Some(v) => decide(&cfg, v.action, v.rule_id),
+                None => decide(&cfg, cfg.default_action, RULE_DEFAULT),
+            }
+        }
     }
+}
+
+/// The decision of `addr`'s live binding in slot `slot` (whose settings are `cfg`): a live
+/// deny binding denies, else a live allow binding allows; `None` without a live binding of the
+/// slot's generation.
+#[inline(always)]
+fn bound(slot: u32, cfg: &SlotConfig, family: u32, addr: [u8; 16]) -> Option<Decision> {
+    let key = BindingKey {
+        addr,
+        family,
+        reserved: 0,
+    };
+    let b = binding(bindings(slot), &key)?;
+    if b.generation != cfg.generation {
+        return None;
+    }
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let (action, rule) = if b.deny_until_ns > now {
+        (ACTION_DENY, b.deny_rule)
+    } else if b.allow_until_ns > now {
+        (ACTION_ALLOW, b.allow_rule)
+    } else {
+        return None;
+    };
+    let mut d = decide(cfg, action, rule);
+    d.origin = ORIGIN_DOMAIN;
+    Some(d)
+}
+
+/// The bindings map of slot `slot`.
+#[inline(always)]
+pub fn bindings(slot: u32) -> &'static LruHashMap<BindingKey, Binding> {
+    if slot == 0 { &BINDINGS_0 } else { &BINDINGS_1 }
+}
+
+#[inline(always)]
+fn binding(map: &LruHashMap<BindingKey, Binding>, key: &BindingKey) -> Option<Binding> {
+    // SAFETY: the value is copied out at once.
+    unsafe { map.get(key) }.copied()
 }
 
 /// The entry for `addr` (a whole address of one family) in slot `slot`'s trie of that family,
@@ -164,7 +239,7 @@ pub fn judge_v6(addr: [u8; 16]) -> V6Judgement {
         };
     }
     V6Judgement {
-        decision: judge_by(|slot| lookup_v6(slot, &addr)),
+        decision: judge_by(FAMILY_IPV6, addr, |slot| lookup_v6(slot, &addr)),
         form: V4_FORM_NONE,
         v4: [0; 4],
     }
@@ -210,6 +285,7 @@ fn unconfigured() -> Decision {
         } else {
             MODE_MONITOR
         },
+        origin: ORIGIN_TABLES,
     }
 }
 

@@ -22,24 +22,24 @@ use aya_ebpf::{
 };
 use ollama_egress_common::{
     BACKSTOP_EVENTS_PER_SECOND, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, EventBudget,
-    FAMILY_IPV4, HOOK_SKB_EGRESS, RULE_IPV4_SOURCE_ROUTE, RULE_IPV6_ROUTING_HEADER,
-    STAT_SKB_DROPS_UNREPORTED, V4_FORM_NONE, counter_index,
+    FAMILY_IPV4, FAMILY_IPV6, HOOK_SKB_EGRESS, RULE_IPV4_SOURCE_ROUTE, RULE_IPV6_ROUTING_HEADER,
+    STAT_SKB_DROPS_UNREPORTED, V4_FORM_NONE, counter_index, embedded_ipv4,
 };
 
 use crate::{
+    dns::record_query,
     event::{Target, emit},
     maps::{BACKSTOP_BUDGET, PACKET_COUNTERS},
     policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6, v4_daddr},
     seen::Seen,
+    verdict,
 };
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
+pub(crate) const ETH_P_IP: u16 = 0x0800;
+pub(crate) const ETH_P_IPV6: u16 = 0x86DD;
 
 /// Length of the IPv4 header without options.
 const IPV4_HDR_LEN: usize = 20;
-/// Offset of the IPv4 source address.
-const IPV4_SADDR: usize = 12;
 /// Option bytes an IPv4 header can hold (IHL 15 × 4 − 20): each option is at least one byte,
 /// so a walk of this many steps reaches the end.
 const IPV4_MAX_OPTION_BYTES: usize = 40;
@@ -57,8 +57,6 @@ const IPOPT_SSRR: u8 = 0x89;
 
 /// Offset of the IPv6 next-header field.
 const IPV6_NEXTHDR: usize = 6;
-/// Offset of the IPv6 source address.
-const IPV6_SADDR: usize = 8;
 /// Offset of the IPv6 destination address.
 const IPV6_DADDR: usize = 24;
 /// Length of the fixed IPv6 header.
@@ -73,8 +71,8 @@ const NEXTHDR_FRAGMENT: u8 = 44;
 const NEXTHDR_AUTH: u8 = 51;
 const NEXTHDR_DEST: u8 = 60;
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+pub(crate) const IPPROTO_TCP: u8 = 6;
+pub(crate) const IPPROTO_UDP: u8 = 17;
 const SOCK_STREAM: u32 = 1;
 const SOCK_DGRAM: u32 = 2;
 
@@ -153,18 +151,26 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
     // Options first: the walk is then verified once, not once per way the policy can decide.
     let source_route = ihl != IPV4_HDR_LEN && source_routed(ctx, ihl);
     let daddr4 = [h[16], h[17], h[18], h[19]];
-    let mut decision = judge_v4(daddr4);
+    let stored = verdict::of_packet(ctx, FAMILY_IPV4, v4_daddr(daddr4));
+    let mut decision = match verdict::current(stored) {
+        Some(d) => d,
+        None => verdict::settle(stored, judge_v4(daddr4)),
+    };
     if source_route && !decision.denies() {
         decision = deny_with(RULE_IPV4_SOURCE_ROUTE);
     }
     let frag_offset = (u16::from(h[6] & 0x1f) << 8) | u16::from(h[7]);
+    let l4_off = if frag_offset == 0 { ihl } else { 0 };
+    if !decision.drops() {
+        let _ = record_query(ctx, FAMILY_IPV4, v4_daddr(daddr4), h[9], l4_off);
+    }
     Ok(Judged {
         decision,
         family: FAMILY_IPV4,
         daddr: v4_daddr(daddr4),
         form: V4_FORM_NONE,
         proto: h[9],
-        l4_off: if frag_offset == 0 { ihl } else { 0 },
+        l4_off,
     })
 }
 
@@ -273,24 +279,39 @@ fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
         Ok(Chain::Final { proto, off }) => (false, proto, off),
         Ok(Chain::Elsewhere) | Err(_) => (true, next, 0),
     };
-    let judged = judge_v6(addr);
-    let mut decision = judged.decision;
+    // The destination as the policy judges it, for the socket's stored verdict.
+    let (mut family, mut daddr, mut form) = match embedded_ipv4(&addr) {
+        Some((v4, f)) => (FAMILY_IPV4, v4_daddr(v4), f),
+        None => (FAMILY_IPV6, addr, V4_FORM_NONE),
+    };
+    let stored = verdict::of_packet(ctx, family, daddr);
+    let mut decision = match verdict::current(stored) {
+        Some(d) => d,
+        None => {
+            let judged = judge_v6(addr);
+            (family, daddr) = judged.named(&addr);
+            form = judged.form;
+            verdict::settle(stored, judged.decision)
+        }
+    };
     if elsewhere && !decision.denies() {
         decision = deny_with(RULE_IPV6_ROUTING_HEADER);
     }
-    let (family, daddr) = judged.named(&addr);
+    if !decision.drops() {
+        let _ = record_query(ctx, FAMILY_IPV6, addr, proto, l4_off);
+    }
     Ok(Judged {
         decision,
         family,
         daddr,
-        form: judged.form,
+        form,
         proto,
         l4_off,
     })
 }
 
 /// Where an IPv6 extension header chain ends.
-enum Chain {
+pub(crate) enum Chain {
     /// At upper-layer protocol `proto`, whose header starts at `off` (0 for a later fragment).
     Final { proto: u8, off: usize },
     /// A routing header with segments left, a chain longer than the packet, or one not finished
@@ -301,7 +322,7 @@ enum Chain {
 
 /// Walks the extension headers of an IPv6 packet whose fixed header names `next`.
 #[inline(always)]
-fn walk_chain(ctx: &SkBuffContext, mut next: u8) -> Result<Chain, i64> {
+pub(crate) fn walk_chain(ctx: &SkBuffContext, mut next: u8) -> Result<Chain, i64> {
     let mut off = IPV6_HDR_LEN;
     let mut later_fragment = false;
     // MAX_EXT_HEADERS extension headers, then the upper-layer header.
@@ -398,7 +419,8 @@ fn take_event_budget() -> bool {
     true
 }
 
-/// Counts packets arriving at the cgroup by the verdict their source would get. Never drops.
+/// Counts packets arriving at the cgroup by the verdict their source would get, and learns the
+/// DNS answers among them (see `dns`). Never drops.
 #[cgroup_skb(ingress)]
 pub fn ingress(ctx: SkBuffContext) -> i32 {
     let _ = try_ingress(&ctx);
@@ -409,13 +431,14 @@ fn try_ingress(ctx: &SkBuffContext) -> Result<(), i64> {
     if !crate::exec::judges_socket(ctx) {
         return Ok(());
     }
-    let decision = match u16::from_be(ctx.skb.protocol() as u16) {
-        ETH_P_IP => judge_v4(ctx.load(IPV4_SADDR)?),
-        ETH_P_IPV6 => judge_v6(ctx.load(IPV6_SADDR)?).decision,
-        _ => return Ok(()),
+    let p = crate::dns::packet(ctx)?;
+    let decision = if p.family == FAMILY_IPV4 {
+        judge_v4([p.saddr[0], p.saddr[1], p.saddr[2], p.saddr[3]])
+    } else {
+        judge_v6(p.saddr).decision
     };
     count(DIRECTION_INGRESS, decision.verdict, ctx.len());
-    Ok(())
+    crate::dns::learn(ctx, &p)
 }
 
 #[inline(always)]

@@ -68,6 +68,9 @@ fn try_decide(ctx: &SockAddrContext, hook: u32) -> Result<i32, Unrecorded> {
         );
     }
     let datagram = hook == HOOK_SENDMSG4 || hook == HOOK_SENDMSG6;
+    if !datagram {
+        crate::verdict::remember(ctx, target.family, target.daddr, &decision);
+    }
     if !datagram || first_decision(ctx, &target, &decision) {
         emit(&target, &decision, None);
     }

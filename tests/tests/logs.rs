@@ -141,11 +141,8 @@ fn log_queries_return_exactly_the_matching_events_and_follow_sees_new_ones() {
     loop {
         let c = d.state().counters;
         // The state file is written every 2 s: wait until it has caught up with every event.
-        if c.get("connections.blocked") == Some(&4) && c.get("connections.allowed") == Some(&3) {
-            assert!(
-                c.get("packets.egress.allowed").copied().unwrap_or(0) > 0,
-                "{c:?}"
-            );
+        if c.connections.blocked == 4 && c.connections.allowed == 3 {
+            assert!(c.packets.egress.allowed > 0, "{c:?}");
             break;
         }
         assert!(Instant::now() < deadline, "counters in the state: {c:?}");

@@ -398,11 +398,9 @@ impl StatusArgs {
         if let Some(addr) = &st.metrics_addr {
             writeln!(out, "metrics:   http://{addr}/metrics")?;
         }
-        if !st.counters.is_empty() {
-            writeln!(out, "counters since start:")?;
-            for (k, v) in &st.counters {
-                writeln!(out, "  {k:<28} {v}")?;
-            }
+        writeln!(out, "counters since start:")?;
+        for (k, v) in &st.counters.entries() {
+            writeln!(out, "  {k:<28} {v}")?;
         }
         Ok(())
     }

@@ -1,25 +1,31 @@
 //! `ollama-egress run`: load, attach, verify, then record events until told to stop.
 //!
 //! [`startup`] checks everything that can be wrong with the input before anything is attached,
-//! then loads (or re-adopts pinned) programs; [`running`] is the main loop (signals, reloads,
-//! process watching, attachment checks) and the shutdown.
+//! then loads (or re-adopts pinned) programs, as a sequence of named steps. A started daemon
+//! ([`running`]) has three owners besides its state file and metrics: the policy runtime
+//! ([`runtime`]: tables, decoder, rule book, the inputs of [`source`]), the task set
+//! ([`tasks`]: signals, timers, followers, spawned tasks) and the kernel handles ([`kernel`]:
+//! target cgroup, programs and links, counters, locks).
 
+mod kernel;
 mod privileges;
-mod reload;
 mod rulebook;
 mod running;
+mod runtime;
 mod sink;
+mod source;
 mod startup;
 pub mod state;
+mod tasks;
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use ollama_egress_geo::GeoError;
 
 pub use privileges::missing_capabilities;
-pub use reload::PolicySource;
 pub use sink::{EventTally, LogSink};
-pub use state::DaemonState;
+pub use source::PolicySource;
+pub use state::{Counters, DaemonState, DirectionCounts, VerdictCounts};
 
 use crate::{
     loader::{LoaderError, PinError, TableError, TablePolicy},
@@ -143,7 +149,7 @@ pub fn table_policy(compiled: &CompiledPolicy, mode: Mode) -> TablePolicy<'_> {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
-    let signals = running::Signals::install()?;
-    let daemon = startup::start(opts).await?;
-    daemon.run(signals).await
+    let signals = tasks::Signals::install()?;
+    let daemon = startup::start(opts, signals).await?;
+    daemon.run().await
 }

@@ -1,121 +1,83 @@
-//! The main loop (signals, reloads, process watching, attachment checks) and the shutdown.
+//! The main loop (reloads, attachment checks, the state file) and the shutdown.
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::sync::Arc;
 
-use tokio::{
-    signal::unix::{Signal, SignalKind, signal},
-    sync::watch,
-    task::JoinHandle,
-};
 use tracing::{error, info, warn};
 
-use super::{DaemonError, DaemonState, EventTally, PolicySource, RunOptions, io_err};
-use crate::{
-    loader::{DirLock, KernelCounters, Loaded, PolicyTables},
-    metrics::{self, Metrics},
-    model::Mode,
-    pipeline::{Decoder, PipelineStats},
-    targeting::{CgroupWatch, ProcessWatcher},
+use super::{
+    DaemonError, DaemonState, EventTally, RunOptions, kernel::KernelHandles,
+    runtime::PolicyRuntime, tasks::Tasks, tasks::Wake,
 };
-
-/// How often `--process` looks for new processes.
-const PROCESS_SCAN_INTERVAL: Duration = Duration::from_millis(250);
-/// How often the policy file and the geo databases are checked for changes.
-const INPUT_POLL_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the attachment is verified with the kernel and the state file refreshed.
-const CHECK_INTERVAL: Duration = Duration::from_secs(2);
-
-/// The signals the daemon handles, installed before start-up so that one arriving while it
-/// starts (after its state file says it is ready, say) is handled, not fatal.
-pub(super) struct Signals {
-    sigint: Signal,
-    sigterm: Signal,
-    sighup: Signal,
-}
-
-impl Signals {
-    /// Installs the handlers.
-    pub(super) fn install() -> Result<Self, DaemonError> {
-        Ok(Self {
-            sigint: signal(SignalKind::interrupt()).map_err(io_err("installing SIGINT handler"))?,
-            sigterm: signal(SignalKind::terminate())
-                .map_err(io_err("installing SIGTERM handler"))?,
-            sighup: signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP handler"))?,
-        })
-    }
-}
+use crate::{
+    loader::CounterSnapshot,
+    metrics::Metrics,
+    model::{Direction, Mode, Verdict},
+};
 
 /// A started daemon: attached, verified, recording.
 pub(super) struct Daemon {
-    pub(super) opts: RunOptions,
-    pub(super) cgroup: PathBuf,
-    pub(super) loaded: Loaded,
-    pub(super) tables: PolicyTables,
-    pub(super) counters: Arc<KernelCounters>,
-    pub(super) decoder: Arc<Mutex<Decoder>>,
-    pub(super) source: PolicySource,
-    pub(super) state: DaemonState,
-    pub(super) watcher: Option<ProcessWatcher>,
-    /// Wakes when the target cgroup may have been made again.
-    pub(super) follow: CgroupWatch,
-    pub(super) metrics: Arc<Metrics>,
-    pub(super) tally: Arc<EventTally>,
-    pub(super) reader: JoinHandle<std::io::Result<PipelineStats>>,
-    pub(super) server: JoinHandle<std::io::Result<()>>,
-    pub(super) stop_tx: watch::Sender<bool>,
-    /// The pin directory's and the target's locks, released when the daemon ends.
-    pub(super) _locks: (Option<DirLock>, DirLock),
+    opts: RunOptions,
+    state: DaemonState,
+    metrics: Arc<Metrics>,
+    tally: Arc<EventTally>,
+    runtime: PolicyRuntime,
+    tasks: Tasks,
+    kernel: KernelHandles,
 }
 
 impl Daemon {
+    /// A daemon of these parts: the options it runs with, its state (as written to the state
+    /// file), the metrics, the sink's tallies, the policy in force, the task set and the kernel
+    /// objects.
+    pub(super) fn new(
+        opts: RunOptions,
+        state: DaemonState,
+        metrics: Arc<Metrics>,
+        tally: Arc<EventTally>,
+        runtime: PolicyRuntime,
+        tasks: Tasks,
+        kernel: KernelHandles,
+    ) -> Self {
+        Self {
+            opts,
+            state,
+            metrics,
+            tally,
+            runtime,
+            tasks,
+            kernel,
+        }
+    }
+
     /// Runs until SIGINT or SIGTERM, then shuts down.
-    pub(super) async fn run(mut self, signals: Signals) -> Result<(), DaemonError> {
-        let Signals {
-            mut sigint,
-            mut sigterm,
-            mut sighup,
-        } = signals;
-        let mut scan = tokio::time::interval(PROCESS_SCAN_INTERVAL);
-        let mut inputs = tokio::time::interval(INPUT_POLL_INTERVAL);
-        // Polls stay a full interval apart even after a slow reload: a change counts as settled
-        // only when two polls that far apart see the same file.
-        inputs.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut check = tokio::time::interval(CHECK_INTERVAL);
+    pub(super) async fn run(mut self) -> Result<(), DaemonError> {
         let mut verified = true;
         loop {
-            tokio::select! {
-                _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
-                _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
-                _ = sighup.recv() => {
+            match self.tasks.next().await {
+                Wake::Stop => break,
+                Wake::Hangup => {
                     info!("SIGHUP: reloading the policy and the geo databases");
-                    self.source.mark_current();
+                    self.runtime.source_mut().mark_current();
                     self.reload(true);
                 }
-                _ = inputs.tick() => {
-                    let changed = self.source.changed_files();
+                Wake::PollInputs => {
+                    let source = self.runtime.source_mut();
+                    let changed = source.changed_files();
                     if !changed.is_empty() {
                         info!(?changed, "inputs changed: reloading");
-                        let reopen_geo = self.source.touches_geo(&changed);
+                        let reopen_geo = source.touches_geo(&changed);
                         self.reload(reopen_geo);
                     }
                 }
-                _ = scan.tick(), if self.watcher.is_some() => self.scan_processes(),
-                _ = check.tick() => verified = self.check(verified),
-                () = self.follow.wait() => self.follow_target(),
+                Wake::Check => verified = self.check(verified),
+                Wake::TargetRecreated => self.kernel.follow_target(),
             }
         }
         self.shutdown().await
     }
 
     fn reload(&mut self, reopen_geo: bool) {
-        match self
-            .source
-            .reload(&mut self.tables, &self.decoder, reopen_geo)
-        {
+        match self.runtime.reload(reopen_geo) {
             Ok((generation, compiled)) => {
                 let summary = compiled.summary();
                 info!(generation, policy = %compiled.origin, "policy reloaded:\n{summary}");
@@ -134,47 +96,10 @@ impl Daemon {
         }
     }
 
-    fn scan_processes(&mut self) {
-        let Some(w) = self.watcher.as_mut() else {
-            return;
-        };
-        match w.scan() {
-            Ok(marked) if !marked.is_empty() => {
-                info!(?marked, "marked processes the kernel had not marked");
-            }
-            Ok(_) => {}
-            Err(e) => warn!("marking processes failed: {e}"),
-        }
-    }
-
-    /// Re-attaches when the target cgroup was replaced (removed and made again at its path).
-    fn follow_target(&mut self) {
-        match self.loaded.follow(&self.cgroup) {
-            Ok(crate::loader::Follow::Reattached { old, new }) => {
-                warn!(
-                    old_cgroup_id = old,
-                    new_cgroup_id = new,
-                    "the target cgroup {} was made again: attached to the new one",
-                    self.cgroup.display()
-                );
-                // The lock was on the old directory: take the new one's.
-                match super::startup::lock_target(&self.cgroup) {
-                    Ok(lock) => self._locks.1 = lock,
-                    Err(e) => error!("locking the re-created target cgroup: {e}"),
-                }
-            }
-            Ok(_) => {}
-            Err(e) => error!(
-                "the target cgroup {} was made again, but attaching to it failed: {e}",
-                self.cgroup.display()
-            ),
-        }
-    }
-
     /// Verifies the attachment with the kernel and refreshes the counters and the state file.
     /// Returns whether the programs are attached.
     fn check(&mut self, was_verified: bool) -> bool {
-        let ok = self.loaded.verify_attached(&self.cgroup);
+        let ok = self.kernel.verify();
         match (&ok, was_verified) {
             (Err(e), true) => error!("the programs are no longer attached: {e}"),
             (Ok(()), false) => info!("the programs are attached again"),
@@ -182,38 +107,41 @@ impl Daemon {
         }
         self.metrics
             .set_enforcing(self.opts.mode == Mode::Enforce && ok.is_ok());
-        match self.counters.snapshot() {
+        match self.kernel.counters().snapshot() {
             Ok(snap) => {
                 self.metrics.set_kernel(&snap);
-                let lost_before = self.state.counters.get("events_lost").copied().unwrap_or(0);
-                if snap.events_lost > lost_before {
-                    warn!(
-                        lost = snap.events_lost - lost_before,
-                        total = snap.events_lost,
-                        "the event ring buffer was full: events were lost (counted in ollama_egress_events_lost_total; raise --event-buffer-bytes)"
-                    );
-                }
-                let c = &mut self.state.counters;
-                for (d, per_dir) in snap.packets.iter().enumerate() {
-                    for (v, counter) in per_dir.iter().enumerate() {
-                        let key = format!(
-                            "{}.{}",
-                            metrics::direction_name(d as u32),
-                            metrics::verdict_name(v as u32)
-                        );
-                        c.insert(format!("packets.{key}"), counter.packets);
-                        c.insert(format!("bytes.{key}"), counter.bytes);
-                    }
-                }
-                c.insert("events_lost".into(), snap.events_lost);
+                self.take_kernel_counters(&snap);
             }
             Err(e) => warn!("reading the kernel counters failed: {e}"),
         }
-        for (k, v) in self.tally.values() {
-            self.state.counters.insert(k.into(), v);
-        }
+        self.tally.fill(&mut self.state.counters);
         self.write_state();
         ok.is_ok()
+    }
+
+    /// Copies a kernel counter snapshot into the state, warning when events were lost.
+    fn take_kernel_counters(&mut self, snap: &CounterSnapshot) {
+        let c = &mut self.state.counters;
+        if snap.events_lost > c.events_lost {
+            warn!(
+                lost = snap.events_lost - c.events_lost,
+                total = snap.events_lost,
+                "the event ring buffer was full: events were lost (counted in ollama_egress_events_lost_total; raise --event-buffer-bytes)"
+            );
+        }
+        for (d, per_dir) in snap.packets.iter().enumerate() {
+            let Ok(direction) = Direction::from_kernel(d as u32) else {
+                continue;
+            };
+            for (v, counter) in per_dir.iter().enumerate() {
+                let Ok(verdict) = Verdict::from_kernel(v as u32) else {
+                    continue;
+                };
+                *c.packets.get_mut(direction).get_mut(verdict) = counter.packets;
+                *c.bytes.get_mut(direction).get_mut(verdict) = counter.bytes;
+            }
+        }
+        c.events_lost = snap.events_lost;
     }
 
     fn write_state(&self) {
@@ -228,27 +156,15 @@ impl Daemon {
     async fn shutdown(self) -> Result<(), DaemonError> {
         let Self {
             opts,
-            cgroup,
-            loaded,
-            tables,
-            reader,
-            server,
-            stop_tx,
+            runtime,
+            tasks,
+            kernel,
             ..
         } = self;
-        drop(tables);
-        drop(loaded);
-        let _ = stop_tx.send(true);
-        match reader.await {
-            Ok(Ok(stats)) => info!(events = stats.decoded, "event log flushed"),
-            Ok(Err(e)) => error!("event reader failed: {e}"),
-            Err(e) => error!("event reader panicked: {e}"),
-        }
-        match server.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => error!("metrics server failed: {e}"),
-            Err(e) => error!("metrics server panicked: {e}"),
-        }
+        // The tables before the programs, the programs before the tasks; the locks last.
+        drop(runtime);
+        let (cgroup, _locks) = kernel.close();
+        tasks.stop().await;
         if let Err(e) = DaemonState::remove(&opts.log_dir) {
             warn!(error = %e, "could not remove the state file");
         }

@@ -8,6 +8,8 @@ use std::sync::{
 
 use tracing::warn;
 
+use super::state::Counters;
+
 use crate::{
     logstore::{EventRecord, LogWriter},
     metrics::Metrics,
@@ -34,17 +36,13 @@ impl EventTally {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `(name, value)` pairs for the state file.
-    pub fn values(&self) -> [(&'static str, u64); 4] {
-        [
-            ("connections.allowed", self.allowed.load(Ordering::Relaxed)),
-            ("connections.blocked", self.blocked.load(Ordering::Relaxed)),
-            (
-                "connections.would_block",
-                self.would_block.load(Ordering::Relaxed),
-            ),
-            ("log_dropped", self.log_dropped.load(Ordering::Relaxed)),
-        ]
+    /// Copies the tallies into the state file's counters.
+    pub fn fill(&self, counters: &mut Counters) {
+        let c = &mut counters.connections;
+        c.allowed = self.allowed.load(Ordering::Relaxed);
+        c.blocked = self.blocked.load(Ordering::Relaxed);
+        c.would_block = self.would_block.load(Ordering::Relaxed);
+        counters.log_dropped = self.log_dropped.load(Ordering::Relaxed);
     }
 }
 

@@ -8,7 +8,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::PrefixTotals;
+use crate::{
+    model::{Direction, Verdict},
+    policy::PrefixTotals,
+};
 
 /// File name of the state file inside the log directory.
 pub const STATE_FILE: &str = "state.json";
@@ -45,11 +48,135 @@ pub struct DaemonState {
     /// Where the metrics are served.
     #[serde(default)]
     pub metrics_addr: Option<String>,
-    /// Counters since the daemon started (refreshed every few seconds): `connections.<verdict>`,
-    /// `packets.<direction>.<verdict>`, `bytes.<direction>.<verdict>`, `events_lost`,
-    /// `log_dropped`.
+    /// Counters since the daemon started (refreshed every few seconds).
     #[serde(default)]
-    pub counters: BTreeMap<String, u64>,
+    pub counters: Counters,
+}
+
+/// Counts per verdict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerdictCounts {
+    /// `allowed`.
+    pub allowed: u64,
+    /// `blocked`.
+    pub blocked: u64,
+    /// `would_block`.
+    pub would_block: u64,
+}
+
+impl VerdictCounts {
+    /// The count of `verdict`.
+    pub fn get_mut(&mut self, verdict: Verdict) -> &mut u64 {
+        match verdict {
+            Verdict::Allowed => &mut self.allowed,
+            Verdict::Blocked => &mut self.blocked,
+            Verdict::WouldBlock => &mut self.would_block,
+        }
+    }
+}
+
+/// Counts per direction and verdict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirectionCounts {
+    /// `egress`.
+    pub egress: VerdictCounts,
+    /// `ingress`.
+    pub ingress: VerdictCounts,
+}
+
+impl DirectionCounts {
+    /// The counts of `direction`.
+    pub fn get_mut(&mut self, direction: Direction) -> &mut VerdictCounts {
+        match direction {
+            Direction::Outbound => &mut self.egress,
+            Direction::Inbound => &mut self.ingress,
+        }
+    }
+}
+
+/// The counters of the state file. On disk they are one flat object keyed
+/// `connections.<verdict>`, `packets.<direction>.<verdict>`, `bytes.<direction>.<verdict>`,
+/// `events_lost`, `log_dropped` (directions and verdicts as the metric labels spell them); a
+/// key missing from an older file reads as 0, an unknown one is ignored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "BTreeMap<String, u64>", from = "BTreeMap<String, u64>")]
+pub struct Counters {
+    /// Connection events seen, by verdict.
+    pub connections: VerdictCounts,
+    /// Packets the kernel counted.
+    pub packets: DirectionCounts,
+    /// Bytes the kernel counted.
+    pub bytes: DirectionCounts,
+    /// Events the ring buffer could not take.
+    pub events_lost: u64,
+    /// Log records lost to write errors.
+    pub log_dropped: u64,
+}
+
+impl Counters {
+    /// Every counter under its on-disk name: the one list both directions of the file use.
+    fn named_mut(&mut self) -> Vec<(String, &mut u64)> {
+        let mut out = Vec::new();
+        let Self {
+            connections,
+            packets,
+            bytes,
+            events_lost,
+            log_dropped,
+        } = self;
+        fn verdicts<'a>(
+            prefix: &str,
+            counts: &'a mut VerdictCounts,
+            out: &mut Vec<(String, &'a mut u64)>,
+        ) {
+            let VerdictCounts {
+                allowed,
+                blocked,
+                would_block,
+            } = counts;
+            for (v, c) in [
+                (Verdict::Allowed, allowed),
+                (Verdict::Blocked, blocked),
+                (Verdict::WouldBlock, would_block),
+            ] {
+                out.push((format!("{prefix}.{}", v.as_str()), c));
+            }
+        }
+        verdicts("connections", connections, &mut out);
+        for (what, per_dir) in [("packets", packets), ("bytes", bytes)] {
+            let DirectionCounts { egress, ingress } = per_dir;
+            for (d, counts) in [(Direction::Outbound, egress), (Direction::Inbound, ingress)] {
+                verdicts(&format!("{what}.{}", d.metric_label()), counts, &mut out);
+            }
+        }
+        out.push(("events_lost".to_owned(), events_lost));
+        out.push(("log_dropped".to_owned(), log_dropped));
+        out
+    }
+
+    /// Every counter by its on-disk name, in name order (what `status` lists).
+    pub fn entries(&self) -> BTreeMap<String, u64> {
+        let mut copy = *self;
+        copy.named_mut().into_iter().map(|(k, v)| (k, *v)).collect()
+    }
+}
+
+impl From<Counters> for BTreeMap<String, u64> {
+    fn from(c: Counters) -> Self {
+        c.entries()
+    }
+}
+
+impl From<BTreeMap<String, u64>> for Counters {
+    fn from(map: BTreeMap<String, u64>) -> Self {
+        let mut c = Counters::default();
+        for (k, v) in c.named_mut() {
+            if let Some(x) = map.get(&k) {
+                *v = *x;
+            }
+        }
+        c
+    }
 }
 
 impl DaemonState {
@@ -86,44 +213,4 @@ impl DaemonState {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt as _;
-
-    use super::*;
-
-    #[test]
-    fn round_trip_and_remove() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert_eq!(DaemonState::read(dir.path()).expect("read"), None);
-        let st = DaemonState {
-            pid: std::process::id(),
-            mode: "enforce".into(),
-            target: "cgroup /x".into(),
-            cgroup: "/x".into(),
-            policy: "built-in".into(),
-            generation: 2,
-            programs: vec![("egress".into(), 7)],
-            started: "2026-11-22T10:00:00Z".into(),
-            geo_db: None,
-            asn_db: None,
-            rules: 3,
-            prefixes: PrefixTotals::default(),
-            metrics_addr: Some("127.0.0.1:9464".into()),
-            counters: BTreeMap::from([("connections.blocked".into(), 2)]),
-        };
-        st.write(dir.path()).expect("write");
-        let back = DaemonState::read(dir.path())
-            .expect("read")
-            .expect("present");
-        assert_eq!(back, st);
-        assert!(back.daemon_alive());
-        let mode = fs::metadata(dir.path().join(STATE_FILE))
-            .expect("meta")
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o640);
-        DaemonState::remove(dir.path()).expect("remove");
-        DaemonState::remove(dir.path()).expect("remove twice");
-        assert_eq!(DaemonState::read(dir.path()).expect("read"), None);
-    }
-}
+mod tests;

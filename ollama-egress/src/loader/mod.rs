@@ -35,6 +35,10 @@ pub use tables::{PolicyTables, TableError, TablePolicy};
 /// Default bpffs directory of the pins (see [`crate::defaults`]).
 pub use crate::defaults::PIN_DIR as DEFAULT_PIN_DIR;
 
+/// The cgroup_skb programs for the resolver's cgroup (`--dns-cgroup`): they learn DNS answers
+/// and never drop. Loaded (and so verified) with the others; attached only to that cgroup.
+pub const RESOLVER_PROGRAMS: [&str; 2] = ["dns_egress", "dns_ingress"];
+
 /// The kernel object built by `build.rs`.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ollama-egress"));
 
@@ -231,6 +235,18 @@ impl Loaded {
             })?;
         }
         device::load_programs(&mut ebpf)?;
+        for name in RESOLVER_PROGRAMS {
+            let prog = ebpf.program_mut(name).ok_or_else(|| LoaderError::Missing {
+                kind: "program",
+                name: name.to_owned(),
+            })?;
+            <&mut CgroupSkb>::try_from(prog)
+                .and_then(|p| p.load())
+                .map_err(|source| LoaderError::Program {
+                    what: format!("loading program {name}"),
+                    source,
+                })?;
+        }
         Ok(Self {
             ebpf,
             pins: pins.cloned(),

@@ -66,6 +66,27 @@ pub struct TablePolicy<'a> {
     pub mode: u32,
 }
 
+impl TablePolicy<'_> {
+    /// Whether the policy fits tries of `max_v4` IPv4 and `max_v6` IPv6 prefixes; the one
+    /// capacity check, made against the requested size before loading and against the
+    /// kernel's tries before each write.
+    pub fn fits(&self, max_v4: u32, max_v6: u32) -> Result<(), TableError> {
+        for (family, needed, max) in [
+            ("IPv4", self.v4.len(), max_v4),
+            ("IPv6", self.v6.len(), max_v6),
+        ] {
+            if needed > max as usize {
+                return Err(TableError::Capacity {
+                    family,
+                    needed,
+                    max,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 type Trie<const N: usize> = LpmTrie<MapData, [u8; N], PolicyValue>;
 
 /// Prefixes written per `BPF_MAP_UPDATE_BATCH`.
@@ -199,8 +220,25 @@ impl PolicyTables {
     /// Writes `policy` into the inactive slot and switches it in. On error the policy in force
     /// is untouched. Returns the new generation.
     pub fn apply(&mut self, policy: TablePolicy<'_>) -> Result<u32, TableError> {
-        check_capacity("IPv4", policy.v4.len(), self.max_v4)?;
-        check_capacity("IPv6", policy.v6.len(), self.max_v6)?;
+        self.apply_announced(policy, |_| ())
+    }
+
+    /// The capacity of each family's tries, as the kernel reports it (a re-opened pin keeps the
+    /// size it was created with): `(IPv4, IPv6)`.
+    pub fn capacity(&self) -> (u32, u32) {
+        (self.max_v4, self.max_v6)
+    }
+
+    /// [`apply`](Self::apply), telling `announce` the generation the slot is about to be
+    /// written with, before anything is written: whoever names that generation's events (or
+    /// records its rule names) knows it before the first such event can exist. The generation
+    /// is computed here only, after the kernel's slot in force was read back.
+    pub fn apply_announced(
+        &mut self,
+        policy: TablePolicy<'_>,
+        announce: impl FnOnce(u32),
+    ) -> Result<u32, TableError> {
+        policy.fits(self.max_v4, self.max_v6)?;
         // The kernel's word on which slot is in force, not this process's memory of it: a slot
         // the programs read is never rewritten, whoever flipped it.
         self.sync_active()?;
@@ -218,6 +256,7 @@ impl PolicyTables {
         // Mark the slot incomplete while it is rewritten (it is inactive, so nothing reads it;
         // this guards a reader that still races the previous flip).
         let generation = self.generation.wrapping_add(1).max(1);
+        announce(generation);
         self.config
             .set(slot, SlotConfig::default(), 0)
             .map_err(|source| TableError::Map {
@@ -365,17 +404,6 @@ fn read_trie<const N: usize>(trie: &Trie<N>) -> Result<Contents<N>, aya::maps::M
         out.insert((k.prefix_len() as u8, k.data()), v);
     }
     Ok(out)
-}
-
-fn check_capacity(family: &'static str, needed: usize, max: u32) -> Result<(), TableError> {
-    if needed > max as usize {
-        return Err(TableError::Capacity {
-            family,
-            needed,
-            max,
-        });
-    }
-    Ok(())
 }
 
 /// Makes `trie` hold exactly `new`: removes what is stale, writes what changed, in batches.

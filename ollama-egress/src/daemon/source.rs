@@ -1,24 +1,17 @@
-//! Keeping the policy current: SIGHUP, or a change of the policy file or a geo database,
-//! re-reads the inputs, re-expands the geo rules and switches the new policy in. Any failure
-//! keeps the policy in force.
+//! The inputs of the policy in force: the policy file and the geo databases, watched for
+//! settled changes, and re-read on SIGHUP or such a change. Switching the result in is the
+//! [`PolicyRuntime`](super::runtime::PolicyRuntime)'s; any failure keeps the policy in force.
 
 use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
 };
 
 use ollama_egress_geo::GeoDb;
 
-use super::{DaemonError, rulebook::RuleBook, table_policy};
-use crate::inputs;
-use crate::{
-    defaults,
-    loader::PolicyTables,
-    model::Mode,
-    pipeline::{Decoder, GenerationInfo},
-    policy::CompiledPolicy,
-};
+use super::DaemonError;
+use crate::{defaults, inputs, policy::CompiledPolicy};
 
 /// Identity and version of a file: a rename over it, a rewrite or a removal all change it.
 type Stamp = Option<(u64, u64, i64, i64, u64)>;
@@ -37,34 +30,35 @@ struct Watched {
 
 /// The inputs of the policy in force.
 pub struct PolicySource {
-    mode: Mode,
     policy: Option<PathBuf>,
     /// Explicit database paths, or the default files `geo update` writes.
     geo_files: (PathBuf, PathBuf),
     geo: Option<Arc<GeoDb>>,
     stamps: Vec<Watched>,
-    /// Where each generation's rule names are kept for a later daemon (enforce mode).
-    rulebook: Option<RuleBook>,
+}
+
+/// A policy read from the inputs, not yet in force.
+pub struct ReadPolicy {
+    /// The compiled policy.
+    pub compiled: CompiledPolicy,
+    /// The geo databases it was expanded with.
+    pub geo: Option<Arc<GeoDb>>,
 }
 
 impl PolicySource {
     /// Inputs as resolved at start-up.
     pub fn new(
-        mode: Mode,
         policy: Option<PathBuf>,
         geo_db: Option<PathBuf>,
         asn_db: Option<PathBuf>,
         geo: Option<Arc<GeoDb>>,
-        rulebook: Option<RuleBook>,
     ) -> Self {
         let geo_files = defaults::geo_files(geo_db, asn_db);
         let mut s = Self {
-            mode,
             policy,
             geo_files,
             geo,
             stamps: Vec::new(),
-            rulebook,
         };
         s.stamps = s
             .watched()
@@ -125,17 +119,12 @@ impl PolicySource {
             .any(|p| *p == self.geo_files.0 || *p == self.geo_files.1)
     }
 
-    /// Re-reads the policy (and, with `reopen_geo`, the geo databases) and switches the new policy in. Returns the new generation and the
-    /// compiled policy; on error nothing changed in the kernel.
+    /// Re-reads the policy (and, with `reopen_geo`, the geo databases) and compiles it.
+    /// Nothing changes until [`keep`](Self::keep) is told it went in force.
     ///
     /// The geo databases are re-opened only with `reopen_geo`: a re-opened database expands its
     /// countries and ASNs anew (tens of milliseconds each), the one in use remembers them.
-    pub fn reload(
-        &mut self,
-        tables: &mut PolicyTables,
-        decoder: &Mutex<Decoder>,
-        reopen_geo: bool,
-    ) -> Result<(u32, CompiledPolicy), DaemonError> {
+    pub fn read(&self, reopen_geo: bool) -> Result<ReadPolicy, DaemonError> {
         let geo = if reopen_geo {
             inputs::open_geo_files(&self.geo_files)?
         } else {
@@ -143,67 +132,14 @@ impl PolicySource {
         };
         let policy = inputs::load_daemon_policy(self.policy.as_deref())?;
         let compiled = inputs::compile_policy(&policy, geo.as_deref())?;
-        // Known before the switch, so events of the new generation decode at once.
-        let next = tables.generation().wrapping_add(1).max(1);
-        push_generation(decoder, next, &compiled, self.mode);
-        if let Some(book) = &self.rulebook {
-            book.record(next, &compiled, self.mode);
-        }
-        let generation = tables.apply(table_policy(&compiled, self.mode))?;
-        decoder
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .set_geo(geo.clone());
-        self.geo = geo;
-        Ok((generation, compiled))
+        Ok(ReadPolicy { compiled, geo })
     }
-}
 
-/// Makes a policy generation known to the decoder.
-pub fn push_generation(
-    decoder: &Mutex<Decoder>,
-    generation: u32,
-    compiled: &CompiledPolicy,
-    mode: Mode,
-) {
-    let rules = compiled.rules.iter().map(|r| r.id.clone()).collect();
-    decoder
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push_generation(GenerationInfo {
-            generation,
-            rules: Arc::new(rules),
-            mode,
-        });
+    /// The geo databases of a policy now in force become the ones in use.
+    pub fn keep(&mut self, geo: Option<Arc<GeoDb>>) {
+        self.geo = geo;
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_change_is_reported_once_it_has_settled() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let p = dir.path().join("policy.toml");
-        std::fs::write(&p, "default = \"allow\"\n").expect("write");
-        let geo = dir.path().join("none.mmdb");
-        let mut src = PolicySource::new(
-            Mode::Enforce,
-            Some(p.clone()),
-            Some(geo.clone()),
-            Some(geo),
-            None,
-            None,
-        );
-        assert!(src.changed_files().is_empty());
-        // Truncated: seen, not yet reported.
-        std::fs::write(&p, "").expect("truncate");
-        assert!(src.changed_files().is_empty());
-        // Written before the next poll: still moving.
-        std::fs::write(&p, "default = \"deny\"\n[allow]\n").expect("write");
-        assert!(src.changed_files().is_empty());
-        // Unchanged across a poll: reported, once.
-        assert_eq!(src.changed_files(), vec![p.clone()]);
-        assert!(src.changed_files().is_empty());
-    }
-}
+mod tests;

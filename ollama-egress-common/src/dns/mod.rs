@@ -244,52 +244,12 @@ pub fn lookup_key(name: &[u8]) -> Option<(u32, [u8; DOMAIN_KEY_LEN])> {
     domain_key(name, false).map(|(_, key)| (DOMAIN_KEY_LEN as u32 * 8, key))
 }
 
+mod parse;
+
+pub use parse::{
+    CLASS_IN, DNS_HEADER_LEN, DnsError, DnsWalk, LookupKey, PHASE_DONE, Step, TYPE_A, TYPE_AAAA,
+    WALK_MAX_STEPS,
+};
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Longest-prefix match over `rules` the way the kernel's trie does it.
-    fn most_specific<'a>(rules: &[(&'a str, bool)], name: &str) -> Option<&'a str> {
-        let (_, want) = lookup_key(name.as_bytes()).unwrap();
-        rules
-            .iter()
-            .filter_map(|&(r, wild)| {
-                let (bits, key) = domain_key(r.as_bytes(), wild).unwrap();
-                let n = bits as usize / 8;
-                (key[..n] == want[..n]).then_some((n, r))
-            })
-            .max_by_key(|&(n, _)| n)
-            .map(|(_, r)| r)
-    }
-
-    #[test]
-    fn exact_beats_suffix_and_longer_suffix_beats_shorter() {
-        let rules = [("ollama.com", false), ("ollama.com", true), ("com", true)];
-        assert_eq!(most_specific(&rules, "ollama.com"), Some("ollama.com"));
-        assert_eq!(most_specific(&rules, "a.ollama.com"), Some("ollama.com"));
-        assert_eq!(most_specific(&rules, "example.com"), Some("com"));
-        assert_eq!(most_specific(&rules, "com"), None);
-    }
-
-    #[test]
-    fn a_suffix_matches_at_a_label_boundary_only() {
-        let rules = [("example.com", true)];
-        assert_eq!(most_specific(&rules, "badexample.com"), None);
-        assert_eq!(most_specific(&rules, "example.com"), None);
-        assert_eq!(most_specific(&rules, "x.example.com"), Some("example.com"));
-        assert_eq!(
-            most_specific(&rules, "x.y.example.com"),
-            Some("example.com")
-        );
-    }
-
-    #[test]
-    fn keys_are_bounded() {
-        assert!(domain_key(b"", false).is_none());
-        let long = [b'a'; NAME_MAX + 1];
-        assert!(domain_key(&long, false).is_none());
-        let (bits, key) = domain_key(&long[..NAME_MAX], true).unwrap();
-        assert_eq!(bits, 254 * 8);
-        assert_eq!(key[NAME_MAX], b'.');
-    }
-}
+mod tests;

@@ -1,0 +1,121 @@
+//! The verdict a socket's `connect()` got, kept with the socket (`SOCK_VERDICT`), and honoured
+//! by the cgroup_skb egress backstop.
+//!
+//! - connect4/connect6 store the judged destination, the policy generation, the action, the
+//!   rule and whether a domain binding or the tables decided.
+//! - The backstop, for a packet of a socket whose stored destination is the packet's (judged)
+//!   destination: under the same generation it takes that decision without walking the tables
+//!   (one socket-storage lookup); under another generation it judges again, except that a
+//!   socket a domain binding allowed stays allowed while its address has no live binding (an
+//!   established download outlives the TTL; a new policy that denies the name binds the address
+//!   to a deny rule, and that stops the socket). The stored verdict is then brought to the new
+//!   generation.
+
+use core::ptr::{null_mut, read_volatile};
+
+use aya_ebpf::{
+    cty::c_void, helpers::generated::bpf_sk_storage_get, programs::SkBuffContext,
+    programs::SockAddrContext,
+};
+use ollama_egress_common::{
+    ACTION_ALLOW, VERDICT_ALLOWED,
+    dns::{ORIGIN_DOMAIN, ORIGIN_TABLES, SockVerdict},
+};
+
+use crate::{
+    maps::SOCK_VERDICT,
+    policy::{Decision, active, decide},
+};
+
+/// Stores `decision` about `daddr` of `family` (as judged) with the connecting socket.
+#[inline(always)]
+pub fn remember(ctx: &SockAddrContext, family: u32, daddr: [u8; 16], decision: &Decision) {
+    if decision.generation == 0 {
+        return;
+    }
+    let mut fresh = SockVerdict::default();
+    // SAFETY: the context's socket is valid for the program's run; the helper creates the
+    // storage from `fresh` when the socket has none.
+    let p = unsafe { SOCK_VERDICT.get_or_insert_ptr_mut(ctx, Some(&mut fresh)) };
+    if p.is_null() {
+        return;
+    }
+    // SAFETY: the helper returned this socket's storage, valid for the program's run.
+    let v = unsafe { &mut *p };
+    v.daddr = daddr;
+    v.family = family;
+    v.generation = decision.generation;
+    v.action = decision.action();
+    v.rule_id = decision.rule_id;
+    v.origin = decision.origin;
+}
+
+/// The stored verdict of `ctx`'s socket, if it has one about `daddr` of `family` (as judged).
+#[inline(always)]
+pub fn of_packet(ctx: &SkBuffContext, family: u32, daddr: [u8; 16]) -> Option<*mut SockVerdict> {
+    let p = stored(ctx)?;
+    // SAFETY: `stored` returned this socket's storage, valid for the program's run.
+    let v = unsafe { &*p };
+    if v.family != family || v.daddr != daddr {
+        return None;
+    }
+    Some(p)
+}
+
+/// The stored verdict's decision, when it was taken under the active policy generation.
+#[inline(always)]
+pub fn current(v: Option<*mut SockVerdict>) -> Option<Decision> {
+    // SAFETY: `of_packet` returned this socket's storage, valid for the program's run.
+    let v = unsafe { &*v? };
+    let (_, cfg) = active()?;
+    if v.generation != cfg.generation {
+        return None;
+    }
+    let mut d = decide(&cfg, v.action, v.rule_id);
+    d.origin = v.origin;
+    Some(d)
+}
+
+/// The decision for a packet whose stored verdict `v` (if any) is of another generation, `d`
+/// being how the tables and bindings judge it now; the stored verdict is brought to `d`'s
+/// generation.
+#[inline(always)]
+pub fn settle(v: Option<*mut SockVerdict>, mut d: Decision) -> Decision {
+    let Some(v) = v else {
+        return d;
+    };
+    // SAFETY: `of_packet` returned this socket's storage, valid for the program's run.
+    let v = unsafe { &mut *v };
+    if d.generation == 0 {
+        return d;
+    }
+    if v.origin == ORIGIN_DOMAIN && v.action == ACTION_ALLOW && d.origin == ORIGIN_TABLES {
+        // Allowed through a binding that has expired (or that the new policy did not rebuild):
+        // the established connection keeps its allow.
+        d.verdict = VERDICT_ALLOWED;
+        d.rule_id = v.rule_id;
+        d.origin = ORIGIN_DOMAIN;
+    }
+    v.generation = d.generation;
+    v.action = d.action();
+    v.rule_id = d.rule_id;
+    v.origin = d.origin;
+    d
+}
+
+/// The socket storage of the packet's socket, if it has one.
+#[inline(always)]
+fn stored(ctx: &SkBuffContext) -> Option<*mut SockVerdict> {
+    // SAFETY: `sk` is a context field programs may read (a socket pointer or null); the helper
+    // accepts a non-null one and returns its storage or null (also for a socket that is not a
+    // full socket).
+    unsafe {
+        let sk = read_volatile(&(*ctx.skb.skb).__bindgen_anon_2.sk);
+        if sk.is_null() {
+            return None;
+        }
+        let map = (&raw const SOCK_VERDICT).cast_mut().cast::<c_void>();
+        let p = bpf_sk_storage_get(map, sk.cast(), null_mut(), 0).cast::<SockVerdict>();
+        if p.is_null() { None } else { Some(p) }
+    }
+}

@@ -1,0 +1,245 @@
+//! The kernel handles a running daemon holds: the target cgroup, the loaded programs and
+//! their links, the kernel counters, and the locks (one daemon per target and per pin
+//! directory, for the daemon's whole life). Also the start-up steps that claim them.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use tracing::{error, warn};
+
+use super::{DaemonError, RunOptions};
+use crate::{
+    loader::{
+        AttachPoint, DirLock, Follow, KernelCounters, Loaded, LockError, PinLayout, holder_text,
+        lock_dir,
+    },
+    model::Mode,
+    targeting::{self, TargetSpec},
+};
+
+/// The locks a daemon holds, released when it ends.
+pub(super) struct Locks {
+    /// The pin directory's (none in monitor mode without pins).
+    _pins: Option<DirLock>,
+    /// The target cgroup's.
+    target: DirLock,
+}
+
+/// The kernel objects of a running daemon.
+pub(super) struct KernelHandles {
+    cgroup: PathBuf,
+    loaded: Loaded,
+    counters: Arc<KernelCounters>,
+    locks: Locks,
+}
+
+impl KernelHandles {
+    /// The handles of an attached daemon.
+    pub(super) fn new(
+        cgroup: PathBuf,
+        loaded: Loaded,
+        counters: Arc<KernelCounters>,
+        locks: Locks,
+    ) -> Self {
+        Self {
+            cgroup,
+            loaded,
+            counters,
+            locks,
+        }
+    }
+
+    /// The kernel's packet counters and lost events.
+    pub(super) fn counters(&self) -> &KernelCounters {
+        &self.counters
+    }
+
+    /// Whether all programs are still attached to the target.
+    pub(super) fn verify(&self) -> Result<(), crate::loader::LoaderError> {
+        self.loaded.verify_attached(&self.cgroup)
+    }
+
+    /// Re-attaches when the target cgroup was replaced (removed and made again at its path).
+    pub(super) fn follow_target(&mut self) {
+        match self.loaded.follow(&self.cgroup) {
+            Ok(Follow::Reattached { old, new }) => {
+                warn!(
+                    old_cgroup_id = old,
+                    new_cgroup_id = new,
+                    "the target cgroup {} was made again: attached to the new one",
+                    self.cgroup.display()
+                );
+                // The lock was on the old directory: take the new one's.
+                match lock_target(&self.cgroup) {
+                    Ok(lock) => self.locks.target = lock,
+                    Err(e) => error!("locking the re-created target cgroup: {e}"),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => error!(
+                "the target cgroup {} was made again, but attaching to it failed: {e}",
+                self.cgroup.display()
+            ),
+        }
+    }
+
+    /// Closes the programs (links that are not pinned detach), keeping the locks and the
+    /// target's path until the caller is done.
+    pub(super) fn close(self) -> (PathBuf, Locks) {
+        let Self {
+            cgroup,
+            loaded,
+            locks,
+            ..
+        } = self;
+        drop(loaded);
+        (cgroup, locks)
+    }
+}
+
+/// Kernel ids of the attached programs, by program name.
+pub(super) fn program_ids(loaded: &Loaded) -> Vec<(String, u32)> {
+    AttachPoint::ALL
+        .iter()
+        .filter_map(|p| Some((p.program_name().to_owned(), loaded.program_id(*p).ok()?)))
+        .collect()
+}
+
+/// The cgroup the programs go on.
+pub(super) fn resolve_target(target: &TargetSpec, mount: &Path) -> Result<PathBuf, DaemonError> {
+    Ok(match target {
+        TargetSpec::Cgroup(p) => resolve_cgroup(p, mount)?,
+        TargetSpec::Unit(u) => targeting::find_unit_cgroup(mount, u)?,
+        // Processes found by name are judged where they are: the programs go on the cgroup v2
+        // root and judge only the tasks the kernel marked (see `targeting::ProcessWatcher`).
+        TargetSpec::Process(_) => mount.to_owned(),
+    })
+}
+
+/// `--cgroup PATH`: a relative path is taken from the cgroup v2 root; a missing directory is
+/// named as missing.
+fn resolve_cgroup(path: &Path, mount: &Path) -> Result<PathBuf, DaemonError> {
+    let path = if path.is_relative() {
+        mount.join(path)
+    } else {
+        path.to_owned()
+    };
+    if matches!(path.try_exists(), Ok(false)) {
+        return Err(DaemonError::NoCgroup {
+            path: path.display().to_string(),
+            mount: mount.display().to_string(),
+        });
+    }
+    Ok(targeting::check_cgroup_dir(&path, mount)?)
+}
+
+/// What a start claimed before loading: the locks, the pin layout, and whether this start
+/// pins (enforce mode).
+pub(super) struct Claim {
+    pub(super) locks: Locks,
+    pub(super) pins: PinLayout,
+    /// Whether links and maps are pinned (enforcement outlives the daemon).
+    pub(super) pinned: bool,
+    /// Pins this start creates, removed again if it fails before enforcement is attached.
+    pub(super) new_pins: NewPins,
+}
+
+/// Takes the target's and the pin directory's locks and checks what is pinned: one daemon per
+/// target and per pin directory, and a monitor never takes over pinned enforcement.
+pub(super) fn claim(opts: &RunOptions, cgroup: &Path) -> Result<Claim, DaemonError> {
+    // A second daemon would write into the slot in force or detach what the first attached.
+    let target = lock_target(cgroup)?;
+    let pins = PinLayout::new(&opts.pin_dir);
+    let pin_lock = match opts.mode {
+        Mode::Enforce => Some(pins.lock(pins.prepare()?)?),
+        Mode::Monitor => match pins.inspect()? {
+            Some(dir) => Some(pins.lock(dir)?),
+            None => None,
+        },
+    };
+    let had_links = pins.has_links();
+    // Going from enforce to monitor is `detach`, never a side effect of starting.
+    if opts.mode == Mode::Monitor && had_links {
+        return Err(DaemonError::PinnedEnforcement {
+            pin_dir: opts.pin_dir.display().to_string(),
+        });
+    }
+    // Enforcement is pinned so that it outlives the daemon. Monitor mode pins nothing.
+    let pinned = opts.mode == Mode::Enforce;
+    let new_pins = NewPins {
+        pins: pins.clone(),
+        armed: pinned && !had_links,
+    };
+    Ok(Claim {
+        locks: Locks {
+            _pins: pin_lock,
+            target,
+        },
+        pins,
+        pinned,
+        new_pins,
+    })
+}
+
+/// Locks the target cgroup directory for this daemon (one daemon per target).
+fn lock_target(cgroup: &Path) -> Result<DirLock, DaemonError> {
+    let dir = std::fs::File::open(cgroup).map_err(|source| {
+        DaemonError::Loader(crate::loader::LoaderError::Cgroup {
+            path: cgroup.display().to_string(),
+            source,
+        })
+    })?;
+    lock_dir(dir.into(), cgroup).map_err(|e| match e {
+        LockError::Held { pid } => DaemonError::TargetLocked {
+            cgroup: cgroup.display().to_string(),
+            holder: holder_text(pid),
+        },
+        LockError::Io(source) => DaemonError::Io {
+            what: "locking the target cgroup",
+            source,
+        },
+    })
+}
+
+/// Removes pins created by a start that then failed, so a later start does not mistake them
+/// for enforcement in place.
+pub(super) struct NewPins {
+    pins: PinLayout,
+    armed: bool,
+}
+
+impl NewPins {
+    /// Enforcement is attached: the pins stay.
+    pub(super) fn keep(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for NewPins {
+    fn drop(&mut self) {
+        if self.armed
+            && self.pins.root().exists()
+            && let Err(e) = self.pins.detach_and_remove()
+        {
+            warn!("could not remove the pins of the failed start: {e}");
+        }
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it (best effort).
+pub(super) fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+    if ret != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,50 @@
+
+use super::*;
+
+fn event(name: &str, padded: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&1i32.to_ne_bytes());
+    v.extend_from_slice(&libc::IN_CREATE.to_ne_bytes());
+    v.extend_from_slice(&0u32.to_ne_bytes());
+    v.extend_from_slice(&(padded as u32).to_ne_bytes());
+    let mut n = name.as_bytes().to_vec();
+    n.resize(padded, 0);
+    v.extend_from_slice(&n);
+    v
+}
+
+#[test]
+fn reads_names_of_several_events() {
+    let mut buf = event("a", 16);
+    buf.extend(event("ollama.service", 16));
+    buf.extend(event("", 0));
+    let names: Vec<_> = names_in(&buf).collect();
+    assert_eq!(names, vec![OsStr::new("a"), OsStr::new("ollama.service")]);
+}
+
+#[tokio::test]
+async fn wakes_when_the_name_is_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("svc");
+    let mut w = CgroupWatch::new(&target);
+    assert!(w.inotify.is_some(), "inotify works on a tmpdir");
+    let t = target.clone();
+    let mk = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        std::fs::create_dir(dir.path().join("other")).expect("mkdir");
+        std::fs::create_dir(&t).expect("mkdir");
+        dir
+    });
+    let started = std::time::Instant::now();
+    w.wait().await;
+    let took = started.elapsed();
+    assert!(
+        target.is_dir(),
+        "woke before the directory was made ({took:?})"
+    );
+    assert!(
+        took < FOLLOW_INTERVAL,
+        "woke by the timer, not the watch: {took:?}"
+    );
+    drop(mk.await);
+}
