@@ -21,7 +21,7 @@ use crate::{Daemon, NetNs, Probe, Scenario, ScenarioSpec, metric_value, probe_bi
 
 /// The namespace's DNS server.
 pub const RESOLVER: &str = "198.51.100.53";
-/// Where the probe's fake DNS server answers (a second server on port 53).
+/// Where the probe's fake DNS server answers (a second one answers on 198.51.100.55:53).
 pub const FAKE_SERVER: &str = "198.51.100.54:53";
 /// The port the names' hosts listen on.
 pub const PORT: u16 = 8080;

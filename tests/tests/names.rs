@@ -303,11 +303,15 @@ fn forged_and_malformed_answers_change_nothing() {
     let counts = || ["ignored", "malformed", "learned"].map(|r| s.answers(r));
     // Each answer, the counter it must raise (none: a message with QR clear is no answer;
     // a record cut short ends the walk, keeping the records before it, here none), and
-    // nothing may be bound: a UDP packet from port 53 that answers no query, one with another
-    // id, and answers to a real query that cannot be parsed or name a non-canonical question.
+    // nothing may be bound: a UDP packet from port 53 that answers no query, answers with
+    // another id, from another server, to another port or after the query window (5 s), and
+    // answers to a real query that cannot be parsed or name a non-canonical question.
     let cases = [
         ("forged.allow.test", "203.0.113.60", "unsolicited", Some(0)),
         ("forged.allow.test", "203.0.113.61", "wrong-id", Some(0)),
+        ("forged.allow.test", "203.0.113.67", "wrong-server", Some(0)),
+        ("forged.allow.test", "203.0.113.68", "wrong-port", Some(0)),
+        ("forged.allow.test", "203.0.113.70", "late", Some(0)),
         ("m.allow.test", "203.0.113.62", "not-response", None),
         ("m.allow.test", "203.0.113.63", "two-questions", Some(1)),
         (

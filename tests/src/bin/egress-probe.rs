@@ -156,10 +156,11 @@ enum Action {
         #[arg(long, default_value_t = 8080)]
         port: u16,
     },
-    /// A fake DNS server on `server` (bound before joining the cgroup) answers a query for
-    /// `name` sent from inside the cgroup with an answer of `--kind` binding `addr` (`good`,
-    /// `unsolicited`, `wrong-id`, `not-response`, `two-questions`, `compressed-question`,
-    /// `truncated`); then TCP connect to `addr`.
+    /// A fake DNS server on `server` (and one on port 53 of the next address, both bound
+    /// before joining the cgroup) answers a query for `name` sent from inside the cgroup with
+    /// an answer of `--kind` binding `addr` (`good`, `unsolicited`, `wrong-server`,
+    /// `wrong-port`, `late`, `wrong-id`, `not-response`, `two-questions`,
+    /// `compressed-question`, `truncated`); then TCP connect to `addr`.
     DnsExchange {
         server: std::net::SocketAddrV4,
         name: String,
@@ -252,7 +253,7 @@ fn main() -> anyhow::Result<()> {
     }
     // A fake DNS server is bound before joining the cgroup: it stays outside.
     let fake_server = match &args.action {
-        Action::DnsExchange { server, .. } => Some(dns::fake_server(*server)?),
+        Action::DnsExchange { server, .. } => Some(dns::fake_servers(*server)?),
         _ => None,
     };
     if let Some(cg) = &args.cgroup {
@@ -339,7 +340,7 @@ fn use_netns_resolv(ns: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn act(action: &Action, fake_server: Option<&UdpSocket>) -> Outcome {
+fn act(action: &Action, fake_server: Option<&[UdpSocket; 2]>) -> Outcome {
     let started = Instant::now();
     match action {
         Action::Resolve {

@@ -154,12 +154,19 @@ fn query(id: u16, name: &str) -> Vec<u8> {
 }
 
 /// An answer of kind `kind` to query `id` for `name`, binding `addr` with TTL 300:
-/// `good`, `unsolicited` (the same, sent without a query), `wrong-id`, `not-response` (QR
-/// clear), `two-questions`, `compressed-question` (a question name that is a pointer) or
-/// `truncated` (the A record's data cut short).
+/// `good` (and `unsolicited`, `wrong-server`, `wrong-port`, `late`: the same message, sent
+/// without a query, from another server, to another port, or after the query window),
+/// `wrong-id`, `not-response` (QR clear), `two-questions`, `compressed-question` (a question
+/// name that is a pointer) or `truncated` (the A record's data cut short).
 fn answer(kind: &str, id: u16, name: &str, addr: Ipv4Addr) -> std::io::Result<Vec<u8>> {
     let (id, flags, qd) = match kind {
-        "good" | "unsolicited" | "compressed-question" | "truncated" => (id, 0x8180, 1),
+        "good"
+        | "unsolicited"
+        | "wrong-server"
+        | "wrong-port"
+        | "late"
+        | "compressed-question"
+        | "truncated" => (id, 0x8180, 1),
         "wrong-id" => (id ^ 0x5a5a, 0x8180, 1),
         "not-response" => (id, 0x0180, 1),
         "two-questions" => (id, 0x8180, 2),
@@ -250,9 +257,18 @@ pub fn ask(server: SocketAddr, name: &str, port: u16) -> Outcome {
     }
 }
 
-/// The fake server's socket, bound to `server` (with SO_REUSEADDR, next to a real server)
-/// before the probe joins its cgroup.
-pub fn fake_server(server: SocketAddrV4) -> anyhow::Result<UdpSocket> {
+/// The fake servers' sockets, bound to `server` and to port 53 of the next address, before
+/// the probe joins its cgroup.
+pub fn fake_servers(server: SocketAddrV4) -> anyhow::Result<[UdpSocket; 2]> {
+    let next = Ipv4Addr::from(u32::from(*server.ip()).wrapping_add(1));
+    Ok([
+        fake_server(server)?,
+        fake_server(SocketAddrV4::new(next, server.port()))?,
+    ])
+}
+
+/// One fake server socket on `server` (with SO_REUSEADDR, so it may sit next to a real one).
+fn fake_server(server: SocketAddrV4) -> anyhow::Result<UdpSocket> {
     use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
     // SAFETY: plain socket syscall; the descriptor is owned right away.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
@@ -288,31 +304,50 @@ pub fn fake_server(server: SocketAddrV4) -> anyhow::Result<UdpSocket> {
     Ok(UdpSocket::from(fd))
 }
 
-/// From inside the cgroup: sends a query for `name` to the fake server (unless `kind` is
-/// `unsolicited`), lets it answer with a message of `kind` binding `addr`, reads the answer,
-/// then connects to `addr:port`. `answer_received` says whether the answer reached the process.
-pub fn exchange(server: &UdpSocket, name: &str, addr: Ipv4Addr, kind: &str, port: u16) -> Outcome {
+/// From inside the cgroup: sends a query for `name` to the first fake server (unless `kind` is
+/// `unsolicited`), lets a fake server answer with a message of `kind` binding `addr`, reads
+/// the answer, then connects to `addr:port`. `answer_received` says whether the answer reached
+/// the process.
+pub fn exchange(
+    servers: &[UdpSocket; 2],
+    name: &str,
+    addr: Ipv4Addr,
+    kind: &str,
+    port: u16,
+) -> Outcome {
     let started = Instant::now();
+    let server = &servers[0];
     let r = (|| -> std::io::Result<bool> {
         let client = UdpSocket::bind("0.0.0.0:0")?;
-        client.set_read_timeout(Some(Duration::from_secs(2)))?;
-        server.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let other_client = UdpSocket::bind("0.0.0.0:0")?;
+        for s in [&client, &other_client, server] {
+            s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        }
         let server_addr = server.local_addr()?;
         let (id, to) = if kind == "unsolicited" {
-            let SocketAddr::V4(s) = server_addr else {
-                return Err(std::io::Error::other("IPv4 server"));
-            };
             let port = client.local_addr()?.port();
-            (0x1234, SocketAddr::V4(SocketAddrV4::new(*s.ip(), port)))
+            (0x1234, SocketAddr::new(server_addr.ip(), port))
         } else {
             client.send_to(&query(0x1234, name), server_addr)?;
             let mut q = [0u8; 512];
             let (_, from) = server.recv_from(&mut q)?;
             (u16::from_be_bytes([q[0], q[1]]), from)
         };
-        server.send_to(&answer(kind, id, name, addr)?, to)?;
+        let (sender, to, receiver) = match kind {
+            "wrong-server" => (&servers[1], to, &client),
+            "wrong-port" => (
+                server,
+                SocketAddr::new(to.ip(), other_client.local_addr()?.port()),
+                &other_client,
+            ),
+            _ => (server, to, &client),
+        };
+        if kind == "late" {
+            std::thread::sleep(Duration::from_millis(6000));
+        }
+        sender.send_to(&answer(kind, id, name, addr)?, to)?;
         let mut buf = [0u8; 1024];
-        Ok(client.recv(&mut buf).is_ok())
+        Ok(receiver.recv(&mut buf).is_ok())
     })();
     match r {
         Err(e) => result(started, Err(e)),
