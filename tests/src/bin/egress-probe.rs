@@ -349,7 +349,7 @@ fn act(action: &Action, fake_server: Option<&[UdpSocket; 2]>) -> Outcome {
             family,
             all,
         } => match dns::getaddrinfo(name, *port, *family) {
-            Ok(addrs) => dns::connect_resolved(started, addrs, *all),
+            Ok(addrs) => dns::connect_resolved(addrs, *all),
             Err(e) => result(started, Err(e)),
         },
         Action::ResolveHold { name, port } => dns::resolve_hold(name, *port),

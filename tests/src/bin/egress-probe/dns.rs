@@ -58,8 +58,10 @@ pub fn getaddrinfo(name: &str, port: u16, family: u8) -> std::io::Result<Vec<Soc
     Ok(out)
 }
 
-/// Connects to the first of `addrs`, or to every one with `all`; fills the outcome.
-pub fn connect_resolved(started: Instant, addrs: Vec<SocketAddr>, all: bool) -> Outcome {
+/// Connects to the first of `addrs`, or to every one with `all`; fills the outcome (its
+/// `elapsed_us` is the first connect's).
+pub fn connect_resolved(addrs: Vec<SocketAddr>, all: bool) -> Outcome {
+    let started = Instant::now();
     let mut out = match addrs.first() {
         None => result(started, Err(std::io::Error::other("no address"))),
         Some(first) => {
@@ -247,7 +249,6 @@ pub fn ask(server: SocketAddr, name: &str, port: u16) -> Outcome {
     match r {
         Err(e) => result(started, Err(e)),
         Ok(addrs) => connect_resolved(
-            started,
             addrs
                 .into_iter()
                 .map(|a| SocketAddr::new(IpAddr::V4(a), port))
@@ -352,11 +353,7 @@ pub fn exchange(
     match r {
         Err(e) => result(started, Err(e)),
         Ok(received) => {
-            let mut out = connect_resolved(
-                started,
-                vec![SocketAddr::new(IpAddr::V4(addr), port)],
-                false,
-            );
+            let mut out = connect_resolved(vec![SocketAddr::new(IpAddr::V4(addr), port)], false);
             out.answer_received = Some(received);
             out
         }
