@@ -1,4 +1,3 @@
-
 /// The daemon shares one `GeoDb` between tasks and sends errors across threads.
 #[test]
 fn thread_safe() {

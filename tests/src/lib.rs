@@ -16,6 +16,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod dns;
 pub mod prometheus;
 
 /// Panics unless the tests run as root.
@@ -626,4 +627,25 @@ impl SpawnRetryingBusy for Command {
             }
         }
     }
+}
+
+/// `ollama-egress logs --json ARGS` on the daemon's log; panics unless it succeeds.
+pub fn logs_json(d: &Daemon, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(daemon_bin())
+        .arg("logs")
+        .arg("--log-dir")
+        .arg(&d.log_dir)
+        .arg("--json")
+        .args(args)
+        .output()
+        .expect("run logs");
+    assert!(
+        out.status.success(),
+        "logs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
 }

@@ -185,6 +185,17 @@ fn mkfifo(p: &Path) {
     nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
 }
 
+/// `run` arguments: `mode` on `cgroup` with the policy file `policy`.
+fn run_args<'a>(mode: &'a str, cgroup: &'a str, policy: &'a Path) -> [&'a str; 5] {
+    [
+        mode,
+        "--cgroup",
+        cgroup,
+        "--policy",
+        policy.to_str().expect("utf-8"),
+    ]
+}
+
 #[test]
 fn planted_pin_directories_and_symlinks_are_refused() {
     require_root();
@@ -204,13 +215,7 @@ fn planted_pin_directories_and_symlinks_are_refused() {
     as_nobody(&["ln", "-s", "/sys/fs/bpf", link.to_str().expect("utf-8")]);
     let _g1 = PinsGuard(planted.clone());
     let _g2 = PinsGuard(link.clone());
-    let args = [
-        "--enforce",
-        "--cgroup",
-        cg.path.to_str().expect("utf-8"),
-        "--policy",
-        policy.to_str().expect("utf-8"),
-    ];
+    let args = run_args("--enforce", cg.path.to_str().expect("utf-8"), &policy);
 
     let mut d = Spawned::start(
         &args,
@@ -259,13 +264,7 @@ fn log_dir_symlinks_fifos_and_foreign_owners_are_refused() {
     let cg = TestCgroup::new("oe-logdir");
     let tmp = tempfile::tempdir().expect("tempdir");
     let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
-    let args = [
-        "--monitor",
-        "--cgroup",
-        cg.path.to_str().expect("utf-8"),
-        "--policy",
-        policy.to_str().expect("utf-8"),
-    ];
+    let args = run_args("--monitor", cg.path.to_str().expect("utf-8"), &policy);
     let pin = PathBuf::from("/sys/fs/bpf").join(unique("oe-logdir"));
     let _pins = PinsGuard(pin.clone());
 
@@ -321,13 +320,7 @@ fn a_second_daemon_on_the_same_pins_is_refused() {
     );
     let cg = s.cg.path.to_str().expect("utf-8");
     for mode in ["--enforce", "--monitor"] {
-        let args = [
-            mode,
-            "--cgroup",
-            cg,
-            "--policy",
-            allow_all.to_str().expect("utf-8"),
-        ];
+        let args = run_args(mode, cg, &allow_all);
         let log = s.tmp.path().join(format!("log{mode}"));
         let mut d = Spawned::start(
             &args,
@@ -343,13 +336,7 @@ fn a_second_daemon_on_the_same_pins_is_refused() {
     // Another pin directory, the same target.
     let other_pins = PathBuf::from("/sys/fs/bpf").join(unique("oe-lock-other"));
     let _other = PinsGuard(other_pins.clone());
-    let args = [
-        "--enforce",
-        "--cgroup",
-        cg,
-        "--policy",
-        allow_all.to_str().expect("utf-8"),
-    ];
+    let args = run_args("--enforce", cg, &allow_all);
     let mut d = Spawned::start(
         &args,
         &s.tmp.path().join("log-other"),
@@ -541,13 +528,7 @@ fn policy_and_geo_paths_must_be_regular_files() {
     // A FIFO put in place of the policy of a running daemon neither freezes it nor is loaded.
     let log = tmp.path().join("log-reload");
     let mut d = Spawned::start(
-        &[
-            "--monitor",
-            "--cgroup",
-            cgs,
-            "--policy",
-            good.to_str().expect("utf-8"),
-        ],
+        &run_args("--monitor", cgs, &good),
         &log,
         &pin,
         &tmp.path().join("e-reload"),
@@ -575,13 +556,7 @@ fn a_closed_stderr_does_not_stop_enforcement() {
     let pin = PathBuf::from("/sys/fs/bpf").join(unique("oe-epipe"));
     let _pins = PinsGuard(pin.clone());
     let mut cmd = command(
-        &[
-            "--enforce",
-            "--cgroup",
-            cg.path.to_str().expect("utf-8"),
-            "--policy",
-            s.policy.to_str().expect("utf-8"),
-        ],
+        &run_args("--enforce", cg.path.to_str().expect("utf-8"), &s.policy),
         &log,
         &pin,
         &s.tmp.path().join("unused"),
@@ -727,13 +702,7 @@ fn sigterm_as_soon_as_the_daemon_is_ready_is_a_clean_stop() {
     let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
     let pin = PathBuf::from("/sys/fs/bpf").join(unique("oe-earlyterm"));
     let _pins = PinsGuard(pin.clone());
-    let args = [
-        "--monitor",
-        "--cgroup",
-        cg.path.to_str().expect("utf-8"),
-        "--policy",
-        policy.to_str().expect("utf-8"),
-    ];
+    let args = run_args("--monitor", cg.path.to_str().expect("utf-8"), &policy);
     for i in 0..10 {
         let log = tmp.path().join(format!("log{i}"));
         let mut d = Spawned::start(&args, &log, &pin, &tmp.path().join(format!("e{i}")));

@@ -8,31 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ollama_egress_tests::{Daemon, Scenario, ScenarioSpec, daemon_bin, probe, with};
+use ollama_egress_tests::{Scenario, ScenarioSpec, daemon_bin, logs_json, probe, with};
 use serde_json::Value;
 
 const ADDRS: &[&str] = &["203.0.113.7/32", "198.51.100.1/32", "2001:db8::7/128"];
 const LISTEN: &[&str] = &["203.0.113.7:8080", "198.51.100.1:8080", "[2001:db8::7]:443"];
-
-fn logs(d: &Daemon, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(daemon_bin())
-        .arg("logs")
-        .arg("--log-dir")
-        .arg(&d.log_dir)
-        .arg("--json")
-        .args(args)
-        .output()
-        .expect("run logs");
-    assert!(
-        out.status.success(),
-        "logs {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
-}
 
 #[test]
 fn log_queries_return_exactly_the_matching_events_and_follow_sees_new_ones() {
@@ -55,14 +35,14 @@ fn log_queries_return_exactly_the_matching_events_and_follow_sees_new_ones() {
     probe(&with(&inside, &["tcp", "[2001:db8::7]:443"])).assert_ok("DE");
     assert_eq!(d.wait_events(6, |_| true).len(), 6, "{:#?}", d.events());
 
-    let all = logs(d, &[]);
+    let all = logs_json(d, &[]);
     assert_eq!(all.len(), 6);
     assert_eq!(
         all,
         d.events(),
         "--json prints the file's schema, line for line"
     );
-    let count = |args: &[&str]| logs(d, args).len();
+    let count = |args: &[&str]| logs_json(d, args).len();
     assert_eq!(count(&["--verdict", "blocked"]), 4);
     assert_eq!(count(&["--verdict", "allowed"]), 2);
     assert_eq!(count(&["--verdict", "would_block"]), 0);
@@ -81,7 +61,7 @@ fn log_queries_return_exactly_the_matching_events_and_follow_sees_new_ones() {
     assert_eq!(count(&["--rule", "default"]), 2);
     assert_eq!(count(&["--since", "2999-01-01T00:00:00Z"]), 0);
     assert_eq!(count(&["--until", "2000-01-01T00:00:00Z"]), 0);
-    let last = logs(d, &["--limit", "2"]);
+    let last = logs_json(d, &["--limit", "2"]);
     assert_eq!(
         last,
         all[4..].to_vec(),

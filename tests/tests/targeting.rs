@@ -173,6 +173,34 @@ fn process_daemon(name: &str, policy: &std::path::Path) -> ollama_egress_tests::
     ])
 }
 
+/// What every test that targets by name sets up after taking its turn: root checked, a network
+/// namespace `oe-tg<tag>`, the policy in a temporary directory, a process name unique to the
+/// run.
+fn by_name(
+    tag: &str,
+) -> (
+    ollama_egress_tests::NetNs,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    String,
+) {
+    ollama_egress_tests::require_root();
+    let ns = ollama_egress_tests::NetNs::new(&format!("oe-tg{tag}"), ADDRS);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
+    (ns, tmp, policy, process_name(tag))
+}
+
+/// Asserts the probe's connection was refused (EPERM); `what` says what got through if not.
+fn assert_refused(json: &serde_json::Value, what: &str, d: &ollama_egress_tests::Daemon) {
+    assert_eq!(
+        json["errno"].as_i64(),
+        Some(i64::from(libc::EPERM)),
+        "{what}: {json}\n{}",
+        d.stderr_text()
+    );
+}
+
 fn probe_json(out: &std::process::Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or_default();
@@ -187,11 +215,7 @@ fn probe_json(out: &std::process::Output) -> serde_json::Value {
 #[test]
 fn a_process_found_by_name_is_judged_from_its_first_connection() {
     let _root = root_target();
-    ollama_egress_tests::require_root();
-    let ns = ollama_egress_tests::NetNs::new("oe-tgfc", ADDRS);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
-    let name = process_name("fc");
+    let (ns, tmp, policy, name) = by_name("fc");
     let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
     let d = process_daemon(&name, &policy);
     // Each copy connects at once, with no delay: any window between exec and the first
@@ -209,11 +233,10 @@ fn a_process_found_by_name_is_judged_from_its_first_connection() {
             .output()
             .expect("run the named copy");
         let json = probe_json(&out);
-        assert_eq!(
-            json["errno"].as_i64(),
-            Some(i64::from(libc::EPERM)),
-            "round {round}: a new process named {name} connected before it was judged: {json}\n{}",
-            d.stderr_text()
+        assert_refused(
+            &json,
+            &format!("round {round}: a new process named {name} connected before it was judged"),
+            &d,
         );
     }
     // Processes of other names are not judged at all.
@@ -231,11 +254,7 @@ fn a_process_found_by_name_is_judged_from_its_first_connection() {
 #[test]
 fn children_forked_under_another_name_before_the_daemon_are_judged() {
     let _root = root_target();
-    ollama_egress_tests::require_root();
-    let ns = ollama_egress_tests::NetNs::new("oe-tgch", ADDRS);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
-    let name = process_name("ch");
+    let (ns, tmp, policy, name) = by_name("ch");
     // A shell named like the target starts a child of another name (the probe) before the
     // daemon runs; the child connects later.
     let sh = named_copy(std::path::Path::new("/bin/sh"), tmp.path(), &name);
@@ -254,22 +273,17 @@ fn children_forked_under_another_name_before_the_daemon_are_judged() {
     let d = process_daemon(&name, &policy);
     let out = parent.wait_with_output().expect("shell output");
     let json = probe_json(&out);
-    assert_eq!(
-        json["errno"].as_i64(),
-        Some(i64::from(libc::EPERM)),
-        "the child forked before the daemon connected unjudged: {json}\n{}",
-        d.stderr_text()
+    assert_refused(
+        &json,
+        "the child forked before the daemon connected unjudged",
+        &d,
     );
 }
 
 #[test]
 fn with_no_daemon_a_new_process_found_by_name_is_still_judged() {
     let _root = root_target();
-    ollama_egress_tests::require_root();
-    let ns = ollama_egress_tests::NetNs::new("oe-tgnd", ADDRS);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
-    let name = process_name("nd");
+    let (ns, tmp, policy, name) = by_name("nd");
     let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
     let mut d = process_daemon(&name, &policy);
     assert!(d.stop(), "SIGTERM");
@@ -332,11 +346,7 @@ fn with_no_daemon_a_new_process_found_by_name_is_still_judged() {
 #[test]
 fn a_socket_made_before_the_daemon_started_is_judged_at_connect() {
     let _root = root_target();
-    ollama_egress_tests::require_root();
-    let ns = ollama_egress_tests::NetNs::new("oe-tgso", ADDRS);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
-    let name = process_name("so");
+    let (ns, tmp, policy, name) = by_name("so");
     let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
     // The socket exists before the daemon; it connects once the daemon runs.
     let early = Command::new(&bin)
@@ -356,11 +366,10 @@ fn a_socket_made_before_the_daemon_started_is_judged_at_connect() {
     std::thread::sleep(Duration::from_millis(300));
     let d = process_daemon(&name, &policy);
     let json = probe_json(&early.wait_with_output().expect("probe output"));
-    assert_eq!(
-        json["errno"].as_i64(),
-        Some(i64::from(libc::EPERM)),
-        "a socket made before the daemon connected unjudged: {json}\n{}",
-        d.stderr_text()
+    assert_refused(
+        &json,
+        "a socket made before the daemon connected unjudged",
+        &d,
     );
 }
 
@@ -430,11 +439,7 @@ fn spawn_with_pid(pid: i32, argv: &[&str], stdout: std::os::fd::BorrowedFd<'_>) 
 #[test]
 fn a_process_that_reuses_the_pid_of_an_earlier_target_is_judged() {
     let _root = root_target();
-    ollama_egress_tests::require_root();
-    let ns = ollama_egress_tests::NetNs::new("oe-tgpr", ADDRS);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
-    let name = process_name("pr");
+    let (ns, tmp, policy, name) = by_name("pr");
     let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
     let d = process_daemon(&name, &policy);
     // A first target runs long enough for the daemon to see it, then ends.
@@ -476,22 +481,13 @@ fn a_process_that_reuses_the_pid_of_an_earlier_target_is_judged() {
     assert_eq!(second, pid, "the second target reuses the pid");
     let json: serde_json::Value =
         serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("probe output {text:?}: {e}"));
-    assert_eq!(
-        json["errno"].as_i64(),
-        Some(i64::from(libc::EPERM)),
-        "a target with a reused pid connected unjudged: {json}\n{}",
-        d.stderr_text()
-    );
+    assert_refused(&json, "a target with a reused pid connected unjudged", &d);
 }
 
 #[test]
 fn status_lists_marked_processes_and_a_restarted_daemon_keeps_the_marks() {
     let _root = root_target();
-    ollama_egress_tests::require_root();
-    let ns = ollama_egress_tests::NetNs::new("oe-tgrs", ADDRS);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
-    let name = process_name("rs");
+    let (ns, tmp, policy, name) = by_name("rs");
     let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
     let mut d = process_daemon(&name, &policy);
     // A target that runs across a crash and a restart of the daemon.
@@ -542,12 +538,7 @@ fn status_lists_marked_processes_and_a_restarted_daemon_keeps_the_marks() {
     ];
     let second = d.restart(&args);
     let json = probe_json(&long.wait_with_output().expect("probe output"));
-    assert_eq!(
-        json["errno"].as_i64(),
-        Some(i64::from(libc::EPERM)),
-        "the target running across the restart: {json}\n{}",
-        second.stderr_text()
-    );
+    assert_refused(&json, "the target running across the restart", &second);
     let out = Command::new(&bin)
         .args([
             "--netns",
@@ -578,11 +569,7 @@ fn status_lists_marked_processes_and_a_restarted_daemon_keeps_the_marks() {
 #[test]
 fn sockets_a_running_target_made_before_the_daemon_are_judged_by_the_packet_backstop() {
     let _root = root_target();
-    ollama_egress_tests::require_root();
-    let ns = ollama_egress_tests::NetNs::new("oe-tgrw", ADDRS);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
-    let name = process_name("rw");
+    let (ns, tmp, policy, name) = by_name("rw");
     let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
     // Control: with no daemon the echo is answered.
     let out = Command::new(&bin)
@@ -621,11 +608,7 @@ fn sockets_a_running_target_made_before_the_daemon_are_judged_by_the_packet_back
 #[test]
 fn monitor_mode_by_name_records_only_the_target_and_leaves_nothing_on_the_root() {
     let _root = root_target();
-    ollama_egress_tests::require_root();
-    let ns = ollama_egress_tests::NetNs::new("oe-tgmo", ADDRS);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
-    let name = process_name("mo");
+    let (ns, tmp, policy, name) = by_name("mo");
     let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
     let mut d = ollama_egress_tests::Daemon::start(&[
         "--monitor",
@@ -687,11 +670,7 @@ fn monitor_mode_by_name_records_only_the_target_and_leaves_nothing_on_the_root()
 #[test]
 fn a_process_that_takes_the_name_after_exec_is_judged_with_no_daemon() {
     let _root = root_target();
-    ollama_egress_tests::require_root();
-    let ns = ollama_egress_tests::NetNs::new("oe-tgrn", ADDRS);
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
-    let name = process_name("rn");
+    let (ns, _tmp, policy, name) = by_name("rn");
     let mut d = process_daemon(&name, &policy);
     assert!(d.stop(), "SIGTERM");
     // The probe runs under its own name and renames itself (prctl) before connecting.

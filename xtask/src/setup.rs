@@ -17,6 +17,8 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     // The dashboard and alert rules are proven against a real Prometheus (and promtool).
     "prometheus",
+    // The name tests run a real DNS server (dnsmasq) inside their network namespaces.
+    "dnsmasq-base",
 ];
 
 #[path = "../../ollama-egress/build/toolchain.rs"]

@@ -1,4 +1,3 @@
-
 extern crate std;
 
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -1,4 +1,5 @@
 //! Tests of the trie keys and of the DNS answer walker.
+#![allow(clippy::unwrap_used)]
 
 use super::parse::PHASE_DONE;
 use super::*;

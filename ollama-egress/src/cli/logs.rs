@@ -14,6 +14,7 @@ use crate::logstore::{
     follow, parse_since, parse_until, query,
 };
 use crate::model::{CountryCode, Verdict};
+use crate::policy::DomainPattern;
 use crate::terminal::escape_json;
 
 /// Query the event log the daemon writes (`<log-dir>/events.jsonl` and its rotated files).
@@ -38,6 +39,11 @@ pub struct LogsArgs {
     /// Only destinations in this network (203.0.113.0/24, 2001:db8::/32) or this address.
     #[arg(long, value_name = "CIDR", value_parser = cidr_arg)]
     pub dst: Option<IpNet>,
+    /// Only connections to this host name (registry.ollama.ai), or to names under a suffix
+    /// (*.r2.cloudflarestorage.com; not the suffix itself), as learned from DNS answers; any
+    /// case, a trailing dot ignored. Events without a host never match.
+    #[arg(long, value_name = "NAME|*.SUFFIX", value_parser = host_arg)]
+    pub host: Option<DomainPattern>,
     /// Only this destination port.
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
@@ -71,6 +77,7 @@ impl LogsArgs {
             until: None,
             country: None,
             dst: None,
+            host: None,
             port: None,
             comm: None,
             rule: None,
@@ -88,6 +95,7 @@ impl LogsArgs {
             until: self.until,
             country: self.country.clone(),
             dst: self.dst,
+            host: self.host.clone(),
             port: self.port,
             comm: self.comm.clone(),
             rule: self.rule.clone(),
@@ -118,6 +126,10 @@ fn country_arg(s: &str) -> Result<String, String> {
     CountryCode::parse(s)
         .map(String::from)
         .map_err(|_| "expected an ISO 3166 alpha-2 country code such as CN or US".to_owned())
+}
+
+fn host_arg(s: &str) -> Result<DomainPattern, String> {
+    DomainPattern::parse(s).map_err(|reason| format!("not a host name or *.suffix: {reason}"))
 }
 
 fn cidr_arg(s: &str) -> Result<IpNet, String> {
@@ -194,20 +206,21 @@ pub fn run_until(
 }
 
 /// Table columns.
-const HEADERS: [&str; 8] = [
+const HEADERS: [&str; 9] = [
     "TIME",
     "VERDICT",
     "PID",
     "COMM",
     "PROTO",
     "DESTINATION",
+    "HOST",
     "COUNTRY",
     "RULE",
 ];
 
 /// Column widths for a table that cannot look ahead (`--follow`): the longest time, verdict
-/// and comm, typical pids and IPv4 destinations.
-const STREAM_WIDTHS: [usize; 8] = [24, 11, 7, 15, 5, 21, 7, 0];
+/// and comm, typical pids, IPv4 destinations and host names.
+const STREAM_WIDTHS: [usize; 9] = [24, 11, 7, 15, 5, 21, 24, 7, 0];
 
 /// Rows buffered to size the columns before the table starts printing.
 const SAMPLE_ROWS: usize = 1000;
@@ -217,8 +230,8 @@ struct Printer {
     json: bool,
     /// `--follow`: fixed widths, no note about older matches.
     streaming: bool,
-    widths: Option<[usize; 8]>,
-    pending: Vec<[String; 8]>,
+    widths: Option<[usize; 9]>,
+    pending: Vec<[String; 9]>,
     /// Reused buffer for a JSON line.
     line: Vec<u8>,
     total: u64,
@@ -321,7 +334,7 @@ impl Printer {
     }
 }
 
-fn write_row(out: &mut impl Write, widths: &[usize; 8], row: &[String; 8]) -> io::Result<()> {
+fn write_row(out: &mut impl Write, widths: &[usize; 9], row: &[String; 9]) -> io::Result<()> {
     let mut line = String::with_capacity(128);
     for (i, (cell, width)) in row.iter().zip(widths).enumerate() {
         if i + 1 == row.len() {
@@ -338,7 +351,7 @@ fn write_row(out: &mut impl Write, widths: &[usize; 8], row: &[String; 8]) -> io
 
 /// The table cells of a record, with terminal control characters neutralised (a process
 /// chooses its own comm).
-fn cells(r: &EventRecord) -> [String; 8] {
+fn cells(r: &EventRecord) -> [String; 9] {
     let time =
         r.ts.to_offset(time::UtcOffset::UTC)
             .format(format_description!(
@@ -352,6 +365,7 @@ fn cells(r: &EventRecord) -> [String; 8] {
         printable(&r.comm),
         printable(&r.proto.as_str()),
         r.destination(),
+        r.host.as_deref().map_or_else(|| "-".to_owned(), printable),
         r.country
             .as_deref()
             .map_or_else(|| "-".to_owned(), printable),

@@ -5,8 +5,15 @@ use std::{io::Write, net::IpAddr, path::PathBuf};
 use anyhow::Context as _;
 use clap::Subcommand;
 
+use ollama_egress_common::ACTION_DENY;
+
 use super::GeoArgs;
-use crate::inputs;
+use crate::{
+    daemon::names::NamesSnapshot,
+    inputs,
+    pipeline::{NameBinding, bound_form},
+    policy::{CompiledPolicy, canonical_name},
+};
 
 /// Policy subcommands.
 #[derive(Debug, Subcommand)]
@@ -19,9 +26,14 @@ pub enum PolicyCommand {
         /// Geo databases, for country and ASN rules.
         #[command(flatten)]
         geo: GeoArgs,
-        /// Also show the verdict and rule for these addresses.
-        #[arg(long, value_name = "IP")]
-        explain: Vec<IpAddr>,
+        /// Also show the verdict and rule for these addresses, or the domain rule for these
+        /// names and the addresses a running daemon has bound to them (repeatable).
+        #[arg(long, value_name = "IP|NAME", value_parser = explain_arg)]
+        explain: Vec<Explain>,
+        /// The running daemon's --log-dir, where it keeps the names it learned (names.json),
+        /// for --explain.
+        #[arg(long, value_name = "DIR", default_value = crate::defaults::LOG_DIR)]
+        log_dir: PathBuf,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -35,6 +47,7 @@ impl PolicyCommand {
             file,
             geo,
             explain,
+            log_dir,
             json,
         } = self;
         let policy = inputs::load_policy(Some(file))?;
@@ -53,17 +66,124 @@ impl PolicyCommand {
             }
             writeln!(out, "policy OK")?;
         }
-        for ip in explain {
-            let (action, rule) = compiled.lookup(*ip);
-            writeln!(
-                out,
-                "{ip}{}: {} by {}",
-                judged_as(*ip),
-                action.as_str(),
-                compiled.rule_name(rule)
-            )?;
+        let bound = if explain.is_empty() {
+            None
+        } else {
+            match NamesSnapshot::read(log_dir) {
+                Ok(snap) => snap.map(|s| s.live_now()),
+                Err(e) => {
+                    writeln!(out, "cannot read the names in {}: {e}", log_dir.display())?;
+                    None
+                }
+            }
+        };
+        for item in explain {
+            for line in explain_lines(&compiled, item, bound.as_deref()) {
+                writeln!(out, "{line}")?;
+            }
         }
         Ok(())
+    }
+}
+
+/// What `--explain` was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Explain {
+    /// An address.
+    Ip(IpAddr),
+    /// A name, canonical.
+    Name(String),
+}
+
+fn explain_arg(s: &str) -> Result<Explain, String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(Explain::Ip(ip));
+    }
+    canonical_name(s)
+        .map(Explain::Name)
+        .map_err(|reason| format!("neither an IP address nor a host name: {reason}"))
+}
+
+/// The verdict of one address: the domain rules of the names bound to it when one decides
+/// (deny wins), else the IP rules.
+fn judge_ip(compiled: &CompiledPolicy, ip: IpAddr, bound: Option<&[NameBinding]>) -> String {
+    let canon = bound_form(ip);
+    let mut allow: Option<(&str, &NameBinding)> = None;
+    let mut deny: Option<(&str, &NameBinding)> = None;
+    for b in bound
+        .unwrap_or_default()
+        .iter()
+        .filter(|b| bound_form(b.addr) == canon)
+    {
+        let Some(rule) = compiled.lookup_domain(&b.name) else {
+            continue;
+        };
+        let name = compiled.rule_name(rule.value.rule_id);
+        if rule.value.action == ACTION_DENY {
+            deny.get_or_insert((name, b));
+        } else {
+            allow.get_or_insert((name, b));
+        }
+    }
+    if let Some((rule, b)) = deny.or(allow) {
+        let action = if deny.is_some() { "deny" } else { "allow" };
+        return format!(
+            "{action} by {rule} (bound to {}, {}s left)",
+            b.name, b.expires_in_s
+        );
+    }
+    let (action, rule) = compiled.lookup(ip);
+    format!("{} by {}", action.as_str(), compiled.rule_name(rule))
+}
+
+/// The lines `--explain` prints for one item; `bound` is the running daemon's names table, when
+/// there is one.
+fn explain_lines(
+    compiled: &CompiledPolicy,
+    item: &Explain,
+    bound: Option<&[NameBinding]>,
+) -> Vec<String> {
+    match item {
+        Explain::Ip(ip) => vec![format!(
+            "{ip}{}: {}",
+            judged_as(*ip),
+            judge_ip(compiled, *ip, bound)
+        )],
+        Explain::Name(name) => {
+            let mut lines = vec![match compiled.lookup_domain(name) {
+                Some(rule) => format!(
+                    "{name}: {} by {}",
+                    if rule.value.action == ACTION_DENY {
+                        "deny"
+                    } else {
+                        "allow"
+                    },
+                    compiled.rule_name(rule.value.rule_id)
+                ),
+                None => format!("{name}: no domain rule: IP rules decide the addresses"),
+            }];
+            match bound {
+                None => lines.push(
+                    "  no names learned here (no daemon's names.json in --log-dir)".to_owned(),
+                ),
+                Some(bound) => {
+                    let addrs: Vec<&NameBinding> =
+                        bound.iter().filter(|b| b.name == *name).collect();
+                    if addrs.is_empty() {
+                        lines.push("  no addresses bound to it now".to_owned());
+                    }
+                    for b in addrs {
+                        lines.push(format!(
+                            "  bound to {} for {}s: {}",
+                            b.addr,
+                            b.expires_in_s,
+                            judge_ip(compiled, b.addr, Some(bound))
+                        ));
+                    }
+                }
+            }
+            lines
+        }
     }
 }
 
@@ -87,18 +207,4 @@ fn judged_as(ip: IpAddr) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn explain_names_the_ipv4_address_an_ipv6_form_carries() {
-        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        assert_eq!(
-            judged_as(ip("64:ff9b::203.0.113.7")),
-            " (NAT64 of 203.0.113.7)"
-        );
-        assert_eq!(judged_as(ip("2002:cb00:7107::1")), " (6to4 of 203.0.113.7)");
-        assert_eq!(judged_as(ip("2001:db8::1")), "");
-        assert_eq!(judged_as(ip("203.0.113.7")), "");
-    }
-}
+mod tests;

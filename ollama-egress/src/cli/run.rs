@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::GeoArgs;
-use crate::{daemon::RunOptions, defaults, model::Mode, targeting::TargetSpec};
+use crate::{
+    daemon::{DnsOptions, RunOptions},
+    defaults,
+    model::Mode,
+    targeting::TargetSpec,
+};
 
 /// Options of `run`.
 #[derive(Debug, Args)]
@@ -57,6 +62,24 @@ pub struct RunArgs {
     /// that find it full are counted as lost (`ollama_egress_events_lost_total`).
     #[arg(long, value_name = "BYTES", default_value_t = ollama_egress_common::DEFAULT_RINGBUF_BYTES, value_parser = parse_ring_size)]
     pub event_buffer_bytes: u32,
+    /// Also learn names from the DNS answers arriving at this cgroup: a local resolver daemon
+    /// that answers Ollama's lookups over a socket (systemd-resolved with nss-resolve), so that
+    /// Ollama sends no DNS packet itself. An absolute path or one relative to the cgroup v2
+    /// root. [default: the cgroup of systemd-resolved.service when it runs, else none]
+    #[arg(long, value_name = "PATH", conflicts_with = "dns_unit")]
+    pub dns_cgroup: Option<PathBuf>,
+    /// Also learn names from the DNS answers arriving at the cgroup of this systemd unit (the
+    /// local resolver, e.g. systemd-resolved.service or dnsmasq.service).
+    #[arg(long, value_name = "NAME")]
+    pub dns_unit: Option<String>,
+    /// A name learned from a DNS answer stays bound to its addresses at least this long,
+    /// seconds (a shorter TTL is raised to it). At least 1.
+    #[arg(long, value_name = "SECONDS", default_value_t = ollama_egress_common::dns::DEFAULT_DNS_MIN_TTL_S, value_parser = clap::value_parser!(u32).range(1..))]
+    pub dns_min_ttl: u32,
+    /// A name learned from a DNS answer stays bound to its addresses at most this long,
+    /// seconds (a longer TTL is lowered to it). An established connection outlives it.
+    #[arg(long, value_name = "SECONDS", default_value_t = ollama_egress_common::dns::DEFAULT_DNS_MAX_TTL_S, value_parser = clap::value_parser!(u32).range(1..))]
+    pub dns_max_ttl: u32,
     /// Accepted so that older command lines still parse: --process no longer moves processes
     /// into a managed cgroup.
     #[arg(long, value_name = "NAME", hide = true)]
@@ -88,6 +111,12 @@ impl RunArgs {
             pin_dir: self.pin_dir.clone(),
             metrics_addr: self.metrics_addr,
             metrics_allow_remote: self.metrics_allow_remote,
+            dns: DnsOptions {
+                cgroup: self.dns_cgroup.clone(),
+                unit: self.dns_unit.clone(),
+                min_ttl_s: self.dns_min_ttl,
+                max_ttl_s: self.dns_max_ttl,
+            },
         }
     }
 }

@@ -33,6 +33,8 @@ pub(super) struct KernelHandles {
     loaded: Loaded,
     counters: Arc<KernelCounters>,
     locks: Locks,
+    /// The resolver's cgroup, when names are learned there too.
+    resolver: Option<super::dns::Resolver>,
 }
 
 impl KernelHandles {
@@ -48,6 +50,20 @@ impl KernelHandles {
             loaded,
             counters,
             locks,
+            resolver: None,
+        }
+    }
+
+    /// The handles, with the resolver programs attached to `resolver`'s cgroup.
+    pub(super) fn with_resolver(mut self, resolver: Option<super::dns::Resolver>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// Attaches the resolver programs again when the resolver's cgroup was made again.
+    pub(super) fn check_resolver(&mut self) {
+        if let Some(r) = &mut self.resolver {
+            r.check(&mut self.loaded);
         }
     }
 

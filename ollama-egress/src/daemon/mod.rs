@@ -2,13 +2,16 @@
 //!
 //! [`startup`] checks everything that can be wrong with the input before anything is attached,
 //! then loads (or re-adopts pinned) programs, as a sequence of named steps. A started daemon
-//! ([`running`]) has three owners besides its state file and metrics: the policy runtime
-//! ([`runtime`]: tables, decoder, rule book, the inputs of [`source`]), the task set
-//! ([`tasks`]: signals, timers, followers, spawned tasks) and the kernel handles ([`kernel`]:
-//! target cgroup, programs and links, counters, locks).
+//! ([`running`]: the loop and the shutdown) has four owners: the policy runtime ([`runtime`]:
+//! tables, decoder, rule book, the inputs of [`source`]), the task set ([`tasks`]: signals,
+//! timers, followers, spawned tasks), the kernel handles ([`kernel`]: target cgroup, programs
+//! and links, counters, locks) and what it reports ([`report`]: state file, metrics, tallies).
 
+mod dns;
 mod kernel;
+pub mod names;
 mod privileges;
+mod report;
 mod rulebook;
 mod running;
 mod runtime;
@@ -22,6 +25,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use ollama_egress_geo::GeoError;
 
+pub use dns::{DEFAULT_RESOLVER_UNIT, DnsError, DnsOptions};
 pub use privileges::missing_capabilities;
 pub use sink::{EventTally, LogSink};
 pub use source::PolicySource;
@@ -61,6 +65,8 @@ pub struct RunOptions {
     pub metrics_addr: SocketAddr,
     /// Whether a non-loopback metrics address is allowed.
     pub metrics_allow_remote: bool,
+    /// How names are learned.
+    pub dns: DnsOptions,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -87,6 +93,9 @@ pub enum DaemonError {
     /// Writing the policy into the kernel failed.
     #[error(transparent)]
     Table(#[from] TableError),
+    /// Names cannot be learned as asked.
+    #[error(transparent)]
+    Dns(#[from] DnsError),
     /// The log could not be opened.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -144,6 +153,7 @@ pub fn table_policy(compiled: &CompiledPolicy, mode: Mode) -> TablePolicy<'_> {
         v6: &compiled.v6,
         default_action: compiled.default_action.to_kernel(),
         mode: mode.to_kernel(),
+        domains: &compiled.domains,
     }
 }
 

@@ -1,51 +1,41 @@
 //! The main loop (reloads, attachment checks, the state file) and the shutdown.
 
-use std::sync::Arc;
-
 use tracing::{error, info, warn};
 
 use super::{
-    DaemonError, DaemonState, EventTally, RunOptions, kernel::KernelHandles,
-    runtime::PolicyRuntime, tasks::Tasks, tasks::Wake,
+    DaemonError, RunOptions, kernel::KernelHandles, report::Report, runtime::PolicyRuntime,
+    tasks::Tasks, tasks::Wake,
 };
-use crate::{
-    loader::CounterSnapshot,
-    metrics::Metrics,
-    model::{Direction, Mode, Verdict},
-};
+use crate::model::Mode;
 
 /// A started daemon: attached, verified, recording.
 pub(super) struct Daemon {
     opts: RunOptions,
-    state: DaemonState,
-    metrics: Arc<Metrics>,
-    tally: Arc<EventTally>,
+    report: Report,
     runtime: PolicyRuntime,
     tasks: Tasks,
     kernel: KernelHandles,
+    /// Writes the names table's snapshot next to the log.
+    names: super::names::SnapshotWriter,
 }
 
 impl Daemon {
-    /// A daemon of these parts: the options it runs with, its state (as written to the state
-    /// file), the metrics, the sink's tallies, the policy in force, the task set and the kernel
-    /// objects.
+    /// A daemon of these parts: the options it runs with, what it reports, the policy in
+    /// force, the task set and the kernel objects.
     pub(super) fn new(
         opts: RunOptions,
-        state: DaemonState,
-        metrics: Arc<Metrics>,
-        tally: Arc<EventTally>,
+        report: Report,
         runtime: PolicyRuntime,
         tasks: Tasks,
         kernel: KernelHandles,
     ) -> Self {
         Self {
             opts,
-            state,
-            metrics,
-            tally,
+            report,
             runtime,
             tasks,
             kernel,
+            names: Default::default(),
         }
     }
 
@@ -79,18 +69,11 @@ impl Daemon {
     fn reload(&mut self, reopen_geo: bool) {
         match self.runtime.reload(reopen_geo) {
             Ok((generation, compiled)) => {
-                let summary = compiled.summary();
-                info!(generation, policy = %compiled.origin, "policy reloaded:\n{summary}");
-                self.metrics.reload(true);
-                self.metrics.set_policy(&summary);
-                self.state.generation = generation;
-                self.state.policy = compiled.origin;
-                self.state.rules = compiled.rules.len();
-                self.state.prefixes = summary.prefixes;
-                self.write_state();
+                info!(generation, policy = %compiled.origin, "policy reloaded:\n{}", compiled.summary());
+                self.report.reloaded(generation, compiled);
             }
             Err(e) => {
-                self.metrics.reload(false);
+                self.report.reload_failed();
                 error!("policy reload failed, the previous policy stays in force: {e}");
             }
         }
@@ -105,49 +88,21 @@ impl Daemon {
             (Ok(()), false) => info!("the programs are attached again"),
             _ => {}
         }
-        self.metrics
+        self.report
             .set_enforcing(self.opts.mode == Mode::Enforce && ok.is_ok());
-        match self.kernel.counters().snapshot() {
-            Ok(snap) => {
-                self.metrics.set_kernel(&snap);
-                self.take_kernel_counters(&snap);
-            }
-            Err(e) => warn!("reading the kernel counters failed: {e}"),
-        }
-        self.tally.fill(&mut self.state.counters);
-        self.write_state();
+        self.kernel.check_resolver();
+        let (pairs, evicted) = self
+            .names
+            .refresh(&self.runtime.decoder(), &self.opts.log_dir);
+        self.report.set_dns_bindings(pairs, evicted);
+        let snap = self
+            .kernel
+            .counters()
+            .snapshot()
+            .inspect_err(|e| warn!("reading the kernel counters failed: {e}"))
+            .ok();
+        self.report.refresh(snap.as_ref());
         ok.is_ok()
-    }
-
-    /// Copies a kernel counter snapshot into the state, warning when events were lost.
-    fn take_kernel_counters(&mut self, snap: &CounterSnapshot) {
-        let c = &mut self.state.counters;
-        if snap.events_lost > c.events_lost {
-            warn!(
-                lost = snap.events_lost - c.events_lost,
-                total = snap.events_lost,
-                "the event ring buffer was full: events were lost (counted in ollama_egress_events_lost_total; raise --event-buffer-bytes)"
-            );
-        }
-        for (d, per_dir) in snap.packets.iter().enumerate() {
-            let Ok(direction) = Direction::from_kernel(d as u32) else {
-                continue;
-            };
-            for (v, counter) in per_dir.iter().enumerate() {
-                let Ok(verdict) = Verdict::from_kernel(v as u32) else {
-                    continue;
-                };
-                *c.packets.get_mut(direction).get_mut(verdict) = counter.packets;
-                *c.bytes.get_mut(direction).get_mut(verdict) = counter.bytes;
-            }
-        }
-        c.events_lost = snap.events_lost;
-    }
-
-    fn write_state(&self) {
-        if let Err(e) = self.state.write(&self.opts.log_dir) {
-            warn!(error = %e, "could not update the state file");
-        }
     }
 
     /// In enforce mode the pinned links stay: enforcement goes on without the daemon, and what
@@ -156,18 +111,17 @@ impl Daemon {
     async fn shutdown(self) -> Result<(), DaemonError> {
         let Self {
             opts,
+            report,
             runtime,
             tasks,
             kernel,
-            ..
+            names: _,
         } = self;
         // The tables before the programs, the programs before the tasks; the locks last.
         drop(runtime);
         let (cgroup, _locks) = kernel.close();
         tasks.stop().await;
-        if let Err(e) = DaemonState::remove(&opts.log_dir) {
-            warn!(error = %e, "could not remove the state file");
-        }
+        report.remove_state();
         if opts.mode == Mode::Enforce {
             info!(
                 "enforcement stays attached to {} (pinned in {}); `ollama-egress detach` stops it",

@@ -9,11 +9,13 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use ollama_egress_common::dns::{Binding, BindingKey};
+
 use super::{DaemonError, PolicySource, rulebook::RuleBook, source::ReadPolicy, table_policy};
 use crate::{
     loader::PolicyTables,
     model::Mode,
-    pipeline::{Decoder, GenerationInfo},
+    pipeline::{DRAIN_INTERVAL, Decoder, GenerationInfo, boot_now_ns},
     policy::CompiledPolicy,
 };
 
@@ -50,7 +52,7 @@ impl PolicyRuntime {
         compiled: &CompiledPolicy,
     ) -> Result<(Self, u32), DaemonError> {
         let decoder = Arc::new(Mutex::new(decoder));
-        let generation = tables.apply_announced(table_policy(compiled, mode), |generation| {
+        let announce = |generation| {
             if let Some(book) = &rulebook {
                 book.record(generation, compiled, mode);
                 let mut d = decoder.lock().unwrap_or_else(PoisonError::into_inner);
@@ -62,7 +64,11 @@ impl PolicyRuntime {
                 drop(d);
             }
             push_generation(&decoder, generation, compiled, mode);
-        })?;
+        };
+        let generation =
+            tables.apply_with_bindings(table_policy(compiled, mode), announce, |_| {
+                learned_bindings(&decoder, compiled, false)
+            })?;
         let runtime = Self {
             mode,
             tables,
@@ -111,15 +117,36 @@ impl PolicyRuntime {
             ..
         } = self;
         let mode = *mode;
+        let announce = |generation| {
+            push_generation(decoder, generation, compiled, mode);
+            if let Some(book) = rulebook {
+                book.record(generation, compiled, mode);
+            }
+        };
+        // The names learned so far, judged with the new rules: the kernel's bindings of the
+        // old generation do not count for the new one.
         Ok(
-            tables.apply_announced(table_policy(compiled, mode), |generation| {
-                push_generation(decoder, generation, compiled, mode);
-                if let Some(book) = rulebook {
-                    book.record(generation, compiled, mode);
-                }
+            tables.apply_with_bindings(table_policy(compiled, mode), announce, |_| {
+                learned_bindings(decoder, compiled, true)
             })?,
         )
     }
+}
+
+/// The bindings of the live names the decoder learned, judged with `compiled`'s domain rules.
+/// With `settle` (a reload of a policy with domain rules), first lets the reader take in the
+/// answers the kernel learned just before the new slot became valid (from then on the kernel
+/// binds into that slot itself).
+fn learned_bindings(
+    decoder: &Mutex<Decoder>,
+    compiled: &CompiledPolicy,
+    settle: bool,
+) -> Vec<(BindingKey, Binding)> {
+    if settle && !compiled.domains.is_empty() {
+        std::thread::sleep(2 * DRAIN_INTERVAL);
+    }
+    let d = decoder.lock().unwrap_or_else(PoisonError::into_inner);
+    d.names().bindings(compiled, boot_now_ns())
 }
 
 /// Makes a policy generation known to the decoder.

@@ -16,6 +16,7 @@ use super::{
     DaemonError, DaemonState, EventTally, LogSink, PolicySource, RunOptions, io_err,
     kernel::{self, Claim, KernelHandles},
     missing_capabilities,
+    report::Report,
     rulebook::RuleBook,
     running::Daemon,
     runtime::PolicyRuntime,
@@ -47,6 +48,7 @@ pub(super) async fn start(opts: RunOptions, signals: Signals) -> Result<Daemon, 
     let counters = Arc::new(loaded.take_counters()?);
     let kernel_log = loaded.take_logger()?;
     attach(&opts, &mut loaded, &cgroup)?;
+    let resolver = super::dns::Resolver::start(&opts.dns, &mount, &cgroup, &mut loaded)?;
     claim.new_pins.keep();
     outputs.metrics.set_policy(&inputs.compiled.summary());
     outputs.metrics.set_enforcing(opts.mode == Mode::Enforce);
@@ -80,10 +82,9 @@ pub(super) async fn start(opts: RunOptions, signals: Signals) -> Result<Daemon, 
     };
     let tasks = Tasks::spawn(signals, watcher, CgroupWatch::new(&cgroup), workers);
     info!(metrics = ?state.metrics_addr, "ollama-egress ready");
-    let kernel = KernelHandles::new(cgroup, loaded, counters, claim.locks);
-    Ok(Daemon::new(
-        opts, state, metrics, tally, runtime, tasks, kernel,
-    ))
+    let kernel = KernelHandles::new(cgroup, loaded, counters, claim.locks).with_resolver(resolver);
+    let report = Report::new(opts.log_dir.clone(), state, metrics, tally);
+    Ok(Daemon::new(opts, report, runtime, tasks, kernel))
 }
 
 /// The state file's first content.
@@ -198,7 +199,9 @@ fn write_policy(
     claim: &Claim,
     inputs: &Inputs,
 ) -> Result<(PolicyRuntime, u32), DaemonError> {
-    let tables = loaded.policy_tables()?;
+    let mut tables = loaded.policy_tables()?;
+    // Before anything is attached.
+    tables.set_dns_config(opts.dns.config()?)?;
     let rulebook = claim
         .pinned
         .then(|| {
@@ -209,7 +212,15 @@ fn write_policy(
             )
         })
         .flatten();
-    let decoder = Decoder::new(BootClock::now(), inputs.geo.clone());
+    let mut decoder = Decoder::new(BootClock::now(), inputs.geo.clone());
+    // The names a previous daemon had bound: the first slot's bindings are rebuilt from them.
+    let restored = super::names::restore(&mut decoder, &opts.log_dir);
+    if restored > 0 {
+        info!(
+            bindings = restored,
+            "learned back the names a previous daemon had bound"
+        );
+    }
     let source = PolicySource::new(
         opts.policy.clone(),
         opts.geo_db.clone(),

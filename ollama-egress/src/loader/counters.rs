@@ -6,6 +6,8 @@ use ollama_egress_common::{
     VERDICT_COUNT, counter_index,
 };
 
+use ollama_egress_common::dns::{STAT_DNS_IGNORED, STAT_DNS_LEARNED, STAT_DNS_MALFORMED};
+
 use super::LoaderError;
 
 /// Packet/byte counters and statistics kept by the kernel programs.
@@ -21,6 +23,8 @@ pub struct CounterSnapshot {
     pub packets: [[Counter; VERDICT_COUNT as usize]; DIRECTION_COUNT as usize],
     /// Events the ring buffer could not take.
     pub events_lost: u64,
+    /// DNS answers learned, ignored (answering no query) and malformed, in that order.
+    pub dns_answers: [u64; 3],
 }
 
 impl KernelCounters {
@@ -53,6 +57,19 @@ impl KernelCounters {
                 source,
             })?;
         snap.events_lost = lost.iter().sum();
+        for (i, stat) in [STAT_DNS_LEARNED, STAT_DNS_IGNORED, STAT_DNS_MALFORMED]
+            .into_iter()
+            .enumerate()
+        {
+            let values = self
+                .stats
+                .get(&stat, 0)
+                .map_err(|source| LoaderError::Map {
+                    what: format!("reading {STATS_MAP}[{stat}]"),
+                    source,
+                })?;
+            snap.dns_answers[i] = values.iter().sum();
+        }
         Ok(snap)
     }
 }

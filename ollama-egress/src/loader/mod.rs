@@ -4,10 +4,12 @@
 mod attach;
 mod counters;
 mod device;
+mod domains;
 mod links;
 mod marking;
 mod netdev;
 mod pins;
+mod resolver;
 pub mod sys;
 mod tables;
 
@@ -26,7 +28,9 @@ use ollama_egress_common::{
 };
 
 pub use attach::{AttachPoint, attached_program_ids};
+
 pub use counters::{CounterSnapshot, KernelCounters};
+pub use domains::DomainKey;
 pub use links::Follow;
 pub use marking::{MARK_LINKS, MARK_MAPS, MarkOffsets};
 pub use pins::{DirLock, LockError, PinError, PinLayout, cgroup_id, holder_text, lock_dir};
@@ -235,18 +239,7 @@ impl Loaded {
             })?;
         }
         device::load_programs(&mut ebpf)?;
-        for name in RESOLVER_PROGRAMS {
-            let prog = ebpf.program_mut(name).ok_or_else(|| LoaderError::Missing {
-                kind: "program",
-                name: name.to_owned(),
-            })?;
-            <&mut CgroupSkb>::try_from(prog)
-                .and_then(|p| p.load())
-                .map_err(|source| LoaderError::Program {
-                    what: format!("loading program {name}"),
-                    source,
-                })?;
-        }
+        resolver::load_programs(&mut ebpf)?;
         Ok(Self {
             ebpf,
             pins: pins.cloned(),

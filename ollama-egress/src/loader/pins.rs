@@ -213,6 +213,7 @@ impl PinLayout {
             fs::remove_file(&path).map_err(io_err("removing", &path))?;
         }
         detached += super::device::detach_pinned(&self.root.join("links"))?;
+        detached += super::resolver::detach_pinned(&self.root.join("links"))?;
         self.remove_all()?;
         Ok(detached)
     }

@@ -3,24 +3,28 @@
 //! of `ACTIVE_SLOT`, so no packet is ever judged against a half-written policy.
 
 use std::{
-    collections::{HashMap, HashSet},
-    os::fd::{AsFd as _, OwnedFd},
+    os::fd::OwnedFd,
     time::{Duration, Instant},
 };
 
 use aya::{
     Ebpf,
-    maps::{
-        Array, MapData,
-        lpm_trie::{Key, LpmTrie},
-    },
+    maps::{Array, MapData, lpm_trie::Key},
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 use ollama_egress_common::{
     ACTIVE_SLOT_MAP, POLICY_V4_MAPS, POLICY_V6_MAPS, PolicyValue, SLOT_CONFIG_MAP, SlotConfig,
 };
 
+use ollama_egress_common::dns::{Binding, BindingKey, DnsConfig};
+
+mod tries;
+
+use tries::{Contents, Trie, read_trie, sync_trie, take_sized};
+
 use super::LoaderError;
+use super::domains::{DomainKey, DomainTables};
+use crate::policy::DomainEntry;
 
 /// A program that read the old `ACTIVE_SLOT` just before a flip may still be looking at the old
 /// slot for the length of one program run (microseconds). The old slot is not rewritten until
@@ -41,6 +45,26 @@ pub enum TableError {
         needed: usize,
         /// Capacity of the trie.
         max: u32,
+    },
+    /// The policy has more domain rules than the kernel's domain trie holds.
+    #[error(
+        "the policy has {needed} domain rules but the kernel's domain table holds at most {max}"
+    )]
+    DomainCapacity {
+        /// Distinct domain patterns in the policy.
+        needed: usize,
+        /// Capacity of the trie.
+        max: u32,
+    },
+    /// The policy has domain rules but the loaded kernel object cannot learn names.
+    #[error(
+        "the policy has {count} domain rules but the loaded eBPF object has no domain tables ({map}); rebuild ollama-egress"
+    )]
+    NoDomainTables {
+        /// Domain rules in the policy.
+        count: usize,
+        /// The map that is missing.
+        map: &'static str,
     },
     /// A map update failed; the active policy is unchanged.
     #[error("writing the policy into {map}: {source}")]
@@ -64,6 +88,8 @@ pub struct TablePolicy<'a> {
     pub default_action: u32,
     /// `MODE_*`.
     pub mode: u32,
+    /// Domain trie entries.
+    pub domains: &'a [DomainEntry],
 }
 
 impl TablePolicy<'_> {
@@ -87,12 +113,6 @@ impl TablePolicy<'_> {
     }
 }
 
-type Trie<const N: usize> = LpmTrie<MapData, [u8; N], PolicyValue>;
-
-/// Prefixes written per `BPF_MAP_UPDATE_BATCH`.
-const BATCH: usize = 8192;
-type Contents<const N: usize> = HashMap<(u8, [u8; N]), PolicyValue>;
-
 /// Handles on the policy maps, and what userspace last wrote into each slot.
 pub struct PolicyTables {
     v4: [Trie<4>; 2],
@@ -109,6 +129,8 @@ pub struct PolicyTables {
     active_slot: Option<u32>,
     generation: u32,
     flipped_at: Option<Instant>,
+    /// The domain maps; `None` for an object without name learning.
+    domains: Option<DomainTables>,
 }
 
 fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoaderError {
@@ -169,7 +191,9 @@ impl PolicyTables {
             read_trie(&v6[0]).map_err(read(a6))?,
             read_trie(&v6[1]).map_err(read(b6))?,
         ];
+        let domains = DomainTables::from_ebpf(ebpf)?;
         Ok(Self {
+            domains,
             v4,
             v6,
             fds_v4: [fa4, fb4],
@@ -212,6 +236,48 @@ impl PolicyTables {
         }
     }
 
+    /// The domain rule of the policy in force for the canonical `name`, as the kernel's trie
+    /// finds it; `None` when none matches, no policy is in force or the object has no domain
+    /// tables.
+    pub fn lookup_domain(&self, name: &str) -> Result<Option<PolicyValue>, TableError> {
+        match (&self.domains, self.active_slot) {
+            (Some(d), Some(slot)) => d.lookup(slot as usize, name),
+            _ => Ok(None),
+        }
+    }
+
+    /// The binding of `key` in the slot in force (`inactive`: in the other slot), whatever its
+    /// generation.
+    pub fn binding(&self, key: &BindingKey, inactive: bool) -> Result<Option<Binding>, TableError> {
+        match (&self.domains, self.active_slot) {
+            (Some(d), Some(slot)) => d.binding((slot ^ u32::from(inactive)) as usize, key),
+            _ => Ok(None),
+        }
+    }
+
+    /// Writes a binding into the slot that is not in force, as the kernel does when it learns
+    /// an answer (for tests of the rebuild at a reload).
+    pub fn put_inactive_binding(&mut self, key: &BindingKey, b: Binding) -> Result<(), TableError> {
+        match (&mut self.domains, self.active_slot) {
+            (Some(d), Some(slot)) => d.put_binding(1 - slot as usize, key, b),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the loaded object learns names (has the domain maps).
+    pub fn learns_names(&self) -> bool {
+        self.domains.is_some()
+    }
+
+    /// Writes the settings of name learning. Call before the programs are attached; a no-op
+    /// for an object without name learning.
+    pub fn set_dns_config(&mut self, cfg: DnsConfig) -> Result<(), TableError> {
+        match &mut self.domains {
+            Some(d) => d.set_config(cfg),
+            None => Ok(()),
+        }
+    }
+
     /// The generation of the policy in force (0 before the first [`apply`](Self::apply)).
     pub fn generation(&self) -> u32 {
         self.generation
@@ -223,12 +289,6 @@ impl PolicyTables {
         self.apply_announced(policy, |_| ())
     }
 
-    /// The capacity of each family's tries, as the kernel reports it (a re-opened pin keeps the
-    /// size it was created with): `(IPv4, IPv6)`.
-    pub fn capacity(&self) -> (u32, u32) {
-        (self.max_v4, self.max_v6)
-    }
-
     /// [`apply`](Self::apply), telling `announce` the generation the slot is about to be
     /// written with, before anything is written: whoever names that generation's events (or
     /// records its rule names) knows it before the first such event can exist. The generation
@@ -238,7 +298,31 @@ impl PolicyTables {
         policy: TablePolicy<'_>,
         announce: impl FnOnce(u32),
     ) -> Result<u32, TableError> {
+        self.apply_with_bindings(policy, announce, |_| Vec::new())
+    }
+
+    /// [`apply_announced`](Self::apply_announced), with the bindings of the names learned so
+    /// far: `bindings` is called with the new generation once the slot is complete and valid
+    /// but not yet in force (from then on the kernel binds what it learns for the new
+    /// generation in that slot too), and what it returns is merged into the slot's bindings
+    /// before the switch.
+    pub fn apply_with_bindings(
+        &mut self,
+        policy: TablePolicy<'_>,
+        announce: impl FnOnce(u32),
+        bindings: impl FnOnce(u32) -> Vec<(BindingKey, Binding)>,
+    ) -> Result<u32, TableError> {
         policy.fits(self.max_v4, self.max_v6)?;
+        match &self.domains {
+            Some(d) => d.check_capacity(policy.domains.len())?,
+            None if !policy.domains.is_empty() => {
+                return Err(TableError::NoDomainTables {
+                    count: policy.domains.len(),
+                    map: ollama_egress_common::dns::DOMAIN_MAPS[0],
+                });
+            }
+            None => {}
+        }
         // The kernel's word on which slot is in force, not this process's memory of it: a slot
         // the programs read is never rewritten, whoever flipped it.
         self.sync_active()?;
@@ -254,7 +338,8 @@ impl PolicyTables {
         }
         let s = slot as usize;
         // Mark the slot incomplete while it is rewritten (it is inactive, so nothing reads it;
-        // this guards a reader that still races the previous flip).
+        // this guards a reader that still races the previous flip). Generation 0: what the
+        // kernel binds in this slot meanwhile is stale for every policy.
         let generation = self.generation.wrapping_add(1).max(1);
         announce(generation);
         self.config
@@ -263,6 +348,31 @@ impl PolicyTables {
                 map: SLOT_CONFIG_MAP,
                 source,
             })?;
+        let domain_rules = u32::try_from(policy.domains.len()).unwrap_or(u32::MAX);
+        let mut cfg = SlotConfig {
+            default_action: policy.default_action,
+            mode: policy.mode,
+            generation,
+            valid: 0,
+            domain_rules,
+            reserved: 0,
+        };
+        // The domain trie first, then the slot's config names the new generation (still
+        // incomplete: not judged with, not learned into).
+        if let Some(d) = &mut self.domains {
+            let entries: Vec<(DomainKey, PolicyValue)> = policy
+                .domains
+                .iter()
+                .map(|e| (e.pattern.key(), e.value))
+                .collect();
+            d.write_rules(s, &entries)?;
+            self.config
+                .set(slot, cfg, 0)
+                .map_err(|source| TableError::Map {
+                    map: SLOT_CONFIG_MAP,
+                    source,
+                })?;
+        }
         // In the compiler's (sorted) order: the trie is built fastest that way.
         let new_v4: Vec<((u8, [u8; 4]), PolicyValue)> = policy
             .v4
@@ -288,20 +398,21 @@ impl PolicyTables {
             &new_v6,
             POLICY_V6_MAPS[s],
         )?;
-        let cfg = SlotConfig {
-            default_action: policy.default_action,
-            mode: policy.mode,
-            generation,
-            valid: 1,
-            domain_rules: 0,
-            reserved: 0,
-        };
+        // The slot is complete (its IP tries and domain trie belong together): valid, still
+        // inactive. From here on the kernel binds the answers it learns in this slot for the
+        // new generation, so nothing learned from now until the switch is lost.
+        cfg.valid = 1;
         self.config
             .set(slot, cfg, 0)
             .map_err(|source| TableError::Map {
                 map: SLOT_CONFIG_MAP,
                 source,
             })?;
+        // Then the names learned before, judged with the new rules, merged with what the kernel
+        // bound meanwhile, before the switch.
+        if let Some(d) = &mut self.domains {
+            d.rebuild_bindings(s, generation, &bindings(generation))?;
+        }
         self.active
             .set(0, slot, 0)
             .map_err(|source| TableError::Map {
@@ -361,112 +472,9 @@ impl PolicyTables {
             map: POLICY_V6_MAPS[next],
             source,
         })?;
+        if let Some(d) = &mut self.domains {
+            d.reread(next)?;
+        }
         Ok(())
     }
-}
-
-/// Takes a map and reads its capacity from the kernel (a re-opened pin keeps the size it was
-/// created with).
-fn take_sized(
-    ebpf: &mut Ebpf,
-    name: &'static str,
-) -> Result<(aya::maps::Map, u32, OwnedFd), LoaderError> {
-    let map = take(ebpf, name)?;
-    let aya::maps::Map::LpmTrie(data) = &map else {
-        return Err(LoaderError::Missing {
-            kind: "LPM trie map",
-            name: name.to_owned(),
-        });
-    };
-    let max = data
-        .info()
-        .map(|i| i.max_entries())
-        .map_err(|source| LoaderError::Map {
-            what: format!("reading the size of {name}"),
-            source,
-        })?;
-    let fd = data
-        .fd()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|source| LoaderError::Sys {
-            what: format!("duplicating the descriptor of {name}"),
-            source,
-        })?;
-    Ok((map, max, fd))
-}
-
-/// The current contents of a trie.
-fn read_trie<const N: usize>(trie: &Trie<N>) -> Result<Contents<N>, aya::maps::MapError> {
-    let mut out = Contents::new();
-    for item in trie.iter() {
-        let (k, v) = item?;
-        out.insert((k.prefix_len() as u8, k.data()), v);
-    }
-    Ok(out)
-}
-
-/// Makes `trie` hold exactly `new`: removes what is stale, writes what changed, in batches.
-fn sync_trie<const N: usize>(
-    trie: &mut Trie<N>,
-    fd: &OwnedFd,
-    contents: &mut Contents<N>,
-    new: &[((u8, [u8; N]), PolicyValue)],
-    map: &'static str,
-) -> Result<(), TableError> {
-    let wanted: HashSet<(u8, [u8; N])> = new.iter().map(|(k, _)| *k).collect();
-    let stale: Vec<(u8, [u8; N])> = contents
-        .keys()
-        .filter(|k| !wanted.contains(*k))
-        .copied()
-        .collect();
-    for k in stale {
-        let key = Key::new(u32::from(k.0), k.1);
-        match trie.remove(&key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(source) => return Err(TableError::Map { map, source }),
-        }
-        contents.remove(&k);
-    }
-    let changed: Vec<((u8, [u8; N]), PolicyValue)> = new
-        .iter()
-        .filter(|(k, v)| contents.get(k) != Some(v))
-        .copied()
-        .collect();
-    for chunk in changed.chunks(BATCH) {
-        if let Err(source) = write_batch::<N>(fd, chunk) {
-            // Kernels without batched LPM updates: one syscall per prefix.
-            tracing::debug!(map, error = %source, "batched update refused; writing one by one");
-            for (k, v) in chunk {
-                let key = Key::new(u32::from(k.0), k.1);
-                trie.insert(&key, *v, 0)
-                    .map_err(|source| TableError::Map { map, source })?;
-            }
-        }
-        contents.extend(chunk.iter().copied());
-    }
-    Ok(())
-}
-
-/// One `BPF_MAP_UPDATE_BATCH` of LPM keys (`u32` prefix length, then the address) and values.
-fn write_batch<const N: usize>(
-    fd: &OwnedFd,
-    chunk: &[((u8, [u8; N]), PolicyValue)],
-) -> std::io::Result<()> {
-    let mut keys = Vec::with_capacity(chunk.len() * (4 + N));
-    let mut values = Vec::with_capacity(chunk.len() * 8);
-    for ((len, addr), v) in chunk {
-        keys.extend_from_slice(&u32::from(*len).to_ne_bytes());
-        keys.extend_from_slice(addr);
-        values.extend_from_slice(&v.action.to_ne_bytes());
-        values.extend_from_slice(&v.rule_id.to_ne_bytes());
-    }
-    let written = super::sys::map_update_batch(fd.as_fd(), &keys, &values, chunk.len())?;
-    if written != chunk.len() {
-        return Err(std::io::Error::other(format!(
-            "the kernel wrote {written} of {} prefixes",
-            chunk.len()
-        )));
-    }
-    Ok(())
 }

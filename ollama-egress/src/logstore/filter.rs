@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use super::EventRecord;
 use crate::model::Verdict;
+use crate::policy::DomainPattern;
 
 /// Which records a query returns. Every field left `None` matches everything; the fields that
 /// are set must all match.
@@ -25,6 +26,8 @@ pub struct Filter {
     /// (`::ffff:a.b.c.d`) matches an IPv4 network holding `a.b.c.d`, and an IPv4 destination
     /// matches an IPv6 network holding its mapped form.
     pub dst: Option<IpNet>,
+    /// Only this host name, or names under a `*.suffix`; records without a host never match.
+    pub host: Option<DomainPattern>,
     /// Only this destination port.
     pub port: Option<u16>,
     /// Only this command name (exact).
@@ -45,6 +48,11 @@ impl Filter {
             && self.port.is_none_or(|p| p == r.dport)
             && self.comm.as_deref().is_none_or(|c| c == r.comm)
             && self.dst.as_ref().is_none_or(|net| net_contains(net, r.dst))
+            && self.host.as_ref().is_none_or(|p| {
+                r.host
+                    .as_deref()
+                    .is_some_and(|h| p.matches(&h.trim_end_matches('.').to_ascii_lowercase()))
+            })
             && self.country.as_deref().is_none_or(|c| {
                 r.country
                     .as_deref()

@@ -13,6 +13,9 @@
 //! | `ollama_egress_policy_reloads_total` | counter | `result` | [`Metrics::reload`] |
 //! | `ollama_egress_enforcing` | gauge | — | [`Metrics::set_enforcing`] |
 //! | `ollama_egress_build_info` | gauge | `version` | [`Metrics::new`] |
+//! | `ollama_egress_dns_answers_total` | counter | `result` | [`Metrics::set_kernel`] |
+//! | `ollama_egress_dns_bindings` | gauge | — | [`Metrics::set_dns_bindings`] |
+//! | `ollama_egress_dns_names_evicted_total` | counter | — | [`Metrics::set_dns_bindings`] |
 //!
 //! Labels stay bounded: a verdict, a protocol name or number, a direction, a family, an action,
 //! a result, or an ISO country code (`unknown` when the geo database has none). Never an
@@ -133,7 +136,12 @@ struct KernelState {
     packets: [[Absolute; V]; D],
     bytes: [[Absolute; V]; D],
     events_lost: Absolute,
+    dns_answers: [Absolute; 3],
 }
+
+/// The `result` labels of `ollama_egress_dns_answers_total`, in [`CounterSnapshot::dns_answers`]
+/// order.
+pub const DNS_RESULTS: [&str; 3] = ["learned", "ignored", "malformed"];
 
 /// Sets `counter` to `total` (which never falls below the counter's value).
 fn raise_to(counter: &IntCounter, total: u64) {
@@ -155,6 +163,9 @@ pub struct Metrics {
     reloads_success: IntCounter,
     reloads_error: IntCounter,
     enforcing: IntGauge,
+    dns_answers: [IntCounter; 3],
+    dns_bindings: IntGauge,
+    dns_evicted: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -211,6 +222,22 @@ impl Metrics {
             "ollama_egress_enforcing",
             "1 while the enforce programs are verified attached to the target cgroup, else 0.",
         )?;
+        let dns_answers_vec = IntCounterVec::new(
+            Opts::new(
+                "ollama_egress_dns_answers_total",
+                "DNS answers arriving at the watched sockets and the resolver cgroup, by result: learned (answered a query they sent), ignored (answered no query: forged, late or unasked), malformed.",
+            ),
+            &["result"],
+        )?;
+        let dns_answers = DNS_RESULTS.map(|r| dns_answers_vec.with_label_values(&[r]));
+        let dns_bindings = IntGauge::new(
+            "ollama_egress_dns_bindings",
+            "Live (address, name) bindings the daemon learned from DNS answers.",
+        )?;
+        let dns_evicted = IntCounter::new(
+            "ollama_egress_dns_names_evicted_total",
+            "(address, name) bindings the daemon's names table dropped for room before their TTL ran out (their connections then show no host).",
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "ollama_egress_build_info",
@@ -248,6 +275,9 @@ impl Metrics {
         registry.register(Box::new(reloads))?;
         registry.register(Box::new(enforcing.clone()))?;
         registry.register(Box::new(build_info))?;
+        registry.register(Box::new(dns_answers_vec))?;
+        registry.register(Box::new(dns_bindings.clone()))?;
+        registry.register(Box::new(dns_evicted.clone()))?;
 
         Ok(Self {
             registry,
@@ -260,6 +290,9 @@ impl Metrics {
             reloads_success,
             reloads_error,
             enforcing,
+            dns_answers,
+            dns_bindings,
+            dns_evicted,
         })
     }
 
@@ -285,6 +318,17 @@ impl Metrics {
             &self.events_lost,
             state.events_lost.update(snap.events_lost),
         );
+        for (i, n) in snap.dns_answers.iter().enumerate() {
+            raise_to(&self.dns_answers[i], state.dns_answers[i].update(*n));
+        }
+    }
+
+    /// Sets `dns_bindings` (the live (address, name) pairs of the names table) and
+    /// `dns_names_evicted_total` (its evictions since start).
+    pub fn set_dns_bindings(&self, pairs: usize, evicted: u64) {
+        self.dns_bindings
+            .set(i64::try_from(pairs).unwrap_or(i64::MAX));
+        raise_to(&self.dns_evicted, evicted);
     }
 
     /// Sets `policy_prefixes` from the policy now in the kernel.

@@ -34,6 +34,9 @@ const SERIES: &[(&str, &str)] = &[
     ("ollama_egress_policy_reloads_total", "counter"),
     ("ollama_egress_enforcing", "gauge"),
     ("ollama_egress_build_info", "gauge"),
+    ("ollama_egress_dns_answers_total", "counter"),
+    ("ollama_egress_dns_bindings", "gauge"),
+    ("ollama_egress_dns_names_evicted_total", "counter"),
 ];
 
 type Labels = BTreeMap<String, String>;
@@ -317,6 +320,49 @@ fn absolute_counter_survives_repeated_resets() {
 }
 
 #[test]
+fn dns_answers_come_from_the_kernel_stats_and_bindings_from_the_table() {
+    let m = Metrics::new("0.1.0").expect("metrics");
+    for r in DNS_RESULTS {
+        assert_eq!(
+            value(&m, "ollama_egress_dns_answers_total", &[("result", r)]),
+            Some(0.0),
+            "{r} exists before any answer"
+        );
+    }
+    let mut snap = snapshot(|_, _| (0, 0), 0);
+    snap.dns_answers = [40, 3, 1];
+    m.set_kernel(&snap);
+    let get = |m: &Metrics, r: &str| {
+        value(m, "ollama_egress_dns_answers_total", &[("result", r)]).expect("series")
+    };
+    assert_eq!(
+        (get(&m, "learned"), get(&m, "ignored"), get(&m, "malformed")),
+        (40.0, 3.0, 1.0)
+    );
+    // The kernel's maps were re-created: the counter carries on.
+    snap.dns_answers = [2, 3, 1];
+    m.set_kernel(&snap);
+    assert_eq!(get(&m, "learned"), 42.0);
+    assert_eq!(series_of(&m, "ollama_egress_dns_answers_total").len(), 3);
+    assert_eq!(
+        value(&m, "ollama_egress_dns_names_evicted_total", &[]),
+        Some(0.0)
+    );
+    m.set_dns_bindings(17, 5);
+    assert_eq!(value(&m, "ollama_egress_dns_bindings", &[]), Some(17.0));
+    assert_eq!(
+        value(&m, "ollama_egress_dns_names_evicted_total", &[]),
+        Some(5.0)
+    );
+    m.set_dns_bindings(0, 5);
+    assert_eq!(value(&m, "ollama_egress_dns_bindings", &[]), Some(0.0));
+    assert_eq!(
+        value(&m, "ollama_egress_dns_names_evicted_total", &[]),
+        Some(5.0)
+    );
+}
+
+#[test]
 fn policy_and_enforcing_gauges() {
     let m = Metrics::new("0.1.0").expect("metrics");
     let summary = PolicySummary {
@@ -327,6 +373,7 @@ fn policy_and_enforcing_gauges() {
             ipv4: FamilyTotals { allow: 4, deny: 2 },
             ipv6: FamilyTotals { allow: 1, deny: 0 },
         },
+        domains: FamilyTotals::default(),
     };
     m.set_policy(&summary);
     let p = |f: &str, a: &str| {

@@ -8,13 +8,14 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use ollama_egress_common::ConnectEvent;
+use ollama_egress_common::{ConnectEvent, EventHeader, dns::EVENT_KIND_DNS};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::watch,
 };
 
 use super::decode::{Decoder, exe_of};
+use super::names::decode_dns_event;
 use crate::logstore::EventRecord;
 
 /// Where decoded events go (the log writer, metrics, tests).
@@ -32,6 +33,15 @@ pub struct PipelineStats {
     pub decoded: u64,
     /// Ring-buffer records that were not a valid event (never expected; counted, not hidden).
     pub malformed: u64,
+    /// DNS answers learned into the names table.
+    pub dns: u64,
+}
+
+/// The `EventHeader::kind` of a ring-buffer record, when it is long enough to have one.
+fn event_kind(bytes: &[u8]) -> Option<u32> {
+    const AT: usize = std::mem::offset_of!(EventHeader, kind);
+    let kind = bytes.get(AT..AT + 4)?;
+    Some(u32::from_ne_bytes(kind.try_into().ok()?))
 }
 
 /// Executable paths by process, kept for a second: a process that makes many connections is
@@ -74,6 +84,24 @@ pub fn drain(
     let mut n = 0;
     while let Some(item) = ring.next() {
         n += 1;
+        if event_kind(&item) == Some(EVENT_KIND_DNS) {
+            let answer = decode_dns_event(&item);
+            drop(item);
+            match answer {
+                Ok(answer) => {
+                    decoder
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .learn(&answer);
+                    stats.dns += 1;
+                }
+                Err(e) => {
+                    stats.malformed += 1;
+                    tracing::warn!("dropped a DNS event the kernel cannot have sent: {e}");
+                }
+            }
+            continue;
+        }
         let Some(ev) = ConnectEvent::from_bytes(&item) else {
             stats.malformed += 1;
             continue;
@@ -144,3 +172,6 @@ pub async fn run_reader(
     drain(fd.get_mut(), &decoder, sink, &mut stats, &mut exes);
     Ok(stats)
 }
+
+#[cfg(test)]
+mod tests;

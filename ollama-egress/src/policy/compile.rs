@@ -12,16 +12,18 @@
 //! merged with the CIDR rules under the same precedence. A prefix whose nearest enclosing prefix
 //! carries the same action and rule is dropped: the LPM result is the same for every address.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ollama_egress_common::dns::MAX_DOMAIN_RULES;
 use ollama_egress_common::{
     ACTION_DENY, PolicyValue, RULE_DEFAULT, RULE_RESERVED_MIN, V4_FORM_MAPPED, embedded_ipv4,
 };
 use serde::Serialize;
 
 use super::cidr::canonical;
+use super::domains::{DomainEntry, DomainPattern, most_specific};
 use super::error::{ExpandError, PolicyError};
 use super::parse::{Action, Policy};
 use crate::model::rule;
@@ -48,6 +50,14 @@ pub struct Rule {
     pub v4_prefixes: usize,
     /// IPv6 prefixes the rule owns in the compiled tries (after merging).
     pub v6_prefixes: usize,
+    /// Domain trie entries the rule owns (1 for a domain rule, 0 when the same pattern is
+    /// also denied, and for every other rule).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub domain_entries: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A policy compiled for the kernel.
@@ -64,6 +74,9 @@ pub struct CompiledPolicy {
     /// IPv6 trie entries, sorted, each prefix once, host bits clear. Never holds an IPv4-mapped
     /// network of length /96 or more: those are in [`CompiledPolicy::v4`].
     pub v6: Vec<(Ipv6Net, PolicyValue)>,
+    /// Domain trie entries, sorted by pattern, each pattern once (a pattern in both lists is
+    /// denied).
+    pub domains: Vec<DomainEntry>,
 }
 
 /// Compiles `policy`. Country and ASN rules need an `expander`; without one they are a
@@ -123,6 +136,16 @@ pub fn compile(
                 .map_err(|e| expand_error(e, origin, &id, asns_list, asn.to_string(), "ASN"))?;
             b.rule(id, action, origin, nets)?;
         }
+        for pattern in &set.domains {
+            b.domain(action, origin, pattern)?;
+        }
+    }
+    if b.domains.len() > MAX_DOMAIN_RULES as usize {
+        return Err(PolicyError::TooManyDomainRules {
+            origin: origin.clone(),
+            count: b.domains.len(),
+            max: MAX_DOMAIN_RULES,
+        });
     }
     Ok(b.finish(origin))
 }
@@ -172,6 +195,8 @@ struct Builder {
     ids: HashSet<String>,
     v4: Vec<Candidate<Ipv4Net>>,
     v6: Vec<Candidate<Ipv6Net>>,
+    /// Domain patterns → (deny, rule id); deny replaces allow.
+    domains: BTreeMap<DomainPattern, (bool, u32)>,
 }
 
 impl Builder {
@@ -182,14 +207,55 @@ impl Builder {
             ids: HashSet::new(),
             v4: Vec::new(),
             v6: Vec::new(),
+            domains: BTreeMap::new(),
         };
         b.rules.push(Rule {
             id: "default".to_string(),
             action: default_action,
             v4_prefixes: 0,
             v6_prefixes: 0,
+            domain_entries: 0,
         });
         b
+    }
+
+    /// Adds the domain rule `{action}.domains:{pattern}`. A pattern both allowed and denied is
+    /// denied: the deny rule owns the trie entry.
+    fn domain(
+        &mut self,
+        action: Action,
+        origin: &str,
+        pattern: &DomainPattern,
+    ) -> Result<(), PolicyError> {
+        let id = format!("{}:{pattern}", action.domains_list());
+        if self.ids.contains(&id) {
+            return Ok(());
+        }
+        let rule = self.next_id(origin)?;
+        let deny = action == Action::Deny;
+        let owner = self.domains.entry(pattern.clone()).or_insert((deny, rule));
+        if deny && !owner.0 {
+            *owner = (true, rule);
+        }
+        self.ids.insert(id.clone());
+        self.rules.push(Rule {
+            id,
+            action,
+            v4_prefixes: 0,
+            v6_prefixes: 0,
+            domain_entries: 0,
+        });
+        Ok(())
+    }
+
+    fn next_id(&self, origin: &str) -> Result<u32, PolicyError> {
+        u32::try_from(self.rules.len())
+            .ok()
+            .filter(|&r| r < RULE_RESERVED_MIN)
+            .ok_or_else(|| PolicyError::TooManyRules {
+                origin: origin.to_string(),
+                count: self.rules.len() + 1,
+            })
     }
 
     fn has(&self, id: &str) -> bool {
@@ -208,13 +274,7 @@ impl Builder {
         if self.ids.contains(&id) {
             return Ok(());
         }
-        let rule = u32::try_from(self.rules.len())
-            .ok()
-            .filter(|&r| r < RULE_RESERVED_MIN)
-            .ok_or_else(|| PolicyError::TooManyRules {
-                origin: origin.to_string(),
-                count: self.rules.len() + 1,
-            })?;
+        let rule = self.next_id(origin)?;
         let deny = action == Action::Deny;
         for net in nets {
             match canonical(net) {
@@ -228,6 +288,7 @@ impl Builder {
             action,
             v4_prefixes: 0,
             v6_prefixes: 0,
+            domain_entries: 0,
         });
         Ok(())
     }
@@ -245,12 +306,28 @@ impl Builder {
                 rule.v6_prefixes += 1;
             }
         }
+        let domains: Vec<DomainEntry> = std::mem::take(&mut self.domains)
+            .into_iter()
+            .map(|(pattern, (deny, rule_id))| DomainEntry {
+                pattern,
+                value: PolicyValue {
+                    action: if deny { Action::Deny } else { Action::Allow }.to_kernel(),
+                    rule_id,
+                },
+            })
+            .collect();
+        for entry in &domains {
+            if let Some(rule) = self.rules.get_mut(entry.value.rule_id as usize) {
+                rule.domain_entries += 1;
+            }
+        }
         CompiledPolicy {
             origin: origin.to_string(),
             default_action: self.default_action,
             rules: self.rules,
             v4,
             v6,
+            domains,
         }
     }
 }
@@ -363,6 +440,13 @@ impl CompiledPolicy {
                 None => self.lookup_v6(a),
             },
         }
+    }
+
+    /// The domain rule that decides the canonical `name` (the most specific matching pattern,
+    /// as the kernel's trie finds it), or `None` when no domain rule matches: then the IP rules
+    /// decide the name's addresses.
+    pub fn lookup_domain(&self, name: &str) -> Option<&DomainEntry> {
+        most_specific(&self.domains, name)
     }
 
     fn lookup_v4(&self, a: Ipv4Addr) -> Option<(IpNet, PolicyValue)> {

@@ -155,6 +155,30 @@ pub enum PolicyError {
         value: i64,
     },
 
+    /// A `domains` entry is not a name or a `*.suffix` pattern.
+    #[error("{at}: {list}: {value:?} is not a valid domain: {reason}")]
+    InvalidDomain {
+        /// The entry.
+        at: Location,
+        /// `allow.domains` or `deny.domains`.
+        list: &'static str,
+        /// The entry as written.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The policy has more domain rules than the kernel's domain trie holds.
+    #[error("{origin}: {count} domain rules; at most {max} are supported")]
+    TooManyDomainRules {
+        /// The policy's origin.
+        origin: String,
+        /// How many distinct domain patterns it has.
+        count: usize,
+        /// The capacity of the trie.
+        max: u32,
+    },
+
     /// An entry appears twice in the same list (after normalisation: `10.0.0.1` and
     /// `10.0.0.1/32`, or `cn` and `CN`, are the same entry).
     #[error(
@@ -236,6 +260,7 @@ impl PolicyError {
             | PolicyError::HostBitsSet { at, .. }
             | PolicyError::InvalidCountry { at, .. }
             | PolicyError::InvalidAsn { at, .. }
+            | PolicyError::InvalidDomain { at, .. }
             | PolicyError::Duplicate { at, .. } => Some(at),
             _ => None,
         }

@@ -17,6 +17,7 @@
 
 mod cidr;
 mod compile;
+mod domains;
 mod error;
 mod parse;
 mod summary;
@@ -25,6 +26,7 @@ mod summary;
 mod tests;
 
 pub use compile::{CompiledPolicy, Expander, Rule, compile};
+pub use domains::{DomainEntry, DomainPattern, canonical_name, most_specific};
 pub use error::{ExpandError, Location, PolicyError};
 pub use parse::{Action, Policy, RuleSet};
 pub use summary::{FamilyTotals, PolicySummary, PrefixTotals};

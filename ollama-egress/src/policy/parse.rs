@@ -8,6 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::cidr::{CidrError, parse_cidr};
+use super::domains::DomainPattern;
 use super::error::{Location, PolicyError};
 pub use crate::model::Action;
 use crate::model::CountryCode;
@@ -18,6 +19,14 @@ impl Action {
         match self {
             Action::Allow => ["allow.cidrs", "allow.countries", "allow.asns"],
             Action::Deny => ["deny.cidrs", "deny.countries", "deny.asns"],
+        }
+    }
+
+    /// Name of the domain list of this action in the file: `allow.domains` or `deny.domains`.
+    pub(crate) fn domains_list(self) -> &'static str {
+        match self {
+            Action::Allow => "allow.domains",
+            Action::Deny => "deny.domains",
         }
     }
 }
@@ -33,12 +42,17 @@ pub struct RuleSet {
     pub countries: Vec<String>,
     /// AS numbers, never 0.
     pub asns: Vec<u32>,
+    /// Domain patterns (exact names and `*.suffix`), canonical, each once.
+    pub domains: Vec<DomainPattern>,
 }
 
 impl RuleSet {
     /// Whether the set has no rules at all.
     pub fn is_empty(&self) -> bool {
-        self.cidrs.is_empty() && self.countries.is_empty() && self.asns.is_empty()
+        self.cidrs.is_empty()
+            && self.countries.is_empty()
+            && self.asns.is_empty()
+            && self.domains.is_empty()
     }
 }
 
@@ -77,6 +91,8 @@ struct RawRuleSet {
     countries: Vec<Spanned<String>>,
     #[serde(default)]
     asns: Vec<Spanned<i64>>,
+    #[serde(default)]
+    domains: Vec<Spanned<String>>,
 }
 
 impl Policy {
@@ -252,6 +268,22 @@ impl<'a> Parser<'a> {
             };
             seen.check(list, at, value.to_string(), format!("AS{asn}"))?;
             set.asns.push(asn);
+        }
+
+        let list = action.domains_list();
+        let mut seen = Seen::default();
+        for item in &raw.domains {
+            let text = item.get_ref();
+            let at = self.location(item);
+            let pattern =
+                DomainPattern::parse(text).map_err(|reason| PolicyError::InvalidDomain {
+                    at: at.clone(),
+                    list,
+                    value: text.clone(),
+                    reason,
+                })?;
+            seen.check(list, at, format!("{text:?}"), pattern.to_string())?;
+            set.domains.push(pattern);
         }
         Ok(set)
     }

@@ -38,6 +38,8 @@ pub struct PolicySummary {
     pub rules: Vec<Rule>,
     /// Trie entries per family and action.
     pub prefixes: PrefixTotals,
+    /// Domain trie entries per action.
+    pub domains: FamilyTotals,
 }
 
 impl CompiledPolicy {
@@ -50,7 +52,12 @@ impl CompiledPolicy {
         for (_, v) in &self.v6 {
             count(&mut prefixes.ipv6, v.action);
         }
+        let mut domains = FamilyTotals::default();
+        for entry in &self.domains {
+            count(&mut domains, entry.value.action);
+        }
         PolicySummary {
+            domains,
             origin: self.origin.clone(),
             default: self.default_action,
             rules: self.rules.iter().skip(1).cloned().collect(),
@@ -73,6 +80,14 @@ impl fmt::Display for PolicySummary {
         let width = self.rules.iter().map(|r| r.id.len()).max().unwrap_or(0);
         for rule in &self.rules {
             write!(f, "  {:<width$}  {:<6}", rule.id, rule.action.as_str())?;
+            if rule.id.contains(".domains:") {
+                match rule.domain_entries {
+                    0 => write!(f, "  shadowed (the same pattern is denied)")?,
+                    _ => write!(f, "  domain")?,
+                }
+                writeln!(f)?;
+                continue;
+            }
             match (rule.v4_prefixes, rule.v6_prefixes) {
                 (0, 0) => write!(f, "  no prefixes (shadowed or empty)")?,
                 (v4, 0) => write!(f, "  {v4} IPv4")?,
@@ -86,6 +101,11 @@ impl fmt::Display for PolicySummary {
             f,
             "prefixes: IPv4 {} allow / {} deny, IPv6 {} allow / {} deny",
             p.ipv4.allow, p.ipv4.deny, p.ipv6.allow, p.ipv6.deny
-        )
+        )?;
+        let d = &self.domains;
+        if d.allow + d.deny > 0 {
+            write!(f, "\ndomains: {} allow / {} deny", d.allow, d.deny)?;
+        }
+        Ok(())
     }
 }

@@ -1,4 +1,3 @@
-
 use super::*;
 
 /// One of each kind of unsafe character.

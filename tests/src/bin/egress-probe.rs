@@ -12,6 +12,9 @@ use std::{
 };
 
 use anyhow::Context as _;
+
+#[path = "egress-probe/dns.rs"]
+mod dns;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
@@ -31,6 +34,10 @@ struct Args {
     /// How long to wait for datagrams and connections to arrive after the action.
     #[arg(long, default_value_t = 300)]
     settle_ms: u64,
+    /// After entering the namespace, use `/etc/netns/NAME/resolv.conf` as `/etc/resolv.conf`
+    /// (a private mount namespace, as `ip netns exec` does).
+    #[arg(long, requires = "netns")]
+    netns_resolv: bool,
     /// Join this cgroup (write our pid to its cgroup.procs) before acting.
     #[arg(long)]
     cgroup: Option<PathBuf>,
@@ -122,6 +129,47 @@ enum Action {
         #[arg(long)]
         wait_ms: u64,
     },
+    /// Resolve `name` with getaddrinfo, then TCP connect to the first address (`--all`: to
+    /// every address); `addrs` lists what was resolved, `addr` the first.
+    Resolve {
+        name: String,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// 4 or 6 to ask for one family only; 0 for both.
+        #[arg(long, default_value_t = 0)]
+        family: u8,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Resolve `name`, connect to the first address and print the outcome; then for each line
+    /// on stdin send 1000 bytes and print the outcome once the `--listen` side has them all.
+    ResolveHold {
+        name: String,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// Ask the resolver at `server` for the A records of `name` over UDP (no getaddrinfo), then
+    /// TCP connect to the first address.
+    Ask {
+        server: SocketAddr,
+        name: String,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// A fake DNS server on `server` (and one on port 53 of the next address, both bound
+    /// before joining the cgroup) answers a query for `name` sent from inside the cgroup with
+    /// an answer of `--kind` binding `addr` (`good`, `unsolicited`, `wrong-server`,
+    /// `wrong-port`, `late`, `wrong-id`, `not-response`, `two-questions`,
+    /// `compressed-question`, `truncated`); then TCP connect to `addr`.
+    DnsExchange {
+        server: std::net::SocketAddrV4,
+        name: String,
+        addr: std::net::Ipv4Addr,
+        #[arg(long)]
+        kind: String,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
     /// TCP connects in a loop for `duration_ms`, reporting how many succeeded.
     TcpLoop {
         addr: SocketAddr,
@@ -144,9 +192,22 @@ struct Outcome {
     udp_received: u64,
     /// Connections the `--listen` listeners accepted.
     tcp_accepted: u64,
+    /// Bytes the `--listen` listeners received.
+    bytes_received: u64,
+    /// Bytes sent on a held connection.
+    bytes_sent: u64,
+    /// Addresses a name resolved to, in order.
+    addrs: Vec<String>,
+    /// The address connected to.
+    addr: Option<String>,
+    /// Addresses whose connect failed (`--all`).
+    failed: Vec<String>,
+    /// Whether the DNS answer reached the process.
+    answer_received: Option<bool>,
 }
 
 static TCP_ACCEPTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static TCP_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static UDP_RECEIVED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn main() -> anyhow::Result<()> {
@@ -155,6 +216,9 @@ fn main() -> anyhow::Result<()> {
         let f = File::open(format!("/run/netns/{ns}")).with_context(|| format!("netns {ns}"))?;
         nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
             .with_context(|| format!("entering netns {ns}"))?;
+        if args.netns_resolv {
+            use_netns_resolv(ns)?;
+        }
     }
     let mut listeners = Vec::new();
     for addr in &args.listen {
@@ -164,10 +228,17 @@ fn main() -> anyhow::Result<()> {
     for l in listeners {
         std::thread::spawn(move || {
             for conn in l.incoming() {
-                if conn.is_ok() {
-                    TCP_ACCEPTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-                drop(conn);
+                let Ok(mut conn) = conn else { continue };
+                TCP_ACCEPTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = std::io::Read::read(&mut conn, &mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        TCP_BYTES.fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+                    }
+                });
             }
         });
     }
@@ -180,6 +251,11 @@ fn main() -> anyhow::Result<()> {
             }
         });
     }
+    // A fake DNS server is bound before joining the cgroup: it stays outside.
+    let fake_server = match &args.action {
+        Action::DnsExchange { server, .. } => Some(dns::fake_servers(*server)?),
+        _ => None,
+    };
     if let Some(cg) = &args.cgroup {
         std::fs::write(cg.join("cgroup.procs"), format!("{}\n", std::process::id()))
             .with_context(|| format!("joining cgroup {}", cg.display()))?;
@@ -201,12 +277,13 @@ fn main() -> anyhow::Result<()> {
     if args.delay_ms > 0 {
         std::thread::sleep(Duration::from_millis(args.delay_ms));
     }
-    let mut out = act(&args.action);
+    let mut out = act(&args.action, fake_server.as_ref());
     if !args.listen.is_empty() || !args.listen_udp.is_empty() {
         std::thread::sleep(Duration::from_millis(args.settle_ms));
     }
     out.tcp_accepted = TCP_ACCEPTED.load(std::sync::atomic::Ordering::SeqCst);
     out.udp_received = UDP_RECEIVED.load(std::sync::atomic::Ordering::SeqCst);
+    out.bytes_received = TCP_BYTES.load(std::sync::atomic::Ordering::SeqCst);
     let mut stdout = std::io::stdout().lock();
     serde_json::to_writer(&mut stdout, &out)?;
     writeln!(stdout)?;
@@ -237,9 +314,56 @@ fn result(started: Instant, r: std::io::Result<()>) -> Outcome {
     }
 }
 
-fn act(action: &Action) -> Outcome {
+/// Bind-mounts `/etc/netns/NS/resolv.conf` over `/etc/resolv.conf` in a private mount
+/// namespace, so getaddrinfo asks the namespace's resolver.
+fn use_netns_resolv(ns: &str) -> anyhow::Result<()> {
+    use nix::mount::{MsFlags, mount};
+    let conf = PathBuf::from(format!("/etc/netns/{ns}/resolv.conf"));
+    anyhow::ensure!(conf.is_file(), "{} is missing", conf.display());
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).context("unshare(CLONE_NEWNS)")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .context("making / a slave mount")?;
+    mount(
+        Some(&conf),
+        "/etc/resolv.conf",
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind-mounting {}", conf.display()))?;
+    Ok(())
+}
+
+fn act(action: &Action, fake_server: Option<&[UdpSocket; 2]>) -> Outcome {
     let started = Instant::now();
     match action {
+        Action::Resolve {
+            name,
+            port,
+            family,
+            all,
+        } => match dns::getaddrinfo(name, *port, *family) {
+            Ok(addrs) => dns::connect_resolved(addrs, *all),
+            Err(e) => result(started, Err(e)),
+        },
+        Action::ResolveHold { name, port } => dns::resolve_hold(name, *port),
+        Action::Ask { server, name, port } => dns::ask(*server, name, *port),
+        Action::DnsExchange {
+            name,
+            addr,
+            kind,
+            port,
+            ..
+        } => match fake_server {
+            Some(s) => dns::exchange(s, name, *addr, kind, *port),
+            None => result(started, Err(std::io::Error::other("no fake server"))),
+        },
         Action::Tcp { addr } => result(started, tcp(addr)),
         Action::Udp { addr, count } => {
             let r = (|| {
@@ -657,17 +781,7 @@ fn raw6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, kind: &str) -> std::io
         let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
         sa.sin6_family = libc::AF_INET6 as u16;
         sa.sin6_addr.s6_addr = dst.octets();
-        let n = libc::sendto(
-            fd,
-            pkt.as_ptr().cast(),
-            pkt.len(),
-            0,
-            (&sa as *const libc::sockaddr_in6).cast(),
-            std::mem::size_of::<libc::sockaddr_in6>() as u32,
-        );
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if n < 0 { Err(err) } else { Ok(()) }
+        send_once(fd, &pkt, &sa)
     }
 }
 
@@ -753,16 +867,28 @@ fn raw4(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr, options: &str) -> std:
             },
             sin_zero: [0; 8],
         };
-        let n = libc::sendto(
+        send_once(fd, &pkt, &sa)
+    }
+}
+
+/// Sends `pkt` to `sa` on `fd` once, then closes `fd`.
+///
+/// # Safety
+/// `fd` is a socket this process owns and `T` the `sockaddr_*` of its family.
+unsafe fn send_once<T>(fd: libc::c_int, pkt: &[u8], sa: &T) -> std::io::Result<()> {
+    // SAFETY: the buffers outlive the call; the caller vouches for `fd` and `T`.
+    let n = unsafe {
+        libc::sendto(
             fd,
             pkt.as_ptr().cast(),
             pkt.len(),
             0,
-            (&sa as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        );
-        let err = std::io::Error::last_os_error();
-        libc::close(fd);
-        if n < 0 { Err(err) } else { Ok(()) }
-    }
+            (sa as *const T).cast(),
+            std::mem::size_of::<T>() as u32,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: `fd` is owned by the caller and not used after this.
+    unsafe { libc::close(fd) };
+    if n < 0 { Err(err) } else { Ok(()) }
 }

@@ -27,7 +27,8 @@ fn parse(args: &[&str]) -> Result<LogsArgs, String> {
 
 fn records() -> Vec<EventRecord> {
     let t0 = datetime!(2026-11-22 10:00:00.123456 UTC);
-    let a = sample(t0);
+    let mut a = sample(t0);
+    a.host = Some("x.r2.cloudflarestorage.com".into());
     let mut b = sample(t0 + time::Duration::seconds(1));
     b.verdict = Verdict::WouldBlock;
     b.mode = Mode::Monitor;
@@ -138,10 +139,10 @@ fn table_output() {
     write_log(tmp.path(), &records());
     let out = run_to_string(&LogsArgs::new(tmp.path()));
     let expected = "\
-TIME                      VERDICT      PID     COMM             PROTO  DESTINATION            COUNTRY  RULE
-2026-11-22T10:00:00.123Z  blocked      4242    ollama           tcp    203.0.113.7:443        CN       deny.countries:CN
-2026-11-22T10:00:01.123Z  would_block  7       ollama_llama_se  tcp    [2001:db8::1234]:8443  -        default
-2026-11-22T10:00:02.123Z  blocked      123456  evil?[2J?        tcp    203.0.113.7:443        CN       deny.countries:CN
+TIME                      VERDICT      PID     COMM             PROTO  DESTINATION            HOST                        COUNTRY  RULE
+2026-11-22T10:00:00.123Z  blocked      4242    ollama           tcp    203.0.113.7:443        x.r2.cloudflarestorage.com  CN       deny.countries:CN
+2026-11-22T10:00:01.123Z  would_block  7       ollama_llama_se  tcp    [2001:db8::1234]:8443  -                           -        default
+2026-11-22T10:00:02.123Z  blocked      123456  evil?[2J?        tcp    203.0.113.7:443        -                           CN       deny.countries:CN
 3 events (2 blocked, 1 would_block)
 ";
     assert_eq!(out, expected);
@@ -152,6 +153,36 @@ TIME                      VERDICT      PID     COMM             PROTO  DESTINATI
         out.ends_with("1 event (1 blocked); older matching events not shown (--limit)\n"),
         "{out}"
     );
+}
+
+#[test]
+fn host_filter_matches_names_and_suffixes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut recs = records();
+    recs[1].host = Some("r2.cloudflarestorage.com".into());
+    write_log(tmp.path(), &recs);
+    let pids = |host: &str| {
+        let args = parse(&[
+            "--log-dir",
+            tmp.path().to_str().unwrap(),
+            "--host",
+            host,
+            "--json",
+        ])
+        .unwrap();
+        run_to_string(&args)
+            .lines()
+            .map(|l| serde_json::from_str::<EventRecord>(l).unwrap().pid)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pids("X.R2.cloudflarestorage.com."), [4242]);
+    // A suffix matches names under it, not itself; events without a host never match.
+    assert_eq!(pids("*.r2.cloudflarestorage.com"), [4242]);
+    assert_eq!(pids("r2.cloudflarestorage.com"), [7]);
+    assert_eq!(pids("*.cloudflarestorage.com"), [4242, 7]);
+    assert!(pids("*.ollama.com").is_empty());
+    let e = parse(&["--host", "a..b"]).unwrap_err();
+    assert!(e.contains("not a host name"), "{e}");
 }
 
 #[test]

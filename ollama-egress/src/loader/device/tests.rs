@@ -1,4 +1,3 @@
-
 use super::kernel_at_least;
 
 #[test]

@@ -423,6 +423,7 @@ fn programmatic_policies_are_normalised() {
             ],
             countries: vec!["cn".into(), "CN".into()],
             asns: vec![],
+            domains: vec![],
         },
         origin: "code".into(),
     };

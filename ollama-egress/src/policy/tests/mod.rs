@@ -1,6 +1,7 @@
 //! Unit tests of the policy module (no root needed).
 
 mod compile;
+mod domains;
 mod parse;
 mod random;
 

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn event(name: &str, padded: usize) -> Vec<u8> {

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn st(uid: u32, mode: u32) -> libc::stat {

@@ -1,0 +1,219 @@
+use ollama_egress_common::{
+    EVENT_KIND_CONNECT, EventHeader, FAMILY_IPV6, HOOK_CONNECT4, MODE_ENFORCE, VERDICT_BLOCKED,
+    VERDICT_WOULD_BLOCK,
+};
+
+use super::*;
+
+fn event() -> ConnectEvent {
+    let mut comm = [0u8; COMM_LEN];
+    comm[..6].copy_from_slice(b"ollama");
+    let mut daddr = [0u8; 16];
+    daddr[..4].copy_from_slice(&[203, 0, 113, 7]);
+    ConnectEvent {
+        header: EventHeader {
+            ts_boot_ns: 1_500_000,
+            kind: EVENT_KIND_CONNECT,
+            size: ConnectEvent::SIZE as u32,
+        },
+        tid: 4243,
+        pid: 4242,
+        uid: 0,
+        gid: 0,
+        comm,
+        family: FAMILY_IPV4,
+        protocol: 6,
+        dport: 443,
+        verdict: VERDICT_BLOCKED,
+        rule_id: 1,
+        generation: 3,
+        hook: HOOK_CONNECT4,
+        v4_form: 0,
+        daddr,
+        mode: MODE_ENFORCE,
+        direction: 0,
+        lport: 0,
+        reserved: 0,
+    }
+}
+
+fn decoder() -> Decoder {
+    let mut d = Decoder::new(BootClock::with_offset(1_795_000_000_000_000_000), None);
+    d.push_generation(GenerationInfo {
+        generation: 3,
+        rules: Arc::new(vec!["default".into(), "deny.cidrs:203.0.113.0/24".into()]),
+        mode: Mode::Enforce,
+    });
+    d
+}
+
+#[test]
+fn decodes_a_blocked_ipv4_connect() {
+    let ev = event();
+    let bytes = ev.as_bytes().to_vec();
+    let back = ConnectEvent::from_bytes(&bytes).expect("decodes");
+    let rec = decoder()
+        .decode(&back, Some("/usr/bin/ollama".into()))
+        .expect("decodes");
+    assert_eq!(rec.verdict, Verdict::Blocked);
+    assert_eq!(rec.mode, Mode::Enforce);
+    assert_eq!(rec.pid, 4242);
+    assert_eq!(rec.tid, 4243);
+    assert_eq!(rec.comm, "ollama");
+    assert_eq!(rec.proto, "tcp");
+    assert_eq!(rec.family, Family::Ipv4);
+    assert_eq!(rec.dst, "203.0.113.7".parse::<IpAddr>().expect("ip"));
+    assert_eq!(rec.dport, 443);
+    assert_eq!(rec.rule, "deny.cidrs:203.0.113.0/24");
+    assert_eq!(rec.exe.as_deref(), Some("/usr/bin/ollama"));
+    assert_eq!(rec.ts.unix_timestamp_nanos(), 1_795_000_000_001_500_000);
+    assert_eq!(rec.country, None);
+}
+
+#[test]
+fn decodes_ipv6_udp_would_block() {
+    let mut ev = event();
+    ev.family = FAMILY_IPV6;
+    ev.daddr = "2001:db8::5".parse::<Ipv6Addr>().expect("ip").octets();
+    ev.protocol = 17;
+    ev.verdict = VERDICT_WOULD_BLOCK;
+    ev.mode = ollama_egress_common::MODE_MONITOR;
+    ev.rule_id = 0;
+    let rec = decoder().decode(&ev, None).expect("decodes");
+    assert_eq!(rec.verdict, Verdict::WouldBlock);
+    assert_eq!(rec.mode, Mode::Monitor);
+    assert_eq!(rec.family, Family::Ipv6);
+    assert_eq!(rec.dst.to_string(), "2001:db8::5");
+    assert_eq!(rec.proto, "udp");
+    assert_eq!(rec.rule, "default");
+}
+
+#[test]
+fn unknown_generation_and_rule_are_named_not_guessed() {
+    let mut ev = event();
+    ev.generation = 99;
+    assert_eq!(
+        decoder().decode(&ev, None).expect("decodes").rule,
+        "rule#1@99"
+    );
+    ev.generation = 3;
+    ev.rule_id = 7;
+    assert_eq!(decoder().decode(&ev, None).expect("decodes").rule, "rule#7");
+    ev.rule_id = ollama_egress_common::RULE_IPV6_ROUTING_HEADER;
+    assert_eq!(
+        decoder().decode(&ev, None).expect("decodes").rule,
+        "ipv6-routing-header"
+    );
+    ev.rule_id = ollama_egress_common::RULE_IPV4_SOURCE_ROUTE;
+    assert_eq!(
+        decoder().decode(&ev, None).expect("decodes").rule,
+        "ipv4-source-route"
+    );
+    ev.generation = 99;
+    assert_eq!(
+        decoder().decode(&ev, None).expect("decodes").rule,
+        "ipv4-source-route"
+    );
+}
+
+#[test]
+fn an_unknown_verdict_is_an_error_not_blocked() {
+    let mut ev = event();
+    ev.verdict = 7;
+    let err = decoder()
+        .decode(&ev, None)
+        .expect_err("verdict 7 is not a verdict");
+    assert_eq!((err.what, err.value), ("verdict", 7), "{err}");
+}
+
+#[test]
+fn hook_group_and_embedded_form_are_decoded() {
+    let mut ev = event();
+    ev.gid = 1001;
+    ev.hook = ollama_egress_common::HOOK_CONNECT6;
+    ev.v4_form = ollama_egress_common::V4_FORM_NAT64;
+    let rec = decoder().decode(&ev, None).expect("decodes");
+    assert_eq!(rec.gid, 1001);
+    assert_eq!(rec.hook, Some(Hook::Connect6));
+    assert_eq!(rec.via, Some(Via::Nat64));
+    assert_eq!(rec.direction, Direction::Outbound);
+    let line = serde_json::to_string(&rec).expect("serialises");
+    assert!(
+        line.contains(r#""hook":"connect6""#) && line.contains(r#""via":"nat64""#),
+        "{line}"
+    );
+}
+
+#[test]
+fn unknown_mode_hook_form_or_direction_are_errors() {
+    for (what, set) in [
+        (
+            "mode",
+            (|e: &mut ConnectEvent| e.mode = 9) as fn(&mut ConnectEvent),
+        ),
+        ("hook", |e| e.hook = 99),
+        ("via", |e| e.v4_form = 42),
+        ("direction", |e| e.direction = 5),
+    ] {
+        let mut ev = event();
+        set(&mut ev);
+        let err = decoder().decode(&ev, None).expect_err(what);
+        assert_eq!(err.what, what, "{err}");
+    }
+}
+
+#[test]
+fn rejects_short_or_foreign_bytes() {
+    let ev = event();
+    assert!(ConnectEvent::from_bytes(&ev.as_bytes()[..40]).is_none());
+    let mut other = ev;
+    other.header.kind = 77;
+    assert!(ConnectEvent::from_bytes(other.as_bytes()).is_none());
+}
+
+#[test]
+fn connect_events_get_the_host_their_address_was_bound_to() {
+    let mut d = decoder();
+    d.push_generation(GenerationInfo {
+        generation: 4,
+        rules: Arc::new(vec![
+            "default".into(),
+            "allow.domains:*.r2.cloudflarestorage.com".into(),
+        ]),
+        mode: Mode::Enforce,
+    });
+    let ip: IpAddr = "203.0.113.7".parse().expect("ip");
+    let learn = |d: &mut Decoder, at: u64, name: &str| {
+        d.learn(&LearnedAnswer {
+            at_boot_ns: at,
+            name: name.into(),
+            addrs: vec![(ip, 60)],
+        })
+    };
+    // Nothing learned: no host.
+    assert_eq!(d.decode(&event(), None).expect("decodes").host, None);
+    learn(&mut d, 1_000_000, "bucket.r2.cloudflarestorage.com");
+    learn(&mut d, 1_200_000, "ollama.com");
+    let rec = d.decode(&event(), None).expect("decodes");
+    assert_eq!(rec.host.as_deref(), Some("ollama.com"));
+    // Decided by a domain rule: the name the rule matches.
+    let mut ev = event();
+    ev.generation = 4;
+    let rec = d.decode(&ev, None).expect("decodes");
+    assert_eq!(rec.rule, "allow.domains:*.r2.cloudflarestorage.com");
+    assert_eq!(rec.host.as_deref(), Some("bucket.r2.cloudflarestorage.com"));
+    let line = serde_json::to_string(&rec).expect("serialises");
+    assert!(
+        line.contains(r#""host":"bucket.r2.cloudflarestorage.com""#),
+        "{line}"
+    );
+    // After the TTL the name is gone.
+    ev.header.ts_boot_ns = 1_200_000 + 61_000_000_000;
+    assert_eq!(d.decode(&ev, None).expect("decodes").host, None);
+    assert_eq!(d.names().live_pairs(ev.header.ts_boot_ns), 0);
+}
+
+#[test]
+fn comm_without_nul_uses_all_bytes() {
+    assert_eq!(comm_string(b"0123456789abcdef"), "0123456789abcdef");
+}
