@@ -72,7 +72,7 @@ pub fn dns_egress(ctx: SkBuffContext) -> i32 {
 
 fn try_dns_egress(ctx: &SkBuffContext) -> Result<(), i64> {
     let p = packet(ctx)?;
-    record_query(ctx, p.family, p.daddr, p.proto, p.l4_off)
+    record_query(ctx, p.family, None, p.daddr, p.proto, p.l4_off)
 }
 
 /// Learns the answer a packet from port 53 carries (the resolver programs; the target's
@@ -170,20 +170,36 @@ fn id_and_qr(ctx: &SkBuffContext, off: usize) -> Result<(u16, bool), i64> {
 
 /// Records the query a packet to `daddr` of `family` (as on the wire) carries, if it is one to
 /// port 53; `proto` and `l4_off` as in [`Packet`].
+///
+/// With `own_answers` (the target's programs; the packet came from `saddr`), a DNS response
+/// leaving a socket from port 53 — a DNS server of the target itself — takes the query it
+/// answers out of `DNS_QUERIES`, so whoever asked learns nothing from it: a process of the
+/// target could otherwise bind any name to any address by answering its own query. The
+/// resolver programs pass `None`: the resolver answering its clients is whom names are learned
+/// from.
 #[inline(always)]
 pub fn record_query(
     ctx: &SkBuffContext,
     family: u32,
+    own_answers: Option<[u8; 16]>,
     daddr: [u8; 16],
     proto: u8,
     l4_off: usize,
 ) -> Result<(), i64> {
     let (sport, dport, off, _) = message(ctx, proto, l4_off)?;
-    if dport != DNS_PORT {
+    if dport != DNS_PORT && sport != DNS_PORT {
         return Ok(());
     }
     let (id, response) = id_and_qr(ctx, off)?;
     if response {
+        if sport == DNS_PORT
+            && let Some(saddr) = own_answers
+        {
+            let _ = DNS_QUERIES.remove(query_key(saddr, family, proto, dport, id));
+        }
+        return Ok(());
+    }
+    if dport != DNS_PORT {
         return Ok(());
     }
     let key = query_key(daddr, family, proto, sport, id);

@@ -57,6 +57,8 @@ const IPOPT_SSRR: u8 = 0x89;
 
 /// Offset of the IPv6 next-header field.
 const IPV6_NEXTHDR: usize = 6;
+/// Offset of the IPv6 source address.
+const IPV6_SADDR: usize = 8;
 /// Offset of the IPv6 destination address.
 const IPV6_DADDR: usize = 24;
 /// Length of the fixed IPv6 header.
@@ -156,6 +158,7 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
         let _ = record_query(
             ctx,
             FAMILY_IPV4,
+            Some(v4_daddr([h[12], h[13], h[14], h[15]])),
             v4_daddr([h[16], h[17], h[18], h[19]]),
             h[9],
             ihl,
@@ -290,7 +293,8 @@ fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
         Ok(Chain::Elsewhere) | Err(_) => (true, next, 0),
     };
     // DNS queries before the decision, as for IPv4.
-    let _ = record_query(ctx, FAMILY_IPV6, addr, proto, l4_off);
+    let saddr: [u8; 16] = ctx.load(IPV6_SADDR)?;
+    let _ = record_query(ctx, FAMILY_IPV6, Some(saddr), addr, proto, l4_off);
     // The destination as the policy judges it, for the socket's stored verdict.
     let (mut family, mut daddr, mut form) = match embedded_ipv4(&addr) {
         Some((v4, f)) => (FAMILY_IPV4, v4_daddr(v4), f),

@@ -169,6 +169,9 @@ enum Action {
         kind: String,
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// Bind the fake servers after joining the cgroup: the target itself answers.
+        #[arg(long)]
+        server_in_cgroup: bool,
     },
     /// TCP connects in a loop for `duration_ms`, reporting how many succeeded.
     TcpLoop {
@@ -251,14 +254,27 @@ fn main() -> anyhow::Result<()> {
             }
         });
     }
-    // A fake DNS server is bound before joining the cgroup: it stays outside.
-    let fake_server = match &args.action {
-        Action::DnsExchange { server, .. } => Some(dns::fake_servers(*server)?),
+    // A fake DNS server is bound before joining the cgroup: it stays outside (unless
+    // `--server-in-cgroup`: then it is the target's own socket).
+    let mut fake_server = match &args.action {
+        Action::DnsExchange {
+            server,
+            server_in_cgroup: false,
+            ..
+        } => Some(dns::fake_servers(*server)?),
         _ => None,
     };
     if let Some(cg) = &args.cgroup {
         std::fs::write(cg.join("cgroup.procs"), format!("{}\n", std::process::id()))
             .with_context(|| format!("joining cgroup {}", cg.display()))?;
+    }
+    if let Action::DnsExchange {
+        server,
+        server_in_cgroup: true,
+        ..
+    } = &args.action
+    {
+        fake_server = Some(dns::fake_servers(*server)?);
     }
     if let Some(comm) = &args.comm {
         let c = std::ffi::CString::new(comm.as_str()).context("--comm")?;
