@@ -224,12 +224,17 @@ impl NetnsResolv {
         let dir = PathBuf::from("/etc/netns").join(&ns.name);
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let me = Self { dir };
+        me.set(server, options);
+        me
+    }
+
+    /// Rewrites the file: `nameserver server` and `options` lines.
+    pub fn set(&self, server: &str, options: &[&str]) {
         let mut text = format!("nameserver {server}\n");
         if !options.is_empty() {
             text.push_str(&format!("options {}\n", options.join(" ")));
         }
-        fs::write(me.dir.join("resolv.conf"), text).expect("write resolv.conf");
-        me
+        fs::write(self.dir.join("resolv.conf"), text).expect("write resolv.conf");
     }
 }
 

@@ -388,6 +388,35 @@ fn the_resolver_cgroup_learns_for_clients_that_ask_it_over_loopback() {
 }
 
 #[test]
+fn answers_from_a_local_stub_resolver_on_loopback_are_learned() {
+    let zone = Zone::new().host("stub.allow.test", &["203.0.113.85"], 300);
+    let policy = names_policy("deny", &["*.allow.test"], &[], &["127.0.0.0/8"]);
+    let s = start("oe-nstub", &policy, &zone);
+    // A stub on 127.0.0.53:53 outside every watched cgroup, forwarding to the namespace's
+    // server: the client's query and answer cross loopback, port 53.
+    let stub = Dnsmasq::start(&DnsmasqSpec {
+        ns: &s.s.ns,
+        listen: "127.0.0.53",
+        port: 53,
+        zone: &Zone::new(),
+        upstream: Some(ollama_egress_tests::dns::RESOLVER),
+        cgroup: None,
+    });
+    s.resolv.set("127.0.0.53", &[]);
+    let p = s.resolve("stub.allow.test");
+    p.assert_ok("an allowed name answered by the stub");
+    assert_eq!(
+        s.event("allowed", "203.0.113.85")["host"],
+        "stub.allow.test"
+    );
+    let log = stub.log_text();
+    assert!(
+        log.contains("query[A] stub.allow.test from 127.0.0.1"),
+        "the stub answered the client:\n{log}"
+    );
+}
+
+#[test]
 fn events_carry_the_host_and_logs_filter_by_it() {
     let zone = Zone::new()
         .host("a.allow.test", &["203.0.113.11"], 300)
