@@ -103,6 +103,7 @@ pub fn check(data: &[u8]) {
         until: Some(back.ts),
         country: back.country.clone(),
         dst: Some(IpNet::from(back.dst)),
+        host: None,
         port: Some(back.dport),
         comm: Some(back.comm.clone()),
         rule: Some(back.rule.clone()),

@@ -362,3 +362,77 @@ fn answers_over_tcp_are_learned() {
     );
     probe(&with(&inside, &["tcp", "198.51.100.7:8080"])).assert_ok("after the TCP answer");
 }
+
+/// Asks the IPv6 resolver for the AAAA record of `name` over UDP.
+const V6_CLIENT: &str = r#"
+import socket, struct, sys
+name = sys.argv[1]
+q = b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0\0\x1c\0\x01"
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(3.0)
+s.sendto(struct.pack(">HHHHHH", 0x6666, 0x0100, 1, 0, 0, 0) + q, ("2001:db8::53", 53))
+print("answer", len(s.recv(2048)))
+"#;
+
+#[test]
+fn aaaa_answers_from_an_ipv6_resolver_bind_ipv6_addresses() {
+    const ADDRS6: &[&str] = &["2001:db8::53/128", "2001:db8::7/128"];
+    const POLICY6: &str = r#"
+default = "deny"
+
+[allow]
+cidrs = ["2001:db8::53/128"]
+"#;
+    let s = Scenario::start(ScenarioSpec::new("oe-nk6", ADDRS6, "--enforce", POLICY6));
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &s.ns.name,
+            "dnsmasq",
+            "--keep-in-foreground",
+        ])
+        .args([
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--port=53",
+        ])
+        .args([
+            "--listen-address=2001:db8::53",
+            "--pid-file=",
+            "--user=root",
+        ])
+        .args(["--address=/allowed.example/2001:db8::7"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq");
+    let _dns = Dnsmasq(child);
+    sleep(Duration::from_millis(500));
+    let pins = s.daemon.pin_dir.clone();
+    let inside = s.inside(&["[2001:db8::7]:8080"]);
+    allow_name(&pins, "allowed.example");
+    probe(&with(&inside, &["tcp", "[2001:db8::7]:8080"])).assert_eperm("before the answer");
+    let learned = stat(&pins, STAT_DNS_LEARNED);
+    let join = format!(
+        "echo $$ > '{}/cgroup.procs' && exec ip netns exec '{}' python3 -c \"$0\" \"$@\"",
+        s.cg.path.display(),
+        s.ns.name
+    );
+    let out = Command::new("sh")
+        .args(["-c", &join, V6_CLIENT, "allowed.example"])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "the IPv6 DNS client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        wait_stat(&pins, STAT_DNS_LEARNED, learned + 1),
+        learned + 1,
+        "the AAAA answer was not learned"
+    );
+    probe(&with(&inside, &["tcp", "[2001:db8::7]:8080"])).assert_ok("after the AAAA answer");
+}
