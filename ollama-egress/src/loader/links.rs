@@ -231,17 +231,7 @@ impl Loaded {
     /// Checks with the kernel that every program of this object is attached to `cgroup`.
     pub fn verify_attached(&self, cgroup: &Path) -> Result<(), LoaderError> {
         for point in AttachPoint::ALL {
-            let id = self.program_id(point)?;
-            let ids = attached_program_ids(cgroup, point).map_err(|source| LoaderError::Query {
-                path: cgroup.display().to_string(),
-                source,
-            })?;
-            if !ids.contains(&id) {
-                return Err(LoaderError::NotAttached {
-                    program: point.program_name(),
-                    path: cgroup.display().to_string(),
-                });
-            }
+            check_attached(cgroup, point, self.program_id(point)?, point.program_name())?;
         }
         self.verify_guards(cgroup)
     }
@@ -357,4 +347,25 @@ pub(super) fn keep_link(
             what: format!("pinning the {name} link"),
             source: std::io::Error::other(e),
         })
+}
+
+/// Checks with the kernel that program `id` (named `program`) is attached to `cgroup` at
+/// `point`.
+pub(super) fn check_attached(
+    cgroup: &Path,
+    point: AttachPoint,
+    id: u32,
+    program: &'static str,
+) -> Result<(), LoaderError> {
+    let ids = attached_program_ids(cgroup, point).map_err(|source| LoaderError::Query {
+        path: cgroup.display().to_string(),
+        source,
+    })?;
+    if !ids.contains(&id) {
+        return Err(LoaderError::NotAttached {
+            program,
+            path: cgroup.display().to_string(),
+        });
+    }
+    Ok(())
 }

@@ -16,7 +16,7 @@ use aya::{
 };
 
 use super::{
-    AttachPoint, Loaded, LoaderError, PinError, attached_program_ids, cgroup_id,
+    AttachPoint, Loaded, LoaderError, PinError, cgroup_id,
     links::{fd_link, keep_link, open_pinned, remove_stale_pin},
     sys,
 };
@@ -118,17 +118,7 @@ impl Loaded {
     /// Checks with the kernel that the resolver programs are attached to `cgroup`.
     pub fn verify_resolver(&self, cgroup: &Path) -> Result<(), LoaderError> {
         for (name, _, point) in RESOLVER_HOOKS {
-            let id = self.program_id_of(name)?;
-            let ids = attached_program_ids(cgroup, point).map_err(|source| LoaderError::Query {
-                path: cgroup.display().to_string(),
-                source,
-            })?;
-            if !ids.contains(&id) {
-                return Err(LoaderError::NotAttached {
-                    program: name,
-                    path: cgroup.display().to_string(),
-                });
-            }
+            super::links::check_attached(cgroup, point, self.program_id_of(name)?, name)?;
         }
         Ok(())
     }

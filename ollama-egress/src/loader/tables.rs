@@ -342,12 +342,7 @@ impl PolicyTables {
         // kernel binds in this slot meanwhile is stale for every policy.
         let generation = self.generation.wrapping_add(1).max(1);
         announce(generation);
-        self.config
-            .set(slot, SlotConfig::default(), 0)
-            .map_err(|source| TableError::Map {
-                map: SLOT_CONFIG_MAP,
-                source,
-            })?;
+        self.set_config(slot, SlotConfig::default())?;
         let domain_rules = u32::try_from(policy.domains.len()).unwrap_or(u32::MAX);
         let mut cfg = SlotConfig {
             default_action: policy.default_action,
@@ -366,12 +361,7 @@ impl PolicyTables {
                 .map(|e| (e.pattern.key(), e.value))
                 .collect();
             d.write_rules(s, &entries)?;
-            self.config
-                .set(slot, cfg, 0)
-                .map_err(|source| TableError::Map {
-                    map: SLOT_CONFIG_MAP,
-                    source,
-                })?;
+            self.set_config(slot, cfg)?;
         }
         // In the compiler's (sorted) order: the trie is built fastest that way.
         let new_v4: Vec<((u8, [u8; 4]), PolicyValue)> = policy
@@ -402,12 +392,7 @@ impl PolicyTables {
         // inactive. From here on the kernel binds the answers it learns in this slot for the
         // new generation, so nothing learned from now until the switch is lost.
         cfg.valid = 1;
-        self.config
-            .set(slot, cfg, 0)
-            .map_err(|source| TableError::Map {
-                map: SLOT_CONFIG_MAP,
-                source,
-            })?;
+        self.set_config(slot, cfg)?;
         // Then the names learned before, judged with the new rules, merged with what the kernel
         // bound meanwhile, before the switch.
         if let Some(d) = &mut self.domains {
@@ -427,6 +412,16 @@ impl PolicyTables {
 }
 
 impl PolicyTables {
+    /// Writes slot `slot`'s settings.
+    fn set_config(&mut self, slot: u32, cfg: SlotConfig) -> Result<(), TableError> {
+        self.config
+            .set(slot, cfg, 0)
+            .map_err(|source| TableError::Map {
+                map: SLOT_CONFIG_MAP,
+                source,
+            })
+    }
+
     /// Re-reads `ACTIVE_SLOT` and its [`SlotConfig`] from the kernel. When they differ from
     /// what this process last wrote (another writer, or the maps were changed by hand), the
     /// slot to be written next is read back too, so [`apply`](Self::apply) rewrites exactly

@@ -237,6 +237,13 @@ impl Builder {
         if deny && !owner.0 {
             *owner = (true, rule);
         }
+        self.push_rule(id, action);
+        Ok(())
+    }
+
+    /// Records rule `id`, whose number [`next_id`](Self::next_id) just gave out; its entries
+    /// are counted when the policy is finished.
+    fn push_rule(&mut self, id: String, action: Action) {
         self.ids.insert(id.clone());
         self.rules.push(Rule {
             id,
@@ -245,7 +252,6 @@ impl Builder {
             v6_prefixes: 0,
             domain_entries: 0,
         });
-        Ok(())
     }
 
     fn next_id(&self, origin: &str) -> Result<u32, PolicyError> {
@@ -282,14 +288,7 @@ impl Builder {
                 IpNet::V6(net) => self.v6.push(Candidate { net, deny, rule }),
             }
         }
-        self.ids.insert(id.clone());
-        self.rules.push(Rule {
-            id,
-            action,
-            v4_prefixes: 0,
-            v6_prefixes: 0,
-            domain_entries: 0,
-        });
+        self.push_rule(id, action);
         Ok(())
     }
 
