@@ -23,6 +23,8 @@ use crate::{Daemon, NetNs, Probe, Scenario, ScenarioSpec, metric_value, probe_bi
 pub const RESOLVER: &str = "198.51.100.53";
 /// Where the probe's fake DNS server answers (a second one answers on 198.51.100.55:53).
 pub const FAKE_SERVER: &str = "198.51.100.54:53";
+/// The port of [`Dnsmasq::forwarder`].
+pub const FORWARDER_PORT: u16 = 5353;
 /// The port the names' hosts listen on.
 pub const PORT: u16 = 8080;
 /// The port of a held connection's listener.
@@ -120,6 +122,20 @@ pub struct DnsmasqSpec<'a> {
 }
 
 impl Dnsmasq {
+    /// A forwarding resolver in `cgroup`, on 127.0.0.1:[`FORWARDER_PORT`], asking the
+    /// namespace's authoritative server: its clients' answers come from that port, only its own
+    /// come from port 53.
+    pub fn forwarder(ns: &NetNs, cgroup: &Path) -> Self {
+        Self::start(&DnsmasqSpec {
+            ns,
+            listen: "127.0.0.1",
+            port: FORWARDER_PORT,
+            zone: &Zone::new(),
+            upstream: Some(RESOLVER),
+            cgroup: Some(cgroup),
+        })
+    }
+
     /// Starts dnsmasq in the namespace (and cgroup) and waits until it answers.
     pub fn start(spec: &DnsmasqSpec<'_>) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");

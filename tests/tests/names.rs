@@ -371,14 +371,7 @@ fn the_resolver_cgroup_learns_for_clients_that_ask_it_over_loopback() {
     // A forwarding resolver in its own cgroup, on loopback port 5353, asking the namespace's
     // authoritative server: the client's answers come from port 5353, only the resolver's
     // come from port 53.
-    let _forwarder = Dnsmasq::start(&DnsmasqSpec {
-        ns: &s.s.ns,
-        listen: "127.0.0.1",
-        port: 5353,
-        zone: &Zone::new(),
-        upstream: Some(ollama_egress_tests::dns::RESOLVER),
-        cgroup: Some(&resolver_cg.path),
-    });
+    let _forwarder = Dnsmasq::forwarder(&s.s.ns, &resolver_cg.path);
     let p = s.inside(&["ask", "127.0.0.1:5353", "r.allow.test"]);
     p.assert_ok("an allowed name learned from the resolver's cgroup");
     assert_eq!(p.json["addr"], "203.0.113.80", "{}", p.json);
@@ -537,14 +530,7 @@ fn the_namespace_resolver_answers_the_probe() {
     ]);
     p.assert_ok("the fake server's answer");
     assert_eq!(p.json["answer_received"], true, "{}", p.json);
-    let _forwarder = Dnsmasq::start(&DnsmasqSpec {
-        ns: &s.s.ns,
-        listen: "127.0.0.1",
-        port: 5353,
-        zone: &Zone::new(),
-        upstream: Some(ollama_egress_tests::dns::RESOLVER),
-        cgroup: Some(&resolver_cg.path),
-    });
+    let _forwarder = Dnsmasq::forwarder(&s.s.ns, &resolver_cg.path);
     let p = s.inside(&["ask", "127.0.0.1:5353", "end.test"]);
     p.assert_ok("through the forwarder");
     assert_eq!(p.json["addr"], "203.0.113.6", "{}", p.json);

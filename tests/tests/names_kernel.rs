@@ -341,20 +341,7 @@ fn answers_over_tcp_are_learned() {
     allow_name(&pins, "allowed.example");
     probe(&with(&inside, &["tcp", "198.51.100.7:8080"])).assert_eperm("before the answer");
     let learned = stat(&pins, STAT_DNS_LEARNED);
-    let join = format!(
-        "echo $$ > '{}/cgroup.procs' && exec ip netns exec '{}' python3 -c \"$0\" \"$@\"",
-        s.cg.path.display(),
-        s.ns.name
-    );
-    let out = Command::new("sh")
-        .args(["-c", &join, TCP_CLIENT, "allowed.example"])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "the TCP DNS client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_client(&s, TCP_CLIENT, "allowed.example", "the TCP DNS client");
     assert_eq!(
         wait_stat(&pins, STAT_DNS_LEARNED, learned + 1),
         learned + 1,
@@ -415,24 +402,30 @@ cidrs = ["2001:db8::53/128"]
     allow_name(&pins, "allowed.example");
     probe(&with(&inside, &["tcp", "[2001:db8::7]:8080"])).assert_eperm("before the answer");
     let learned = stat(&pins, STAT_DNS_LEARNED);
-    let join = format!(
-        "echo $$ > '{}/cgroup.procs' && exec ip netns exec '{}' python3 -c \"$0\" \"$@\"",
-        s.cg.path.display(),
-        s.ns.name
-    );
-    let out = Command::new("sh")
-        .args(["-c", &join, V6_CLIENT, "allowed.example"])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "the IPv6 DNS client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    python_client(&s, V6_CLIENT, "allowed.example", "the IPv6 DNS client");
     assert_eq!(
         wait_stat(&pins, STAT_DNS_LEARNED, learned + 1),
         learned + 1,
         "the AAAA answer was not learned"
     );
     probe(&with(&inside, &["tcp", "[2001:db8::7]:8080"])).assert_ok("after the AAAA answer");
+}
+
+/// Runs the python3 DNS client `script` with `name` inside the scenario's cgroup and namespace;
+/// `what` names it when it fails.
+fn python_client(s: &Scenario, script: &str, name: &str, what: &str) {
+    let join = format!(
+        "echo $$ > '{}/cgroup.procs' && exec ip netns exec '{}' python3 -c \"$0\" \"$@\"",
+        s.cg.path.display(),
+        s.ns.name
+    );
+    let out = Command::new("sh")
+        .args(["-c", &join, script, name])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

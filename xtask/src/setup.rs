@@ -17,8 +17,10 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     // The dashboard and alert rules are proven against a real Prometheus (and promtool).
     "prometheus",
-    // The name tests run a real DNS server (dnsmasq) inside their network namespaces.
+    // The name tests run a real DNS server (dnsmasq) inside their network namespaces, and
+    // hand-made DNS clients (python3) in the test cgroups.
     "dnsmasq-base",
+    "python3",
 ];
 
 #[path = "../../ollama-egress/build/toolchain.rs"]
