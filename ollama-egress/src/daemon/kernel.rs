@@ -7,7 +7,7 @@ use std::{
     sync::Arc,
 };
 
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::{DaemonError, RunOptions};
 use crate::{
@@ -16,7 +16,10 @@ use crate::{
         lock_dir,
     },
     model::Mode,
-    targeting::{self, TargetSpec},
+    targeting::{
+        self, TargetError, TargetSpec, auto,
+        containers::{self, ContainerInfo},
+    },
 };
 
 /// The locks a daemon holds, released when it ends.
@@ -123,15 +126,46 @@ pub(super) fn program_ids(loaded: &Loaded) -> Vec<(String, u32)> {
         .collect()
 }
 
-/// The cgroup the programs go on.
-pub(super) fn resolve_target(target: &TargetSpec, mount: &Path) -> Result<PathBuf, DaemonError> {
-    Ok(match target {
+/// The target as found: the cgroup the programs go on, and the container when it is one.
+pub(super) struct Resolved {
+    /// The cgroup v2 directory.
+    pub(super) cgroup: PathBuf,
+    /// The container, for `--container`.
+    pub(super) container: Option<ContainerInfo>,
+}
+
+/// Picks the target when none was given (logging which and why), then finds its cgroup.
+pub(super) fn resolve_target(opts: &mut RunOptions, mount: &Path) -> Result<Resolved, DaemonError> {
+    if opts.target == TargetSpec::Auto {
+        let found = auto::look(mount, opts.engine_socket.as_deref());
+        let choice = auto::choose(&found, crate::defaults::PROCESS);
+        info!(target = %choice.spec, "no target given, picked {}: {}", choice.spec, choice.reason);
+        opts.target = choice.spec;
+    }
+    let mut container = None;
+    let cgroup = match &opts.target {
         TargetSpec::Cgroup(p) => resolve_cgroup(p, mount)?,
         TargetSpec::Unit(u) => targeting::find_unit_cgroup(mount, u)?,
+        TargetSpec::Container(name) => {
+            let found = containers::find_container(opts.engine_socket.as_deref(), name, mount)
+                .map_err(TargetError::from)?;
+            info!(
+                container = %found.info.name,
+                id = %found.info.short_id(),
+                image = %found.info.image,
+                pid = found.info.pid,
+                socket = %found.socket.display(),
+                cgroup = %found.cgroup.display(),
+                "found the container"
+            );
+            container = Some(found.info);
+            targeting::check_cgroup_dir(&found.cgroup, mount)?
+        }
         // Processes found by name are judged where they are: the programs go on the cgroup v2
         // root and judge only the tasks the kernel marked (see `targeting::ProcessWatcher`).
-        TargetSpec::Process(_) => mount.to_owned(),
-    })
+        TargetSpec::Process(_) | TargetSpec::Auto => mount.to_owned(),
+    };
+    Ok(Resolved { cgroup, container })
 }
 
 /// `--cgroup PATH`: a relative path is taken from the cgroup v2 root; a missing directory is

@@ -47,6 +47,9 @@ pub struct RunOptions {
     pub mode: Mode,
     /// What to attach to.
     pub target: TargetSpec,
+    /// The container engine's API socket for `--container` and automatic targeting; `None`:
+    /// Docker's, then Podman's default socket.
+    pub engine_socket: Option<PathBuf>,
     /// Policy file; `None` for the default file or the built-in policy.
     pub policy: Option<PathBuf>,
     /// Country database.

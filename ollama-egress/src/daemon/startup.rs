@@ -30,20 +30,21 @@ use crate::{
     model::Mode,
     pipeline::{BootClock, Decoder},
     policy::CompiledPolicy,
-    targeting::{self, CgroupWatch, ProcessWatcher, TargetSpec},
+    targeting::{self, CgroupWatch, ProcessWatcher, TargetSpec, containers::ContainerInfo},
 };
 
 /// Checks, loads, attaches; returns the running daemon.
-pub(super) async fn start(opts: RunOptions, signals: Signals) -> Result<Daemon, DaemonError> {
+pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daemon, DaemonError> {
     check_privileges()?;
     let mount = targeting::cgroup2_mount()?;
     let inputs = read_inputs(&opts)?;
-    let cgroup = kernel::resolve_target(&opts.target, &mount)?;
+    let kernel::Resolved { cgroup, container } = kernel::resolve_target(&mut opts, &mount)?;
     let mut claim = kernel::claim(&opts, &cgroup)?;
     let outputs = open_outputs(&opts).await?;
     kernel::raise_memlock();
     let mut loaded = load(&opts, &claim)?;
-    let (runtime, generation) = write_policy(&opts, &mut loaded, &claim, &inputs)?;
+    let container_name = container.as_ref().map(|c| c.name.clone());
+    let (runtime, generation) = write_policy(&opts, &mut loaded, &claim, &inputs, container_name)?;
     let ring = loaded.take_events()?;
     let counters = Arc::new(loaded.take_counters()?);
     let kernel_log = loaded.take_logger()?;
@@ -55,6 +56,7 @@ pub(super) async fn start(opts: RunOptions, signals: Signals) -> Result<Daemon, 
     let watcher = watch_processes(&opts.target, &mut loaded)?;
     let state = first_state(
         &opts,
+        container.as_ref(),
         &cgroup,
         inputs,
         generation,
@@ -90,6 +92,7 @@ pub(super) async fn start(opts: RunOptions, signals: Signals) -> Result<Daemon, 
 /// The state file's first content.
 fn first_state(
     opts: &RunOptions,
+    container: Option<&ContainerInfo>,
     cgroup: &Path,
     inputs: Inputs,
     generation: u32,
@@ -99,7 +102,7 @@ fn first_state(
     DaemonState {
         pid: std::process::id(),
         mode: opts.mode.as_str().to_owned(),
-        target: opts.target.to_string(),
+        target: container.map_or_else(|| opts.target.to_string(), ContainerInfo::describe),
         cgroup: cgroup.to_owned(),
         policy: inputs.compiled.origin.clone(),
         generation,
@@ -198,6 +201,7 @@ fn write_policy(
     loaded: &mut Loaded,
     claim: &Claim,
     inputs: &Inputs,
+    container: Option<String>,
 ) -> Result<(PolicyRuntime, u32), DaemonError> {
     let mut tables = loaded.policy_tables()?;
     // Before anything is attached.
@@ -212,7 +216,7 @@ fn write_policy(
             )
         })
         .flatten();
-    let mut decoder = Decoder::new(BootClock::now(), inputs.geo.clone());
+    let mut decoder = Decoder::new(BootClock::now(), inputs.geo.clone()).with_container(container);
     // The names a previous daemon had bound: the first slot's bindings are rebuilt from them.
     let restored = super::names::restore(&mut decoder, &opts.log_dir);
     if restored > 0 {

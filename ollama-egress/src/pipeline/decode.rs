@@ -82,6 +82,8 @@ pub struct Decoder {
     names: NamesTable,
     /// Boot time of the last expiry sweep of `names`.
     swept_ns: u64,
+    /// The target container's name, stamped on every event.
+    container: Option<String>,
 }
 
 /// How often expired names are swept out of the table, at most.
@@ -96,7 +98,15 @@ impl Decoder {
             geo,
             names: NamesTable::default(),
             swept_ns: 0,
+            container: None,
         }
+    }
+
+    /// Names the target's container on every event (`container`), set once at start-up.
+    #[must_use]
+    pub fn with_container(mut self, container: Option<String>) -> Self {
+        self.container = container;
+        self
     }
 
     /// Makes a newly loaded policy generation known.
@@ -187,7 +197,7 @@ impl Decoder {
             asn: info.as_ref().and_then(|i| i.asn),
             as_org: info.and_then(|i| i.as_org),
             rule,
-            container: None,
+            container: self.container.clone(),
             hook: Some(hook),
             via,
         })

@@ -1,6 +1,8 @@
 //! What to attach to: the cgroup v2 mount, a cgroup path, a systemd unit's cgroup, or a managed
 //! cgroup that processes found by name are moved into.
 
+pub mod auto;
+pub mod containers;
 mod marks;
 mod procs;
 mod sockets;
@@ -72,6 +74,9 @@ pub enum TargetError {
         /// What went wrong.
         detail: String,
     },
+    /// Finding a container failed.
+    #[error(transparent)]
+    Container(#[from] containers::ContainerError),
     /// Creating the managed cgroup or moving a process into it failed.
     #[error("{what} {path}: {source}")]
     Write {
@@ -94,6 +99,10 @@ pub enum TargetSpec {
     Unit(String),
     /// Processes whose `comm` is this name, moved into the managed cgroup.
     Process(String),
+    /// A Docker or Podman container, by name or id.
+    Container(String),
+    /// None given: picked at start-up ([`auto::choose`]).
+    Auto,
 }
 
 impl std::fmt::Display for TargetSpec {
@@ -102,6 +111,8 @@ impl std::fmt::Display for TargetSpec {
             Self::Cgroup(p) => write!(f, "cgroup {}", p.display()),
             Self::Unit(u) => write!(f, "unit {u}"),
             Self::Process(n) => write!(f, "processes named {n}"),
+            Self::Container(c) => write!(f, "container {c}"),
+            Self::Auto => write!(f, "automatic"),
         }
     }
 }

@@ -217,3 +217,17 @@ fn connect_events_get_the_host_their_address_was_bound_to() {
 fn comm_without_nul_uses_all_bytes() {
     assert_eq!(comm_string(b"0123456789abcdef"), "0123456789abcdef");
 }
+
+#[test]
+fn events_name_the_target_container() {
+    let ev = event();
+    let none = decoder().decode(&ev, None).expect("decodes");
+    assert_eq!(none.container, None);
+    let rec = decoder()
+        .with_container(Some("ollama".into()))
+        .decode(&ev, None)
+        .expect("decodes");
+    assert_eq!(rec.container.as_deref(), Some("ollama"));
+    let line = serde_json::to_string(&rec).expect("serializes");
+    assert!(line.contains(r#""container":"ollama""#), "{line}");
+}

@@ -1,0 +1,47 @@
+//! Tests of `ollama-egress run`'s target options.
+
+use clap::Parser;
+
+use super::*;
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+fn parse(args: &[&str]) -> Result<RunOptions, String> {
+    Cli::try_parse_from(std::iter::once("run").chain(args.iter().copied()))
+        .map(|c| c.run.options())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn container_and_engine_socket() {
+    let o = parse(&[
+        "--monitor",
+        "--container",
+        "ollama",
+        "--engine-socket",
+        "/tmp/x/docker.sock",
+    ])
+    .expect("parses");
+    assert_eq!(o.target, TargetSpec::Container("ollama".into()));
+    assert_eq!(o.engine_socket, Some(PathBuf::from("/tmp/x/docker.sock")));
+}
+
+#[test]
+fn no_target_flag_is_automatic() {
+    let o = parse(&["--enforce"]).expect("parses");
+    assert_eq!(o.target, TargetSpec::Auto);
+    assert_eq!(o.engine_socket, None);
+    let o = parse(&["--enforce", "--process", "ollama"]).expect("parses");
+    assert_eq!(o.target, TargetSpec::Process("ollama".into()));
+}
+
+#[test]
+fn one_target_only() {
+    let err =
+        parse(&["--monitor", "--container", "a", "--unit", "ollama.service"]).expect_err("refused");
+    assert!(err.contains("cannot be used with"), "{err}");
+}
