@@ -251,6 +251,11 @@ pub fn valid_name(name: &str) -> bool {
 /// The engine sockets to try: the one given, else the defaults that exist.
 pub fn engine_sockets(given: Option<&Path>) -> Result<Vec<PathBuf>, ContainerError> {
     if let Some(p) = given {
+        if !p.exists() {
+            return Err(ContainerError::NoEngine {
+                tried: p.display().to_string(),
+            });
+        }
         return Ok(vec![p.to_owned()]);
     }
     let found: Vec<PathBuf> = DEFAULT_ENGINE_SOCKETS

@@ -277,6 +277,10 @@ fn a_missing_socket_is_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("none.sock");
     let err = find_container(Some(&sock), "ollama", &mount()).expect_err("refused");
+    assert!(matches!(err, ContainerError::NoEngine { .. }), "{err}");
+    assert!(err.to_string().contains("none.sock"), "{err}");
+    // A path that exists but where no engine listens.
+    let err = find_container(Some(dir.path()), "ollama", &mount()).expect_err("refused");
     assert!(matches!(err, ContainerError::Engine { .. }), "{err}");
     assert!(err.to_string().contains("connecting"), "{err}");
 }
