@@ -19,7 +19,7 @@ use nix::{
 };
 use ollama_egress_tests::{Daemon, daemon_bin, require_root, unique, write_policy};
 
-const DOCKERD: &str = "/usr/bin/dockerd";
+const DOCKERD: &str = "/usr/sbin/dockerd";
 const DOCKER: &str = "/usr/bin/docker";
 const BUSYBOX: &str = "/bin/busybox";
 
