@@ -649,3 +649,18 @@ pub fn logs_json(d: &Daemon, args: &[&str]) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
         .collect()
 }
+
+/// `bin` under another name, so that its processes have that name (`comm`).
+///
+/// A hard link where the file system allows it: a copy is a file open for writing, and a child
+/// that another test thread forks meanwhile inherits that descriptor until its exec, so running
+/// the copy can fail with ETXTBSY ("Text file busy"). A link is never open for writing.
+pub fn named_copy(bin: &Path, dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    // The file itself, not a symlink to it (`/bin/sh`): a link to a relative symlink dangles.
+    let bin = std::fs::canonicalize(bin).expect("resolve the binary");
+    if std::fs::hard_link(&bin, &p).is_err() {
+        std::fs::copy(&bin, &p).expect("copy binary");
+    }
+    p
+}

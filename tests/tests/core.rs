@@ -253,8 +253,7 @@ fn process_target_moves_existing_and_new_processes() {
     let policy = write_policy(tmp.path(), DENY_POLICY);
     // A copy of the probe under a unique name: its comm is what --process looks for.
     let name = format!("oep{:x}", std::process::id() % 0xfffff);
-    let bin = tmp.path().join(&name);
-    fs::copy(ollama_egress_tests::probe_bin(), &bin).expect("copy probe");
+    let bin = ollama_egress_tests::named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
     let managed = unique("oe-managed");
     let mount = ollama_egress::targeting::cgroup2_mount().expect("cgroup2");
     let _managed = TestCgroup::adopt(mount.join(&managed));

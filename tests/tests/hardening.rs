@@ -165,6 +165,38 @@ fn ensure_bpffs() {
     }
 }
 
+/// A bpffs instance of the test's own, mounted on a temporary directory anyone may traverse;
+/// unmounted on drop.
+struct PrivateBpffs(tempfile::TempDir);
+
+impl PrivateBpffs {
+    fn mount() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir for a bpffs");
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod 755");
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(
+            st.success(),
+            "mounting a bpffs at {} failed",
+            dir.path().display()
+        );
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for PrivateBpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
 /// Runs `argv` as uid/gid 65534 (nobody).
 fn as_nobody(argv: &[&str]) {
     let st = Command::new("setpriv")
@@ -204,8 +236,10 @@ fn planted_pin_directories_and_symlinks_are_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let policy = ollama_egress_tests::write_policy(tmp.path(), POLICY);
     // A root-owned sticky, world-writable directory: what /sys/fs/bpf is when bpffs is mounted
-    // without `mode=`.
-    let parent = PathBuf::from("/sys/fs/bpf").join(unique("oe-plant"));
+    // without `mode=`. On a bpffs of its own: the host's /sys/fs/bpf may be closed to nobody
+    // (mounted with mode=0700), and the test must not depend on how it was mounted.
+    let fs_root = PrivateBpffs::mount();
+    let parent = fs_root.path().join(unique("oe-plant"));
     fs::create_dir(&parent).expect("mkdir parent");
     let _parent_guard = PinsGuard(parent.clone());
     fs::set_permissions(&parent, fs::Permissions::from_mode(0o1777)).expect("chmod 1777");

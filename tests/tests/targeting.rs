@@ -151,12 +151,6 @@ fn root_target() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn named_copy(bin: &std::path::Path, dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    fs::copy(bin, &p).expect("copy binary");
-    p
-}
-
 /// A process name unique to this test run (at most 15 bytes).
 fn process_name(tag: &str) -> String {
     format!("oe{tag}{:x}", std::process::id() % 0xfffff)
@@ -216,7 +210,7 @@ fn probe_json(out: &std::process::Output) -> serde_json::Value {
 fn a_process_found_by_name_is_judged_from_its_first_connection() {
     let _root = root_target();
     let (ns, tmp, policy, name) = by_name("fc");
-    let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    let bin = ollama_egress_tests::named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
     let d = process_daemon(&name, &policy);
     // Each copy connects at once, with no delay: any window between exec and the first
     // connection would let it through (the listener is up).
@@ -257,7 +251,7 @@ fn children_forked_under_another_name_before_the_daemon_are_judged() {
     let (ns, tmp, policy, name) = by_name("ch");
     // A shell named like the target starts a child of another name (the probe) before the
     // daemon runs; the child connects later.
-    let sh = named_copy(std::path::Path::new("/bin/sh"), tmp.path(), &name);
+    let sh = ollama_egress_tests::named_copy(std::path::Path::new("/bin/sh"), tmp.path(), &name);
     let script = format!(
         "{} --netns {} --listen {} --delay-ms 2500 tcp 203.0.113.7:8080; true",
         ollama_egress_tests::probe_bin().display(),
@@ -284,7 +278,7 @@ fn children_forked_under_another_name_before_the_daemon_are_judged() {
 fn with_no_daemon_a_new_process_found_by_name_is_still_judged() {
     let _root = root_target();
     let (ns, tmp, policy, name) = by_name("nd");
-    let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    let bin = ollama_egress_tests::named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
     let mut d = process_daemon(&name, &policy);
     assert!(d.stop(), "SIGTERM");
     for action in [
@@ -347,7 +341,7 @@ fn with_no_daemon_a_new_process_found_by_name_is_still_judged() {
 fn a_socket_made_before_the_daemon_started_is_judged_at_connect() {
     let _root = root_target();
     let (ns, tmp, policy, name) = by_name("so");
-    let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    let bin = ollama_egress_tests::named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
     // The socket exists before the daemon; it connects once the daemon runs.
     let early = Command::new(&bin)
         .args([
@@ -440,7 +434,7 @@ fn spawn_with_pid(pid: i32, argv: &[&str], stdout: std::os::fd::BorrowedFd<'_>) 
 fn a_process_that_reuses_the_pid_of_an_earlier_target_is_judged() {
     let _root = root_target();
     let (ns, tmp, policy, name) = by_name("pr");
-    let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    let bin = ollama_egress_tests::named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
     let d = process_daemon(&name, &policy);
     // A first target runs long enough for the daemon to see it, then ends.
     let mut first = Command::new(&bin)
@@ -488,7 +482,7 @@ fn a_process_that_reuses_the_pid_of_an_earlier_target_is_judged() {
 fn status_lists_marked_processes_and_a_restarted_daemon_keeps_the_marks() {
     let _root = root_target();
     let (ns, tmp, policy, name) = by_name("rs");
-    let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    let bin = ollama_egress_tests::named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
     let mut d = process_daemon(&name, &policy);
     // A target that runs across a crash and a restart of the daemon.
     let long = Command::new(&bin)
@@ -570,7 +564,7 @@ fn status_lists_marked_processes_and_a_restarted_daemon_keeps_the_marks() {
 fn sockets_a_running_target_made_before_the_daemon_are_judged_by_the_packet_backstop() {
     let _root = root_target();
     let (ns, tmp, policy, name) = by_name("rw");
-    let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    let bin = ollama_egress_tests::named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
     // Control: with no daemon the echo is answered.
     let out = Command::new(&bin)
         .args(["--netns", &ns.name, "raw-ping", "203.0.113.7"])
@@ -609,7 +603,7 @@ fn sockets_a_running_target_made_before_the_daemon_are_judged_by_the_packet_back
 fn monitor_mode_by_name_records_only_the_target_and_leaves_nothing_on_the_root() {
     let _root = root_target();
     let (ns, tmp, policy, name) = by_name("mo");
-    let bin = named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    let bin = ollama_egress_tests::named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
     let mut d = ollama_egress_tests::Daemon::start(&[
         "--monitor",
         "--process",
