@@ -1,7 +1,7 @@
 //! The core path against the real kernel: enforce, monitor, precedence, the cgroup_skb
 //! backstop, children, `--process`, and an invalid policy.
 
-use std::{fs, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use ollama_egress::loader::{AttachPoint, attached_program_ids};
 use ollama_egress_tests::{
