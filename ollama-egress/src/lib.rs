@@ -8,6 +8,7 @@
 //! target cgroup ([`targeting`]), the daemon that ties them together ([`daemon`]) and the
 //! command line ([`cli`]).
 
+pub mod audit;
 pub mod cli;
 pub mod daemon;
 pub mod defaults;
