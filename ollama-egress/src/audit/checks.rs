@@ -452,3 +452,6 @@ pub fn geo(f: &Facts) -> Vec<Finding> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

@@ -81,3 +81,6 @@ pub fn without_inbound(text: &str) -> Option<String> {
     table.remove("inbound").filter(toml::Value::is_table)?;
     toml::to_string(&table).ok()
 }
+
+#[cfg(test)]
+mod tests;

@@ -49,7 +49,7 @@ struct JsonReport<'a> {
     summary: JsonSummary,
 }
 
-/// Writes the report as one JSON document (and a newline); control characters from the data
+/// Writes the report as one JSON document on one line; control characters from the data
 /// are escaped.
 pub fn json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     let f = &report.facts;
@@ -82,7 +82,7 @@ pub fn json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             exit: report.exit_code(),
         },
     };
-    let text = serde_json::to_string_pretty(&doc).map_err(io::Error::other)?;
+    let text = serde_json::to_string(&doc).map_err(io::Error::other)?;
     writeln!(out, "{}", escape_json(&text))
 }
 
