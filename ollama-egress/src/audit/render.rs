@@ -90,11 +90,16 @@ pub fn json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
 /// and a summary line.
 pub fn text(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     let f = &report.facts;
+    let cgroup = f.cgroup.display().to_string();
+    let target = if f.target.ends_with(&cgroup) {
+        f.target.clone()
+    } else {
+        format!("{} (cgroup {cgroup})", f.target)
+    };
     writeln!(
         out,
-        "audit of {} (cgroup {}): {} process{}, {} listening socket{}, policy {}",
-        printable(&f.target),
-        printable(&f.cgroup.display().to_string()),
+        "audit of {}: {} process{}, {} listening socket{}, policy {}",
+        printable(&target),
         f.processes.len(),
         if f.processes.len() == 1 { "" } else { "es" },
         f.listeners.len(),
