@@ -14,7 +14,8 @@ use std::{
 };
 
 use ollama_egress_tests::{
-    Daemon, NetNs, TestCgroup, daemon_bin, probe, require_root, unique, write_policy,
+    Daemon, NetNs, SpawnRetryingBusy as _, TestCgroup, daemon_bin, probe, require_root, unique,
+    write_policy,
 };
 use serde_json::Value;
 
@@ -38,6 +39,18 @@ impl Listener {
         env: &[(&str, &str)],
         uid: u32,
     ) -> Self {
+        Self::start_as(Path::new("sleep"), ns, cgroup, addr, env, uid)
+    }
+
+    /// [`Listener::start`] with another `sleep` executable (a copy under another name).
+    fn start_as(
+        program: &Path,
+        ns: &NetNs,
+        cgroup: Option<&Path>,
+        addr: SocketAddrV4,
+        env: &[(&str, &str)],
+        uid: u32,
+    ) -> Self {
         let netns = fs::File::open(format!("/run/netns/{}", ns.name))
             .unwrap_or_else(|e| panic!("netns {}: {e}", ns.name));
         let procs = cgroup
@@ -51,7 +64,7 @@ impl Listener {
             },
             sin_zero: [0; 8],
         };
-        let mut cmd = Command::new("sleep");
+        let mut cmd = Command::new(program);
         cmd.arg("600")
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
@@ -104,9 +117,7 @@ impl Listener {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting a listener on {addr}: {e}"));
+        let child = cmd.spawn_retrying_busy();
         let l = Self { child };
         // Listening: a client in the namespace connects.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -312,4 +323,48 @@ fn audit_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("sometimes") && err.contains("line 1"), "{err}");
     assert!(out.stdout.is_empty(), "no report on an error");
+}
+
+#[test]
+fn audit_by_process_name() {
+    require_root();
+    let ns = NetNs::new("oe-audit-proc", &[]);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    // A name no other process has (the kernel keeps 15 bytes of it).
+    let name = format!("oe-aud-{}", std::process::id() % 100_000);
+    let program = tmp.path().join(&name);
+    fs::copy("/bin/sleep", &program).expect("copy sleep");
+    let _server = Listener::start_as(
+        &program,
+        &ns,
+        None,
+        "0.0.0.0:11434".parse().expect("addr"),
+        &[("OLLAMA_NO_CLOUD", "1")],
+        NOBODY,
+    );
+    let no_pins = format!("/sys/fs/bpf/{}", unique("oe-audit-none"));
+    let (code, doc) = audit_json(&["--process", &name, "--pin-dir", &no_pins]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(doc["target"], format!("processes named {name}"), "{doc:#}");
+    assert_eq!(
+        doc["processes"].as_array().map(Vec::len),
+        Some(1),
+        "{doc:#}"
+    );
+    assert_eq!(doc["processes"][0]["comm"], name.as_str());
+    assert_eq!(doc["listeners"][0]["addr"], "0.0.0.0:11434", "{doc:#}");
+    assert_eq!(
+        findings(&doc, "listen.all-addresses")[0]["severity"],
+        "high"
+    );
+
+    let out = audit(&["--process", "oe-aud-nothing", "--pin-dir", &no_pins]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no process runs in the target"), "{err}");
 }
