@@ -11,15 +11,15 @@ use crate::targeting::TargetSpec;
 #[derive(Debug, Clone, Default, Args)]
 #[command(group(clap::ArgGroup::new("target").args(["cgroup", "unit", "container", "process"])))]
 pub struct TargetArgs {
-    /// Attach to this cgroup v2 directory: an absolute path, or one relative to the cgroup v2
-    /// root (e.g. `system.slice/ollama.service`).
+    /// Ollama's cgroup v2 directory: an absolute path, or one relative to the cgroup v2 root
+    /// (e.g. `system.slice/ollama.service`).
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
-    /// Attach to the cgroup of this systemd unit (e.g. ollama.service).
+    /// The cgroup of this systemd unit (e.g. ollama.service).
     #[arg(long, value_name = "NAME")]
     pub unit: Option<String>,
-    /// Attach to the cgroup v2 directory of this running Docker or Podman container (a name or
-    /// id, e.g. one from the ollama/ollama image), found through the engine's API socket; events
+    /// The cgroup v2 directory of this running Docker or Podman container (a name or id, e.g.
+    /// one from the ollama/ollama image), found through the engine's API socket; `run`'s events
     /// name it (`container`).
     #[arg(long, value_name = "NAME|ID")]
     pub container: Option<String>,
@@ -27,11 +27,11 @@ pub struct TargetArgs {
     /// [default: /var/run/docker.sock, then /run/podman/podman.sock]
     #[arg(long, value_name = "PATH")]
     pub engine_socket: Option<PathBuf>,
-    /// Judge processes with this name, and their descendants, from their first connection:
-    /// the kernel marks them at exec (and a marked task's children at fork), and the programs
-    /// on the cgroup v2 root judge only marked tasks. With no target option, `run` picks the
-    /// ollama.service unit if systemd has its cgroup, else a running container whose image name
-    /// contains `ollama`, else processes named `ollama`, and logs which and why.
+    /// Processes with this name, and their descendants: `run` judges them from their first
+    /// connection (the kernel marks them at exec, and a marked task's children at fork, and the
+    /// programs on the cgroup v2 root judge only marked tasks). With no target option, the
+    /// ollama.service unit is picked if systemd has its cgroup, else a running container whose
+    /// image name contains `ollama`, else processes named `ollama` (logged with the reason).
     #[arg(long, value_name = "NAME")]
     pub process: Option<String>,
 }
