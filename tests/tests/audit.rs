@@ -279,6 +279,24 @@ fn audit_reports_the_all_addresses_listener_until_it_binds_loopback() {
     assert_eq!(code, 0, "no high finding exits 0: {doc:#}");
     assert_eq!(doc["listeners"][0]["addr"], "127.0.0.1:11434", "{doc:#}");
     assert_eq!(findings(&doc, "inbound.none")[0]["severity"], "low");
+    // With an [inbound] section (read by the audit; the daemon keeps its own file).
+    let guarded = tmp.path().join("guarded.toml");
+    fs::write(
+        &guarded,
+        "default = \"deny\"\n[allow]\ncidrs = [\"127.0.0.0/8\"]\n[inbound]\ndefault = \"deny\"\n[inbound.allow]\ncidrs = [\"127.0.0.0/8\", \"::1/128\"]\n",
+    )
+    .expect("write policy");
+    let guarded = guarded.display().to_string();
+    let (code, doc) = audit_json(&[
+        "--cgroup",
+        &cgroup,
+        "--policy",
+        &guarded,
+        "--pin-dir",
+        &pins,
+    ]);
+    assert!(findings(&doc, "inbound.none").is_empty(), "{doc:#}");
+    assert_eq!(code, 0, "{doc:#}");
     let out = audit(&with_pins);
     let after = String::from_utf8_lossy(&out.stdout).into_owned();
     eprintln!("audit, hardened:\n{after}");

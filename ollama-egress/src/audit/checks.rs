@@ -368,7 +368,7 @@ pub fn outbound_default(f: &Facts) -> Vec<Finding> {
             "the policy ({}) has default = \"allow\": every destination not denied is reachable",
             f.policy.origin
         ),
-        "set default = \"deny\" and allow what Ollama needs (`ollama-egress policy suggest` writes one from the monitor log)",
+        "set default = \"deny\" and allow what Ollama needs (see what it connects to with `run --monitor` and `logs` first)",
     )]
 }
 
