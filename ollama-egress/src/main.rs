@@ -20,11 +20,25 @@ fn main() -> std::process::ExitCode {
         .with_ansi(io::stderr().is_terminal())
         .log_internal_errors(false)
         .init();
+    if let Command::Audit(args) = &cli.command {
+        return audit(args);
+    }
     match dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(io::stderr(), "error: {}", render_error(&e));
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `audit`: 0 clean, 1 a high-severity finding, 2 the audit could not be done.
+fn audit(args: &ollama_egress::cli::AuditArgs) -> std::process::ExitCode {
+    match args.run(&mut io::stdout().lock()) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "error: {}", render_error(&e.into()));
+            std::process::ExitCode::from(2)
         }
     }
 }
@@ -89,6 +103,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 let _ = writeln!(io::stderr(), "warning: {w}");
             }
         }
+        // Has exit statuses of its own: run by `main`.
+        Command::Audit(_) => {}
         Command::Status(args) => args.run(&mut out)?,
         Command::Detach(args) => args.run(&mut out)?,
         Command::Policy(cmd) => cmd.run(&mut out)?,

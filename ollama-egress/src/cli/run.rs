@@ -4,18 +4,16 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::GeoArgs;
+use super::{GeoArgs, TargetArgs};
 use crate::{
     daemon::{DnsOptions, RunOptions},
     defaults,
     model::Mode,
-    targeting::TargetSpec,
 };
 
 /// Options of `run`.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("mode").required(true).args(["monitor", "enforce"])))]
-#[command(group(clap::ArgGroup::new("target").args(["cgroup", "unit", "container", "process"])))]
 pub struct RunArgs {
     /// Record every decision, block nothing: denied connections are logged as `would_block`.
     #[arg(long)]
@@ -23,29 +21,9 @@ pub struct RunArgs {
     /// Drop denied connections in the kernel (connect() fails at once with EPERM).
     #[arg(long)]
     pub enforce: bool,
-    /// Attach to this cgroup v2 directory: an absolute path, or one relative to the cgroup v2
-    /// root (e.g. `system.slice/ollama.service`).
-    #[arg(long, value_name = "PATH")]
-    pub cgroup: Option<PathBuf>,
-    /// Attach to the cgroup of this systemd unit (e.g. ollama.service).
-    #[arg(long, value_name = "NAME")]
-    pub unit: Option<String>,
-    /// Attach to the cgroup v2 directory of this running Docker or Podman container (a name or
-    /// id, e.g. one from the ollama/ollama image), found through the engine's API socket; events
-    /// name it (`container`).
-    #[arg(long, value_name = "NAME|ID")]
-    pub container: Option<String>,
-    /// The container engine's API socket, for --container and automatic targeting.
-    /// [default: /var/run/docker.sock, then /run/podman/podman.sock]
-    #[arg(long, value_name = "PATH")]
-    pub engine_socket: Option<PathBuf>,
-    /// Judge processes with this name, and their descendants, from their first connection:
-    /// the kernel marks them at exec (and a marked task's children at fork), and the programs
-    /// on the cgroup v2 root judge only marked tasks. With no target option, `run` picks the
-    /// ollama.service unit if systemd has its cgroup, else a running container whose image name
-    /// contains `ollama`, else processes named `ollama`, and logs which and why.
-    #[arg(long, value_name = "NAME")]
-    pub process: Option<String>,
+    /// What to attach to.
+    #[command(flatten)]
+    pub target: TargetArgs,
     /// Policy file (TOML). [default: /etc/ollama-egress/policy.toml, or the built-in policy
     /// (allow loopback and private ranges, deny the rest) when that file does not exist]
     #[arg(long, value_name = "FILE")]
@@ -100,21 +78,14 @@ pub struct RunArgs {
 impl RunArgs {
     /// The daemon's options.
     pub fn options(&self) -> RunOptions {
-        let target = match (&self.cgroup, &self.unit, &self.container, &self.process) {
-            (Some(c), ..) => TargetSpec::Cgroup(c.clone()),
-            (_, Some(u), ..) => TargetSpec::Unit(u.clone()),
-            (_, _, Some(c), _) => TargetSpec::Container(c.clone()),
-            (.., Some(p)) => TargetSpec::Process(p.clone()),
-            _ => TargetSpec::Auto,
-        };
         RunOptions {
             mode: if self.enforce {
                 Mode::Enforce
             } else {
                 Mode::Monitor
             },
-            target,
-            engine_socket: self.engine_socket.clone(),
+            target: self.target.spec(),
+            engine_socket: self.target.engine_socket.clone(),
             policy: self.policy.clone(),
             geo_db: self.geo.geo_db.clone(),
             asn_db: self.geo.asn_db.clone(),

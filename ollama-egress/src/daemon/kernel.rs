@@ -127,27 +127,37 @@ pub(super) fn program_ids(loaded: &Loaded) -> Vec<(String, u32)> {
 }
 
 /// The target as found: the cgroup the programs go on, and the container when it is one.
-pub(super) struct Resolved {
+pub struct Resolved {
     /// The cgroup v2 directory.
-    pub(super) cgroup: PathBuf,
+    pub cgroup: PathBuf,
     /// The container, for `--container`.
-    pub(super) container: Option<ContainerInfo>,
+    pub container: Option<ContainerInfo>,
 }
 
 /// Picks the target when none was given (logging which and why), then finds its cgroup.
 pub(super) fn resolve_target(opts: &mut RunOptions, mount: &Path) -> Result<Resolved, DaemonError> {
-    if opts.target == TargetSpec::Auto {
-        let found = auto::look(mount, opts.engine_socket.as_deref());
+    resolve(&mut opts.target, opts.engine_socket.as_deref(), mount)
+}
+
+/// Finds the cgroup of `target` as `run` does (`audit` too): an automatic target is first
+/// replaced by the one picked (logged with the reason).
+pub fn resolve(
+    target: &mut TargetSpec,
+    engine_socket: Option<&Path>,
+    mount: &Path,
+) -> Result<Resolved, DaemonError> {
+    if *target == TargetSpec::Auto {
+        let found = auto::look(mount, engine_socket);
         let choice = auto::choose(&found, crate::defaults::PROCESS);
         info!(target = %choice.spec, "no target given, picked {}: {}", choice.spec, choice.reason);
-        opts.target = choice.spec;
+        *target = choice.spec;
     }
     let mut container = None;
-    let cgroup = match &opts.target {
+    let cgroup = match &*target {
         TargetSpec::Cgroup(p) => resolve_cgroup(p, mount)?,
         TargetSpec::Unit(u) => targeting::find_unit_cgroup(mount, u)?,
         TargetSpec::Container(name) => {
-            let found = containers::find_container(opts.engine_socket.as_deref(), name, mount)
+            let found = containers::find_container(engine_socket, name, mount)
                 .map_err(TargetError::from)?;
             info!(
                 container = %found.info.name,

@@ -26,6 +26,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use ollama_egress_geo::GeoError;
 
 pub use dns::{DEFAULT_RESOLVER_UNIT, DnsError, DnsOptions};
+pub use kernel::{Resolved, resolve as resolve_target};
 pub use privileges::missing_capabilities;
 pub use sink::{EventTally, LogSink};
 pub use source::PolicySource;

@@ -3,6 +3,7 @@
 use clap::Parser;
 
 use super::*;
+use crate::targeting::TargetSpec;
 
 #[derive(Debug, Parser)]
 struct Cli {
