@@ -1,6 +1,7 @@
 //! Noticing at once that the target cgroup was made again: an inotify watch on its parent
-//! directory for the creation of its name, with a periodic wake-up as the backstop (the parent
-//! itself may be replaced, or inotify may be unavailable).
+//! directory for the creation of its name (or, for a container followed by name, of any
+//! directory: a re-created container's has a new name), with a periodic wake-up as the backstop
+//! (the parent itself may be replaced, or inotify may be unavailable).
 
 use std::{
     ffi::{CString, OsStr, OsString},
@@ -9,8 +10,8 @@ use std::{
         fd::{AsRawFd, FromRawFd, OwnedFd},
         unix::ffi::OsStrExt as _,
     },
-    path::Path,
-    time::Duration,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use tokio::io::unix::AsyncFd;
@@ -18,11 +19,24 @@ use tokio::io::unix::AsyncFd;
 /// The longest the daemon waits between two looks at the target's identity.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Wakes when a directory of the target's name appears in its parent, or after
-/// [`FOLLOW_INTERVAL`].
+/// What woke a [`CgroupWatch`].
+#[derive(Debug)]
+pub struct Seen {
+    /// The directories made in the target's parent (only the target's own name unless the
+    /// watch takes any); empty for the periodic wake-up.
+    pub created: Vec<OsString>,
+    /// When the watch read them.
+    pub at: Instant,
+}
+
+/// Wakes when a directory of the target's name (or any directory) appears in its parent, or
+/// after [`FOLLOW_INTERVAL`].
 pub struct CgroupWatch {
     inotify: Option<AsyncFd<OwnedFd>>,
+    parent: Option<PathBuf>,
     name: OsString,
+    /// Whether every new directory of the parent wakes it, not only the target's name.
+    any: bool,
     /// When the periodic wake-up is due. Kept across calls: the daemon's loop drops an
     /// unfinished `wait` whenever another event comes first, and that must not postpone it.
     next: tokio::time::Instant,
@@ -32,8 +46,32 @@ impl CgroupWatch {
     /// Watches the parent of `cgroup`. Without inotify (or without a parent) it only wakes
     /// periodically; that is logged, not an error.
     pub fn new(cgroup: &Path) -> Self {
-        let name = cgroup.file_name().unwrap_or_default().to_owned();
-        let inotify = cgroup.parent().and_then(|parent| match watch_parent(parent) {
+        let mut w = Self {
+            inotify: None,
+            parent: None,
+            name: OsString::new(),
+            any: false,
+            next: tokio::time::Instant::now() + FOLLOW_INTERVAL,
+        };
+        w.retarget(cgroup);
+        w
+    }
+
+    /// Watches the parent of `cgroup` for any new directory (a container followed by name).
+    pub fn any_in_parent(cgroup: &Path) -> Self {
+        let mut w = Self::new(cgroup);
+        w.any = true;
+        w
+    }
+
+    /// The target is `cgroup` from now on; its parent is watched (again, when it is another).
+    pub fn retarget(&mut self, cgroup: &Path) {
+        self.name = cgroup.file_name().unwrap_or_default().to_owned();
+        let parent = cgroup.parent().map(Path::to_path_buf);
+        if parent == self.parent && self.inotify.is_some() {
+            return;
+        }
+        self.inotify = parent.as_deref().and_then(|parent| match watch_parent(parent) {
             Ok(fd) => Some(fd),
             Err(e) => {
                 tracing::warn!(
@@ -44,29 +82,30 @@ impl CgroupWatch {
                 None
             }
         });
-        Self {
-            inotify,
-            name,
-            next: tokio::time::Instant::now() + FOLLOW_INTERVAL,
+        self.parent = parent;
+    }
+
+    /// Returns when the target's name (or any directory) was created in its parent, or after
+    /// [`FOLLOW_INTERVAL`].
+    pub async fn wait(&mut self) -> Seen {
+        let created = self.wait_event().await;
+        self.next = tokio::time::Instant::now() + FOLLOW_INTERVAL;
+        Seen {
+            created,
+            at: Instant::now(),
         }
     }
 
-    /// Returns when the target's name was created in its parent, or after [`FOLLOW_INTERVAL`].
-    pub async fn wait(&mut self) {
-        self.wait_event().await;
-        self.next = tokio::time::Instant::now() + FOLLOW_INTERVAL;
-    }
-
-    async fn wait_event(&mut self) {
+    async fn wait_event(&mut self) -> Vec<OsString> {
         let deadline = self.next;
         let Some(fd) = &self.inotify else {
             tokio::time::sleep_until(deadline).await;
-            return;
+            return Vec::new();
         };
         loop {
             let ready = tokio::time::timeout_at(deadline, fd.readable()).await;
             let Ok(Ok(mut guard)) = ready else {
-                return;
+                return Vec::new();
             };
             let mut buf = [0u8; 4096];
             // SAFETY: reading into a buffer we own from a non-blocking descriptor we own.
@@ -80,11 +119,15 @@ impl CgroupWatch {
                 }
                 tracing::warn!("reading the cgroup watch failed: {e}");
                 self.inotify = None;
-                return;
+                return Vec::new();
             }
             let n = usize::try_from(n).unwrap_or(0);
-            if names_in(&buf[..n]).any(|name| name == self.name.as_os_str()) {
-                return;
+            let created: Vec<OsString> = names_in(&buf[..n])
+                .filter(|name| self.any || *name == self.name.as_os_str())
+                .map(OsStr::to_os_string)
+                .collect();
+            if !created.is_empty() {
+                return created;
             }
         }
     }
