@@ -104,33 +104,51 @@ impl CgroupWatch {
         };
         loop {
             let ready = tokio::time::timeout_at(deadline, fd.readable()).await;
-            let Ok(Ok(mut guard)) = ready else {
-                return Vec::new();
+            let mut guard = match ready {
+                Ok(Ok(guard)) => Some(guard),
+                Ok(Err(_)) => return Vec::new(),
+                // The timer: what the watch holds already still counts as seen by it.
+                Err(_) => None,
             };
-            let mut buf = [0u8; 4096];
-            // SAFETY: reading into a buffer we own from a non-blocking descriptor we own.
-            let n =
-                unsafe { libc::read(fd.get_ref().as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    guard.clear_ready();
-                    continue;
+            let created = match read_names(fd.get_ref()) {
+                Ok(Some(names)) => names
+                    .into_iter()
+                    .filter(|name| self.any || *name == self.name)
+                    .collect(),
+                Ok(None) => {
+                    if let Some(g) = guard.as_mut() {
+                        g.clear_ready();
+                    }
+                    Vec::new()
                 }
-                tracing::warn!("reading the cgroup watch failed: {e}");
-                self.inotify = None;
-                return Vec::new();
-            }
-            let n = usize::try_from(n).unwrap_or(0);
-            let created: Vec<OsString> = names_in(&buf[..n])
-                .filter(|name| self.any || *name == self.name.as_os_str())
-                .map(OsStr::to_os_string)
-                .collect();
-            if !created.is_empty() {
+                Err(e) => {
+                    tracing::warn!("reading the cgroup watch failed: {e}");
+                    self.inotify = None;
+                    return Vec::new();
+                }
+            };
+            if !created.is_empty() || guard.is_none() {
                 return created;
             }
         }
     }
+}
+
+/// The names of the events waiting on the inotify descriptor; `None` when there are none.
+fn read_names(fd: &OwnedFd) -> io::Result<Option<Vec<OsString>>> {
+    let mut buf = [0u8; 4096];
+    // SAFETY: reading into a buffer we own from a non-blocking descriptor we own.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return if e.kind() == io::ErrorKind::WouldBlock {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    let n = usize::try_from(n).unwrap_or(0);
+    Ok(Some(names_in(&buf[..n]).map(OsStr::to_os_string).collect()))
 }
 
 fn watch_parent(parent: &Path) -> io::Result<AsyncFd<OwnedFd>> {

@@ -78,3 +78,14 @@ async fn the_timer_wakes_with_nothing_created() {
     assert!(seen.created.is_empty(), "{seen:?}");
     assert!(started.elapsed() >= FOLLOW_INTERVAL / 2, "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_directory_made_before_the_timer_fires_counts_as_seen_by_the_watch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut w = CgroupWatch::any_in_parent(&dir.path().join("aaa"));
+    std::fs::create_dir(dir.path().join("bbb")).expect("mkdir");
+    // The timer is due already: the event waiting on the watch is still reported.
+    w.next = tokio::time::Instant::now();
+    let seen = w.wait().await;
+    assert_eq!(seen.created, vec![OsString::from("bbb")]);
+}
