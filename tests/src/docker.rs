@@ -198,16 +198,21 @@ impl Engine {
     /// when the guard drops.
     pub fn run(&mut self, name: &str, opts: &[&str], cmd: &[&str]) -> Container {
         let image = self.image();
-        let guard = Container {
-            name: name.to_owned(),
-            socket: self.socket.clone(),
-        };
+        let guard = self.guard(name);
         let mut args = vec!["run", "-d", "--network", "none", "--name", name];
         args.extend_from_slice(opts);
         args.push(&image);
         args.extend_from_slice(cmd);
         self.docker_ok(&args);
         guard
+    }
+
+    /// A guard that removes the container `name` (made by hand) on drop.
+    pub fn guard(&self, name: &str) -> Container {
+        Container {
+            name: name.to_owned(),
+            socket: self.socket.clone(),
+        }
     }
 
     /// A container's field (`docker inspect -f '{{FIELD}}'`).
@@ -499,7 +504,7 @@ fn accept_loop(
     while !stop.load(Ordering::Relaxed) {
         let mut idle = true;
         for l in listeners {
-            let Ok((mut s, _)) = l.accept() else {
+            let Ok((s, _)) = l.accept() else {
                 continue;
             };
             idle = false;
