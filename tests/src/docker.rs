@@ -392,7 +392,9 @@ pub fn link_container(peer: &NetNs, pid: u32, n: u32) {
         all.extend_from_slice(args);
         cmd("ip", &all);
     };
-    ip_peer(&["link", "add", &outside, "type", "veth", "peer", "name", &inside]);
+    ip_peer(&[
+        "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+    ]);
     ip_peer(&["link", "set", &inside, "netns", &pid]);
     ip_peer(&["addr", "add", "192.0.2.1/24", "dev", &outside]);
     ip_peer(&["link", "set", &outside, "up"]);
@@ -449,14 +451,15 @@ impl NsListener {
             let (stop, got) = (Arc::clone(&stop), Arc::clone(&got));
             move || {
                 // Only this thread enters the namespace.
-                let entered = nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET);
-                let bound: Result<Vec<TcpListener>, String> = entered
-                    .map_err(|e| format!("setns: {e}"))
-                    .and_then(|()| {
+                let entered =
+                    nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET);
+                let bound: Result<Vec<TcpListener>, String> =
+                    entered.map_err(|e| format!("setns: {e}")).and_then(|()| {
                         addrs
                             .iter()
                             .map(|a| {
-                                let l = TcpListener::bind(a).map_err(|e| format!("bind {a}: {e}"))?;
+                                let l =
+                                    TcpListener::bind(a).map_err(|e| format!("bind {a}: {e}"))?;
                                 l.set_nonblocking(true).map_err(|e| e.to_string())?;
                                 Ok(l)
                             })

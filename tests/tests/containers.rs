@@ -93,7 +93,10 @@ fn starts(name: &str, skip: usize) -> Vec<Vec<String>> {
 /// Every attempt of a start was refused by the kernel's connect hook (EPERM, before routing:
 /// without enforcement a container whose veth is not there yet gets "Network is unreachable").
 fn assert_all_denied(what: &str, attempts: &[String]) {
-    assert!(attempts.len() >= 2, "{what}: too few attempts: {attempts:?}");
+    assert!(
+        attempts.len() >= 2,
+        "{what}: too few attempts: {attempts:?}"
+    );
     for a in attempts {
         assert!(
             a.contains("Operation not permitted"),
@@ -328,7 +331,10 @@ fn restarted_and_re_created_containers_are_enforced_from_their_first_connection(
         let out = engine().nc(&name, "203.0.113.1", "8080", &data);
         assert!(!out.contains("can't connect"), "{what}: {out}");
         let denied = engine().nc(&name, "198.51.100.1", "8080", "leak");
-        assert!(denied.contains("Operation not permitted"), "{what}: {denied}");
+        assert!(
+            denied.contains("Operation not permitted"),
+            "{what}: {denied}"
+        );
 
         let state = daemon.state();
         assert_eq!(
@@ -336,26 +342,34 @@ fn restarted_and_re_created_containers_are_enforced_from_their_first_connection(
             format!("container {name} ({})", &id[..12]),
             "{what}"
         );
-        assert!(state.cgroup.ends_with(&id), "{what}: {}", state.cgroup.display());
+        assert!(
+            state.cgroup.ends_with(&id),
+            "{what}: {}",
+            state.cgroup.display()
+        );
         let re = reattachments(&daemon, &name);
         assert_eq!(re.len(), i + 1, "{what}: {re:?}\n{}", daemon.stderr_text());
         let (re_id, ms, by_watch) = &re[i];
         assert_eq!(re_id, &id[..12], "{what}");
-        assert!(by_watch, "{what}: found by the periodic check, not the watch");
+        assert!(
+            by_watch,
+            "{what}: found by the periodic check, not the watch"
+        );
         eprintln!("{what}: re-attached {ms:.1} ms after the cgroup appeared");
     }
 
     let deadline = Instant::now() + Duration::from_secs(5);
-    while listener.received(addr(ALLOWED)).connections < rounds.len()
-        && Instant::now() < deadline
-    {
+    while listener.received(addr(ALLOWED)).connections < rounds.len() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(50));
     }
     let allowed = listener.received(addr(ALLOWED));
     for i in 0..rounds.len() {
         let data = format!("allowed-{i}\n");
         assert!(
-            allowed.bytes.windows(data.len()).any(|w| w == data.as_bytes()),
+            allowed
+                .bytes
+                .windows(data.len())
+                .any(|w| w == data.as_bytes()),
             "{data:?} never arrived: {allowed:?}"
         );
     }

@@ -66,7 +66,11 @@ impl ContainerFollow {
     pub fn candidates(&self, created: &[OsString]) -> Vec<OsString> {
         created
             .iter()
-            .filter(|n| n.to_str().and_then(id_of_dir).is_some_and(|id| id != self.id))
+            .filter(|n| {
+                n.to_str()
+                    .and_then(id_of_dir)
+                    .is_some_and(|id| id != self.id)
+            })
             .cloned()
             .collect()
     }
@@ -141,7 +145,10 @@ pub fn id_of_dir(name: &str) -> Option<&str> {
 /// is `value`, the filter percent-encoded.
 pub fn filter_path(key: &str, value: &str) -> String {
     let filters = serde_json::json!({ key: [value] }).to_string();
-    format!("/containers/json?all=1&filters={}", percent_encode(&filters))
+    format!(
+        "/containers/json?all=1&filters={}",
+        percent_encode(&filters)
+    )
 }
 
 fn percent_encode(s: &str) -> String {

@@ -12,7 +12,9 @@ const NEW: &str = "0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0
 
 /// An engine that answers each request in turn with the next of `answers`; the requests' first
 /// lines come back from the handle.
-fn fake_engine(answers: Vec<String>) -> (tempfile::TempDir, PathBuf, thread::JoinHandle<Vec<String>>) {
+fn fake_engine(
+    answers: Vec<String>,
+) -> (tempfile::TempDir, PathBuf, thread::JoinHandle<Vec<String>>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("engine.sock");
     let listener = UnixListener::bind(&path).expect("bind");
@@ -29,7 +31,10 @@ fn fake_engine(answers: Vec<String>) -> (tempfile::TempDir, PathBuf, thread::Joi
                     break;
                 }
             }
-            reader.get_mut().write_all(answer.as_bytes()).expect("write");
+            reader
+                .get_mut()
+                .write_all(answer.as_bytes())
+                .expect("write");
             seen.push(first.trim().to_owned());
         }
         seen

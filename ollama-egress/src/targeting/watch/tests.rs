@@ -76,7 +76,11 @@ async fn the_timer_wakes_with_nothing_created() {
     let started = std::time::Instant::now();
     let seen = w.wait().await;
     assert!(seen.created.is_empty(), "{seen:?}");
-    assert!(started.elapsed() >= FOLLOW_INTERVAL / 2, "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= FOLLOW_INTERVAL / 2,
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
