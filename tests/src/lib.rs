@@ -18,6 +18,7 @@ use serde_json::Value;
 
 pub mod dns;
 pub mod docker;
+pub mod listener;
 pub mod prometheus;
 
 /// Panics unless the tests run as root.

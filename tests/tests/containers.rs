@@ -19,7 +19,8 @@ use nix::{
 };
 use ollama_egress_tests::{
     Daemon, NetNs, daemon_bin,
-    docker::{CgroupParent, NsListener, engine, link_container},
+    docker::{CgroupParent, engine, link_container},
+    listener::NsListener,
     require_root, unique, write_policy,
 };
 
