@@ -101,8 +101,9 @@ impl Daemon {
             return;
         }
         let candidates = container.candidates(&seen.created);
-        // The backstop asks the engine only while the cgroup followed is gone.
-        let backstop = seen.created.is_empty() && found == Some(Follow::Gone);
+        // The backstop asks the engine only while the cgroup followed is gone and the watch may
+        // have missed its new one (no watch, or a parent made again).
+        let backstop = seen.unwatched && found == Some(Follow::Gone);
         if candidates.is_empty() && !backstop {
             return;
         }

@@ -27,6 +27,9 @@ pub struct Seen {
     pub created: Vec<OsString>,
     /// When the watch read them.
     pub at: Instant,
+    /// The watch may have missed directories (there is none, or the parent was replaced and is
+    /// watched again only now): look by other means.
+    pub unwatched: bool,
 }
 
 /// Wakes when a directory of the target's name (or any directory) appears in its parent, or
@@ -34,6 +37,10 @@ pub struct Seen {
 pub struct CgroupWatch {
     inotify: Option<AsyncFd<OwnedFd>>,
     parent: Option<PathBuf>,
+    /// The inode of the parent watched: a parent removed and made again has another.
+    parent_ino: Option<u64>,
+    /// Whether failing to watch was logged already.
+    warned: bool,
     name: OsString,
     /// Whether every new directory of the parent wakes it, not only the target's name.
     any: bool,
@@ -49,6 +56,8 @@ impl CgroupWatch {
         let mut w = Self {
             inotify: None,
             parent: None,
+            parent_ino: None,
+            warned: false,
             name: OsString::new(),
             any: false,
             next: tokio::time::Instant::now() + FOLLOW_INTERVAL,
@@ -71,18 +80,39 @@ impl CgroupWatch {
         if parent == self.parent && self.inotify.is_some() {
             return;
         }
-        self.inotify = parent.as_deref().and_then(|parent| match watch_parent(parent) {
-            Ok(fd) => Some(fd),
-            Err(e) => {
+        self.parent = parent;
+        self.rewatch();
+    }
+
+    /// Watches the parent afresh.
+    fn rewatch(&mut self) {
+        self.inotify = None;
+        let Some(parent) = self.parent.as_deref() else {
+            return;
+        };
+        self.parent_ino = inode(parent);
+        match watch_parent(parent) {
+            Ok(fd) => {
+                self.inotify = Some(fd);
+                self.warned = false;
+            }
+            Err(e) if !self.warned => {
+                self.warned = true;
                 tracing::warn!(
                     parent = %parent.display(),
                     "cannot watch for the target cgroup being made again ({e}); checking every {} ms",
                     FOLLOW_INTERVAL.as_millis()
                 );
-                None
             }
-        });
-        self.parent = parent;
+            Err(_) => {}
+        }
+    }
+
+    /// Whether the parent watched is no longer the directory at its path.
+    fn parent_replaced(&self) -> bool {
+        self.parent
+            .as_deref()
+            .is_some_and(|p| inode(p).is_none() || inode(p) != self.parent_ino)
     }
 
     /// Returns when the target's name (or any directory) was created in its parent, or after
@@ -90,9 +120,17 @@ impl CgroupWatch {
     pub async fn wait(&mut self) -> Seen {
         let created = self.wait_event().await;
         self.next = tokio::time::Instant::now() + FOLLOW_INTERVAL;
+        let at = Instant::now();
+        let mut unwatched = false;
+        if created.is_empty() && (self.inotify.is_none() || self.parent_replaced()) {
+            // A watch on a removed parent sees nothing again: watch the one at the path now.
+            self.rewatch();
+            unwatched = true;
+        }
         Seen {
             created,
-            at: Instant::now(),
+            at,
+            unwatched,
         }
     }
 
@@ -110,11 +148,19 @@ impl CgroupWatch {
                 // The timer: what the watch holds already still counts as seen by it.
                 Err(_) => None,
             };
-            let created = match read_names(fd.get_ref()) {
-                Ok(Some(names)) => names
-                    .into_iter()
-                    .filter(|name| self.any || *name == self.name)
-                    .collect(),
+            let created: Vec<OsString> = match read_names(fd.get_ref()) {
+                Ok(Some((names, lost))) => {
+                    let created = names
+                        .into_iter()
+                        .filter(|name| self.any || *name == self.name)
+                        .collect();
+                    if lost {
+                        // The parent was removed: the next wake-up watches the one at its path.
+                        self.inotify = None;
+                        return created;
+                    }
+                    created
+                }
                 Ok(None) => {
                     if let Some(g) = guard.as_mut() {
                         g.clear_ready();
@@ -134,8 +180,9 @@ impl CgroupWatch {
     }
 }
 
-/// The names of the events waiting on the inotify descriptor; `None` when there are none.
-fn read_names(fd: &OwnedFd) -> io::Result<Option<Vec<OsString>>> {
+/// The names of the events waiting on the inotify descriptor, and whether the watch was
+/// removed (its directory is gone); `None` when there are none.
+fn read_names(fd: &OwnedFd) -> io::Result<Option<(Vec<OsString>, bool)>> {
     let mut buf = [0u8; 4096];
     // SAFETY: reading into a buffer we own from a non-blocking descriptor we own.
     let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
@@ -148,7 +195,14 @@ fn read_names(fd: &OwnedFd) -> io::Result<Option<Vec<OsString>>> {
         };
     }
     let n = usize::try_from(n).unwrap_or(0);
-    Ok(Some(names_in(&buf[..n]).map(OsStr::to_os_string).collect()))
+    let buf = &buf[..n];
+    let names = names_in(buf).map(OsStr::to_os_string).collect();
+    Ok(Some((names, watch_removed(buf))))
+}
+
+fn inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).ok().map(|m| m.ino())
 }
 
 fn watch_parent(parent: &Path) -> io::Result<AsyncFd<OwnedFd>> {
@@ -174,6 +228,25 @@ fn watch_parent(parent: &Path) -> io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: the `OwnedFd` keeps the descriptor open, and it always returns the same one, for
     // as long as the `AsyncFd` lives.
     unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)
+}
+
+/// Whether a buffer of `struct inotify_event`s says the watch was removed (`IN_IGNORED`).
+fn watch_removed(buf: &[u8]) -> bool {
+    const HEADER: usize = 16;
+    let mut off = 0;
+    while off + HEADER <= buf.len() {
+        let word = |at: usize| {
+            buf[at..at + 4]
+                .try_into()
+                .map(u32::from_ne_bytes)
+                .unwrap_or(0)
+        };
+        if word(off + 4) & libc::IN_IGNORED != 0 {
+            return true;
+        }
+        off += HEADER + word(off + 12) as usize;
+    }
+    false
 }
 
 /// The names carried by a buffer of `struct inotify_event`s.

@@ -93,3 +93,28 @@ async fn a_directory_made_before_the_timer_fires_counts_as_seen_by_the_watch() {
     let seen = w.wait().await;
     assert_eq!(seen.created, vec![OsString::from("bbb")]);
 }
+
+#[tokio::test]
+async fn a_parent_made_again_is_watched_again_and_said_to_have_been_unwatched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let parent = dir.path().join("docker");
+    std::fs::create_dir(&parent).expect("mkdir");
+    let mut w = CgroupWatch::any_in_parent(&parent.join("aaa"));
+    let seen = w.wait().await;
+    assert!(seen.created.is_empty() && !seen.unwatched, "{seen:?}");
+    std::fs::remove_dir(&parent).expect("rmdir");
+    std::fs::create_dir(&parent).expect("mkdir");
+    let seen = w.wait().await;
+    assert!(seen.created.is_empty(), "{seen:?}");
+    assert!(
+        seen.unwatched,
+        "the replaced parent was not noticed: {seen:?}"
+    );
+    // The new parent is watched.
+    std::fs::create_dir(parent.join("bbb")).expect("mkdir");
+    let seen = tokio::time::timeout(FOLLOW_INTERVAL / 2, w.wait())
+        .await
+        .expect("woke by the watch, not the timer");
+    assert_eq!(seen.created, vec![OsString::from("bbb")]);
+    assert!(!seen.unwatched);
+}
