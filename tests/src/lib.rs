@@ -17,6 +17,8 @@ use std::{
 use serde_json::Value;
 
 pub mod dns;
+pub mod docker;
+pub mod listener;
 pub mod prometheus;
 
 /// Panics unless the tests run as root.

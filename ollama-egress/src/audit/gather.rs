@@ -118,7 +118,7 @@ pub fn gather(opts: &AuditOptions, host: &dyn Host) -> Result<Facts, AuditError>
     let target = resolved
         .container
         .as_ref()
-        .map_or_else(|| spec.to_string(), |c| c.describe());
+        .map_or_else(|| spec.to_string(), |c| c.info.describe());
     let gatherer = Gatherer::new("/proc");
     let pids = match &spec {
         TargetSpec::Process(name) => gatherer.named(name),

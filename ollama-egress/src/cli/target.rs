@@ -20,7 +20,8 @@ pub struct TargetArgs {
     pub unit: Option<String>,
     /// The cgroup v2 directory of this running Docker or Podman container (a name or id, e.g.
     /// one from the ollama/ollama image), found through the engine's API socket; `run`'s events
-    /// name it (`container`).
+    /// name it (`container`). `run` follows it by name: after a restart, or a re-creation under
+    /// the same name, the programs move to its new cgroup as soon as the engine makes it.
     #[arg(long, value_name = "NAME|ID")]
     pub container: Option<String>,
     /// The container engine's API socket, for --container and automatic targeting.

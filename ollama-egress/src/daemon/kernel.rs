@@ -18,7 +18,7 @@ use crate::{
     model::Mode,
     targeting::{
         self, TargetError, TargetSpec, auto,
-        containers::{self, ContainerInfo},
+        containers::{self, ContainerTarget},
     },
 };
 
@@ -80,10 +80,16 @@ impl KernelHandles {
         self.loaded.verify_attached(&self.cgroup)
     }
 
+    /// The target cgroup the programs are on.
+    pub(super) fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
     /// Re-attaches when the target cgroup was replaced (removed and made again at its path).
-    pub(super) fn follow_target(&mut self) {
+    /// What was found; `None` when attaching failed (logged).
+    pub(super) fn follow_target(&mut self) -> Option<Follow> {
         match self.loaded.follow(&self.cgroup) {
-            Ok(Follow::Reattached { old, new }) => {
+            Ok(found @ Follow::Reattached { old, new }) => {
                 warn!(
                     old_cgroup_id = old,
                     new_cgroup_id = new,
@@ -95,13 +101,33 @@ impl KernelHandles {
                     Ok(lock) => self.locks.target = lock,
                     Err(e) => error!("locking the re-created target cgroup: {e}"),
                 }
+                Some(found)
             }
-            Ok(_) => {}
-            Err(e) => error!(
-                "the target cgroup {} was made again, but attaching to it failed: {e}",
-                self.cgroup.display()
-            ),
+            Ok(found) => Some(found),
+            Err(e) => {
+                error!(
+                    "the target cgroup {} was made again, but attaching to it failed: {e}",
+                    self.cgroup.display()
+                );
+                None
+            }
         }
+    }
+
+    /// Moves the programs to `cgroup`, the target made anew at another path (a container
+    /// re-created under a new id). Its lock is taken first; on an error the programs stay
+    /// where they were.
+    pub(super) fn switch_target(&mut self, cgroup: &Path) -> Result<(), DaemonError> {
+        let lock = lock_target(cgroup)?;
+        if self.loaded.follow(cgroup)? == Follow::Gone {
+            return Err(DaemonError::Loader(crate::loader::LoaderError::Cgroup {
+                path: cgroup.display().to_string(),
+                source: std::io::ErrorKind::NotFound.into(),
+            }));
+        }
+        self.cgroup = cgroup.to_owned();
+        self.locks.target = lock;
+        Ok(())
     }
 
     /// Closes the programs (links that are not pinned detach), keeping the locks and the
@@ -131,7 +157,7 @@ pub struct Resolved {
     /// The cgroup v2 directory.
     pub cgroup: PathBuf,
     /// The container, for `--container`.
-    pub container: Option<ContainerInfo>,
+    pub container: Option<ContainerTarget>,
 }
 
 /// Picks the target when none was given (logging which and why), then finds its cgroup.
@@ -168,8 +194,9 @@ pub fn resolve(
                 cgroup = %found.cgroup.display(),
                 "found the container"
             );
-            container = Some(found.info);
-            targeting::check_cgroup_dir(&found.cgroup, mount)?
+            let cgroup = targeting::check_cgroup_dir(&found.cgroup, mount)?;
+            container = Some(found);
+            cgroup
         }
         // Processes found by name are judged where they are: the programs go on the cgroup v2
         // root and judge only the tasks the kernel marked (see `targeting::ProcessWatcher`).

@@ -30,7 +30,10 @@ use crate::{
     model::Mode,
     pipeline::{BootClock, Decoder},
     policy::CompiledPolicy,
-    targeting::{self, CgroupWatch, ProcessWatcher, TargetSpec, containers::ContainerInfo},
+    targeting::{
+        self, CgroupWatch, ProcessWatcher, TargetSpec, containers::ContainerInfo,
+        follow::ContainerFollow,
+    },
 };
 
 /// Checks, loads, attaches; returns the running daemon.
@@ -43,7 +46,7 @@ pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daem
     let outputs = open_outputs(&opts).await?;
     kernel::raise_memlock();
     let mut loaded = load(&opts, &claim)?;
-    let container_name = container.as_ref().map(|c| c.name.clone());
+    let container_name = container.as_ref().map(|c| c.info.name.clone());
     let (runtime, generation) = write_policy(&opts, &mut loaded, &claim, &inputs, container_name)?;
     let ring = loaded.take_events()?;
     let counters = Arc::new(loaded.take_counters()?);
@@ -56,7 +59,7 @@ pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daem
     let watcher = watch_processes(&opts.target, &mut loaded)?;
     let state = first_state(
         &opts,
-        container.as_ref(),
+        container.as_ref().map(|c| &c.info),
         &cgroup,
         inputs,
         generation,
@@ -82,11 +85,18 @@ pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daem
         counters: Arc::clone(&counters),
         kernel_log,
     };
-    let tasks = Tasks::spawn(signals, watcher, CgroupWatch::new(&cgroup), workers);
+    // A container followed by name may come back under a new id beside its old cgroup: every
+    // new directory of the parent is looked at.
+    let watch = match &container {
+        Some(_) => CgroupWatch::any_in_parent(&cgroup),
+        None => CgroupWatch::new(&cgroup),
+    };
+    let tasks = Tasks::spawn(signals, watcher, watch, workers);
     info!(metrics = ?state.metrics_addr, "ollama-egress ready");
     let kernel = KernelHandles::new(cgroup, loaded, counters, claim.locks).with_resolver(resolver);
     let report = Report::new(opts.log_dir.clone(), state, metrics, tally);
-    Ok(Daemon::new(opts, report, runtime, tasks, kernel))
+    let follow = container.as_ref().map(ContainerFollow::new);
+    Ok(Daemon::new(opts, report, runtime, tasks, kernel).following(follow))
 }
 
 /// The state file's first content.

@@ -22,7 +22,7 @@ use crate::{
     loader::{KernelCounters, KernelLogger},
     metrics::{self, Metrics},
     pipeline::{Decoder, PipelineStats, forward_kernel_log, run_reader},
-    targeting::{CgroupWatch, ProcessWatcher},
+    targeting::{CgroupWatch, ProcessWatcher, Seen},
 };
 
 /// How often `--process` looks for new processes.
@@ -62,8 +62,8 @@ pub(super) enum Wake {
     PollInputs,
     /// Time to verify the attachment and refresh the state.
     Check,
-    /// The target cgroup may have been made again.
-    TargetRecreated,
+    /// The target cgroup may have been made again (or, for a container, made anew beside).
+    TargetRecreated(Seen),
 }
 
 /// The spawned workers' inputs.
@@ -162,9 +162,14 @@ impl Tasks {
                 _ = self.inputs.tick() => return Wake::PollInputs,
                 _ = self.scan.tick(), if self.watcher.is_some() => self.scan_processes(),
                 _ = self.check.tick() => return Wake::Check,
-                () = self.follow.wait() => return Wake::TargetRecreated,
+                seen = self.follow.wait() => return Wake::TargetRecreated(seen),
             }
         }
+    }
+
+    /// The target cgroup is `cgroup` from now on: the watch follows it.
+    pub(super) fn retarget(&mut self, cgroup: &std::path::Path) {
+        self.follow.retarget(cgroup);
     }
 
     fn scan_processes(&mut self) {

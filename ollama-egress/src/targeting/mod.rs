@@ -3,6 +3,7 @@
 
 pub mod auto;
 pub mod containers;
+pub mod follow;
 mod marks;
 mod procs;
 mod sockets;
@@ -18,7 +19,7 @@ pub use procs::{
     MarkMap, ProcStat, ProcessWatcher, SockMap, all_processes, find_processes_by_comm, parse_stat,
     targets,
 };
-pub use watch::{CgroupWatch, FOLLOW_INTERVAL};
+pub use watch::{CgroupWatch, FOLLOW_INTERVAL, Seen};
 
 /// Errors of finding or preparing the target cgroup.
 #[derive(Debug, thiserror::Error)]
