@@ -9,13 +9,16 @@ use crate::{
     daemon::{DnsOptions, RunOptions},
     defaults,
     model::Mode,
-    targeting::TargetSpec,
+    targeting::{
+        TargetSpec,
+        kube::{self, Selector},
+    },
 };
 
 /// Options of `run`.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("mode").required(true).args(["monitor", "enforce"])))]
-#[command(group(clap::ArgGroup::new("target").args(["cgroup", "unit", "container", "process"])))]
+#[command(group(clap::ArgGroup::new("target").args(["cgroup", "unit", "container", "process", "pod_selector"])))]
 pub struct RunArgs {
     /// Record every decision, block nothing: denied connections are logged as `would_block`.
     #[arg(long)]
@@ -39,6 +42,27 @@ pub struct RunArgs {
     /// [default: /var/run/docker.sock, then /run/podman/podman.sock]
     #[arg(long, value_name = "PATH")]
     pub engine_socket: Option<PathBuf>,
+    /// Attach to the pod-level cgroup of the one pod on this Kubernetes node that this label
+    /// selector matches (`k=v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`, comma-joined),
+    /// listed from the API server with the service account's token; a replacement pod is
+    /// followed, a restarted container stays judged. Several matching pods on the node: refused
+    /// (a daemon guards one pod; narrow the selector); none: it waits. Events name the pod
+    /// (`container` = namespace/name).
+    #[arg(long, value_name = "SELECTOR", value_parser = parse_selector)]
+    pub pod_selector: Option<Selector>,
+    /// This node's name, for --pod-selector. [env: NODE_NAME, e.g. from the downward API's
+    /// spec.nodeName]
+    #[arg(long, value_name = "NAME", env = kube::NODE_NAME_ENV, hide_env = true)]
+    pub node_name: Option<String>,
+    /// The API server, for --pod-selector. [default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT]
+    #[arg(long, value_name = "https://HOST:PORT")]
+    pub kube_api: Option<String>,
+    /// Allow an http:// --kube-api (tests only).
+    #[arg(long, hide = true)]
+    pub kube_insecure_http: bool,
+    /// The service account directory (token, ca.crt), for --pod-selector.
+    #[arg(long, value_name = "DIR", hide = true, default_value = kube::api::SERVICE_ACCOUNT_DIR)]
+    pub kube_service_account: PathBuf,
     /// Judge processes with this name, and their descendants, from their first connection:
     /// the kernel marks them at exec (and a marked task's children at fork), and the programs
     /// on the cgroup v2 root judge only marked tasks. With no target option, `run` picks the
@@ -105,7 +129,18 @@ impl RunArgs {
             (_, Some(u), ..) => TargetSpec::Unit(u.clone()),
             (_, _, Some(c), _) => TargetSpec::Container(c.clone()),
             (.., Some(p)) => TargetSpec::Process(p.clone()),
-            _ => TargetSpec::Auto,
+            _ => match &self.pod_selector {
+                Some(selector) => TargetSpec::Pod(kube::PodSpec {
+                    selector: selector.clone(),
+                    node: self.node_name.clone(),
+                    api: kube::ApiSpec {
+                        url: self.kube_api.clone(),
+                        insecure_http: self.kube_insecure_http,
+                        service_account: self.kube_service_account.clone(),
+                    },
+                }),
+                None => TargetSpec::Auto,
+            },
         };
         RunOptions {
             mode: if self.enforce {
@@ -132,6 +167,10 @@ impl RunArgs {
             },
         }
     }
+}
+
+fn parse_selector(s: &str) -> Result<Selector, String> {
+    Selector::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {

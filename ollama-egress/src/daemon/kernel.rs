@@ -19,6 +19,7 @@ use crate::{
     targeting::{
         self, TargetError, TargetSpec, auto,
         containers::{self, ContainerInfo},
+        kube::PodTarget,
     },
 };
 
@@ -104,6 +105,24 @@ impl KernelHandles {
         }
     }
 
+    /// Moves the programs to another cgroup (`--pod-selector`: the pod's replacement), taking
+    /// its lock; on failure everything stays on the cgroup guarded now.
+    pub(super) fn retarget(&mut self, cgroup: &Path) -> Result<(), DaemonError> {
+        let lock = lock_target(cgroup)?;
+        match self.loaded.follow(cgroup)? {
+            Follow::Reattached { .. } | Follow::Same => {}
+            Follow::Gone => {
+                return Err(DaemonError::NoCgroup {
+                    path: cgroup.display().to_string(),
+                    mount: String::new(),
+                });
+            }
+        }
+        cgroup.clone_into(&mut self.cgroup);
+        self.locks.target = lock;
+        Ok(())
+    }
+
     /// Closes the programs (links that are not pinned detach), keeping the locks and the
     /// target's path until the caller is done.
     pub(super) fn close(self) -> (PathBuf, Locks) {
@@ -134,8 +153,22 @@ pub(super) struct Resolved {
     pub(super) container: Option<ContainerInfo>,
 }
 
+impl Resolved {
+    /// What events name as `container`: the container's name, or the pod's `namespace/name`.
+    pub(super) fn event_name(&self, pod: Option<&PodTarget>) -> Option<String> {
+        self.container
+            .as_ref()
+            .map(|c| c.name.clone())
+            .or_else(|| pod.map(|p| p.pod.key()))
+    }
+}
+
 /// Picks the target when none was given (logging which and why), then finds its cgroup.
-pub(super) fn resolve_target(opts: &mut RunOptions, mount: &Path) -> Result<Resolved, DaemonError> {
+pub(super) fn resolve_target(
+    opts: &mut RunOptions,
+    mount: &Path,
+    pod: Option<&PodTarget>,
+) -> Result<Resolved, DaemonError> {
     if opts.target == TargetSpec::Auto {
         let found = auto::look(mount, opts.engine_socket.as_deref());
         let choice = auto::choose(&found, crate::defaults::PROCESS);
@@ -164,6 +197,16 @@ pub(super) fn resolve_target(opts: &mut RunOptions, mount: &Path) -> Result<Reso
         // Processes found by name are judged where they are: the programs go on the cgroup v2
         // root and judge only the tasks the kernel marked (see `targeting::ProcessWatcher`).
         TargetSpec::Process(_) | TargetSpec::Auto => mount.to_owned(),
+        // Found (and waited for) before: `super::kube::wait_for_pod`.
+        TargetSpec::Pod(spec) => match pod {
+            Some(p) => targeting::check_cgroup_dir(&p.cgroup, mount)?,
+            None => {
+                return Err(DaemonError::NoCgroup {
+                    path: format!("(the cgroup of the pod matching {})", spec.selector),
+                    mount: mount.display().to_string(),
+                });
+            }
+        },
     };
     Ok(Resolved { cgroup, container })
 }

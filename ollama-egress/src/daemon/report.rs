@@ -50,6 +50,13 @@ impl Report {
         self.write_state();
     }
 
+    /// The daemon guards another cgroup now (a Kubernetes pod's replacement).
+    pub(super) fn set_target(&mut self, target: String, cgroup: PathBuf) {
+        self.state.target = target;
+        self.state.cgroup = cgroup;
+        self.write_state();
+    }
+
     /// A reload failed; the policy in force stays.
     pub(super) fn reload_failed(&self) {
         self.metrics.reload(false);

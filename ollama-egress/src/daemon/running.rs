@@ -61,9 +61,23 @@ impl Daemon {
                 }
                 Wake::Check => verified = self.check(verified),
                 Wake::TargetRecreated => self.kernel.follow_target(),
+                Wake::PodReplaced(t) => self.move_to_pod(&t),
             }
         }
         self.shutdown().await
+    }
+
+    /// `--pod-selector`: the programs go to the replacement pod's cgroup; events name it.
+    fn move_to_pod(&mut self, t: &crate::targeting::kube::PodTarget) {
+        let moved = self.kernel.retarget(&t.cgroup);
+        super::kube::log_move(t, &moved);
+        if moved.is_ok() {
+            if let Ok(mut d) = self.runtime.decoder().lock() {
+                d.set_container(Some(t.pod.key()));
+            }
+            self.report.set_target(t.describe(), t.cgroup.clone());
+            self.tasks.moved_to(&t.cgroup, &t.pod.uid);
+        }
     }
 
     fn reload(&mut self, reopen_geo: bool) {
