@@ -239,12 +239,10 @@ impl Parser<'_> {
         if let Some(p) = prefix
             && (p.is_empty() || p.len() > MAX_PREFIX || !valid_prefix(p))
         {
-            {
-                return Err(self.err_at(
-                    start,
-                    format!("key prefix {p:?} is not a DNS subdomain (lower-case letters, digits, `-`, `.`, at most {MAX_PREFIX} characters)"),
-                ));
-            }
+            return Err(self.err_at(
+                start,
+                format!("key prefix {p:?} is not a DNS subdomain (lower-case letters, digits, `-`, `.`, at most {MAX_PREFIX} characters)"),
+            ));
         }
         let name_start = start + prefix.map_or(0, |p| p.chars().count() + 1);
         if !valid_name(name) {
