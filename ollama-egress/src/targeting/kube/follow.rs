@@ -166,3 +166,6 @@ fn add_watch(fd: &OwnedFd, dir: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
