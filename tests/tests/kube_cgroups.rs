@@ -487,6 +487,16 @@ fn enforces_on_the_pod_through_container_restarts_and_pod_replacement() {
     assert!(d.stop(), "{}", d.stderr_text());
 }
 
+/// A child process killed (if still running) and reaped on drop.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs `run ARGS` to its exit (at most 20 s); its status and stderr.
 fn run_to_exit(args: &[String]) -> (std::process::ExitStatus, String) {
     let log = tempfile::tempdir().expect("tempdir");
@@ -541,19 +551,40 @@ fn refuses_several_pods_a_forbidden_list_and_no_node_name() {
         &uid2,
         QosClass::BestEffort,
     ));
-    let api = FakeApi::start(
-        200,
-        pod_list(vec![
-            pod_json("ollama-a", &uid1, "Running", QosClass::Burstable, false),
-            pod_json("ollama-b", &uid2, "Running", QosClass::BestEffort, false),
-        ]),
-    );
+    let mut other = pod_json("ollama-b", &uid2, "Running", QosClass::BestEffort, false);
+    other["metadata"]["namespace"] = "other".into();
+    let both = pod_list(vec![
+        pod_json("ollama-a", &uid1, "Running", QosClass::Burstable, false),
+        other,
+    ]);
+    let api = FakeApi::start(200, both);
     let args = kube_args(&api, sa.path(), &policy, "--monitor");
     let (status, err) = run_to_exit(&args);
     assert!(!status.success(), "{err}");
     assert!(err.contains("2 running pods on node worker-1"), "{err}");
-    assert!(err.contains("ai/ollama-a, ai/ollama-b"), "{err}");
+    assert!(err.contains("ai/ollama-a, other/ollama-b"), "{err}");
     assert!(err.contains("narrow the selector"), "{err}");
+
+    // --pod-namespace: the namespace's own list, and a pod of another namespace labelled alike
+    // is no candidate even when the answer holds it.
+    let mut ns_args = args.clone();
+    ns_args.extend(["--pod-namespace".to_owned(), "ai".to_owned()]);
+    let mut d = Daemon::start(&strs(&ns_args));
+    assert_eq!(
+        d.state().cgroup,
+        tree.mount.join(pod_cgroup_path(
+            Driver::Cgroupfs,
+            &uid1,
+            QosClass::Burstable
+        ))
+    );
+    let (line, _) = api.requests().last().cloned().expect("a request");
+    assert!(
+        line.starts_with("GET /api/v1/namespaces/ai/pods?"),
+        "{line}"
+    );
+    assert!(d.stop(), "{}", d.stderr_text());
+    drop(d);
 
     let forbidden = fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -605,41 +636,37 @@ fn waits_for_a_pod_and_stops_while_waiting() {
     // No pod: it waits (and a SIGTERM ends the wait cleanly).
     let log = tempfile::tempdir().expect("tempdir");
     let stderr = log.path().join("stderr");
-    let mut child = Command::new(daemon_bin())
-        .arg("run")
-        .args(&args)
-        .arg("--log-dir")
-        .arg(log.path().join("log"))
-        .arg("--pin-dir")
-        .arg(PathBuf::from("/sys/fs/bpf").join(unique("oe-kube")))
-        .args(["--metrics-addr", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&stderr).expect("stderr"))
-        .spawn()
-        .expect("spawn");
+    let mut child = Reap(
+        Command::new(daemon_bin())
+            .arg("run")
+            .args(&args)
+            .arg("--log-dir")
+            .arg(log.path().join("log"))
+            .arg("--pin-dir")
+            .arg(PathBuf::from("/sys/fs/bpf").join(unique("oe-kube")))
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr).expect("stderr"))
+            .spawn()
+            .expect("spawn"),
+    );
     let waiting = within(Duration::from_secs(15), || {
         fs::read_to_string(&stderr).is_ok_and(|t| t.contains("waiting for one"))
     });
     let text = fs::read_to_string(&stderr).unwrap_or_default();
-    if waiting.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("no waiting message:\n{text}");
-    }
+    assert!(waiting.is_some(), "no waiting message:\n{text}");
     assert!(
-        child.try_wait().expect("wait").is_none(),
+        child.0.try_wait().expect("wait").is_none(),
         "it exited:\n{text}"
     );
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.0.id()).expect("pid"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("kill");
     let stopped = within(Duration::from_secs(10), || {
-        child.try_wait().ok().flatten().is_some()
+        child.0.try_wait().ok().flatten().is_some()
     });
-    if stopped.is_none() {
-        let _ = child.kill();
-    }
-    let status = child.wait().expect("wait");
+    assert!(stopped.is_some(), "SIGTERM did not end the wait");
+    let status = child.0.wait().expect("wait");
     assert!(
         status.success(),
         "SIGTERM while waiting ends it cleanly: {status}"

@@ -50,6 +50,11 @@ pub struct RunArgs {
     /// (`container` = namespace/name).
     #[arg(long, value_name = "SELECTOR", value_parser = parse_selector)]
     pub pod_selector: Option<Selector>,
+    /// Only pods of this namespace, for --pod-selector (then a Role in it suffices for the
+    /// daemon, and pods other namespaces label alike are never candidates). [default: every
+    /// namespace]
+    #[arg(long, value_name = "NAMESPACE", requires = "pod_selector")]
+    pub pod_namespace: Option<String>,
     /// This node's name, for --pod-selector. [env: NODE_NAME, e.g. from the downward API's
     /// spec.nodeName]
     #[arg(long, value_name = "NAME", env = kube::NODE_NAME_ENV, hide_env = true)]
@@ -133,6 +138,7 @@ impl RunArgs {
                 Some(selector) => TargetSpec::Pod(kube::PodSpec {
                     selector: selector.clone(),
                     node: self.node_name.clone(),
+                    namespace: self.pod_namespace.clone(),
                     api: kube::ApiSpec {
                         url: self.kube_api.clone(),
                         insecure_http: self.kube_insecure_http,

@@ -62,6 +62,21 @@ fn pod_selector_and_node_name() {
     assert_eq!(spec.selector.to_string(), "app.kubernetes.io/name=ollama");
     assert_eq!(spec.node.as_deref(), Some("worker-1"));
     assert_eq!(spec.api, kube::ApiSpec::default());
+    assert_eq!(spec.namespace, None);
+    let o = parse(&[
+        "--monitor",
+        "--pod-selector",
+        "a=b",
+        "--pod-namespace",
+        "ai",
+    ])
+    .expect("parses");
+    let TargetSpec::Pod(spec) = o.target else {
+        panic!("{:?}", o.target)
+    };
+    assert_eq!(spec.namespace.as_deref(), Some("ai"));
+    let err = parse(&["--monitor", "--pod-namespace", "ai"]).expect_err("refused");
+    assert!(err.contains("--pod-selector"), "{err}");
     let err = parse(&["--enforce", "--pod-selector", "app=oll@ma"]).expect_err("refused");
     assert!(err.contains("column 8"), "{err}");
     let err = parse(&["--enforce", "--pod-selector", "a=b", "--unit", "x"]).expect_err("refused");

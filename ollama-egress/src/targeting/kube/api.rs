@@ -154,10 +154,18 @@ impl ApiClient {
         Ok(format!("Bearer {token}"))
     }
 
-    /// The pods on `node` that `selector` matches
-    /// (`GET /api/v1/pods?labelSelector=…&fieldSelector=spec.nodeName=NODE`).
-    pub fn list_pods(&self, selector: &Selector, node: &str) -> Result<Vec<Pod>, KubeError> {
-        let url = format!("{}/api/v1/pods", self.base);
+    /// The pods on `node` that `selector` matches, in every namespace or in `namespace`
+    /// (`GET /api/v1/[namespaces/NS/]pods?labelSelector=…&fieldSelector=spec.nodeName=NODE`).
+    pub fn list_pods(
+        &self,
+        selector: &Selector,
+        node: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Pod>, KubeError> {
+        let url = match namespace {
+            Some(ns) => format!("{}/api/v1/namespaces/{ns}/pods", self.base),
+            None => format!("{}/api/v1/pods", self.base),
+        };
         let request_err = |e: ureq::Error| KubeError::Request {
             url: url.clone(),
             detail: describe(&e),

@@ -28,6 +28,8 @@ pub struct PodSpec {
     pub selector: Selector,
     /// This node's name; `None` when neither `--node-name` nor `NODE_NAME` gave one.
     pub node: Option<String>,
+    /// Only pods of this namespace (`--pod-namespace`); `None`: every namespace.
+    pub namespace: Option<String>,
     /// How to reach the API server.
     pub api: ApiSpec,
 }
@@ -49,6 +51,26 @@ impl PodSpec {
             });
         }
         Ok(node)
+    }
+
+    /// The namespace, checked (a DNS label), when one is given.
+    pub fn namespace(&self) -> Result<Option<&str>, KubeError> {
+        let Some(ns) = self.namespace.as_deref() else {
+            return Ok(None);
+        };
+        let b = ns.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= 63
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-';
+        if !ok {
+            return Err(KubeError::BadNamespace {
+                name: ns.to_owned(),
+            });
+        }
+        Ok(Some(ns))
     }
 }
 
@@ -88,8 +110,9 @@ pub enum Lookup {
 /// Lists the pods, picks the one, finds its cgroup under `mount` (blocking).
 pub fn lookup(client: &ApiClient, spec: &PodSpec, mount: &Path) -> Result<Lookup, KubeError> {
     let node = spec.node()?;
-    let pods = client.list_pods(&spec.selector, node)?;
-    Ok(match pods::pick(&pods, &spec.selector, node) {
+    let namespace = spec.namespace()?;
+    let pods = client.list_pods(&spec.selector, node, namespace)?;
+    Ok(match pods::pick(&pods, &spec.selector, node, namespace) {
         Pick::One(pod) => {
             let qos = pod.qos.unwrap_or(QosClass::Burstable);
             match find_pod_cgroup(mount, &pod.uid, qos) {
@@ -115,6 +138,14 @@ pub enum KubeError {
         "node name {name:?} is not a Kubernetes node name (lower-case letters, digits, `-`, `.`)"
     )]
     BadNodeName {
+        /// The name given.
+        name: String,
+    },
+    /// The namespace is not a DNS label.
+    #[error(
+        "namespace {name:?} is not a Kubernetes namespace name (lower-case letters, digits, `-`)"
+    )]
+    BadNamespace {
         /// The name given.
         name: String,
     },
@@ -208,7 +239,7 @@ pub enum KubeError {
     },
     /// Several pods match on this node.
     #[error(
-        "{count} running pods on node {node} match --pod-selector {selector:?}: {pods}; a daemon guards one pod (one cgroup): narrow the selector with a label only the Ollama pod has (e.g. add `,app.kubernetes.io/instance=NAME` or `,statefulset.kubernetes.io/pod-name=NAME`), or run one Ollama pod per node"
+        "{count} running pods on node {node} match --pod-selector {selector:?}: {pods}; a daemon guards one pod (one cgroup): narrow the selector with a label only the Ollama pod has (e.g. add `,app.kubernetes.io/instance=NAME` or `,statefulset.kubernetes.io/pod-name=NAME`), pass --pod-namespace, or run one Ollama pod per node"
     )]
     SeveralPods {
         /// How many.

@@ -54,12 +54,14 @@ pub enum Pick {
     Several(Vec<String>),
 }
 
-/// The live pods on `node` that `selector` matches (the API filtered already; this checks
-/// again, so that an answer for other pods never becomes a target).
-pub fn pick(pods: &[Pod], selector: &Selector, node: &str) -> Pick {
+/// The live pods on `node` (in `namespace`, when given) that `selector` matches (the API
+/// filtered already; this checks again, so that an answer for other pods never becomes a
+/// target).
+pub fn pick(pods: &[Pod], selector: &Selector, node: &str, namespace: Option<&str>) -> Pick {
     let mut live: Vec<&Pod> = pods
         .iter()
         .filter(|p| p.node == node && p.live() && selector.matches(&p.labels))
+        .filter(|p| namespace.is_none_or(|ns| p.namespace == ns))
         .collect();
     live.sort_by_key(|p| p.key());
     match live.as_slice() {

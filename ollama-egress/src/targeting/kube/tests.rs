@@ -6,6 +6,7 @@ fn spec(node: Option<&str>) -> PodSpec {
     PodSpec {
         selector: Selector::parse("app=ollama").unwrap(),
         node: node.map(str::to_owned),
+        namespace: None,
         api: ApiSpec::default(),
     }
 }
@@ -24,6 +25,21 @@ fn node_name_is_required_and_checked() {
     for bad in ["", "Worker", "a/b", "a..b", "a&b=c"] {
         assert!(
             matches!(spec(Some(bad)).node(), Err(KubeError::BadNodeName { .. })),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn namespace_is_checked() {
+    let mut s = spec(Some("n1"));
+    assert_eq!(s.namespace().unwrap(), None);
+    s.namespace = Some("ai-prod".into());
+    assert_eq!(s.namespace().unwrap(), Some("ai-prod"));
+    for bad in ["", "AI", "a/b", "-a", "a-", "a.b", &"x".repeat(64)] {
+        s.namespace = Some(bad.to_owned());
+        assert!(
+            matches!(s.namespace(), Err(KubeError::BadNamespace { .. })),
             "{bad}"
         );
     }

@@ -191,7 +191,7 @@ fn lists_with_the_selectors_and_a_fresh_token() {
     ]);
     let c = ApiClient::new(&spec(Some(&url), true, dir.path())).unwrap();
     let sel = Selector::parse("app.kubernetes.io/name=ollama, zone in (b,a)").unwrap();
-    let pods = c.list_pods(&sel, "worker-1").unwrap();
+    let pods = c.list_pods(&sel, "worker-1", None).unwrap();
     assert_eq!(pods.len(), 4);
     let head = rx.recv().unwrap();
     let line = head.lines().next().unwrap();
@@ -226,7 +226,7 @@ fn lists_with_the_selectors_and_a_fresh_token() {
     );
     // The token rotates: the next request carries the new one.
     std::fs::write(dir.path().join("token"), "second-token").unwrap();
-    c.list_pods(&sel, "worker-1").unwrap();
+    c.list_pods(&sel, "worker-1", None).unwrap();
     let head = rx.recv().unwrap().to_ascii_lowercase();
     assert!(
         head.contains("authorization: bearer second-token\r\n"),
@@ -251,7 +251,7 @@ fn refusals_and_bad_answers_are_named() {
     ]);
     let c = ApiClient::new(&spec(Some(&url), true, dir.path())).unwrap();
     let sel = Selector::parse("app=ollama").unwrap();
-    let e = c.list_pods(&sel, "n").unwrap_err();
+    let e = c.list_pods(&sel, "n", None).unwrap_err();
     assert!(matches!(e, KubeError::Refused { status: 403, .. }), "{e}");
     let text = e.to_string();
     assert!(
@@ -262,16 +262,16 @@ fn refusals_and_bad_answers_are_named() {
         text.contains("cannot list resource"),
         "the server's message is kept: {text}"
     );
-    let e = c.list_pods(&sel, "n").unwrap_err();
+    let e = c.list_pods(&sel, "n", None).unwrap_err();
     assert!(matches!(e, KubeError::Refused { status: 401, .. }), "{e}");
-    let e = c.list_pods(&sel, "n").unwrap_err();
+    let e = c.list_pods(&sel, "n", None).unwrap_err();
     assert!(matches!(e, KubeError::BadJson { .. }), "{e}");
-    let e = c.list_pods(&sel, "n").unwrap_err();
+    let e = c.list_pods(&sel, "n", None).unwrap_err();
     assert!(matches!(e, KubeError::TooLarge { .. }), "{e}");
-    let e = c.list_pods(&sel, "n").unwrap_err();
+    let e = c.list_pods(&sel, "n", None).unwrap_err();
     assert!(matches!(e, KubeError::Status { status: 500, .. }), "{e}");
     assert!(e.to_string().contains("etcd unavailable"));
     // Nothing listens any more.
-    let e = c.list_pods(&sel, "n").unwrap_err();
+    let e = c.list_pods(&sel, "n", None).unwrap_err();
     assert!(matches!(e, KubeError::Request { .. }), "{e}");
 }

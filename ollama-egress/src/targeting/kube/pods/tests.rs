@@ -46,6 +46,7 @@ fn picks_the_one_live_pod() {
         &pods,
         &sel("app.kubernetes.io/name=ollama,app.kubernetes.io/instance=llm"),
         "worker-1",
+        None,
     ) {
         Pick::One(p) => assert_eq!(p.name, "ollama-7f9c6d5b8-x2kqp"),
         other => panic!("{other:?}"),
@@ -54,27 +55,58 @@ fn picks_the_one_live_pod() {
         &pods,
         &sel("statefulset.kubernetes.io/pod-name"),
         "worker-1",
+        None,
     ) {
         Pick::One(p) => assert_eq!(p.qos, Some(QosClass::Guaranteed)),
         other => panic!("{other:?}"),
     }
     // Finished pods never are targets.
     assert_eq!(
-        pick(&pods, &sel("app.kubernetes.io/name=model-pull"), "worker-1"),
+        pick(
+            &pods,
+            &sel("app.kubernetes.io/name=model-pull"),
+            "worker-1",
+            None
+        ),
         Pick::None
     );
     // Pods of other nodes are not this daemon's, even when the API answered with them.
     assert_eq!(
-        pick(&pods, &sel("app.kubernetes.io/name=ollama"), "worker-2"),
+        pick(
+            &pods,
+            &sel("app.kubernetes.io/name=ollama"),
+            "worker-2",
+            None
+        ),
         Pick::None
     );
+}
+
+#[test]
+fn a_namespace_narrows_the_match() {
+    let pods = parse_pod_list(ROLLOUT.as_bytes()).unwrap();
+    let s = sel("app.kubernetes.io/name");
+    assert!(matches!(
+        pick(&pods, &s, "worker-1", None),
+        Pick::Several(_)
+    ));
+    match pick(&pods, &s, "worker-1", Some("default")) {
+        Pick::One(p) => assert_eq!(p.key(), "default/ollama-besteffort"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(pick(&pods, &s, "worker-1", Some("other")), Pick::None);
 }
 
 #[test]
 fn several_matches_are_named() {
     let pods = parse_pod_list(NODE_PODS.as_bytes()).unwrap();
     assert_eq!(
-        pick(&pods, &sel("app.kubernetes.io/name=ollama"), "worker-1"),
+        pick(
+            &pods,
+            &sel("app.kubernetes.io/name=ollama"),
+            "worker-1",
+            None
+        ),
         Pick::Several(vec![
             "ai/ollama-7f9c6d5b8-x2kqp".to_owned(),
             "ai/ollama-gpu-0".to_owned()
@@ -86,7 +118,12 @@ fn several_matches_are_named() {
 fn a_pending_replacement_is_picked_over_the_terminating_pod() {
     let pods = parse_pod_list(ROLLOUT.as_bytes()).unwrap();
     assert_eq!(pods[1].phase, "Pending");
-    match pick(&pods, &sel("app.kubernetes.io/name=ollama"), "worker-1") {
+    match pick(
+        &pods,
+        &sel("app.kubernetes.io/name=ollama"),
+        "worker-1",
+        None,
+    ) {
         Pick::One(p) => {
             assert_eq!(p.uid, "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9");
             assert_eq!(p.qos, Some(QosClass::Burstable));
@@ -97,6 +134,7 @@ fn a_pending_replacement_is_picked_over_the_terminating_pod() {
         &pods,
         &sel("app.kubernetes.io/name in (ollama-dev)"),
         "worker-1",
+        None,
     ) {
         Pick::One(p) => assert_eq!(p.qos, Some(QosClass::BestEffort)),
         other => panic!("{other:?}"),
