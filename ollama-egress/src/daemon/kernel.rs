@@ -112,10 +112,10 @@ impl KernelHandles {
         match self.loaded.follow(cgroup)? {
             Follow::Reattached { .. } | Follow::Same => {}
             Follow::Gone => {
-                return Err(DaemonError::NoCgroup {
+                return Err(DaemonError::Loader(crate::loader::LoaderError::Cgroup {
                     path: cgroup.display().to_string(),
-                    mount: String::new(),
-                });
+                    source: std::io::ErrorKind::NotFound.into(),
+                }));
             }
         }
         cgroup.clone_into(&mut self.cgroup);
