@@ -112,8 +112,9 @@ pub fn gather(opts: &AuditOptions, host: &dyn Host) -> Result<Facts, AuditError>
     let target_err = |e: &dyn std::fmt::Display| AuditError::Target(e.to_string());
     let mount = targeting::cgroup2_mount().map_err(|e| target_err(&e))?;
     let mut spec = opts.target.clone();
-    let resolved = crate::daemon::resolve_target(&mut spec, opts.engine_socket.as_deref(), &mount)
-        .map_err(|e| target_err(&e))?;
+    let resolved =
+        crate::daemon::resolve_target(&mut spec, opts.engine_socket.as_deref(), &mount, None)
+            .map_err(|e| target_err(&e))?;
     let cgroup = resolved.cgroup;
     let target = resolved
         .container

@@ -44,6 +44,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per invocation; `run` has the most options
 pub enum Command {
     /// Attach to Ollama's cgroup and record (--monitor) or enforce (--enforce) the policy.
     Run(RunArgs),

@@ -9,6 +9,10 @@ use crate::{
     daemon::{DnsOptions, RunOptions},
     defaults,
     model::Mode,
+    targeting::{
+        TargetSpec,
+        kube::{self, Selector},
+    },
 };
 
 /// Options of `run`.
@@ -24,6 +28,32 @@ pub struct RunArgs {
     /// What to attach to.
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Attach to the pod-level cgroup of the one pod on this Kubernetes node that this label
+    /// selector matches (`k=v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`, comma-joined),
+    /// listed from the API server with the service account's token; a replacement pod is
+    /// followed, a restarted container stays judged. Several matching pods on the node: refused
+    /// (a daemon guards one pod; narrow the selector); none: it waits. Events name the pod
+    /// (`container` = namespace/name).
+    #[arg(long, value_name = "SELECTOR", value_parser = parse_selector, group = "target")]
+    pub pod_selector: Option<Selector>,
+    /// Only pods of this namespace, for --pod-selector (then a Role in it suffices for the
+    /// daemon, and pods other namespaces label alike are never candidates). [default: every
+    /// namespace]
+    #[arg(long, value_name = "NAMESPACE", requires = "pod_selector")]
+    pub pod_namespace: Option<String>,
+    /// This node's name, for --pod-selector. [env: NODE_NAME, e.g. from the downward API's
+    /// spec.nodeName]
+    #[arg(long, value_name = "NAME", env = kube::NODE_NAME_ENV, hide_env = true)]
+    pub node_name: Option<String>,
+    /// The API server, for --pod-selector. [default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT]
+    #[arg(long, value_name = "https://HOST:PORT")]
+    pub kube_api: Option<String>,
+    /// Allow an http:// --kube-api (tests only).
+    #[arg(long, hide = true)]
+    pub kube_insecure_http: bool,
+    /// The service account directory (token, ca.crt), for --pod-selector.
+    #[arg(long, value_name = "DIR", hide = true, default_value = kube::api::SERVICE_ACCOUNT_DIR)]
+    pub kube_service_account: PathBuf,
     /// Policy file (TOML). [default: /etc/ollama-egress/policy.toml, or the built-in policy
     /// (allow loopback and private ranges, deny the rest) when that file does not exist]
     #[arg(long, value_name = "FILE")]
@@ -78,13 +108,26 @@ pub struct RunArgs {
 impl RunArgs {
     /// The daemon's options.
     pub fn options(&self) -> RunOptions {
+        let target = match &self.pod_selector {
+            Some(selector) => TargetSpec::Pod(kube::PodSpec {
+                selector: selector.clone(),
+                node: self.node_name.clone(),
+                namespace: self.pod_namespace.clone(),
+                api: kube::ApiSpec {
+                    url: self.kube_api.clone(),
+                    insecure_http: self.kube_insecure_http,
+                    service_account: self.kube_service_account.clone(),
+                },
+            }),
+            None => self.target.spec(),
+        };
         RunOptions {
             mode: if self.enforce {
                 Mode::Enforce
             } else {
                 Mode::Monitor
             },
-            target: self.target.spec(),
+            target,
             engine_socket: self.target.engine_socket.clone(),
             policy: self.policy.clone(),
             geo_db: self.geo.geo_db.clone(),
@@ -103,6 +146,10 @@ impl RunArgs {
             },
         }
     }
+}
+
+fn parse_selector(s: &str) -> Result<Selector, String> {
+    Selector::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {

@@ -19,6 +19,7 @@ use crate::{
     targeting::{
         self, TargetError, TargetSpec, auto,
         containers::{self, ContainerTarget},
+        kube::PodTarget,
     },
 };
 
@@ -115,7 +116,7 @@ impl KernelHandles {
     }
 
     /// Moves the programs to `cgroup`, the target made anew at another path (a container
-    /// re-created under a new id). Its lock is taken first; on an error the programs stay
+    /// re-created under a new id, a Kubernetes pod's replacement). Its lock is taken first; on an error the programs stay
     /// where they were.
     pub(super) fn switch_target(&mut self, cgroup: &Path) -> Result<(), DaemonError> {
         let lock = lock_target(cgroup)?;
@@ -160,17 +161,33 @@ pub struct Resolved {
     pub container: Option<ContainerTarget>,
 }
 
+impl Resolved {
+    /// What events name as `container`: the container's name, or the pod's `namespace/name`.
+    pub(super) fn event_name(&self, pod: Option<&PodTarget>) -> Option<String> {
+        self.container
+            .as_ref()
+            .map(|c| c.info.name.clone())
+            .or_else(|| pod.map(|p| p.pod.key()))
+    }
+}
+
 /// Picks the target when none was given (logging which and why), then finds its cgroup.
-pub(super) fn resolve_target(opts: &mut RunOptions, mount: &Path) -> Result<Resolved, DaemonError> {
-    resolve(&mut opts.target, opts.engine_socket.as_deref(), mount)
+pub(super) fn resolve_target(
+    opts: &mut RunOptions,
+    mount: &Path,
+    pod: Option<&PodTarget>,
+) -> Result<Resolved, DaemonError> {
+    resolve(&mut opts.target, opts.engine_socket.as_deref(), mount, pod)
 }
 
 /// Finds the cgroup of `target` as `run` does (`audit` too): an automatic target is first
-/// replaced by the one picked (logged with the reason).
+/// replaced by the one picked (logged with the reason); a pod target is the pod found (and
+/// waited for) before, `pod`.
 pub fn resolve(
     target: &mut TargetSpec,
     engine_socket: Option<&Path>,
     mount: &Path,
+    pod: Option<&PodTarget>,
 ) -> Result<Resolved, DaemonError> {
     if *target == TargetSpec::Auto {
         let found = auto::look(mount, engine_socket);
@@ -201,6 +218,16 @@ pub fn resolve(
         // Processes found by name are judged where they are: the programs go on the cgroup v2
         // root and judge only the tasks the kernel marked (see `targeting::ProcessWatcher`).
         TargetSpec::Process(_) | TargetSpec::Auto => mount.to_owned(),
+        // Found (and waited for) before: `super::kube::wait_for_pod`.
+        TargetSpec::Pod(spec) => match pod {
+            Some(p) => targeting::check_cgroup_dir(&p.cgroup, mount)?,
+            None => {
+                return Err(DaemonError::NoCgroup {
+                    path: format!("(the cgroup of the pod matching {})", spec.selector),
+                    mount: mount.display().to_string(),
+                });
+            }
+        },
     };
     Ok(Resolved { cgroup, container })
 }

@@ -9,6 +9,7 @@
 
 mod dns;
 mod kernel;
+mod kube;
 pub mod names;
 mod privileges;
 mod report;
@@ -164,6 +165,9 @@ pub fn table_policy(compiled: &CompiledPolicy, mode: Mode) -> TablePolicy<'_> {
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let signals = tasks::Signals::install()?;
-    let daemon = startup::start(opts, signals).await?;
+    let Some(daemon) = startup::start(opts, signals).await? else {
+        // Stopped while waiting for the target (a Kubernetes pod): nothing was attached.
+        return Ok(());
+    };
     daemon.run().await
 }

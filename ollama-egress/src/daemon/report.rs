@@ -50,7 +50,8 @@ impl Report {
         self.write_state();
     }
 
-    /// The target moved (a container re-created under a new id): the state file says so.
+    /// The target moved (a container re-created under a new id, a Kubernetes pod replaced):
+    /// the state file says so.
     pub(super) fn set_target(&mut self, target: String, cgroup: PathBuf) {
         self.state.target = target;
         self.state.cgroup = cgroup;

@@ -77,6 +77,7 @@ impl Daemon {
                 }
                 Wake::Check => verified = self.check(verified),
                 Wake::TargetRecreated(seen) => self.follow(seen).await,
+                Wake::PodReplaced(t) => self.move_to_pod(&t),
             }
         }
         self.shutdown().await
@@ -141,7 +142,7 @@ impl Daemon {
             return;
         }
         container.moved_to(moved.id);
-        self.tasks.retarget(&cgroup);
+        self.tasks.moved_to(&cgroup, None);
         self.report.set_target(container.describe(), cgroup.clone());
         info!(
             container = container.name(),
@@ -151,6 +152,19 @@ impl Daemon {
             ms_since(seen),
             by_timer(seen)
         );
+    }
+
+    /// `--pod-selector`: the programs go to the replacement pod's cgroup; events name it.
+    fn move_to_pod(&mut self, t: &crate::targeting::kube::PodTarget) {
+        let moved = self.kernel.switch_target(&t.cgroup);
+        super::kube::log_move(t, &moved);
+        if moved.is_ok() {
+            if let Ok(mut d) = self.runtime.decoder().lock() {
+                d.set_container(Some(t.pod.key()));
+            }
+            self.report.set_target(t.describe(), t.cgroup.clone());
+            self.tasks.moved_to(&t.cgroup, Some(&t.pod.uid));
+        }
     }
 
     fn reload(&mut self, reopen_geo: bool) {

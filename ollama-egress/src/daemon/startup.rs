@@ -31,22 +31,33 @@ use crate::{
     pipeline::{BootClock, Decoder},
     policy::CompiledPolicy,
     targeting::{
-        self, CgroupWatch, ProcessWatcher, TargetSpec, containers::ContainerInfo,
-        follow::ContainerFollow,
+        self, CgroupWatch, ProcessWatcher, TargetSpec, follow::ContainerFollow, kube::PodTarget,
     },
 };
 
 /// Checks, loads, attaches; returns the running daemon.
-pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daemon, DaemonError> {
+/// `None`: stopped by a signal while waiting for the target to appear.
+pub(super) async fn start(
+    mut opts: RunOptions,
+    mut signals: Signals,
+) -> Result<Option<Daemon>, DaemonError> {
     check_privileges()?;
     let mount = targeting::cgroup2_mount()?;
     let inputs = read_inputs(&opts)?;
-    let kernel::Resolved { cgroup, container } = kernel::resolve_target(&mut opts, &mount)?;
+    let pod = match super::kube::wait_for_pod(&opts.target, &mount, &mut signals).await? {
+        super::kube::Waited::Stopped => return Ok(None),
+        super::kube::Waited::Pod(found) => Some(found),
+        super::kube::Waited::NotPod => None,
+    };
+    let pod_target = pod.as_ref().map(|p| &p.target);
+    let resolved = kernel::resolve_target(&mut opts, &mount, pod_target)?;
+    let container_name = resolved.event_name(pod_target);
+    let target_text = pod_target.map(PodTarget::describe);
+    let kernel::Resolved { cgroup, container } = resolved;
     let mut claim = kernel::claim(&opts, &cgroup)?;
     let outputs = open_outputs(&opts).await?;
     kernel::raise_memlock();
     let mut loaded = load(&opts, &claim)?;
-    let container_name = container.as_ref().map(|c| c.info.name.clone());
     let (runtime, generation) = write_policy(&opts, &mut loaded, &claim, &inputs, container_name)?;
     let ring = loaded.take_events()?;
     let counters = Arc::new(loaded.take_counters()?);
@@ -57,9 +68,10 @@ pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daem
     outputs.metrics.set_policy(&inputs.compiled.summary());
     outputs.metrics.set_enforcing(opts.mode == Mode::Enforce);
     let watcher = watch_processes(&opts.target, &mut loaded)?;
+    let target_text = target_text.or_else(|| container.as_ref().map(|c| c.info.describe()));
     let state = first_state(
         &opts,
-        container.as_ref().map(|c| &c.info),
+        target_text,
         &cgroup,
         inputs,
         generation,
@@ -91,18 +103,21 @@ pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daem
         Some(_) => CgroupWatch::any_in_parent(&cgroup),
         None => CgroupWatch::new(&cgroup),
     };
-    let tasks = Tasks::spawn(signals, watcher, watch, workers);
+    let tasks = Tasks::spawn(signals, watcher, watch, workers)
+        .with_pods(pod.map(super::kube::PodFollow::spawn));
     info!(metrics = ?state.metrics_addr, "ollama-egress ready");
     let kernel = KernelHandles::new(cgroup, loaded, counters, claim.locks).with_resolver(resolver);
     let report = Report::new(opts.log_dir.clone(), state, metrics, tally);
     let follow = container.as_ref().map(ContainerFollow::new);
-    Ok(Daemon::new(opts, report, runtime, tasks, kernel).following(follow))
+    Ok(Some(
+        Daemon::new(opts, report, runtime, tasks, kernel).following(follow),
+    ))
 }
 
 /// The state file's first content.
 fn first_state(
     opts: &RunOptions,
-    container: Option<&ContainerInfo>,
+    target: Option<String>,
     cgroup: &Path,
     inputs: Inputs,
     generation: u32,
@@ -112,7 +127,7 @@ fn first_state(
     DaemonState {
         pid: std::process::id(),
         mode: opts.mode.as_str().to_owned(),
-        target: container.map_or_else(|| opts.target.to_string(), ContainerInfo::describe),
+        target: target.unwrap_or_else(|| opts.target.to_string()),
         cgroup: cgroup.to_owned(),
         policy: inputs.compiled.origin.clone(),
         generation,

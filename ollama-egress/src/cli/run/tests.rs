@@ -46,3 +46,40 @@ fn one_target_only() {
         parse(&["--monitor", "--container", "a", "--unit", "ollama.service"]).expect_err("refused");
     assert!(err.contains("cannot be used with"), "{err}");
 }
+
+#[test]
+fn pod_selector_and_node_name() {
+    let o = parse(&[
+        "--enforce",
+        "--pod-selector",
+        "app.kubernetes.io/name=ollama",
+        "--node-name",
+        "worker-1",
+    ])
+    .expect("parses");
+    let TargetSpec::Pod(spec) = o.target else {
+        panic!("{:?}", o.target)
+    };
+    assert_eq!(spec.selector.to_string(), "app.kubernetes.io/name=ollama");
+    assert_eq!(spec.node.as_deref(), Some("worker-1"));
+    assert_eq!(spec.api, kube::ApiSpec::default());
+    assert_eq!(spec.namespace, None);
+    let o = parse(&[
+        "--monitor",
+        "--pod-selector",
+        "a=b",
+        "--pod-namespace",
+        "ai",
+    ])
+    .expect("parses");
+    let TargetSpec::Pod(spec) = o.target else {
+        panic!("{:?}", o.target)
+    };
+    assert_eq!(spec.namespace.as_deref(), Some("ai"));
+    let err = parse(&["--monitor", "--pod-namespace", "ai"]).expect_err("refused");
+    assert!(err.contains("--pod-selector"), "{err}");
+    let err = parse(&["--enforce", "--pod-selector", "app=oll@ma"]).expect_err("refused");
+    assert!(err.contains("column 8"), "{err}");
+    let err = parse(&["--enforce", "--pod-selector", "a=b", "--unit", "x"]).expect_err("refused");
+    assert!(err.contains("cannot be used with"), "{err}");
+}
