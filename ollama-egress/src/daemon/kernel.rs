@@ -19,6 +19,7 @@ use crate::{
     targeting::{
         self, TargetError, TargetSpec, auto,
         containers::{self, ContainerInfo},
+        unit::{self, Restarts},
     },
 };
 
@@ -38,6 +39,9 @@ pub(super) struct KernelHandles {
     locks: Locks,
     /// The resolver's cgroup, when names are learned there too.
     resolver: Option<super::dns::Resolver>,
+    /// For `--unit`: the cgroup v2 mount and the unit, looked up again at each follow (the unit
+    /// may have moved into its slice, or run outside it).
+    unit: Option<(PathBuf, String)>,
 }
 
 impl KernelHandles {
@@ -54,7 +58,14 @@ impl KernelHandles {
             counters,
             locks,
             resolver: None,
+            unit: None,
         }
+    }
+
+    /// The handles of a unit's target, looked up again under `mount` at each follow.
+    pub(super) fn with_unit(mut self, mount: &Path, unit: Option<&str>) -> Self {
+        self.unit = unit.map(|u| (mount.to_owned(), u.to_owned()));
+        self
     }
 
     /// The handles, with the resolver programs attached to `resolver`'s cgroup.
@@ -80,8 +91,13 @@ impl KernelHandles {
         self.loaded.verify_attached(&self.cgroup)
     }
 
-    /// Re-attaches when the target cgroup was replaced (removed and made again at its path).
-    pub(super) fn follow_target(&mut self) {
+    /// Re-attaches when the target cgroup was replaced (removed and made again at its path), or,
+    /// for a unit, when it now belongs elsewhere (the unit moved into its slice, or runs outside
+    /// it): then returns the new target and how restarts are handled there.
+    pub(super) fn follow_target(&mut self) -> Option<(PathBuf, Restarts)> {
+        if let Some(moved) = self.move_unit() {
+            return Some(moved);
+        }
         match self.loaded.follow(&self.cgroup) {
             Ok(Follow::Reattached { old, new }) => {
                 warn!(
@@ -90,17 +106,58 @@ impl KernelHandles {
                     "the target cgroup {} was made again: attached to the new one",
                     self.cgroup.display()
                 );
-                // The lock was on the old directory: take the new one's.
-                match lock_target(&self.cgroup) {
-                    Ok(lock) => self.locks.target = lock,
-                    Err(e) => error!("locking the re-created target cgroup: {e}"),
-                }
+                self.relock();
             }
             Ok(_) => {}
             Err(e) => error!(
                 "the target cgroup {} was made again, but attaching to it failed: {e}",
                 self.cgroup.display()
             ),
+        }
+        None
+    }
+
+    /// Moves the programs to where the unit's target is now, when that is another cgroup.
+    fn move_unit(&mut self) -> Option<(PathBuf, Restarts)> {
+        let (mount, name) = self.unit.as_ref()?;
+        // Neither the unit nor its slice: keep following the path.
+        let mut found = unit::resolve_unit(mount, name).ok()?;
+        found.cgroup = found.cgroup.canonicalize().ok()?;
+        if found.cgroup == self.cgroup {
+            return None;
+        }
+        match self.loaded.follow(&found.cgroup) {
+            Ok(Follow::Reattached { .. }) => {
+                warn!(
+                    from = %self.cgroup.display(),
+                    to = %found.cgroup.display(),
+                    "{} moved: the programs are attached to its target now",
+                    found.unit
+                );
+                if found.restarts == Restarts::Followed {
+                    warn!("{}", unit::outside_slice_warning(&found));
+                }
+                self.cgroup = found.cgroup.clone();
+                self.relock();
+                Some((found.cgroup, found.restarts))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                error!(
+                    "{} is now at {}, but attaching there failed: {e}",
+                    found.unit,
+                    found.cgroup.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// The lock was on the old directory: take the new one's.
+    fn relock(&mut self) {
+        match lock_target(&self.cgroup) {
+            Ok(lock) => self.locks.target = lock,
+            Err(e) => error!("locking the target cgroup {}: {e}", self.cgroup.display()),
         }
     }
 
@@ -132,6 +189,8 @@ pub(super) struct Resolved {
     pub(super) cgroup: PathBuf,
     /// The container, for `--container`.
     pub(super) container: Option<ContainerInfo>,
+    /// For `--unit`: whether the unit's restarts are covered (its slice) or followed.
+    pub(super) restarts: Option<Restarts>,
 }
 
 /// Picks the target when none was given (logging which and why), then finds its cgroup.
@@ -143,9 +202,23 @@ pub(super) fn resolve_target(opts: &mut RunOptions, mount: &Path) -> Result<Reso
         opts.target = choice.spec;
     }
     let mut container = None;
+    let mut restarts = None;
     let cgroup = match &opts.target {
         TargetSpec::Cgroup(p) => resolve_cgroup(p, mount)?,
-        TargetSpec::Unit(u) => targeting::find_unit_cgroup(mount, u)?,
+        TargetSpec::Unit(u) => {
+            let found = unit::resolve_unit(mount, u)?;
+            match found.restarts {
+                Restarts::Covered => info!(
+                    unit = %found.unit,
+                    cgroup = %found.cgroup.display(),
+                    "attaching to the slice of {}: its restarts stay judged from the first connection",
+                    found.unit
+                ),
+                Restarts::Followed => warn!("{}", unit::outside_slice_warning(&found)),
+            }
+            restarts = Some(found.restarts);
+            targeting::check_cgroup_dir(&found.cgroup, mount)?
+        }
         TargetSpec::Container(name) => {
             let found = containers::find_container(opts.engine_socket.as_deref(), name, mount)
                 .map_err(TargetError::from)?;
@@ -165,7 +238,11 @@ pub(super) fn resolve_target(opts: &mut RunOptions, mount: &Path) -> Result<Reso
         // root and judge only the tasks the kernel marked (see `targeting::ProcessWatcher`).
         TargetSpec::Process(_) | TargetSpec::Auto => mount.to_owned(),
     };
-    Ok(Resolved { cgroup, container })
+    Ok(Resolved {
+        cgroup,
+        container,
+        restarts,
+    })
 }
 
 /// `--cgroup PATH`: a relative path is taken from the cgroup v2 root; a missing directory is

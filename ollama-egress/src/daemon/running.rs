@@ -60,7 +60,12 @@ impl Daemon {
                     }
                 }
                 Wake::Check => verified = self.check(verified),
-                Wake::TargetRecreated => self.kernel.follow_target(),
+                Wake::TargetRecreated => {
+                    if let Some((cgroup, restarts)) = self.kernel.follow_target() {
+                        self.tasks.watch(&cgroup);
+                        self.report.retargeted(cgroup, restarts);
+                    }
+                }
             }
         }
         self.shutdown().await

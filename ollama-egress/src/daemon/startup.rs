@@ -38,7 +38,11 @@ pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daem
     check_privileges()?;
     let mount = targeting::cgroup2_mount()?;
     let inputs = read_inputs(&opts)?;
-    let kernel::Resolved { cgroup, container } = kernel::resolve_target(&mut opts, &mount)?;
+    let kernel::Resolved {
+        cgroup,
+        container,
+        restarts,
+    } = kernel::resolve_target(&mut opts, &mount)?;
     let mut claim = kernel::claim(&opts, &cgroup)?;
     let outputs = open_outputs(&opts).await?;
     kernel::raise_memlock();
@@ -54,7 +58,7 @@ pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daem
     outputs.metrics.set_policy(&inputs.compiled.summary());
     outputs.metrics.set_enforcing(opts.mode == Mode::Enforce);
     let watcher = watch_processes(&opts.target, &mut loaded)?;
-    let state = first_state(
+    let mut state = first_state(
         &opts,
         container.as_ref(),
         &cgroup,
@@ -63,6 +67,7 @@ pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daem
         &loaded,
         &outputs.listener,
     );
+    state.restarts = restarts;
     state
         .write(&opts.log_dir)
         .map_err(io_err("writing the state file"))?;
@@ -84,7 +89,13 @@ pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daem
     };
     let tasks = Tasks::spawn(signals, watcher, CgroupWatch::new(&cgroup), workers);
     info!(metrics = ?state.metrics_addr, "ollama-egress ready");
-    let kernel = KernelHandles::new(cgroup, loaded, counters, claim.locks).with_resolver(resolver);
+    let unit = match (&opts.target, restarts) {
+        (TargetSpec::Unit(u), Some(_)) => Some(u.as_str()),
+        _ => None,
+    };
+    let kernel = KernelHandles::new(cgroup, loaded, counters, claim.locks)
+        .with_resolver(resolver)
+        .with_unit(&mount, unit);
     let report = Report::new(opts.log_dir.clone(), state, metrics, tally);
     Ok(Daemon::new(opts, report, runtime, tasks, kernel))
 }
@@ -116,6 +127,7 @@ fn first_state(
         prefixes: inputs.compiled.summary().prefixes,
         metrics_addr: listener.local_addr().ok().map(|a| a.to_string()),
         counters: Default::default(),
+        restarts: None,
     }
 }
 

@@ -167,6 +167,11 @@ impl Tasks {
         }
     }
 
+    /// Watches `cgroup` from now on: the target moved there.
+    pub(super) fn watch(&mut self, cgroup: &std::path::Path) {
+        self.follow = CgroupWatch::new(cgroup);
+    }
+
     fn scan_processes(&mut self) {
         let Some(w) = self.watcher.as_mut() else {
             return;

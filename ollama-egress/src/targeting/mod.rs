@@ -1,4 +1,4 @@
-//! What to attach to: the cgroup v2 mount, a cgroup path, a systemd unit's cgroup, or a managed
+//! What to attach to: the cgroup v2 mount, a cgroup path, a systemd unit's slice or cgroup, or a managed
 //! cgroup that processes found by name are moved into.
 
 pub mod auto;
@@ -6,6 +6,7 @@ pub mod containers;
 mod marks;
 mod procs;
 mod sockets;
+pub mod unit;
 mod watch;
 
 use std::{
