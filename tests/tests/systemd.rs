@@ -11,7 +11,11 @@
 //! - `systemctl reload ollama-egress` applies a changed policy; a bad one is refused and the old
 //!   one stays;
 //! - `systemctl stop ollama-egress` leaves enforcement pinned: Ollama restarted with no daemon
-//!   is still denied (the programs are on the slice), and `status` says so.
+//!   is still denied (the programs are on the slice), and `status` says so;
+//! - an Ollama outside its slice is followed at its own cgroup with a warning naming the
+//!   drop-in, the package's postinst says it must be restarted, and `systemctl restart
+//!   ollama-egress ollama` brings both back to the slice, Ollama judged from its first
+//!   connection.
 //!
 //! One boot for the whole file (one test, in steps). Needs `OLLAMA_EGRESS_DEB` and
 //! `OLLAMA_EGRESS_DEBIAN_ROOT` (`cargo xtask test` sets both).
@@ -158,6 +162,28 @@ impl Rig {
             .expect("state.json");
         let st: Value = serde_json::from_str(&text).expect("state json");
         st["generation"].as_u64().expect("generation")
+    }
+
+    /// Waits (3 s at most) until the daemon's state names a cgroup ending in `suffix` and says
+    /// restarts are `restarts` there.
+    fn wait_target(&self, suffix: &str, restarts: &str) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let text = fs::read_to_string(self.sd.path("/var/lib/ollama-egress/state.json"))
+                .unwrap_or_default();
+            let st: Value = serde_json::from_str(&text).unwrap_or_default();
+            if st["cgroup"].as_str().is_some_and(|c| c.ends_with(suffix))
+                && st["restarts"] == restarts
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon is not on …{suffix} ({restarts}) after 3 s: {st}\n{}",
+                self.sd.journal()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn write_policy(&self, text: &str) {
@@ -339,4 +365,37 @@ fn the_shipped_unit_under_systemd_keeps_ollama_enforced_across_restarts_reloads_
         false,
     );
     r.assert_blocked_event(pid, "first start after detach");
+
+    // 6. An Ollama outside its slice (an override of the administrator's): the daemon follows it
+    //    to its own cgroup and warns, naming the drop-in; installing the package says Ollama
+    //    must be restarted once; restarted into the slice, the daemon moves back there.
+    let dir = sd.path("/etc/systemd/system/ollama.service.d");
+    fs::create_dir_all(&dir).expect("mkdir the override directory");
+    fs::write(
+        dir.join("zz-outside.conf"),
+        "[Service]\nSlice=system.slice\n",
+    )
+    .expect("override");
+    sd.ok("systemctl daemon-reload && systemctl restart ollama");
+    r.wait_target("/system.slice/ollama.service", "followed");
+    let journal = sd.journal();
+    assert!(
+        journal.contains("not in ollama.slice")
+            && journal.contains("/usr/lib/systemd/system/ollama.service.d/ollama-egress.conf"),
+        "no warning naming the drop-in:\n{journal}"
+    );
+    fs::copy(debian::deb(), sd.path("/root/ollama-egress.deb")).expect("copy the package in");
+    let said = sd.ok("dpkg -i /root/ollama-egress.deb 2>&1");
+    assert!(
+        said.contains("Ollama runs outside ollama.slice until it is restarted once"),
+        "postinst said nothing about the slice:\n{said}"
+    );
+    // What the postinst says to run: the daemon restarts first (Ollama stopped, it attaches to
+    // the slice), then Ollama starts in the slice, judged from its first connection.
+    fs::remove_file(dir.join("zz-outside.conf")).expect("remove the override");
+    sd.ok("systemctl daemon-reload && systemctl restart ollama-egress ollama");
+    r.wait_target("/ollama.slice", "covered");
+    r.assert_ollama("back in the slice", false);
+    let said = sd.ok("dpkg -i /root/ollama-egress.deb 2>&1");
+    assert!(!said.contains("outside ollama.slice"), "{said}");
 }
