@@ -189,6 +189,7 @@ fn a_unit_outside_its_slice_is_followed_and_moved_to_the_slice_when_restarted_in
     let slice = mkdir(&mount().join(&unit.slice));
     let svc = mkdir(&slice.path.join(&unit.name));
     fs::remove_dir(&outside.path).expect("rmdir the old cgroup");
+    let removed = Instant::now();
     let want = slice.path.canonicalize().expect("canonical");
     let deadline = Instant::now() + Duration::from_secs(3);
     while d.state().cgroup != want {
@@ -199,6 +200,10 @@ fn a_unit_outside_its_slice_is_followed_and_moved_to_the_slice_when_restarted_in
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    eprintln!(
+        "moved to the slice {:?} after the old cgroup was removed",
+        removed.elapsed()
+    );
     assert_eq!(d.state().restarts, Some(Restarts::Covered));
     let inside = probe_args(&ns, Some(&svc.path), LISTEN);
     restart(&svc.path);
