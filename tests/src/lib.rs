@@ -16,10 +16,12 @@ use std::{
 
 use serde_json::Value;
 
+pub mod debian;
 pub mod dns;
 pub mod docker;
 pub mod listener;
 pub mod prometheus;
+pub mod systemd;
 
 /// Panics unless the tests run as root.
 pub fn require_root() {

@@ -144,6 +144,16 @@ fn build_deb(root: &Path, bin: &Path, version: &str, out: &Path) -> anyhow::Resu
         unit.replace("/usr/local/bin/ollama-egress", "/usr/bin/ollama-egress")
             .as_bytes(),
     )?;
+    // Ollama's own slice, and the drop-in that puts ollama.service in it.
+    for (file, rel) in [
+        ("ollama.slice", "lib/systemd/system/ollama.slice"),
+        (
+            "ollama-egress.conf",
+            "usr/lib/systemd/system/ollama.service.d/ollama-egress.conf",
+        ),
+    ] {
+        put(rel, 0o644, &fs::read(root.join("packaging").join(file))?)?;
+    }
     put(
         "etc/ollama-egress/policy.toml",
         0o644,
@@ -252,11 +262,20 @@ fn dir_size(dir: &Path) -> anyhow::Result<u64> {
 }
 
 /// Reload systemd's view of units after install; never enable or start the daemon: enforcing
-/// is the administrator's decision (`systemctl enable --now ollama-egress`).
+/// is the administrator's decision (`systemctl enable --now ollama-egress`). A running Ollama
+/// enters ollama.slice (the drop-in) only when restarted: say so.
 const POSTINST: &str = r#"#!/bin/sh
 set -e
 if [ "$1" = "configure" ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || true
+    if systemctl is-active --quiet ollama.service; then
+        case "$(systemctl show -P ControlGroup ollama.service 2>/dev/null)" in
+            */ollama.slice/*) ;;
+            *) echo "ollama-egress: Ollama runs outside ollama.slice until it is restarted once: \
+`systemctl restart ollama` (with ollama-egress running: \
+`systemctl restart ollama-egress ollama`); in the slice its restarts stay enforced" >&2 ;;
+        esac
+    fi
 fi
 exit 0
 "#;

@@ -20,6 +20,7 @@ use crate::{
         self, TargetError, TargetSpec, auto,
         containers::{self, ContainerTarget},
         kube::PodTarget,
+        unit::{self, Restarts},
     },
 };
 
@@ -39,6 +40,9 @@ pub(super) struct KernelHandles {
     locks: Locks,
     /// The resolver's cgroup, when names are learned there too.
     resolver: Option<super::dns::Resolver>,
+    /// For `--unit`: the cgroup v2 mount and the unit, looked up again at each follow (the unit
+    /// may have moved into its slice, or run outside it).
+    unit: Option<(PathBuf, String)>,
 }
 
 impl KernelHandles {
@@ -55,7 +59,14 @@ impl KernelHandles {
             counters,
             locks,
             resolver: None,
+            unit: None,
         }
+    }
+
+    /// The handles of a unit's target, looked up again under `mount` at each follow.
+    pub(super) fn with_unit(mut self, mount: &Path, unit: Option<&str>) -> Self {
+        self.unit = unit.map(|u| (mount.to_owned(), u.to_owned()));
+        self
     }
 
     /// The handles, with the resolver programs attached to `resolver`'s cgroup.
@@ -97,11 +108,7 @@ impl KernelHandles {
                     "the target cgroup {} was made again: attached to the new one",
                     self.cgroup.display()
                 );
-                // The lock was on the old directory: take the new one's.
-                match lock_target(&self.cgroup) {
-                    Ok(lock) => self.locks.target = lock,
-                    Err(e) => error!("locking the re-created target cgroup: {e}"),
-                }
+                self.relock();
                 Some(found)
             }
             Ok(found) => Some(found),
@@ -112,6 +119,44 @@ impl KernelHandles {
                 );
                 None
             }
+        }
+    }
+
+    /// For `--unit`: moves the programs to where the unit's target is now, when that is another
+    /// cgroup (the unit moved into its slice, or runs outside it); returns the new target and
+    /// how restarts are handled there.
+    pub(super) fn follow_unit(&mut self) -> Option<(PathBuf, Restarts)> {
+        let (mount, name) = self.unit.as_ref()?;
+        // Neither the unit nor its slice: keep following the path.
+        let mut found = unit::resolve_unit(mount, name).ok()?;
+        found.cgroup = found.cgroup.canonicalize().ok()?;
+        if found.cgroup == self.cgroup {
+            return None;
+        }
+        if let Err(e) = self.switch_target(&found.cgroup) {
+            error!(
+                "{} is now at {}, but attaching there failed: {e}",
+                found.unit,
+                found.cgroup.display()
+            );
+            return None;
+        }
+        warn!(
+            to = %found.cgroup.display(),
+            "{} moved: the programs are attached to its target now",
+            found.unit
+        );
+        if found.restarts == Restarts::Followed {
+            warn!("{}", unit::outside_slice_warning(&found));
+        }
+        Some((found.cgroup, found.restarts))
+    }
+
+    /// The lock was on the old directory: take the new one's.
+    fn relock(&mut self) {
+        match lock_target(&self.cgroup) {
+            Ok(lock) => self.locks.target = lock,
+            Err(e) => error!("locking the target cgroup {}: {e}", self.cgroup.display()),
         }
     }
 
@@ -159,6 +204,8 @@ pub struct Resolved {
     pub cgroup: PathBuf,
     /// The container, for `--container`.
     pub container: Option<ContainerTarget>,
+    /// For `--unit`: whether the unit's restarts are covered (its slice) or followed.
+    pub restarts: Option<Restarts>,
 }
 
 impl Resolved {
@@ -196,9 +243,23 @@ pub fn resolve(
         *target = choice.spec;
     }
     let mut container = None;
+    let mut restarts = None;
     let cgroup = match &*target {
         TargetSpec::Cgroup(p) => resolve_cgroup(p, mount)?,
-        TargetSpec::Unit(u) => targeting::find_unit_cgroup(mount, u)?,
+        TargetSpec::Unit(u) => {
+            let found = unit::resolve_unit(mount, u)?;
+            match found.restarts {
+                Restarts::Covered => info!(
+                    unit = %found.unit,
+                    cgroup = %found.cgroup.display(),
+                    "attaching to the slice of {}: its restarts stay judged from the first connection",
+                    found.unit
+                ),
+                Restarts::Followed => warn!("{}", unit::outside_slice_warning(&found)),
+            }
+            restarts = Some(found.restarts);
+            targeting::check_cgroup_dir(&found.cgroup, mount)?
+        }
         TargetSpec::Container(name) => {
             let found = containers::find_container(engine_socket, name, mount)
                 .map_err(TargetError::from)?;
@@ -229,7 +290,11 @@ pub fn resolve(
             }
         },
     };
-    Ok(Resolved { cgroup, container })
+    Ok(Resolved {
+        cgroup,
+        container,
+        restarts,
+    })
 }
 
 /// `--cgroup PATH`: a relative path is taken from the cgroup v2 root; a missing directory is

@@ -12,6 +12,7 @@ use crate::{
     metrics::Metrics,
     model::{Direction, Verdict},
     policy::CompiledPolicy,
+    targeting::unit::Restarts,
 };
 
 /// The state file, the metrics and the tallies.
@@ -55,6 +56,13 @@ impl Report {
     pub(super) fn set_target(&mut self, target: String, cgroup: PathBuf) {
         self.state.target = target;
         self.state.cgroup = cgroup;
+        self.write_state();
+    }
+
+    /// The programs moved to `cgroup` (a unit entered its slice, or runs outside it).
+    pub(super) fn retargeted(&mut self, cgroup: PathBuf, restarts: Restarts) {
+        self.state.cgroup = cgroup;
+        self.state.restarts = Some(restarts);
         self.write_state();
     }
 

@@ -87,6 +87,11 @@ impl Daemon {
     /// again at its path is re-attached to; a container followed by name that came back under
     /// a new id is moved to.
     async fn follow(&mut self, seen: Seen) {
+        if let Some((cgroup, restarts)) = self.kernel.follow_unit() {
+            self.tasks.moved_to(&cgroup, None);
+            self.report.retargeted(cgroup, restarts);
+            return;
+        }
         let found = self.kernel.follow_target();
         let Some(container) = self.container.clone() else {
             return;

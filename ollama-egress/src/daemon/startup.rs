@@ -53,7 +53,11 @@ pub(super) async fn start(
     let resolved = kernel::resolve_target(&mut opts, &mount, pod_target)?;
     let container_name = resolved.event_name(pod_target);
     let target_text = pod_target.map(PodTarget::describe);
-    let kernel::Resolved { cgroup, container } = resolved;
+    let kernel::Resolved {
+        cgroup,
+        container,
+        restarts,
+    } = resolved;
     let mut claim = kernel::claim(&opts, &cgroup)?;
     let outputs = open_outputs(&opts).await?;
     kernel::raise_memlock();
@@ -69,7 +73,7 @@ pub(super) async fn start(
     outputs.metrics.set_enforcing(opts.mode == Mode::Enforce);
     let watcher = watch_processes(&opts.target, &mut loaded)?;
     let target_text = target_text.or_else(|| container.as_ref().map(|c| c.info.describe()));
-    let state = first_state(
+    let mut state = first_state(
         &opts,
         target_text,
         &cgroup,
@@ -78,6 +82,7 @@ pub(super) async fn start(
         &loaded,
         &outputs.listener,
     );
+    state.restarts = restarts;
     state
         .write(&opts.log_dir)
         .map_err(io_err("writing the state file"))?;
@@ -106,7 +111,13 @@ pub(super) async fn start(
     let tasks = Tasks::spawn(signals, watcher, watch, workers)
         .with_pods(pod.map(super::kube::PodFollow::spawn));
     info!(metrics = ?state.metrics_addr, "ollama-egress ready");
-    let kernel = KernelHandles::new(cgroup, loaded, counters, claim.locks).with_resolver(resolver);
+    let unit = match (&opts.target, restarts) {
+        (TargetSpec::Unit(u), Some(_)) => Some(u.as_str()),
+        _ => None,
+    };
+    let kernel = KernelHandles::new(cgroup, loaded, counters, claim.locks)
+        .with_resolver(resolver)
+        .with_unit(&mount, unit);
     let report = Report::new(opts.log_dir.clone(), state, metrics, tally);
     let follow = container.as_ref().map(ContainerFollow::new);
     Ok(Some(
@@ -141,6 +152,7 @@ fn first_state(
         prefixes: inputs.compiled.summary().prefixes,
         metrics_addr: listener.local_addr().ok().map(|a| a.to_string()),
         counters: Default::default(),
+        restarts: None,
     }
 }
 

@@ -1,5 +1,6 @@
-//! What to attach to: the cgroup v2 mount, a cgroup path, a systemd unit's cgroup, or a managed
-//! cgroup that processes found by name are moved into, a container's, a Kubernetes pod's.
+//! What to attach to: the cgroup v2 mount, a cgroup path, a systemd unit's slice or cgroup, a
+//! managed cgroup that processes found by name are moved into, a container's, a Kubernetes
+//! pod's.
 
 pub mod auto;
 pub mod containers;
@@ -8,6 +9,7 @@ pub mod kube;
 mod marks;
 mod procs;
 mod sockets;
+pub mod unit;
 mod watch;
 
 use std::{
