@@ -76,7 +76,7 @@ pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daem
     let workers = Workers {
         ring,
         decoder: runtime.decoder(),
-        sink: LogSink::new(writer, Arc::clone(&metrics), Arc::clone(&tally)),
+        sink: sink(&opts, writer, &metrics, &tally),
         listener,
         metrics: Arc::clone(&metrics),
         counters: Arc::clone(&counters),
@@ -87,6 +87,21 @@ pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daem
     let kernel = KernelHandles::new(cgroup, loaded, counters, claim.locks).with_resolver(resolver);
     let report = Report::new(opts.log_dir.clone(), state, metrics, tally);
     Ok(Daemon::new(opts, report, runtime, tasks, kernel))
+}
+
+/// The event sink: the log, and stdout with `--log-stdout`.
+fn sink(
+    opts: &RunOptions,
+    writer: crate::logstore::LogWriter,
+    metrics: &Arc<crate::metrics::Metrics>,
+    tally: &Arc<EventTally>,
+) -> LogSink {
+    let sink = LogSink::new(writer, Arc::clone(metrics), Arc::clone(tally));
+    if opts.log_stdout {
+        sink.with_copy_to(Box::new(std::io::stdout()))
+    } else {
+        sink
+    }
 }
 
 /// The state file's first content.

@@ -45,3 +45,11 @@ fn one_target_only() {
         parse(&["--monitor", "--container", "a", "--unit", "ollama.service"]).expect_err("refused");
     assert!(err.contains("cannot be used with"), "{err}");
 }
+
+#[test]
+fn log_stdout_is_off_unless_asked() {
+    assert!(!parse(&["--monitor"]).expect("parses").log_stdout);
+    let o = parse(&["--monitor", "--log-stdout"]).expect("parses");
+    assert!(o.log_stdout);
+    assert_eq!(o.log_dir, PathBuf::from(defaults::LOG_DIR), "the log dir stays");
+}
