@@ -17,6 +17,7 @@ use std::{
 use serde_json::Value;
 
 pub mod dns;
+pub mod engine;
 pub mod prometheus;
 
 /// Panics unless the tests run as root.
