@@ -177,8 +177,10 @@ impl Drop for Engine {
         // The containerd this dockerd started, if it outlived it, and only while its command
         // line still names this engine's directory (the pid is not reused by another).
         if let Some(pid) = containerd
-            && String::from_utf8_lossy(&fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
-                .contains(&root)
+            && String::from_utf8_lossy(
+                &fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default(),
+            )
+            .contains(&root)
         {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }

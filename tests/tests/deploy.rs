@@ -158,8 +158,14 @@ fn plain_docs() -> Vec<Value> {
 fn helm(args: &[&str]) -> Output {
     run(Command::new(tools().join("helm"))
         .args(args)
-        .env("HELM_CACHE_HOME", std::env::temp_dir().join("oe-helm-cache"))
-        .env("HELM_CONFIG_HOME", std::env::temp_dir().join("oe-helm-config"))
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("oe-helm-cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("oe-helm-config"),
+        )
         .env("HELM_DATA_HOME", std::env::temp_dir().join("oe-helm-data")))
 }
 
@@ -246,10 +252,20 @@ fn plain_manifests_pass_the_kubernetes_schemas_strictly() {
         "rbac.yaml",
         "serviceaccount.yaml",
     ] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing: {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing: {names:?}"
+        );
     }
     let out = validate(&files);
-    for kind in ["namespace", "serviceaccount", "clusterrole", "clusterrolebinding", "configmap", "daemonset"] {
+    for kind in [
+        "namespace",
+        "serviceaccount",
+        "clusterrole",
+        "clusterrolebinding",
+        "configmap",
+        "daemonset",
+    ] {
         assert!(
             out.contains(&format!("resource {kind}/")),
             "no {kind} validated: {out}"
@@ -340,10 +356,21 @@ fn the_daemonset_has_what_it_needs_and_no_more() {
     let a = args(ds);
     assert_eq!(
         a[..5],
-        ["run", "--enforce", "--pod-selector", "app.kubernetes.io/name=ollama", "--log-stdout"]
+        [
+            "run",
+            "--enforce",
+            "--pod-selector",
+            "app.kubernetes.io/name=ollama",
+            "--log-stdout"
+        ]
     );
     let help = ok(Command::new(daemon_bin()).args(["run", "--help"]));
-    for flag in ["--enforce", "--log-stdout", "--metrics-addr", "--metrics-allow-remote"] {
+    for flag in [
+        "--enforce",
+        "--log-stdout",
+        "--metrics-addr",
+        "--metrics-allow-remote",
+    ] {
         assert!(a.iter().any(|x| x == flag), "{flag} not in the args");
         assert!(help.contains(flag), "`run --help` has no {flag}");
     }
@@ -358,7 +385,10 @@ fn the_daemonset_has_what_it_needs_and_no_more() {
     assert!(a.contains(&format!("0.0.0.0:{port}")), "{a:?}");
     for probe in ["readinessProbe", "livenessProbe"] {
         assert_eq!(c[probe]["httpGet"]["path"], "/metrics", "{probe}");
-        assert_eq!(c[probe]["httpGet"]["port"], c["ports"][0]["name"], "{probe}");
+        assert_eq!(
+            c[probe]["httpGet"]["port"], c["ports"][0]["name"],
+            "{probe}"
+        );
     }
     let ann = &ds["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(ann["prometheus.io/scrape"], "true");
@@ -380,7 +410,10 @@ fn the_daemonset_has_what_it_needs_and_no_more() {
     );
     let binding = find(&docs, "ClusterRoleBinding");
     assert_eq!(binding["subjects"][0]["name"], pod["serviceAccountName"]);
-    assert_eq!(binding["subjects"][0]["namespace"], ds["metadata"]["namespace"]);
+    assert_eq!(
+        binding["subjects"][0]["namespace"],
+        ds["metadata"]["namespace"]
+    );
 
     // The optional PodMonitor (a CRD: no schema): kind, apiVersion, and it selects the pods'
     // labels and the container's port by name.
@@ -397,7 +430,10 @@ fn the_daemonset_has_what_it_needs_and_no_more() {
     {
         assert_eq!(&ds["spec"]["template"]["metadata"]["labels"][k], v, "{k}");
     }
-    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], c["ports"][0]["name"]);
+    assert_eq!(
+        pm["spec"]["podMetricsEndpoints"][0]["port"],
+        c["ports"][0]["name"]
+    );
 }
 
 #[test]
@@ -405,8 +441,14 @@ fn the_shipped_policies_pass_policy_check() {
     let plain = policy_of(&plain_docs());
     assert_policy_ok(&plain, "deploy/kubernetes/configmap.yaml");
     let chart = policy_of(&render(&[]));
-    assert_eq!(chart, plain, "the chart's default policy differs from the ConfigMap's");
-    assert_policy_ok(&policy_of(&render(&["--values", &all_options()])), "ci values");
+    assert_eq!(
+        chart, plain,
+        "the chart's default policy differs from the ConfigMap's"
+    );
+    assert_policy_ok(
+        &policy_of(&render(&["--values", &all_options()])),
+        "ci values",
+    );
 }
 
 #[test]
@@ -422,7 +464,10 @@ fn the_chart_lints_and_renders_valid_manifests() {
     assert!(validate_docs(&docs).is_empty(), "a PodMonitor by default");
     let plain = plain_docs();
     let (p, h) = (find(&plain, "DaemonSet"), find(&docs, "DaemonSet"));
-    let (pp, hp) = (&p["spec"]["template"]["spec"], &h["spec"]["template"]["spec"]);
+    let (pp, hp) = (
+        &p["spec"]["template"]["spec"],
+        &h["spec"]["template"]["spec"],
+    );
     for key in [
         "hostPID",
         "nodeSelector",
@@ -450,7 +495,10 @@ fn the_chart_lints_and_renders_valid_manifests() {
         p["spec"]["template"]["metadata"]["annotations"],
         h["spec"]["template"]["metadata"]["annotations"]
     );
-    assert_eq!(find(&plain, "ClusterRole")["rules"], find(&docs, "ClusterRole")["rules"]);
+    assert_eq!(
+        find(&plain, "ClusterRole")["rules"],
+        find(&docs, "ClusterRole")["rules"]
+    );
 
     // Every other value: valid, and each one shows.
     let docs = render(&["--values", &all_options()]);
@@ -482,7 +530,10 @@ fn the_chart_lints_and_renders_valid_manifests() {
     assert_eq!(c["imagePullPolicy"], "Always");
     assert_eq!(c["ports"][0]["containerPort"], 9500);
     assert_eq!(c["resources"]["limits"]["memory"], "1Gi");
-    assert_eq!(c["env"][1], json!({"name": "OLLAMA_EGRESS_LOG", "value": "debug"}));
+    assert_eq!(
+        c["env"][1],
+        json!({"name": "OLLAMA_EGRESS_LOG", "value": "debug"})
+    );
     assert_eq!(
         pod["nodeSelector"],
         json!({"gpu": "true", "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"})

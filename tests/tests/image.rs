@@ -49,8 +49,12 @@ fn archive_files(path: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn json(files: &BTreeMap<String, Vec<u8>>, name: &str) -> Value {
-    serde_json::from_slice(files.get(name).unwrap_or_else(|| panic!("no {name} in the image")))
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+    serde_json::from_slice(
+        files
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} in the image")),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 #[test]
@@ -89,7 +93,10 @@ fn the_image_loads_into_docker_and_runs_there() {
     let labels = &config["Labels"];
     assert_eq!(labels["org.opencontainers.image.version"], VERSION);
     assert_eq!(labels["org.opencontainers.image.title"], "ollama-egress");
-    assert_eq!(labels["org.opencontainers.image.licenses"], "MIT OR Apache-2.0");
+    assert_eq!(
+        labels["org.opencontainers.image.licenses"],
+        "MIT OR Apache-2.0"
+    );
     for key in [
         "org.opencontainers.image.created",
         "org.opencontainers.image.source",
@@ -126,18 +133,30 @@ fn the_image_loads_into_docker_and_runs_there() {
     };
     let version = run(&mut engine, &["--version"]);
     assert!(
-        version.starts_with(&format!("ollama-egress {VERSION}")) && version.contains("kernel object"),
+        version.starts_with(&format!("ollama-egress {VERSION}"))
+            && version.contains("kernel object"),
         "--version in the image: {version}"
     );
     let check = run(
         &mut engine,
         &["policy", "check", "/etc/ollama-egress/policy.toml"],
     );
-    assert!(check.contains("policy OK"), "policy check in the image: {check}");
+    assert!(
+        check.contains("policy OK"),
+        "policy check in the image: {check}"
+    );
     // The entrypoint is really the binary: an unknown command is its own error.
     let name = unique("oe-img");
     engine.track(&name);
-    let bad = engine.docker(&["run", "--name", &name, "--network", "none", &tag, "no-such-command"]);
+    let bad = engine.docker(&[
+        "run",
+        "--name",
+        &name,
+        "--network",
+        "none",
+        &tag,
+        "no-such-command",
+    ]);
     assert!(!bad.status.success(), "an unknown command succeeded");
     assert!(
         String::from_utf8_lossy(&bad.stderr).contains("unrecognized subcommand"),
@@ -178,7 +197,10 @@ fn the_image_is_an_oci_layout_whose_digests_skopeo_verifies() {
     );
     let inspect: Value = serde_json::from_slice(&out.stdout).expect("skopeo JSON");
     assert_eq!(inspect["Digest"], manifest_digest.as_str());
-    assert_eq!(inspect["Labels"]["org.opencontainers.image.version"], VERSION);
+    assert_eq!(
+        inspect["Labels"]["org.opencontainers.image.version"],
+        VERSION
+    );
 
     // A copy reads every blob and fails on one whose content does not match its digest.
     let dest = tempfile::tempdir().expect("tempdir");

@@ -33,11 +33,17 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
     {
         return Ok(venv);
     }
-    eprintln!("xtask setup: installing {} into {}", PIP_PACKAGES.join(" "), venv.display());
+    eprintln!(
+        "xtask setup: installing {} into {}",
+        PIP_PACKAGES.join(" "),
+        venv.display()
+    );
     if venv.exists() {
         fs::remove_dir_all(&venv).with_context(|| format!("removing {}", venv.display()))?;
     }
-    sh(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(&venv))?;
+    sh(Command::new("/usr/bin/python3")
+        .args(["-m", "venv"])
+        .arg(&venv))?;
     sh(Command::new(venv.join("bin/pip"))
         .args(["install", "--quiet", "--disable-pip-version-check"])
         .args(PIP_PACKAGES))?;

@@ -110,7 +110,10 @@ pub fn build(inputs: &ImageInputs<'_>) -> anyhow::Result<Image> {
         (blob_path(&manifest_digest), manifest),
     ];
     blobs.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut entries = vec![Entry::Dir("blobs/", 0o755), Entry::Dir("blobs/sha256/", 0o755)];
+    let mut entries = vec![
+        Entry::Dir("blobs/", 0o755),
+        Entry::Dir("blobs/sha256/", 0o755),
+    ];
     entries.extend(blobs.iter().map(|(p, b)| Entry::File(p, 0o644, b)));
     entries.extend([
         Entry::File("index.json", 0o644, &index),

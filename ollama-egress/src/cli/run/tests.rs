@@ -51,5 +51,9 @@ fn log_stdout_is_off_unless_asked() {
     assert!(!parse(&["--monitor"]).expect("parses").log_stdout);
     let o = parse(&["--monitor", "--log-stdout"]).expect("parses");
     assert!(o.log_stdout);
-    assert_eq!(o.log_dir, PathBuf::from(defaults::LOG_DIR), "the log dir stays");
+    assert_eq!(
+        o.log_dir,
+        PathBuf::from(defaults::LOG_DIR),
+        "the log dir stays"
+    );
 }

@@ -97,7 +97,10 @@ fn stdout_gets_the_same_lines_as_the_log_file() {
     assert_eq!(lines[0]["verdict"], "allowed");
     assert_eq!(lines[1]["verdict"], "blocked");
     assert_eq!(lines[1]["comm"], "evil\u{1b}[2J");
-    assert!(!stdout.contains('\u{1b}'), "raw control on stdout: {stdout:?}");
+    assert!(
+        !stdout.contains('\u{1b}'),
+        "raw control on stdout: {stdout:?}"
+    );
 }
 
 #[test]

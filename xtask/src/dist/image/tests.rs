@@ -60,7 +60,10 @@ fn the_same_inputs_give_the_same_bytes() {
     assert_eq!(a.bytes, b.bytes, "two builds differ");
     assert_eq!(a.manifest_digest, b.manifest_digest);
     let c = build(&inputs(b"\x7fELF other binary", Some("abc"))).expect("build");
-    assert_ne!(a.manifest_digest, c.manifest_digest, "the binary is not in the digest");
+    assert_ne!(
+        a.manifest_digest, c.manifest_digest,
+        "the binary is not in the digest"
+    );
 }
 
 #[test]
@@ -100,7 +103,10 @@ fn docker_and_oci_references_resolve_to_blobs_with_the_right_digests() {
     let desc = &index["manifests"][0];
     assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1));
     assert_eq!(desc["digest"], image.manifest_digest.as_str());
-    assert_eq!(desc["annotations"]["org.opencontainers.image.ref.name"], "1.2.3");
+    assert_eq!(
+        desc["annotations"]["org.opencontainers.image.ref.name"],
+        "1.2.3"
+    );
     let manifest_bytes = blob(&files, &desc["digest"]);
     assert_eq!(desc["size"], manifest_bytes.len());
     let manifest: Value = serde_json::from_slice(manifest_bytes).expect("manifest");
@@ -147,7 +153,10 @@ fn docker_and_oci_references_resolve_to_blobs_with_the_right_digests() {
     let (_, h, data) = find("usr/bin/ollama-egress");
     assert_eq!(data.as_slice(), b"\x7fELF the binary");
     assert_eq!(h.mode().expect("mode"), 0o755);
-    assert_eq!(find("etc/ollama-egress/policy.toml").2, b"default = \"deny\"\n");
+    assert_eq!(
+        find("etc/ollama-egress/policy.toml").2,
+        b"default = \"deny\"\n"
+    );
     assert!(find("var/lib/ollama-egress/").1.entry_type().is_dir());
 }
 
