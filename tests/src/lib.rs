@@ -235,7 +235,7 @@ impl Daemon {
             })
             .env("OLLAMA_EGRESS_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(fs::File::create(stderr.with_extension("stdout")).expect("stdout file"))
             .stderr(fs::File::create(&stderr).expect("stderr file"))
             .spawn()
             .expect("spawn ollama-egress");
@@ -289,6 +289,11 @@ impl Daemon {
             let _ = f.read_to_string(&mut s);
         }
         s
+    }
+
+    /// What the daemon wrote on stdout so far (events with `--log-stdout`).
+    pub fn stdout_text(&self) -> String {
+        fs::read_to_string(self.stderr.with_extension("stdout")).unwrap_or_default()
     }
 
     /// Every event in the log now.
