@@ -83,6 +83,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let mut out = stdout.lock();
     match cli.command {
         Command::Run(args) => {
+            // The daemon's event sink writes to stdout from its reader thread (--log-stdout):
+            // holding the lock here would block that thread, and every event after it, forever.
+            drop(out);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()

@@ -4,7 +4,9 @@
 //!   to run in an empty root (no interpreter, no shared library);
 //! - `ollama-egress_VERSION_amd64.deb` — that binary, the systemd unit, the default policy as a
 //!   conffile, bash/zsh/fish completions and man pages generated from the clap definitions, and
-//!   maintainer scripts that reload systemd but never start enforcement by themselves.
+//!   maintainer scripts that reload systemd but never start enforcement by themselves;
+//! - `ollama-egress-image_VERSION_amd64.tar` — the OCI image (`image.rs`), loadable with
+//!   `docker load` and readable as an OCI layout archive, reproducible.
 
 use std::{
     fs,
@@ -17,6 +19,8 @@ use anyhow::{Context as _, bail, ensure};
 
 use crate::setup::{sh, workspace_root};
 
+mod image;
+
 /// The static target.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
@@ -25,7 +29,7 @@ pub fn dist_dir() -> PathBuf {
     target_dir().join("dist")
 }
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
@@ -37,6 +41,8 @@ pub struct Artifacts {
     pub binary: PathBuf,
     /// The Debian package.
     pub deb: PathBuf,
+    /// The OCI image archive.
+    pub image: PathBuf,
 }
 
 /// Builds the static binary and the `.deb`.
@@ -67,9 +73,48 @@ pub fn run() -> anyhow::Result<Artifacts> {
     check_static(&binary)?;
     let version = version(&binary)?;
     let deb = build_deb(&root, &binary, &version, &out)?;
+    let image = build_image(&root, &binary, &version, &out)?;
     println!("{}", binary.display());
     println!("{}", deb.display());
-    Ok(Artifacts { binary, deb })
+    println!("{}", image.display());
+    Ok(Artifacts { binary, deb, image })
+}
+
+/// The image archive; its time stamps are `SOURCE_DATE_EPOCH`, else the commit's time, so the
+/// same commit gives the same image digest.
+fn build_image(root: &Path, bin: &Path, version: &str, out: &Path) -> anyhow::Result<PathBuf> {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_owned())
+    };
+    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) => s
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds"))?,
+        Err(_) => git(&["log", "-1", "--format=%ct"])
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    };
+    let revision = git(&["rev-parse", "HEAD"]);
+    let path = out.join(format!("ollama-egress-image_{version}_amd64.tar"));
+    let digest = image::write(
+        &path,
+        &image::ImageInputs {
+            binary: &fs::read(bin)?,
+            policy: &fs::read(root.join("packaging/policy.toml"))?,
+            version,
+            revision: revision.as_deref(),
+            epoch,
+        },
+    )?;
+    println!("image {}:{version} {digest}", image::REPOSITORY);
+    Ok(path)
 }
 
 /// Fails unless `bin` is a static ELF that runs alone in an empty root.

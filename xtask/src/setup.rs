@@ -58,6 +58,7 @@ pub fn run() -> anyhow::Result<()> {
     rust_src(&channel)?;
     bpf_linker()?;
     toolchain::check(&workspace_root()).map_err(anyhow::Error::msg)?;
+    crate::deploy_tools::ensure()?;
     Ok(())
 }
 

@@ -64,6 +64,13 @@ pub struct RunArgs {
     /// Directory of the event log and the daemon's state.
     #[arg(long, value_name = "DIR", default_value = defaults::LOG_DIR)]
     pub log_dir: PathBuf,
+    /// Also write every event on stdout, one JSON line each, exactly as in `events.jsonl`, for a
+    /// log collector reading the container's output (Kubernetes, Loki, Elasticsearch). The log
+    /// directory is still written (`logs` and `status` read it); the daemon's own messages stay
+    /// on stderr. A line that cannot be written on stdout is counted with the log's dropped
+    /// records (`status`) and never stops the daemon.
+    #[arg(long)]
+    pub log_stdout: bool,
     /// Address for the Prometheus metrics endpoint (`/metrics`).
     #[arg(long, value_name = "ADDR", default_value = defaults::METRICS_ADDR)]
     pub metrics_addr: std::net::SocketAddr,
@@ -133,6 +140,7 @@ impl RunArgs {
             geo_db: self.geo.geo_db.clone(),
             asn_db: self.geo.asn_db.clone(),
             log_dir: self.log_dir.clone(),
+            log_stdout: self.log_stdout,
             max_prefixes: self.max_prefixes,
             event_buffer_bytes: self.event_buffer_bytes,
             pin_dir: self.pin_dir.clone(),

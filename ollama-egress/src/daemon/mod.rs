@@ -60,6 +60,8 @@ pub struct RunOptions {
     pub asn_db: Option<PathBuf>,
     /// Where events and state are written.
     pub log_dir: PathBuf,
+    /// Also write every event as a JSON line on stdout (`--log-stdout`).
+    pub log_stdout: bool,
     /// Capacity of each policy table.
     pub max_prefixes: u32,
     /// Size of the event ring buffer in bytes.

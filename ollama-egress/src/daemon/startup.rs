@@ -96,7 +96,7 @@ pub(super) async fn start(
     let workers = Workers {
         ring,
         decoder: runtime.decoder(),
-        sink: LogSink::new(writer, Arc::clone(&metrics), Arc::clone(&tally)),
+        sink: sink(&opts, writer, &metrics, &tally),
         listener,
         metrics: Arc::clone(&metrics),
         counters: Arc::clone(&counters),
@@ -123,6 +123,21 @@ pub(super) async fn start(
     Ok(Some(
         Daemon::new(opts, report, runtime, tasks, kernel).following(follow),
     ))
+}
+
+/// The event sink: the log, and stdout with `--log-stdout`.
+fn sink(
+    opts: &RunOptions,
+    writer: crate::logstore::LogWriter,
+    metrics: &Arc<crate::metrics::Metrics>,
+    tally: &Arc<EventTally>,
+) -> LogSink {
+    let sink = LogSink::new(writer, Arc::clone(metrics), Arc::clone(tally));
+    if opts.log_stdout {
+        sink.with_copy_to(Box::new(std::io::stdout()))
+    } else {
+        sink
+    }
 }
 
 /// The state file's first content.

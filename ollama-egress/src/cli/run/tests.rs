@@ -83,3 +83,15 @@ fn pod_selector_and_node_name() {
     let err = parse(&["--enforce", "--pod-selector", "a=b", "--unit", "x"]).expect_err("refused");
     assert!(err.contains("cannot be used with"), "{err}");
 }
+
+#[test]
+fn log_stdout_is_off_unless_asked() {
+    assert!(!parse(&["--monitor"]).expect("parses").log_stdout);
+    let o = parse(&["--monitor", "--log-stdout"]).expect("parses");
+    assert!(o.log_stdout);
+    assert_eq!(
+        o.log_dir,
+        PathBuf::from(defaults::LOG_DIR),
+        "the log dir stays"
+    );
+}
