@@ -383,13 +383,17 @@ fn the_daemonset_has_what_it_needs_and_no_more() {
     // Metrics: served on the pod's address, probed and scraped there.
     let port = c["ports"][0]["containerPort"].as_u64().expect("port");
     assert!(a.contains(&format!("0.0.0.0:{port}")), "{a:?}");
-    for probe in ["readinessProbe", "livenessProbe"] {
-        assert_eq!(c[probe]["httpGet"]["path"], "/metrics", "{probe}");
-        assert_eq!(
-            c[probe]["httpGet"]["port"], c["ports"][0]["name"],
-            "{probe}"
-        );
-    }
+    // Ready once it guards (`/metrics` is served from then on); alive while it waits for an
+    // Ollama pod (the port is bound before the wait).
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/metrics");
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["port"],
+        c["ports"][0]["name"]
+    );
+    assert_eq!(
+        c["livenessProbe"]["tcpSocket"]["port"],
+        c["ports"][0]["name"]
+    );
     let ann = &ds["spec"]["template"]["metadata"]["annotations"];
     assert_eq!(ann["prometheus.io/scrape"], "true");
     assert_eq!(ann["prometheus.io/port"], port.to_string());

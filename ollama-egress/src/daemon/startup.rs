@@ -44,6 +44,9 @@ pub(super) async fn start(
     check_privileges()?;
     let mount = targeting::cgroup2_mount()?;
     let inputs = read_inputs(&opts)?;
+    // Bound before any wait for a pod: a liveness probe on the port passes while the daemon
+    // waits; `/metrics` answers (readiness) only once it guards.
+    let listener = metrics::bind(opts.metrics_addr, opts.metrics_allow_remote).await?;
     let pod = match super::kube::wait_for_pod(&opts.target, &mount, &mut signals).await? {
         super::kube::Waited::Stopped => return Ok(None),
         super::kube::Waited::Pod(found) => Some(found),
@@ -59,7 +62,7 @@ pub(super) async fn start(
         restarts,
     } = resolved;
     let mut claim = kernel::claim(&opts, &cgroup)?;
-    let outputs = open_outputs(&opts).await?;
+    let outputs = open_outputs(&opts, listener)?;
     kernel::raise_memlock();
     let mut loaded = load(&opts, &claim)?;
     let (runtime, generation) = write_policy(&opts, &mut loaded, &claim, &inputs, container_name)?;
@@ -223,9 +226,8 @@ struct Outputs {
     writer: LogWriter,
 }
 
-async fn open_outputs(opts: &RunOptions) -> Result<Outputs, DaemonError> {
+fn open_outputs(opts: &RunOptions, listener: TcpListener) -> Result<Outputs, DaemonError> {
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))?);
-    let listener = metrics::bind(opts.metrics_addr, opts.metrics_allow_remote).await?;
     let writer = LogWriter::open(&opts.log_dir, RotateOptions::default())?;
     Ok(Outputs {
         metrics,
