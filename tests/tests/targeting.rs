@@ -252,19 +252,22 @@ fn children_forked_under_another_name_before_the_daemon_are_judged() {
     // A shell named like the target starts a child of another name (the probe) before the
     // daemon runs; the child connects later.
     let sh = ollama_egress_tests::named_copy(std::path::Path::new("/bin/sh"), tmp.path(), &name);
+    let (go, made) = (tmp.path().join("go"), tmp.path().join("go.made"));
     let script = format!(
-        "{} --netns {} --listen {} --delay-ms 2500 tcp 203.0.113.7:8080; true",
+        "{} --netns {} --listen {} --go-file {} tcp 203.0.113.7:8080; true",
         ollama_egress_tests::probe_bin().display(),
         ns.name,
-        LISTEN[1]
+        LISTEN[1],
+        go.display()
     );
     let parent = Command::new(&sh)
         .args(["-c", &script])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn the named shell");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_file(&made, "the shell's child runs");
     let d = process_daemon(&name, &policy);
+    fs::write(&go, b"").expect("go");
     let out = parent.wait_with_output().expect("shell output");
     let json = probe_json(&out);
     assert_refused(
@@ -342,6 +345,7 @@ fn a_socket_made_before_the_daemon_started_is_judged_at_connect() {
     let _root = root_target();
     let (ns, tmp, policy, name) = by_name("so");
     let bin = ollama_egress_tests::named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    let (go, made) = (tmp.path().join("go"), tmp.path().join("go.made"));
     // The socket exists before the daemon; it connects once the daemon runs.
     let early = Command::new(&bin)
         .args([
@@ -351,14 +355,15 @@ fn a_socket_made_before_the_daemon_started_is_judged_at_connect() {
             LISTEN[1],
             "tcp-late",
             "203.0.113.7:8080",
-            "--wait-ms",
-            "2500",
+            "--go-file",
+            go.to_str().expect("utf-8"),
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn the named copy");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_file(&made, "the probe made its socket");
     let d = process_daemon(&name, &policy);
+    fs::write(&go, b"").expect("go");
     let json = probe_json(&early.wait_with_output().expect("probe output"));
     assert_refused(
         &json,
@@ -565,6 +570,7 @@ fn sockets_a_running_target_made_before_the_daemon_are_judged_by_the_packet_back
     let _root = root_target();
     let (ns, tmp, policy, name) = by_name("rw");
     let bin = ollama_egress_tests::named_copy(&ollama_egress_tests::probe_bin(), tmp.path(), &name);
+    let (go, made) = (tmp.path().join("go"), tmp.path().join("go.made"));
     // Control: with no daemon the echo is answered.
     let out = Command::new(&bin)
         .args(["--netns", &ns.name, "raw-ping", "203.0.113.7"])
@@ -582,14 +588,15 @@ fn sockets_a_running_target_made_before_the_daemon_are_judged_by_the_packet_back
             &ns.name,
             "raw-ping",
             "203.0.113.7",
-            "--wait-ms",
-            "2500",
+            "--go-file",
+            go.to_str().expect("utf-8"),
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn the named copy");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_file(&made, "the probe made its raw socket");
     let d = process_daemon(&name, &policy);
+    fs::write(&go, b"").expect("go");
     let json = probe_json(&early.wait_with_output().expect("probe output"));
     assert_eq!(
         json["ok"],
@@ -679,4 +686,17 @@ fn a_process_that_takes_the_name_after_exec_is_judged_with_no_daemon() {
         "203.0.113.7:8080",
     ]);
     p.assert_eperm("a process that took the target name after exec");
+}
+
+/// Waits (at most 30 s) until `path` exists.
+fn wait_for_file(path: &std::path::Path, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

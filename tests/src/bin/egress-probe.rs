@@ -51,6 +51,9 @@ struct Args {
     /// Sleep this long (after joining) before acting.
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
+    /// Then write `FILE.made` and wait until FILE exists before acting.
+    #[arg(long, value_name = "FILE")]
+    go_file: Option<std::path::PathBuf>,
     /// The action.
     #[command(subcommand)]
     action: Action,
@@ -77,6 +80,9 @@ enum Action {
         /// Wait this long between making the socket and sending.
         #[arg(long, default_value_t = 0)]
         wait_ms: u64,
+        /// Then: write `FILE.made`, and wait until FILE exists before sending.
+        #[arg(long, value_name = "FILE")]
+        go_file: Option<std::path::PathBuf>,
     },
     /// UDP sendto `addr` from a socket whose `IP_OPTIONS` hold, after a NOP, a source route
     /// through `hops` (comma separated, the first is the next hop): `--kind lsrr` (loose),
@@ -126,8 +132,11 @@ enum Action {
     /// than whatever happened meanwhile.
     TcpLate {
         addr: SocketAddr,
-        #[arg(long)]
+        #[arg(long, default_value_t = 0)]
         wait_ms: u64,
+        /// Then: write `FILE.made`, and wait until FILE exists before connecting.
+        #[arg(long, value_name = "FILE")]
+        go_file: Option<std::path::PathBuf>,
     },
     /// Resolve `name` with getaddrinfo, then TCP connect to the first address (`--all`: to
     /// every address); `addrs` lists what was resolved, `addr` the first.
@@ -290,9 +299,7 @@ fn main() -> anyhow::Result<()> {
         nix::unistd::setresgid(gid, gid, gid).context("setresgid")?;
         nix::unistd::setresuid(id, id, id).context("setresuid")?;
     }
-    if args.delay_ms > 0 {
-        std::thread::sleep(Duration::from_millis(args.delay_ms));
-    }
+    wait_to_go(args.delay_ms, args.go_file.as_deref())?;
     let mut out = act(&args.action, fake_server.as_ref());
     if !args.listen.is_empty() || !args.listen_udp.is_empty() {
         std::thread::sleep(Duration::from_millis(args.settle_ms));
@@ -414,7 +421,11 @@ fn act(action: &Action, fake_server: Option<&[UdpSocket; 2]>) -> Outcome {
             addr,
             count,
             wait_ms,
-        } => result(started, raw_ping(*addr, *count, *wait_ms)),
+            go_file,
+        } => result(
+            started,
+            raw_ping(*addr, *count, *wait_ms, go_file.as_deref()),
+        ),
         Action::UdpOpts { addr, hops, kind } => result(started, udp_opts(*addr, hops, kind)),
         Action::UdpSpray { addr, ports } => {
             let mut out = Outcome {
@@ -448,7 +459,11 @@ fn act(action: &Action, fake_server: Option<&[UdpSocket; 2]>) -> Outcome {
             out
         }
         Action::ForkTcp { addr } => fork_tcp(addr),
-        Action::TcpLate { addr, wait_ms } => tcp_late(addr, *wait_ms),
+        Action::TcpLate {
+            addr,
+            wait_ms,
+            go_file,
+        } => tcp_late(addr, *wait_ms, go_file.as_deref()),
         Action::Raw6 { src, dst, kind } => result(started, raw6(*src, *dst, kind)),
         Action::Raw4 { src, dst, options } => result(started, raw4(*src, *dst, options)),
         Action::Raw6Spray { src, dst, count } => {
@@ -499,7 +514,7 @@ fn tcp(addr: &SocketAddr) -> std::io::Result<()> {
     TcpStream::connect_timeout(addr, Duration::from_secs(2)).map(drop)
 }
 
-fn tcp_late(addr: &SocketAddr, wait_ms: u64) -> Outcome {
+fn tcp_late(addr: &SocketAddr, wait_ms: u64, go_file: Option<&std::path::Path>) -> Outcome {
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -512,7 +527,9 @@ fn tcp_late(addr: &SocketAddr, wait_ms: u64) -> Outcome {
     }
     // SAFETY: a new descriptor nothing else owns.
     let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    std::thread::sleep(Duration::from_millis(wait_ms));
+    if let Err(e) = wait_to_go(wait_ms, go_file) {
+        return result(Instant::now(), Err(e));
+    }
     let started = Instant::now();
     let (storage, len) = sockaddr(addr);
     // SAFETY: `storage` holds a valid address of `len` bytes.
@@ -615,18 +632,23 @@ fn fork_tcp(addr: &SocketAddr) -> Outcome {
 
 /// Sends `count` ICMP echo requests on a raw socket (made `wait_ms` before the first) and
 /// waits 500 ms for a reply.
-fn raw_ping(addr: std::net::Ipv4Addr, count: u16, wait_ms: u64) -> std::io::Result<()> {
+fn raw_ping(
+    addr: std::net::Ipv4Addr,
+    count: u16,
+    wait_ms: u64,
+    go_file: Option<&std::path::Path>,
+) -> std::io::Result<()> {
     // SAFETY: plain socket syscalls on a descriptor we own; buffers outlive the calls.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        std::thread::sleep(Duration::from_millis(wait_ms));
         let close = |e: std::io::Error| {
             libc::close(fd);
             e
         };
+        wait_to_go(wait_ms, go_file).map_err(close)?;
         let tv = libc::timeval {
             tv_sec: 0,
             tv_usec: 500_000,
@@ -907,4 +929,27 @@ unsafe fn send_once<T>(fd: libc::c_int, pkt: &[u8], sa: &T) -> std::io::Result<(
     // SAFETY: `fd` is owned by the caller and not used after this.
     unsafe { libc::close(fd) };
     if n < 0 { Err(err) } else { Ok(()) }
+}
+
+/// Waits `wait_ms`; then, with a go file, says the socket is made (`FILE.made`) and waits (at
+/// most 60 s) until the test creates FILE: the test decides when, not a timer.
+fn wait_to_go(wait_ms: u64, go_file: Option<&std::path::Path>) -> std::io::Result<()> {
+    std::thread::sleep(Duration::from_millis(wait_ms));
+    let Some(go) = go_file else {
+        return Ok(());
+    };
+    let mut made = go.as_os_str().to_owned();
+    made.push(".made");
+    std::fs::write(&made, b"")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !go.exists() {
+        if Instant::now() > deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("{} did not appear within 60 s", go.display()),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
 }
