@@ -19,7 +19,6 @@ use serde_json::Value;
 pub mod debian;
 pub mod dns;
 pub mod docker;
-pub mod engine;
 pub mod listener;
 pub mod prometheus;
 pub mod systemd;

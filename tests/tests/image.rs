@@ -1,5 +1,5 @@
 //! The OCI image of `cargo xtask dist` in real tools: loaded into a real Docker engine (a
-//! private `dockerd`, see `engine.rs`) and run there (`--version`, `policy check` of the policy
+//! private `dockerd`, see `tests/src/docker.rs`) and run there (`--version`, `policy check` of the policy
 //! it ships, with a read-only root and no capabilities), its entrypoint and labels as `docker
 //! image inspect` shows them; and read as an OCI layout archive by `skopeo`, which checks every
 //! blob's digest while copying it.
@@ -13,7 +13,10 @@ use std::{
     process::Command,
 };
 
-use ollama_egress_tests::{engine::Engine, require_root, unique};
+use ollama_egress_tests::{
+    docker::{Engine, engine},
+    require_root, unique,
+};
 use serde_json::Value;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -68,7 +71,7 @@ fn the_image_loads_into_docker_and_runs_there() {
         .expect("Config path")
         .to_owned();
 
-    let mut engine = Engine::start();
+    let engine = engine();
     let loaded = engine.docker_ok(&["load", "--input", &archive.display().to_string()]);
     let tag = format!("ollama-egress:{VERSION}");
     assert!(
@@ -112,9 +115,9 @@ fn the_image_loads_into_docker_and_runs_there() {
 
     // The static binary runs alone in the image, as the entrypoint; the shipped policy is
     // valid; with a read-only root and no capabilities (what `policy check` needs is nothing).
-    let run = |engine: &mut Engine, args: &[&str]| -> String {
+    let run = |engine: &Engine, args: &[&str]| -> String {
         let name = unique("oe-img");
-        engine.track(&name);
+        let _removed = engine.guard(&name);
         let mut full = vec![
             "run",
             "--name",
@@ -127,18 +130,16 @@ fn the_image_loads_into_docker_and_runs_there() {
             &tag,
         ];
         full.extend_from_slice(args);
-        let out = engine.docker_ok(&full);
-        let _ = engine.docker(&["rm", "-f", &name]);
-        out
+        engine.docker_ok(&full)
     };
-    let version = run(&mut engine, &["--version"]);
+    let version = run(&engine, &["--version"]);
     assert!(
         version.starts_with(&format!("ollama-egress {VERSION}"))
             && version.contains("kernel object"),
         "--version in the image: {version}"
     );
     let check = run(
-        &mut engine,
+        &engine,
         &["policy", "check", "/etc/ollama-egress/policy.toml"],
     );
     assert!(
@@ -147,7 +148,7 @@ fn the_image_loads_into_docker_and_runs_there() {
     );
     // The entrypoint is really the binary: an unknown command is its own error.
     let name = unique("oe-img");
-    engine.track(&name);
+    let _removed = engine.guard(&name);
     let bad = engine.docker(&[
         "run",
         "--name",
