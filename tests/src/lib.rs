@@ -489,6 +489,32 @@ pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
 }
 
 impl Daemon {
+    /// `ollama-egress status [ARGS]` on this daemon's log and pin directories.
+    pub fn status_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(daemon_bin())
+            .arg("status")
+            .args(args)
+            .arg("--log-dir")
+            .arg(&self.log_dir)
+            .arg("--pin-dir")
+            .arg(&self.pin_dir)
+            .output()
+            .expect("run status")
+    }
+
+    /// `status`: whether it succeeded, and what it printed (stdout, then stderr).
+    pub fn status(&self) -> (bool, String) {
+        let out = self.status_output(&[]);
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
     /// The daemon's state file.
     pub fn state(&self) -> ollama_egress::daemon::DaemonState {
         ollama_egress::daemon::DaemonState::read(&self.log_dir)

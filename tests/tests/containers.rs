@@ -180,13 +180,7 @@ fn a_docker_container_is_found_enforced_named_and_picked_automatically() {
         assert_eq!(e["container"], name.as_str(), "{e}");
     }
 
-    let status = Command::new(daemon_bin())
-        .args(["status", "--log-dir"])
-        .arg(&daemon.log_dir)
-        .arg("--pin-dir")
-        .arg(&daemon.pin_dir)
-        .output()
-        .expect("status");
+    let status = daemon.status_output(&[]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(
         text.contains(&format!("target:    container {name} ({})", &id[..12])),

@@ -1,8 +1,8 @@
 //! Enforcement outlives the daemon: `kill -9`, restart and adoption, graceful stop, detach.
 
-use std::{process::Command, thread, time::Duration};
+use std::{thread, time::Duration};
 
-use ollama_egress_tests::{Scenario, ScenarioSpec, daemon_bin, probe, with};
+use ollama_egress_tests::{Scenario, ScenarioSpec, probe, with};
 
 const ADDRS: &[&str] = &["203.0.113.7/32", "192.0.2.1/32"];
 const LISTEN: &[&str] = &["203.0.113.7:8080", "192.0.2.1:8080"];
@@ -26,13 +26,7 @@ fn kill_9_restart_and_detach_never_let_a_denied_connection_through() {
     thread::sleep(Duration::from_millis(800));
     first.kill9();
     thread::sleep(Duration::from_millis(800));
-    let out = Command::new(daemon_bin())
-        .args(["status", "--log-dir"])
-        .arg(&first.log_dir)
-        .arg("--pin-dir")
-        .arg(&first.pin_dir)
-        .output()
-        .expect("status");
+    let out = first.status_output(&[]);
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(
         status.contains("ENFORCING WITHOUT A DAEMON"),

@@ -470,13 +470,7 @@ fn enforces_on_the_pod_through_container_restarts_and_pod_replacement() {
         api.requests()
     );
     // The kernel lists the programs on the new pod's cgroup (and status says so).
-    let out = Command::new(daemon_bin())
-        .args(["status", "--log-dir"])
-        .arg(&d.log_dir)
-        .arg("--pin-dir")
-        .arg(&d.pin_dir)
-        .output()
-        .expect("status");
+    let out = d.status_output(&[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("pod ai/ollama-b"), "{text}");
     assert!(

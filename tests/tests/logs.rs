@@ -125,13 +125,7 @@ fn log_queries_return_exactly_the_matching_events_and_follow_sees_new_ones() {
     reader.join().expect("reader");
 
     // status names the mode, the cgroup, the policy size and the counters.
-    let out = Command::new(daemon_bin())
-        .args(["status", "--json", "--log-dir"])
-        .arg(&d.log_dir)
-        .arg("--pin-dir")
-        .arg(&d.pin_dir)
-        .output()
-        .expect("status");
+    let out = d.status_output(&["--json"]);
     let st: Value = serde_json::from_slice(&out.stdout).expect("status json");
     assert_eq!(st["daemon_running"], true, "{st:#}");
     assert_eq!(st["attached_verified"], true, "{st:#}");

@@ -7,14 +7,12 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Command,
     time::{Duration, Instant},
 };
 
 use ollama_egress::targeting::unit::Restarts;
 use ollama_egress_tests::{
-    Daemon, NetNs, TestCgroup, daemon_bin, probe, probe_args, require_root, unique, with,
-    write_policy,
+    Daemon, NetNs, TestCgroup, probe, probe_args, require_root, unique, with, write_policy,
 };
 
 const ADDRS: &[&str] = &["192.0.2.1/32", "203.0.113.7/32"];
@@ -60,24 +58,6 @@ fn restart(cgroup: &Path) {
     fs::create_dir(cgroup).unwrap_or_else(|e| panic!("mkdir {}: {e}", cgroup.display()));
 }
 
-fn status(d: &Daemon) -> (bool, String) {
-    let out = Command::new(daemon_bin())
-        .args(["status", "--log-dir"])
-        .arg(&d.log_dir)
-        .arg("--pin-dir")
-        .arg(&d.pin_dir)
-        .output()
-        .expect("run status");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn a_unit_in_its_slice_is_enforced_at_the_slice_across_restarts_with_or_without_a_daemon() {
     require_root();
@@ -97,7 +77,7 @@ fn a_unit_in_its_slice_is_enforced_at_the_slice_across_restarts_with_or_without_
         "attached to the slice"
     );
     assert_eq!(st.restarts, Some(Restarts::Covered));
-    let (ok, text) = status(&d);
+    let (ok, text) = d.status();
     assert!(ok, "{text}");
     assert!(text.contains("restarts:  covered"), "{text}");
 
@@ -124,7 +104,7 @@ fn a_unit_in_its_slice_is_enforced_at_the_slice_across_restarts_with_or_without_
             .assert_eperm(&format!("restart {round} with no daemon: first connection"));
     }
     probe(&with(&inside, &["tcp", ALLOWED])).assert_ok("allowed with no daemon");
-    let (ok, text) = status(&d);
+    let (ok, text) = d.status();
     assert!(ok, "{text}");
     assert!(
         text.contains("ENFORCING WITHOUT A DAEMON") && text.contains("restarts:  covered"),
@@ -176,7 +156,7 @@ fn a_unit_outside_its_slice_is_followed_and_moved_to_the_slice_when_restarted_in
             && err.contains(&format!("{}.d/ollama-egress.conf", unit.name)),
         "the warning names the drop-in: {err}"
     );
-    let (ok, text) = status(&d);
+    let (ok, text) = d.status();
     assert!(ok && text.contains("restarts:  followed"), "{text}");
     probe(&with(
         &probe_args(&ns, Some(&outside.path), LISTEN),
@@ -209,7 +189,7 @@ fn a_unit_outside_its_slice_is_followed_and_moved_to_the_slice_when_restarted_in
     restart(&svc.path);
     probe(&with(&inside, &["tcp", DENIED])).assert_eperm("restarted in the slice");
     probe(&with(&inside, &["tcp", ALLOWED])).assert_ok("allowed in the slice");
-    let (ok, text) = status(&d);
+    let (ok, text) = d.status();
     assert!(ok && text.contains("restarts:  covered"), "{text}");
     drop(d);
     drop(svc);

@@ -21,24 +21,6 @@ default = "allow"
 cidrs = ["203.0.113.0/24"]
 "#;
 
-fn status(s: &Scenario) -> (bool, String) {
-    let out = Command::new(daemon_bin())
-        .args(["status", "--log-dir"])
-        .arg(&s.daemon.log_dir)
-        .arg("--pin-dir")
-        .arg(&s.daemon.pin_dir)
-        .output()
-        .expect("run status");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn a_recreated_target_cgroup_is_enforced_again_within_a_second() {
     let s = Scenario::start(ScenarioSpec::new("oe-tgre", ADDRS, "--enforce", POLICY));
@@ -84,7 +66,7 @@ fn a_recreated_target_cgroup_is_enforced_again_within_a_second() {
         err.contains("was made again: attached to the new one"),
         "{err}"
     );
-    let (ok, text) = status(&s);
+    let (ok, text) = s.daemon.status();
     assert!(
         ok,
         "status with the daemon following the new cgroup:\n{text}"
@@ -98,7 +80,7 @@ fn status_without_a_daemon_says_a_recreated_cgroup_is_not_enforced() {
     let inside = s.inside(LISTEN);
     // Killed (a crash): the state file stays and names the target.
     s.daemon.kill9();
-    let (ok, text) = status(&s);
+    let (ok, text) = s.daemon.status();
     assert!(ok, "pinned enforcement on the live target:\n{text}");
     assert!(text.contains("ENFORCING WITHOUT A DAEMON"), "{text}");
 
@@ -106,7 +88,7 @@ fn status_without_a_daemon_says_a_recreated_cgroup_is_not_enforced() {
     fs::create_dir(&s.cg.path).expect("make it again");
     // Nothing enforces the new cgroup: the denied host is reached.
     probe(&with(&inside, &["tcp", "203.0.113.7:8080"])).assert_ok("the new cgroup is open");
-    let (ok, text) = status(&s);
+    let (ok, text) = s.daemon.status();
     assert!(
         !ok,
         "status must fail when nothing enforces the target:\n{text}"
@@ -116,7 +98,7 @@ fn status_without_a_daemon_says_a_recreated_cgroup_is_not_enforced() {
     // After a clean stop no state file names the target: the kernel's word on the links'
     // cgroup (removed) must be enough.
     fs::remove_file(s.daemon.log_dir.join("state.json")).expect("remove the state file");
-    let (ok, text) = status(&s);
+    let (ok, text) = s.daemon.status();
     assert!(!ok, "status with no state file:\n{text}");
     assert!(
         text.contains("NOT ENFORCING") && text.contains("removed"),
@@ -506,13 +488,7 @@ fn status_lists_marked_processes_and_a_restarted_daemon_keeps_the_marks() {
         .expect("spawn the named copy");
     std::thread::sleep(Duration::from_millis(300));
     let status_of = |d: &ollama_egress_tests::Daemon| {
-        let out = Command::new(daemon_bin())
-            .args(["status", "--json", "--log-dir"])
-            .arg(&d.log_dir)
-            .arg("--pin-dir")
-            .arg(&d.pin_dir)
-            .output()
-            .expect("status");
+        let out = d.status_output(&["--json"]);
         (
             out.status.success(),
             serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("status json"),
