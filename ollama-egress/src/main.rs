@@ -20,11 +20,15 @@ fn main() -> std::process::ExitCode {
         .with_ansi(io::stderr().is_terminal())
         .log_internal_errors(false)
         .init();
+    let error_status = match &cli.command {
+        Command::Policy(cmd) => cmd.error_status(),
+        _ => 1,
+    };
     match dispatch(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(status) => std::process::ExitCode::from(status),
         Err(e) => {
             let _ = writeln!(io::stderr(), "error: {}", render_error(&e));
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(error_status)
         }
     }
 }
@@ -64,7 +68,8 @@ fn render_error(e: &anyhow::Error) -> String {
     out
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; the exit status (0 unless a command has a status of its own).
+fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match cli.command {
@@ -91,12 +96,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status(args) => args.run(&mut out)?,
         Command::Detach(args) => args.run(&mut out)?,
-        Command::Policy(cmd) => cmd.run(&mut out)?,
+        Command::Policy(cmd) => return cmd.run(&mut out, &mut io::stderr()),
         Command::Geo(cmd) => cmd.run(&mut out)?,
         Command::Completions(args) => args.run(&mut out)?,
         Command::Manpages(args) => args.run(&mut out)?,
     }
-    Ok(())
+    Ok(0)
 }
 
 /// Set by SIGINT while `logs --follow` runs, so it ends with its summary line.
