@@ -85,7 +85,8 @@ pub(super) fn replay(
     let compiled = inputs::compile_policy(&policy, db.as_deref())?;
     let (report, stats) = suggest::replay(&args.log_dir, &compiled, args.since)?;
     if args.json {
-        let json = serde_json::to_string_pretty(&report).context("encoding JSON")?;
+        // One line: `escape_json` expects serde_json's compact form.
+        let json = serde_json::to_string(&report).context("encoding JSON")?;
         writeln!(out, "{}", crate::terminal::escape_json(&json)).context("writing JSON")?;
     } else {
         out.write_all(report.text().as_bytes())
