@@ -47,8 +47,8 @@ pub enum PolicyCommand {
     /// covering them (at least the /24 or /48, never past the AS's network); with --asns, the
     /// AS number instead. Loopback always; a private or link-local range whole when the log
     /// used it. `default = "deny"`. Every entry has a comment: connections, processes, ports,
-    /// first and last seen. Sources of inbound connections go in `[inbound]`, only when the
-    /// log has some. `allowed` and `would_block` records count, `blocked` ones only with
+    /// first and last seen. Sources of inbound connections (and loopback) go in `[inbound]`,
+    /// only when the log has some. `allowed` and `would_block` records count, `blocked` ones only with
     /// --include-blocked. Malformed log lines are counted on stderr and skipped.
     Suggest(SuggestArgs),
     /// Judge the logged connections with a policy file and print what would change, per

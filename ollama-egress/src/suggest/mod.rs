@@ -20,8 +20,8 @@
 //!   policy is checked or enforced);
 //! * loopback is always allowed; a private or link-local range is allowed whole when the log
 //!   used it;
-//! * `default = "deny"`; `[inbound]` with the sources seen (merged the same way) only when the
-//!   log holds inbound connections.
+//! * `default = "deny"`; `[inbound]` with loopback and the sources seen (merged the same way)
+//!   only when the log holds inbound connections.
 
 mod aggregate;
 mod merge;
@@ -102,7 +102,9 @@ impl Tally {
         self.connections += 1;
         self.first = self.first.min(r.ts);
         self.last = self.last.max(r.ts);
-        keep(&mut self.comms, &mut self.more_comms, r.comm.clone());
+        if !self.comms.contains(&r.comm) {
+            keep(&mut self.comms, &mut self.more_comms, r.comm.clone());
+        }
         keep(&mut self.ports, &mut self.more_ports, r.dport);
     }
 

@@ -106,7 +106,7 @@ pub fn write_policy(
         list(&mut s, "domains", names.iter().map(name_line));
     }
     let (nets, asns) = merge_addrs(&agg.outbound.addrs, bounds, opts.by_asn);
-    list(&mut s, "cidrs", cidr_lines(&agg.outbound, &nets, true));
+    list(&mut s, "cidrs", cidr_lines(&agg.outbound, &nets));
     if !asns.is_empty() {
         s.push_str("# AS numbers need the ASN database (--asn-db) to check and enforce.\n");
         list(&mut s, "asns", asns.iter().map(asn_line));
@@ -122,11 +122,7 @@ pub fn write_policy(
     );
     inbound.push_str("[inbound]\ndefault = \"deny\"\n\n[inbound.allow]\n");
     let (nets, asns) = merge_addrs(&agg.inbound.addrs, bounds, opts.by_asn);
-    list(
-        &mut inbound,
-        "cidrs",
-        cidr_lines(&agg.inbound, &nets, false),
-    );
+    list(&mut inbound, "cidrs", cidr_lines(&agg.inbound, &nets));
     if !asns.is_empty() {
         list(&mut inbound, "asns", asns.iter().map(asn_line));
     }
@@ -168,32 +164,25 @@ fn asn_line(e: &AsnEntry) -> (String, String) {
     )
 }
 
-/// Loopback (always, when `loopback`), the private ranges used and the merged networks.
-fn cidr_lines(side: &Side, nets: &[NetEntry], loopback: bool) -> Vec<(String, String)> {
+/// Loopback (always), the private ranges used and the merged networks.
+fn cidr_lines(side: &Side, nets: &[NetEntry]) -> Vec<(String, String)> {
     let mut lines = Vec::new();
     let lo: [IpNet; 2] = [
         "127.0.0.0/8".parse().expect("valid"),
         "::1/128".parse().expect("valid"),
     ];
-    if loopback {
-        for net in lo {
-            let comment = match side.ranges.get(&net) {
-                Some(t) => format!("loopback: {}", describe(t)),
-                None => "loopback: always allowed (Ollama serves and calls itself there)".into(),
-            };
-            lines.push((quoted(&net.to_string()), comment));
-        }
-    }
-    for (net, t) in &side.ranges {
-        if loopback && lo.contains(net) {
-            continue;
-        }
-        let kind = if lo.contains(net) {
-            "loopback"
-        } else {
-            "private range"
+    for net in lo {
+        let comment = match side.ranges.get(&net) {
+            Some(t) => format!("loopback: {}", describe(t)),
+            None => "loopback: always allowed (Ollama serves and calls itself there)".into(),
         };
-        lines.push((quoted(&net.to_string()), format!("{kind}: {}", describe(t))));
+        lines.push((quoted(&net.to_string()), comment));
+    }
+    for (net, t) in side.ranges.iter().filter(|(n, _)| !lo.contains(n)) {
+        lines.push((
+            quoted(&net.to_string()),
+            format!("private range: {}", describe(t)),
+        ));
     }
     for e in nets {
         let mut what = match e.addresses {
