@@ -224,6 +224,15 @@ fn comments_cannot_break_out_of_the_file() {
     assert!(p.deny.is_empty(), "{text}");
     assert!(text.contains("x?[deny]?cidrs"), "{text}");
     assert!(!text.contains('\u{202e}'));
+    let opts = SuggestOptions::default();
+    let (text, _) = write_policy(
+        &aggregate(&[]),
+        &mut (),
+        &opts,
+        "/tmp/x\ndefault = \"allow\"",
+    );
+    let p = Policy::from_toml_str(&text, "suggested").unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(p.default, crate::policy::Action::Deny, "{text}");
 }
 
 #[test]

@@ -88,7 +88,8 @@ pub fn write_policy(
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "# Suggested by `ollama-egress policy suggest` from {source}:"
+        "# Suggested by `ollama-egress policy suggest` from {}:",
+        comment_text(source)
     );
     let period = match agg.period() {
         Some((first, last)) => format!("{} to {}", short_time(first), short_time(last)),
