@@ -1,7 +1,7 @@
 //! `policy suggest` and `policy replay` against a real monitor log: suggest from what a
 //! namespace client reached, check it, enforce it (the destinations seen still work, another
 //! is refused), replay a stricter policy (it names exactly what it would block), and a log with
-//! malformed lines (counted, not fatal).
+//! malformed lines (counted, not fatal); names a client resolved become domain rules.
 
 use std::{
     collections::BTreeSet,
@@ -11,7 +11,11 @@ use std::{
     process::{Command, Output},
 };
 
-use ollama_egress_tests::{Scenario, ScenarioSpec, daemon_bin, probe, with, write_policy};
+use ollama_egress_tests::{
+    Scenario, ScenarioSpec, daemon_bin,
+    dns::{DnsScenario, Zone},
+    probe, with, write_policy,
+};
 use serde_json::Value;
 
 /// The three destinations the monitored client reaches, and a fourth it never does.
@@ -185,4 +189,63 @@ fn suggest_check_enforce_and_replay_round_trip() {
     assert_eq!(blocked.len(), 1, "{blocked:#?}");
     assert_eq!(blocked[0]["dst"], "203.0.113.7");
     assert_eq!(blocked[0]["rule"], "default");
+}
+
+#[test]
+fn names_the_client_resolved_become_domain_rules_and_its_resolver_an_address() {
+    let zone = Zone::new()
+        .host("a.cdn.test", &["203.0.113.50"], 300)
+        .host("b.cdn.test", &["203.0.113.51"], 300)
+        .host("c.cdn.test", &["203.0.113.52"], 300)
+        .host("d.cdn.test", &["203.0.113.53"], 300)
+        .host("registry.test", &["203.0.113.60"], 300)
+        .host("other.test", &["203.0.113.70"], 300);
+    let mut monitor = DnsScenario::start(
+        "oe-sugn",
+        "--monitor",
+        "default = \"allow\"\n",
+        &[],
+        &zone,
+        &[],
+    );
+    for (name, addr) in [
+        ("a.cdn.test", "203.0.113.50"),
+        ("b.cdn.test", "203.0.113.51"),
+        ("c.cdn.test", "203.0.113.52"),
+        ("registry.test", "203.0.113.60"),
+    ] {
+        monitor.resolve(name).assert_ok(name);
+        assert_eq!(monitor.event("allowed", addr)["host"], name);
+    }
+    assert!(
+        monitor.s.daemon.stop(),
+        "{}",
+        monitor.s.daemon.stderr_text()
+    );
+    let out = policy_cmd(&["suggest"], &monitor.s.daemon.log_dir);
+    assert!(out.status.success(), "suggest: {}", text(&out.stderr));
+    let suggested = text(&out.stdout);
+    drop(monitor);
+    let p = ollama_egress::policy::Policy::from_toml_str(&suggested, "suggested")
+        .unwrap_or_else(|e| panic!("{e}\n{suggested}"));
+    let domains: Vec<String> = p.allow.domains.iter().map(ToString::to_string).collect();
+    assert_eq!(domains, ["*.cdn.test", "registry.test"], "{suggested}");
+    let cidrs: Vec<String> = p.allow.cidrs.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        cidrs,
+        ["127.0.0.0/8", "::1/128", "198.51.100.53/32"],
+        "the resolver the client asked, no address of a name: {suggested}"
+    );
+
+    let enforce = DnsScenario::start("oe-sugo", "--enforce", &suggested, &[], &zone, &[]);
+    for name in ["a.cdn.test", "c.cdn.test", "registry.test"] {
+        enforce.resolve(name).assert_ok(name);
+    }
+    enforce
+        .resolve("d.cdn.test")
+        .assert_ok("a fourth sibling: the wildcard covers it");
+    enforce
+        .resolve("other.test")
+        .assert_eperm("a name never seen");
+    assert_eq!(enforce.event("blocked", "203.0.113.70")["rule"], "default");
 }

@@ -77,7 +77,7 @@ pub struct SuggestArgs {
     /// database to be checked and enforced.
     #[arg(long)]
     pub asns: bool,
-    /// How many sibling names under one parent become one `*.parent` rule (0: never).
+    /// How many sibling names under one parent become one `*.parent` rule (0 or 1: never).
     #[arg(long, value_name = "N", default_value_t = crate::suggest::WILDCARD_SIBLINGS)]
     pub wildcard_siblings: usize,
     /// Count `blocked` records (enforce mode) as needed too.
