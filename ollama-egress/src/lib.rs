@@ -5,9 +5,10 @@
 //! policy compiler ([`policy`]), the policy and geo loader shared by the commands
 //! ([`inputs`], reading through [`files`]), the kernel loader and tables ([`loader`]), the
 //! event pipeline ([`pipeline`]), the event log ([`logstore`]), the metrics ([`metrics`]), the
-//! target cgroup ([`targeting`]), the daemon that ties them together ([`daemon`]) and the
-//! command line ([`cli`]).
+//! target cgroup ([`targeting`]), the daemon that ties them together ([`daemon`]), the
+//! exposure audit ([`audit`]) and the command line ([`cli`]).
 
+pub mod audit;
 pub mod cli;
 pub mod daemon;
 pub mod defaults;

@@ -20,6 +20,9 @@ fn main() -> std::process::ExitCode {
         .with_ansi(io::stderr().is_terminal())
         .log_internal_errors(false)
         .init();
+    if let Command::Audit(args) = &cli.command {
+        return audit(args);
+    }
     let error_status = match &cli.command {
         Command::Policy(cmd) => cmd.error_status(),
         _ => 1,
@@ -29,6 +32,17 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             let _ = writeln!(io::stderr(), "error: {}", render_error(&e));
             std::process::ExitCode::from(error_status)
+        }
+    }
+}
+
+/// `audit`: 0 clean, 1 a high-severity finding, 2 the audit could not be done.
+fn audit(args: &ollama_egress::cli::AuditArgs) -> std::process::ExitCode {
+    match args.run(&mut io::stdout().lock()) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "error: {}", render_error(&e.into()));
+            std::process::ExitCode::from(2)
         }
     }
 }
@@ -74,6 +88,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let mut out = stdout.lock();
     match cli.command {
         Command::Run(args) => {
+            // The daemon's event sink writes to stdout from its reader thread (--log-stdout):
+            // holding the lock here would block that thread, and every event after it, forever.
+            drop(out);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -94,6 +111,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 let _ = writeln!(io::stderr(), "warning: {w}");
             }
         }
+        // Has exit statuses of its own: run by `main`.
+        Command::Audit(_) => {}
         Command::Status(args) => args.run(&mut out)?,
         Command::Detach(args) => args.run(&mut out)?,
         Command::Policy(cmd) => return cmd.run(&mut out, &mut io::stderr()),

@@ -16,8 +16,13 @@ use std::{
 
 use serde_json::Value;
 
+pub mod debian;
 pub mod dns;
+pub mod docker;
+pub mod engine;
+pub mod listener;
 pub mod prometheus;
+pub mod systemd;
 
 /// Panics unless the tests run as root.
 pub fn require_root() {
@@ -234,7 +239,7 @@ impl Daemon {
             })
             .env("OLLAMA_EGRESS_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(fs::File::create(stderr.with_extension("stdout")).expect("stdout file"))
             .stderr(fs::File::create(&stderr).expect("stderr file"))
             .spawn()
             .expect("spawn ollama-egress");
@@ -288,6 +293,11 @@ impl Daemon {
             let _ = f.read_to_string(&mut s);
         }
         s
+    }
+
+    /// What the daemon wrote on stdout so far (events with `--log-stdout`).
+    pub fn stdout_text(&self) -> String {
+        fs::read_to_string(self.stderr.with_extension("stdout")).unwrap_or_default()
     }
 
     /// Every event in the log now.

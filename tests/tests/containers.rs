@@ -1,14 +1,14 @@
-//! `--container` against a real Docker engine (Debian's `docker.io`): the test starts its own
-//! `dockerd` (no iptables, no bridge, data and exec roots and API socket in a temporary
-//! directory), imports an image from a tarball holding `busybox-static`, and runs containers
-//! with `--network none`. The engine is started once for the whole file (one test), and
-//! everything — containers, dockerd and its containerd by pid, the data root, the cgroups the
-//! engine made — is removed on drop, also when an assertion fails.
+//! `--container` against a real Docker engine (Debian's `docker.io`, see `docker.rs` of the
+//! harness: one private dockerd for this file's tests): found, enforced, named in events and
+//! status, picked automatically; followed by name across `docker restart`, a crash restart and
+//! `docker rm` + `docker run` under the same name, enforced from the new container's first
+//! connection; and `--cgroup-parent` under a cgroup the daemon is on, enforced from the first
+//! connection even with the daemon stopped (pins).
 
 use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -17,220 +17,27 @@ use nix::{
     sys::signal::{Signal, kill},
     unistd::Pid,
 };
-use ollama_egress_tests::{Daemon, daemon_bin, require_root, unique, write_policy};
-
-const DOCKERD: &str = "/usr/sbin/dockerd";
-const DOCKER: &str = "/usr/bin/docker";
-const BUSYBOX: &str = "/bin/busybox";
+use ollama_egress_tests::{
+    Daemon, NetNs, daemon_bin,
+    docker::{CgroupParent, engine, link_container},
+    listener::NsListener,
+    require_root, unique, write_policy,
+};
 
 const POLICY: &str = r#"
 default = "deny"
 
 [allow]
-cidrs = ["127.0.0.0/8"]
+cidrs = ["127.0.0.0/8", "203.0.113.0/24"]
 "#;
 
-/// A private Docker engine.
-struct Engine {
-    dockerd: Option<Child>,
-    tmp: tempfile::TempDir,
-    socket: PathBuf,
-    /// The engine's `docker` cgroup directories that did not exist before it started.
-    new_cgroups: Vec<PathBuf>,
-    containers: Vec<String>,
-}
+/// The denied listener and the allowed one, in the namespace the containers are linked to.
+const DENIED: &str = "198.51.100.1:8080";
+const ALLOWED: &str = "203.0.113.1:8080";
 
-impl Engine {
-    fn start() -> Self {
-        for bin in [DOCKERD, DOCKER] {
-            assert!(
-                Path::new(bin).is_file(),
-                "{bin} is missing: install Debian's docker.io (`apt-get install docker.io`)"
-            );
-        }
-        assert!(
-            Path::new(BUSYBOX).is_file(),
-            "{BUSYBOX} is missing: install busybox-static"
-        );
-        let before = docker_cgroups();
-        // A short path: the API socket's path must fit a sockaddr_un.
-        let tmp = tempfile::Builder::new()
-            .prefix("oe-dk")
-            .tempdir_in("/tmp")
-            .expect("tempdir");
-        let socket = tmp.path().join("docker.sock");
-        let log = fs::File::create(tmp.path().join("dockerd.log")).expect("log file");
-        let dockerd = Command::new(DOCKERD)
-            .arg("--iptables=false")
-            .arg("--bridge=none")
-            .arg("--data-root")
-            .arg(tmp.path().join("data"))
-            .arg("--exec-root")
-            .arg(tmp.path().join("exec"))
-            .arg("--pidfile")
-            .arg(tmp.path().join("dockerd.pid"))
-            .arg("--host")
-            .arg(format!("unix://{}", socket.display()))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn dockerd");
-        let mut engine = Self {
-            dockerd: Some(dockerd),
-            tmp,
-            socket,
-            new_cgroups: before,
-            containers: Vec::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !engine.docker(&["version"]).status.success() {
-            if let Some(status) = engine
-                .dockerd
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("dockerd exited with {status}:\n{}", engine.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "dockerd not answering after 60 s:\n{}",
-                engine.log()
-            );
-            thread::sleep(Duration::from_millis(200));
-        }
-        engine
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.tmp.path().join("dockerd.log")).unwrap_or_default()
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new(DOCKER)
-            .arg("-H")
-            .arg(format!("unix://{}", self.socket.display()))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run docker")
-    }
-
-    fn docker_ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    /// Imports a one-file image: busybox at /bin/busybox.
-    fn import_busybox(&self, image: &str) {
-        let root = self.tmp.path().join("image");
-        fs::create_dir_all(root.join("bin")).expect("image root");
-        fs::copy(BUSYBOX, root.join("bin/busybox")).expect("copy busybox");
-        let tar = self.tmp.path().join("image.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .expect("run tar");
-        assert!(st.success(), "tar failed");
-        self.docker_ok(&["import", &tar.display().to_string(), image]);
-    }
-
-    /// Runs `busybox sleep` in a new container without network; returns its id.
-    fn run(&mut self, name: &str, image: &str) -> String {
-        self.containers.push(name.to_owned());
-        self.docker_ok(&[
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--name",
-            name,
-            image,
-            "/bin/busybox",
-            "sleep",
-            "600",
-        ])
-    }
-
-    /// `busybox nc` to `addr port` from inside the container; its stderr.
-    fn nc(&self, name: &str, addr: &str, port: &str) -> String {
-        let out = self.docker(&["exec", name, "/bin/busybox", "nc", "-w", "1", addr, port]);
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn socket_arg(&self) -> String {
-        self.socket.display().to_string()
-    }
-}
-
-/// The `docker` directories of the cgroup hierarchies (v1 and v2) that do not exist yet.
-fn docker_cgroups() -> Vec<PathBuf> {
-    fs::read_dir("/sys/fs/cgroup")
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                .map(|e| e.path().join("docker"))
-                .chain([PathBuf::from("/sys/fs/cgroup/docker")])
-                .filter(|p| !p.exists())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        for name in &self.containers {
-            let _ = self.docker(&["rm", "-f", name]);
-        }
-        let containerd = fs::read_to_string(self.tmp.path().join("exec/containerd/containerd.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok());
-        if let Some(mut child) = self.dockerd.take() {
-            let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
-            let _ = kill(pid, Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
-                thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        // The containerd dockerd started, when it outlived dockerd: only if it is still the
-        // one of this engine's exec root.
-        if let Some(pid) = containerd {
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let root = self.tmp.path().display().to_string();
-            if String::from_utf8_lossy(&cmdline).contains(&root) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-        }
-        // Mounts left under the data root (overlay layers) would keep it from being removed.
-        if let Ok(mounts) = fs::read_to_string("/proc/self/mountinfo") {
-            let root = self.tmp.path().display().to_string();
-            let mut points: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(4))
-                .filter(|p| p.starts_with(&root))
-                .collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            for p in points {
-                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-        for cg in &self.new_cgroups {
-            let _ = fs::remove_dir(cg);
-        }
-    }
-}
+/// A container's command: connect to the denied address at once, and again every 50 ms; each
+/// attempt's error on stdout, after a `start` line per start of the container.
+const LOOP: &str = "echo start; while :; do echo leak | /bin/busybox nc -w 1 198.51.100.1 8080 2>&1; /bin/busybox usleep 50000; done";
 
 /// `ollama-egress run` that is expected to fail at start-up; its stderr.
 fn run_fails(args: &[&str]) -> String {
@@ -251,19 +58,84 @@ fn run_fails(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+/// The peer namespace with both listeners.
+fn peer() -> (NetNs, NsListener) {
+    let ns = NetNs::new("oe-ctp", &["198.51.100.1/32", "203.0.113.1/32"]);
+    let l = NsListener::start(&ns, &[addr(DENIED), addr(ALLOWED)]);
+    (ns, l)
+}
+
+/// The attempts of each start of the container after the first `skip` starts (the `start`
+/// lines of its log split them), waiting until the last start made at least two.
+fn starts(name: &str, skip: usize) -> Vec<Vec<String>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = engine().docker_ok(&["logs", name]);
+        let mut runs: Vec<Vec<String>> = Vec::new();
+        for line in log.lines() {
+            if line == "start" {
+                runs.push(Vec::new());
+            } else if let Some(r) = runs.last_mut() {
+                r.push(line.to_owned());
+            }
+        }
+        let runs: Vec<Vec<String>> = runs.into_iter().skip(skip).collect();
+        if runs.last().is_some_and(|r| r.len() >= 2) || Instant::now() > deadline {
+            return runs;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every attempt of a start was refused by the kernel's connect hook (EPERM, before routing:
+/// without enforcement a container whose veth is not there yet gets "Network is unreachable").
+fn assert_all_denied(what: &str, attempts: &[String]) {
+    assert!(
+        attempts.len() >= 2,
+        "{what}: too few attempts: {attempts:?}"
+    );
+    for a in attempts {
+        assert!(
+            a.contains("Operation not permitted"),
+            "{what}: an attempt not denied by the kernel: {a:?} (all: {attempts:?})"
+        );
+    }
+}
+
+/// The milliseconds of each "re-attached to container NAME (…) X ms after its cgroup
+/// appeared" line of the daemon, and whether the watch (not the periodic check) found it.
+fn reattachments(daemon: &Daemon, name: &str) -> Vec<(String, f64, bool)> {
+    let needle = format!("re-attached to container {name} (");
+    daemon
+        .stderr_text()
+        .lines()
+        .filter_map(|l| {
+            let rest = &l[l.find(&needle)? + needle.len()..];
+            let (id, rest) = rest.split_once(") ")?;
+            let ms = rest.split_whitespace().next()?.parse().ok()?;
+            Some((id.to_owned(), ms, !rest.contains("periodic")))
+        })
+        .collect()
+}
+
 #[test]
 fn a_docker_container_is_found_enforced_named_and_picked_automatically() {
     require_root();
-    let mut engine = Engine::start();
-    let image = format!("{}:1", unique("oe-ollama-bb"));
-    engine.import_busybox(&image);
+    let (peer, listener) = peer();
     let name = unique("oe-ct");
-    let id = engine.run(&name, &image);
-    let sock = engine.socket_arg();
+    let ct = engine().run(&name, &[], &["/bin/busybox", "sleep", "600"]);
+    let id = engine().inspect(&name, ".Id");
+    let sock = engine().socket_arg();
 
     // Without enforcement the container's namespace has no route: the kernel says so.
-    let before = engine.nc(&name, "198.51.100.1", "80");
+    let before = engine().nc(&name, "198.51.100.1", "8080", "x");
     assert!(before.contains("Network is unreachable"), "{before}");
+    let pid: u32 = engine().inspect(&name, ".State.Pid").parse().expect("pid");
+    link_container(&peer, pid, 0);
 
     let dir = tempfile::tempdir().expect("tempdir");
     let policy = write_policy(dir.path(), POLICY);
@@ -277,9 +149,7 @@ fn a_docker_container_is_found_enforced_named_and_picked_automatically() {
         "--policy",
         &policy,
     ]);
-    let state = ollama_egress::daemon::DaemonState::read(&daemon.log_dir)
-        .expect("state")
-        .expect("state file");
+    let state = daemon.state();
     assert_eq!(state.target, format!("container {name} ({})", &id[..12]));
     assert!(
         state.cgroup.ends_with(format!("docker/{id}")),
@@ -287,18 +157,28 @@ fn a_docker_container_is_found_enforced_named_and_picked_automatically() {
         state.cgroup.display()
     );
 
-    let denied = engine.nc(&name, "198.51.100.1", "80");
+    let denied = engine().nc(&name, "198.51.100.1", "8080", "denied");
     assert!(denied.contains("Operation not permitted"), "{denied}");
-    let allowed = engine.nc(&name, "127.0.0.1", "9");
-    assert!(allowed.contains("Connection refused"), "{allowed}");
+    let allowed = engine().nc(&name, "203.0.113.1", "8080", "allowed");
+    assert!(!allowed.contains("can't connect"), "{allowed}");
+    let local = engine().nc(&name, "127.0.0.1", "9", "x");
+    assert!(local.contains("Connection refused"), "{local}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while listener.received(addr(ALLOWED)).bytes.is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(listener.received(addr(ALLOWED)).bytes, b"allowed\n");
+    assert_eq!(listener.received(addr(DENIED)).connections, 0);
     let blocked = daemon.wait_events(1, |e| {
         e["verdict"] == "blocked" && e["dst"] == "198.51.100.1"
     });
     assert_eq!(blocked.len(), 1, "{:?}", daemon.events());
     assert_eq!(blocked[0]["container"], name.as_str(), "{}", blocked[0]);
-    let ok = daemon.wait_events(1, |e| e["verdict"] == "allowed" && e["dst"] == "127.0.0.1");
-    assert_eq!(ok.len(), 1, "{:?}", daemon.events());
-    assert_eq!(ok[0]["container"], name.as_str(), "{}", ok[0]);
+    let ok = daemon.wait_events(2, |e| e["verdict"] == "allowed");
+    assert!(ok.len() >= 2, "{:?}", daemon.events());
+    for e in &ok {
+        assert_eq!(e["container"], name.as_str(), "{e}");
+    }
 
     let status = Command::new(daemon_bin())
         .args(["status", "--log-dir"])
@@ -318,11 +198,8 @@ fn a_docker_container_is_found_enforced_named_and_picked_automatically() {
     // No target option: no ollama.service here, so the container of the image named
     // *ollama* is picked, and the log says why.
     let auto = Daemon::start(&["--monitor", "--engine-socket", &sock]);
-    let state = ollama_egress::daemon::DaemonState::read(&auto.log_dir)
-        .expect("state")
-        .expect("state file");
     assert_eq!(
-        state.target,
+        auto.state().target,
         format!("container {name} ({})", &id[..12]),
         "{}",
         auto.stderr_text()
@@ -333,13 +210,14 @@ fn a_docker_container_is_found_enforced_named_and_picked_automatically() {
         "{}",
         auto.stderr_text()
     );
-    engine.nc(&name, "198.51.100.1", "80");
+    engine().nc(&name, "198.51.100.1", "8080", "monitored");
     let seen = auto.wait_events(1, |e| {
         e["verdict"] == "would_block" && e["dst"] == "198.51.100.1"
     });
     assert_eq!(seen.len(), 1, "{:?}", auto.events());
     assert_eq!(seen[0]["container"], name.as_str());
     drop(auto);
+    drop(ct);
 
     // The errors a user meets, each naming what to do.
     let err = run_fails(&[
@@ -351,8 +229,9 @@ fn a_docker_container_is_found_enforced_named_and_picked_automatically() {
     ]);
     assert!(err.contains("no container oe-no-such at"), "{err}");
     let stopped = unique("oe-ct-stopped");
-    engine.containers.push(stopped.clone());
-    engine.docker_ok(&["create", "--name", &stopped, &image, "/bin/busybox", "true"]);
+    let image = engine().image();
+    let _stopped = engine().guard(&stopped);
+    engine().docker_ok(&["create", "--name", &stopped, &image, "/bin/busybox", "true"]);
     let err = run_fails(&[
         "--monitor",
         "--container",
@@ -362,7 +241,195 @@ fn a_docker_container_is_found_enforced_named_and_picked_automatically() {
     ]);
     assert!(err.contains("is not running (it is created)"), "{err}");
     assert!(err.contains("docker start"), "{err}");
-    let gone = engine.tmp.path().join("gone.sock").display().to_string();
+    let gone = engine().tmp.path().join("gone.sock").display().to_string();
     let err = run_fails(&["--monitor", "--container", &name, "--engine-socket", &gone]);
     assert!(err.contains("no container engine socket at"), "{err}");
+}
+
+/// What one restart or re-creation is.
+#[derive(Clone, Copy, Debug)]
+enum Again {
+    /// `docker restart`: the same id, its cgroup removed and made again.
+    Restart,
+    /// The init process killed: `--restart on-failure` starts it again (same id).
+    Crash,
+    /// `docker rm -f` + `docker run --name` the same name: a new id, a new cgroup.
+    Recreate,
+}
+
+#[test]
+fn restarted_and_re_created_containers_are_enforced_from_their_first_connection() {
+    require_root();
+    let (peer, listener) = peer();
+    let name = unique("oe-ctr");
+    let opts = ["--restart", "on-failure"];
+    let cmd = ["/bin/busybox", "sh", "-c", LOOP];
+    let mut ct = engine().run(&name, &opts, &cmd);
+    let mut pid = engine().wait_running(&name, 0);
+    let sock = engine().socket_arg();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = write_policy(dir.path(), POLICY).display().to_string();
+    let daemon = Daemon::start(&[
+        "--enforce",
+        "--container",
+        &name,
+        "--engine-socket",
+        &sock,
+        "--policy",
+        &policy,
+    ]);
+    let mut link = 0;
+    link_container(&peer, pid, link);
+
+    let rounds = [
+        Again::Restart,
+        Again::Restart,
+        Again::Restart,
+        Again::Crash,
+        Again::Crash,
+        Again::Recreate,
+        Again::Recreate,
+        Again::Recreate,
+    ];
+    // Starts of the container of this id so far (its log keeps them across restarts).
+    let mut starts_seen = 1;
+    let mut blocked_attempts = 0;
+    for (i, again) in rounds.iter().enumerate() {
+        let old_id = engine().inspect(&name, ".Id");
+        match again {
+            Again::Restart => {
+                engine().docker_ok(&["restart", "-t", "0", &name]);
+            }
+            Again::Crash => {
+                let p = Pid::from_raw(i32::try_from(pid).expect("pid"));
+                kill(p, Signal::SIGKILL).expect("kill the container's init");
+            }
+            Again::Recreate => {
+                drop(ct);
+                ct = engine().run(&name, &opts, &cmd);
+                starts_seen = 0;
+            }
+        }
+        pid = engine().wait_running(&name, pid);
+        let id = engine().inspect(&name, ".Id");
+        let what = format!("round {i} ({again:?})");
+        assert_eq!(
+            id == old_id,
+            !matches!(again, Again::Recreate),
+            "{what}: the id"
+        );
+        // From its first connection, every attempt of the new start was denied in the kernel.
+        let runs = starts(&name, starts_seen);
+        assert_eq!(runs.len(), 1, "{what}: starts {runs:?}");
+        assert_all_denied(&what, &runs[0]);
+        blocked_attempts += runs[0].len();
+        starts_seen += 1;
+
+        // The new network namespace gets a link again: allowed traffic flows, denied does not.
+        link += 1;
+        link_container(&peer, pid, link);
+        let data = format!("allowed-{i}");
+        let out = engine().nc(&name, "203.0.113.1", "8080", &data);
+        assert!(!out.contains("can't connect"), "{what}: {out}");
+        let denied = engine().nc(&name, "198.51.100.1", "8080", "leak");
+        assert!(
+            denied.contains("Operation not permitted"),
+            "{what}: {denied}"
+        );
+
+        let state = daemon.state();
+        assert_eq!(
+            state.target,
+            format!("container {name} ({})", &id[..12]),
+            "{what}"
+        );
+        assert!(
+            state.cgroup.ends_with(&id),
+            "{what}: {}",
+            state.cgroup.display()
+        );
+        let re = reattachments(&daemon, &name);
+        assert_eq!(re.len(), i + 1, "{what}: {re:?}\n{}", daemon.stderr_text());
+        let (re_id, ms, by_watch) = &re[i];
+        assert_eq!(re_id, &id[..12], "{what}");
+        assert!(
+            by_watch,
+            "{what}: found by the periodic check, not the watch"
+        );
+        eprintln!("{what}: re-attached {ms:.1} ms after the cgroup appeared");
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while listener.received(addr(ALLOWED)).connections < rounds.len() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let allowed = listener.received(addr(ALLOWED));
+    for i in 0..rounds.len() {
+        let data = format!("allowed-{i}\n");
+        assert!(
+            allowed
+                .bytes
+                .windows(data.len())
+                .any(|w| w == data.as_bytes()),
+            "{data:?} never arrived: {allowed:?}"
+        );
+    }
+    let leaked = listener.received(addr(DENIED));
+    assert_eq!(leaked.connections, 0, "{leaked:?}");
+    assert!(leaked.bytes.is_empty(), "{leaked:?}");
+    let blocked = daemon.wait_events(blocked_attempts, |e| {
+        e["verdict"] == "blocked" && e["dst"] == "198.51.100.1"
+    });
+    assert!(
+        blocked.len() >= blocked_attempts,
+        "{} blocked events for {blocked_attempts} denied attempts",
+        blocked.len()
+    );
+    for e in &blocked {
+        assert_eq!(e["container"], name.as_str(), "{e}");
+    }
+    drop(ct);
+}
+
+#[test]
+fn a_cgroup_parent_is_enforced_from_the_first_connection_even_without_the_daemon() {
+    require_root();
+    let parent = CgroupParent::new("oe-ctparent");
+    let name = unique("oe-ctp");
+    let cgroup_parent = format!("/{}", parent.name);
+    let opts = ["--cgroup-parent", cgroup_parent.as_str()];
+    let cmd = ["/bin/busybox", "sh", "-c", LOOP];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = write_policy(dir.path(), POLICY).display().to_string();
+    let cg = parent.path.display().to_string();
+    let mut daemon = Daemon::start(&["--enforce", "--cgroup", &cg, "--policy", &policy]);
+
+    // Created under the parent the daemon is on: denied from its very first connection.
+    let mut ct = engine().run(&name, &opts, &cmd);
+    let id = engine().inspect(&name, ".Id");
+    assert!(
+        parent.path.join(&id).is_dir(),
+        "the container's cgroup is not under {}",
+        parent.path.display()
+    );
+    let mut pid = engine().wait_running(&name, 0);
+    assert_all_denied("first start", &starts(&name, 0)[0]);
+
+    engine().docker_ok(&["restart", "-t", "0", &name]);
+    pid = engine().wait_running(&name, pid);
+    assert_all_denied("restart", &starts(&name, 1)[0]);
+    let seen = daemon.wait_events(1, |e| e["verdict"] == "blocked" && e["pid"] != 0);
+    assert!(!seen.is_empty(), "{:?}", daemon.events());
+
+    // The daemon stops; the pinned enforcement stays on the parent.
+    assert!(daemon.stop(), "{}", daemon.stderr_text());
+    engine().docker_ok(&["restart", "-t", "0", &name]);
+    engine().wait_running(&name, pid);
+    assert_all_denied("restart without the daemon", &starts(&name, 2)[0]);
+    drop(ct);
+    ct = engine().run(&name, &opts, &cmd);
+    engine().wait_running(&name, 0);
+    assert_all_denied("re-created without the daemon", &starts(&name, 0)[0]);
+    drop(ct);
+    drop(daemon);
 }

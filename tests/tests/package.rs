@@ -5,98 +5,9 @@
 //! Needs `OLLAMA_EGRESS_DEB` (the package) and `OLLAMA_EGRESS_DEBIAN_ROOT` (a debootstrapped
 //! root, never modified: each test works on an overlay of it); `cargo xtask test` provides both.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::{Command, Output},
-};
+use std::fs;
 
-use ollama_egress_tests::require_root;
-
-fn env_path(name: &str) -> PathBuf {
-    let p = std::env::var_os(name).unwrap_or_else(|| {
-        panic!("{name} is not set: run `cargo xtask test`, which builds the package and the Debian root")
-    });
-    let p = PathBuf::from(p);
-    assert!(p.exists(), "{name}={} does not exist", p.display());
-    p
-}
-
-/// An overlay of the Debian root, unmounted and removed on drop.
-struct Overlay {
-    dir: tempfile::TempDir,
-}
-
-impl Overlay {
-    fn new(lower: &Path) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for d in ["upper", "work", "merged"] {
-            fs::create_dir(dir.path().join(d)).expect("mkdir");
-        }
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.display(),
-            dir.path().join("upper").display(),
-            dir.path().join("work").display()
-        );
-        let st = Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", &opts])
-            .arg(dir.path().join("merged"))
-            .status()
-            .expect("mount");
-        assert!(st.success(), "mounting an overlay of {}", lower.display());
-        Self { dir }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.path().join("merged")
-    }
-
-    /// Runs `sh -c SCRIPT` chrooted into the overlay, with a plain environment.
-    fn sh(&self, script: &str) -> Output {
-        Command::new("chroot")
-            .arg(self.root())
-            .args(["/bin/sh", "-c", script])
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env("HOME", "/root")
-            .env("LANG", "C.UTF-8")
-            .output()
-            .expect("chroot")
-    }
-
-    /// Like `sh`, panicking with the output unless it succeeds; returns stdout.
-    fn ok(&self, script: &str) -> String {
-        let out = self.sh(script);
-        assert!(
-            out.status.success(),
-            "`{script}` failed in the Debian root ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Overlay {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.root()).status();
-    }
-}
-
-fn installed() -> Overlay {
-    require_root();
-    let deb = env_path("OLLAMA_EGRESS_DEB");
-    let root = env_path("OLLAMA_EGRESS_DEBIAN_ROOT");
-    let ov = Overlay::new(&root);
-    fs::copy(&deb, ov.root().join("tmp/ollama-egress.deb")).expect("copy the package in");
-    ov.ok("dpkg -i /tmp/ollama-egress.deb");
-    ov
-}
+use ollama_egress_tests::debian::installed;
 
 #[test]
 fn deb_installs_and_its_commands_work_in_a_clean_debian_root() {
@@ -147,6 +58,8 @@ fn deb_installs_and_its_commands_work_in_a_clean_debian_root() {
         "/usr/share/zsh/vendor-completions/_ollama-egress",
         "/usr/share/fish/vendor_completions.d/ollama-egress.fish",
         "/lib/systemd/system/ollama-egress.service",
+        "/lib/systemd/system/ollama.slice",
+        "/usr/lib/systemd/system/ollama.service.d/ollama-egress.conf",
     ] {
         assert!(
             ov.root().join(f.trim_start_matches('/')).is_file(),

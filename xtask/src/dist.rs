@@ -4,7 +4,9 @@
 //!   to run in an empty root (no interpreter, no shared library);
 //! - `ollama-egress_VERSION_amd64.deb` — that binary, the systemd unit, the default policy as a
 //!   conffile, bash/zsh/fish completions and man pages generated from the clap definitions, and
-//!   maintainer scripts that reload systemd but never start enforcement by themselves.
+//!   maintainer scripts that reload systemd but never start enforcement by themselves;
+//! - `ollama-egress-image_VERSION_amd64.tar` — the OCI image (`image.rs`), loadable with
+//!   `docker load` and readable as an OCI layout archive, reproducible.
 
 use std::{
     fs,
@@ -17,6 +19,8 @@ use anyhow::{Context as _, bail, ensure};
 
 use crate::setup::{sh, workspace_root};
 
+mod image;
+
 /// The static target.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
@@ -25,7 +29,7 @@ pub fn dist_dir() -> PathBuf {
     target_dir().join("dist")
 }
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
@@ -37,6 +41,8 @@ pub struct Artifacts {
     pub binary: PathBuf,
     /// The Debian package.
     pub deb: PathBuf,
+    /// The OCI image archive.
+    pub image: PathBuf,
 }
 
 /// Builds the static binary and the `.deb`.
@@ -67,9 +73,48 @@ pub fn run() -> anyhow::Result<Artifacts> {
     check_static(&binary)?;
     let version = version(&binary)?;
     let deb = build_deb(&root, &binary, &version, &out)?;
+    let image = build_image(&root, &binary, &version, &out)?;
     println!("{}", binary.display());
     println!("{}", deb.display());
-    Ok(Artifacts { binary, deb })
+    println!("{}", image.display());
+    Ok(Artifacts { binary, deb, image })
+}
+
+/// The image archive; its time stamps are `SOURCE_DATE_EPOCH`, else the commit's time, so the
+/// same commit gives the same image digest.
+fn build_image(root: &Path, bin: &Path, version: &str, out: &Path) -> anyhow::Result<PathBuf> {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_owned())
+    };
+    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) => s
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds"))?,
+        Err(_) => git(&["log", "-1", "--format=%ct"])
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+    };
+    let revision = git(&["rev-parse", "HEAD"]);
+    let path = out.join(format!("ollama-egress-image_{version}_amd64.tar"));
+    let digest = image::write(
+        &path,
+        &image::ImageInputs {
+            binary: &fs::read(bin)?,
+            policy: &fs::read(root.join("packaging/policy.toml"))?,
+            version,
+            revision: revision.as_deref(),
+            epoch,
+        },
+    )?;
+    println!("image {}:{version} {digest}", image::REPOSITORY);
+    Ok(path)
 }
 
 /// Fails unless `bin` is a static ELF that runs alone in an empty root.
@@ -144,6 +189,16 @@ fn build_deb(root: &Path, bin: &Path, version: &str, out: &Path) -> anyhow::Resu
         unit.replace("/usr/local/bin/ollama-egress", "/usr/bin/ollama-egress")
             .as_bytes(),
     )?;
+    // Ollama's own slice, and the drop-in that puts ollama.service in it.
+    for (file, rel) in [
+        ("ollama.slice", "lib/systemd/system/ollama.slice"),
+        (
+            "ollama-egress.conf",
+            "usr/lib/systemd/system/ollama.service.d/ollama-egress.conf",
+        ),
+    ] {
+        put(rel, 0o644, &fs::read(root.join("packaging").join(file))?)?;
+    }
     put(
         "etc/ollama-egress/policy.toml",
         0o644,
@@ -252,11 +307,20 @@ fn dir_size(dir: &Path) -> anyhow::Result<u64> {
 }
 
 /// Reload systemd's view of units after install; never enable or start the daemon: enforcing
-/// is the administrator's decision (`systemctl enable --now ollama-egress`).
+/// is the administrator's decision (`systemctl enable --now ollama-egress`). A running Ollama
+/// enters ollama.slice (the drop-in) only when restarted: say so.
 const POSTINST: &str = r#"#!/bin/sh
 set -e
 if [ "$1" = "configure" ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload >/dev/null 2>&1 || true
+    if systemctl is-active --quiet ollama.service; then
+        case "$(systemctl show -P ControlGroup ollama.service 2>/dev/null)" in
+            */ollama.slice/*) ;;
+            *) echo "ollama-egress: Ollama runs outside ollama.slice until it is restarted once: \
+`systemctl restart ollama` (with ollama-egress running: \
+`systemctl restart ollama-egress ollama`); in the slice its restarts stay enforced" >&2 ;;
+        esac
+    fi
 fi
 exit 0
 "#;

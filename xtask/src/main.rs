@@ -2,6 +2,7 @@
 
 mod bench;
 mod debroot;
+mod deploy_tools;
 mod dist;
 mod fuzz;
 mod setup;

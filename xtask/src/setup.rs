@@ -21,7 +21,18 @@ const APT_PACKAGES: &[&str] = &[
     // hand-made DNS clients (python3) in the test cgroups.
     "dnsmasq-base",
     "python3",
+    // The container tests run their own dockerd (Debian's docker.io, never the host's) on an
+    // image holding only busybox-static.
+    "docker.io",
+    "busybox-static",
 ];
+
+/// Packages whose maintainer scripts would start a service: installed with a
+/// `policy-rc.d` that forbids it (the tests start their own dockerd).
+const NO_START: &[&str] = &["docker.io", "containerd"];
+
+/// Debian's hook for maintainer scripts asking to start services.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 #[path = "../../ollama-egress/build/toolchain.rs"]
 pub(crate) mod toolchain;
@@ -47,6 +58,7 @@ pub fn run() -> anyhow::Result<()> {
     rust_src(&channel)?;
     bpf_linker()?;
     toolchain::check(&workspace_root()).map_err(anyhow::Error::msg)?;
+    crate::deploy_tools::ensure()?;
     Ok(())
 }
 
@@ -66,7 +78,46 @@ fn installed(pkg: &str) -> bool {
 }
 
 fn apt() -> anyhow::Result<()> {
+    let starts_service = APT_PACKAGES
+        .iter()
+        .any(|p| NO_START.contains(p) && !installed(p));
+    let _guard = starts_service.then(NoServiceStart::install).transpose()?;
     apt_install(APT_PACKAGES)
+}
+
+/// A `policy-rc.d` that answers 101 ("action forbidden") while packages install, so that
+/// installing docker.io starts no dockerd on the host; removed on drop. An existing one is
+/// left as it is (it already decides).
+struct NoServiceStart {
+    made: bool,
+}
+
+impl NoServiceStart {
+    fn install() -> anyhow::Result<Self> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = std::path::Path::new(POLICY_RC_D);
+        if path.exists() {
+            return Ok(Self { made: false });
+        }
+        std::fs::write(
+            path,
+            "#!/bin/sh\n# services are not started while xtask setup installs\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("making {POLICY_RC_D} executable"))?;
+        Ok(Self { made: true })
+    }
+}
+
+impl Drop for NoServiceStart {
+    fn drop(&mut self) {
+        if self.made
+            && let Err(e) = std::fs::remove_file(POLICY_RC_D)
+        {
+            eprintln!("xtask setup: could not remove {POLICY_RC_D}: {e}");
+        }
+    }
 }
 
 /// Installs the Debian packages of `packages` that are missing.

@@ -94,6 +94,11 @@ pub fn run(lint: bool, args: &[String]) -> anyhow::Result<()> {
         ])
         .args(args)
         .env("OLLAMA_EGRESS_DEB", &dist.deb)
+        .env("OLLAMA_EGRESS_IMAGE", &dist.image)
+        .env(
+            "OLLAMA_EGRESS_DEPLOY_TOOLS",
+            crate::deploy_tools::venv_dir(),
+        )
         .env("OLLAMA_EGRESS_DEBIAN_ROOT", &debian_root))?;
     // The enforcement and bypass tests once more, against the static binary users install.
     sh(Command::new("cargo")

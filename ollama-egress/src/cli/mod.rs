@@ -1,5 +1,6 @@
-//! The command line: `run`, `logs`, `status`, `policy check`, `detach`, `geo lookup|update`.
+//! The command line: `run`, `logs`, `status`, `policy check`, `audit`, `detach`, `geo lookup|update`.
 
+mod audit;
 mod detach;
 mod docs;
 mod geo;
@@ -7,11 +8,13 @@ pub mod logs;
 mod policy;
 mod run;
 mod status;
+mod target;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+pub use audit::AuditArgs;
 pub use detach::DetachArgs;
 pub use docs::{CompletionsArgs, LONG_VERSION, ManpagesArgs};
 pub use geo::GeoCommand;
@@ -19,6 +22,7 @@ pub use logs::LogsArgs;
 pub use policy::PolicyCommand;
 pub use run::RunArgs;
 pub use status::StatusArgs;
+pub use target::TargetArgs;
 
 /// Watch and control where a local LLM server (Ollama) connects, in the kernel, with eBPF.
 ///
@@ -40,6 +44,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per invocation; `run` has the most options
 pub enum Command {
     /// Attach to Ollama's cgroup and record (--monitor) or enforce (--enforce) the policy.
     Run(RunArgs),
@@ -47,6 +52,10 @@ pub enum Command {
     Logs(LogsArgs),
     /// Show what a running daemon is doing.
     Status(StatusArgs),
+    /// Report Ollama's exposure (listening addresses, environment, user, sandboxing, policy,
+    /// enforcement, geo databases) as findings with fixes; exit 1 when one is high, 2 when the
+    /// audit cannot be done.
+    Audit(AuditArgs),
     /// Stop enforcing: detach the pinned programs from the cgroup and remove the pins.
     Detach(DetachArgs),
     /// Work with policy files.

@@ -4,18 +4,20 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::GeoArgs;
+use super::{GeoArgs, TargetArgs};
 use crate::{
     daemon::{DnsOptions, RunOptions},
     defaults,
     model::Mode,
-    targeting::TargetSpec,
+    targeting::{
+        TargetSpec,
+        kube::{self, Selector},
+    },
 };
 
 /// Options of `run`.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("mode").required(true).args(["monitor", "enforce"])))]
-#[command(group(clap::ArgGroup::new("target").args(["cgroup", "unit", "container", "process"])))]
 pub struct RunArgs {
     /// Record every decision, block nothing: denied connections are logged as `would_block`.
     #[arg(long)]
@@ -23,29 +25,35 @@ pub struct RunArgs {
     /// Drop denied connections in the kernel (connect() fails at once with EPERM).
     #[arg(long)]
     pub enforce: bool,
-    /// Attach to this cgroup v2 directory: an absolute path, or one relative to the cgroup v2
-    /// root (e.g. `system.slice/ollama.service`).
-    #[arg(long, value_name = "PATH")]
-    pub cgroup: Option<PathBuf>,
-    /// Attach to the cgroup of this systemd unit (e.g. ollama.service).
-    #[arg(long, value_name = "NAME")]
-    pub unit: Option<String>,
-    /// Attach to the cgroup v2 directory of this running Docker or Podman container (a name or
-    /// id, e.g. one from the ollama/ollama image), found through the engine's API socket; events
-    /// name it (`container`).
-    #[arg(long, value_name = "NAME|ID")]
-    pub container: Option<String>,
-    /// The container engine's API socket, for --container and automatic targeting.
-    /// [default: /var/run/docker.sock, then /run/podman/podman.sock]
-    #[arg(long, value_name = "PATH")]
-    pub engine_socket: Option<PathBuf>,
-    /// Judge processes with this name, and their descendants, from their first connection:
-    /// the kernel marks them at exec (and a marked task's children at fork), and the programs
-    /// on the cgroup v2 root judge only marked tasks. With no target option, `run` picks the
-    /// ollama.service unit if systemd has its cgroup, else a running container whose image name
-    /// contains `ollama`, else processes named `ollama`, and logs which and why.
-    #[arg(long, value_name = "NAME")]
-    pub process: Option<String>,
+    /// What to attach to.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Attach to the pod-level cgroup of the one pod on this Kubernetes node that this label
+    /// selector matches (`k=v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`, comma-joined),
+    /// listed from the API server with the service account's token; a replacement pod is
+    /// followed, a restarted container stays judged. Several matching pods on the node: refused
+    /// (a daemon guards one pod; narrow the selector); none: it waits. Events name the pod
+    /// (`container` = namespace/name).
+    #[arg(long, value_name = "SELECTOR", value_parser = parse_selector, group = "target")]
+    pub pod_selector: Option<Selector>,
+    /// Only pods of this namespace, for --pod-selector (then a Role in it suffices for the
+    /// daemon, and pods other namespaces label alike are never candidates). [default: every
+    /// namespace]
+    #[arg(long, value_name = "NAMESPACE", requires = "pod_selector")]
+    pub pod_namespace: Option<String>,
+    /// This node's name, for --pod-selector. [env: NODE_NAME, e.g. from the downward API's
+    /// spec.nodeName]
+    #[arg(long, value_name = "NAME", env = kube::NODE_NAME_ENV, hide_env = true)]
+    pub node_name: Option<String>,
+    /// The API server, for --pod-selector. [default: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT]
+    #[arg(long, value_name = "https://HOST:PORT")]
+    pub kube_api: Option<String>,
+    /// Allow an http:// --kube-api (tests only).
+    #[arg(long, hide = true)]
+    pub kube_insecure_http: bool,
+    /// The service account directory (token, ca.crt), for --pod-selector.
+    #[arg(long, value_name = "DIR", hide = true, default_value = kube::api::SERVICE_ACCOUNT_DIR)]
+    pub kube_service_account: PathBuf,
     /// Policy file (TOML). [default: /etc/ollama-egress/policy.toml, or the built-in policy
     /// (allow loopback and private ranges, deny the rest) when that file does not exist]
     #[arg(long, value_name = "FILE")]
@@ -56,6 +64,13 @@ pub struct RunArgs {
     /// Directory of the event log and the daemon's state.
     #[arg(long, value_name = "DIR", default_value = defaults::LOG_DIR)]
     pub log_dir: PathBuf,
+    /// Also write every event on stdout, one JSON line each, exactly as in `events.jsonl`, for a
+    /// log collector reading the container's output (Kubernetes, Loki, Elasticsearch). The log
+    /// directory is still written (`logs` and `status` read it); the daemon's own messages stay
+    /// on stderr. A line that cannot be written on stdout is counted with the log's dropped
+    /// records (`status`) and never stops the daemon.
+    #[arg(long)]
+    pub log_stdout: bool,
     /// Address for the Prometheus metrics endpoint (`/metrics`).
     #[arg(long, value_name = "ADDR", default_value = defaults::METRICS_ADDR)]
     pub metrics_addr: std::net::SocketAddr,
@@ -100,12 +115,18 @@ pub struct RunArgs {
 impl RunArgs {
     /// The daemon's options.
     pub fn options(&self) -> RunOptions {
-        let target = match (&self.cgroup, &self.unit, &self.container, &self.process) {
-            (Some(c), ..) => TargetSpec::Cgroup(c.clone()),
-            (_, Some(u), ..) => TargetSpec::Unit(u.clone()),
-            (_, _, Some(c), _) => TargetSpec::Container(c.clone()),
-            (.., Some(p)) => TargetSpec::Process(p.clone()),
-            _ => TargetSpec::Auto,
+        let target = match &self.pod_selector {
+            Some(selector) => TargetSpec::Pod(kube::PodSpec {
+                selector: selector.clone(),
+                node: self.node_name.clone(),
+                namespace: self.pod_namespace.clone(),
+                api: kube::ApiSpec {
+                    url: self.kube_api.clone(),
+                    insecure_http: self.kube_insecure_http,
+                    service_account: self.kube_service_account.clone(),
+                },
+            }),
+            None => self.target.spec(),
         };
         RunOptions {
             mode: if self.enforce {
@@ -114,11 +135,12 @@ impl RunArgs {
                 Mode::Monitor
             },
             target,
-            engine_socket: self.engine_socket.clone(),
+            engine_socket: self.target.engine_socket.clone(),
             policy: self.policy.clone(),
             geo_db: self.geo.geo_db.clone(),
             asn_db: self.geo.asn_db.clone(),
             log_dir: self.log_dir.clone(),
+            log_stdout: self.log_stdout,
             max_prefixes: self.max_prefixes,
             event_buffer_bytes: self.event_buffer_bytes,
             pin_dir: self.pin_dir.clone(),
@@ -132,6 +154,10 @@ impl RunArgs {
             },
         }
     }
+}
+
+fn parse_selector(s: &str) -> Result<Selector, String> {
+    Selector::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {

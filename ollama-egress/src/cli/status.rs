@@ -13,7 +13,7 @@ use crate::{
     daemon::{DaemonState, state::STATE_FILE},
     defaults,
     loader::{AttachPoint, MARK_LINKS, PinLayout, attached_program_ids, cgroup_id, sys},
-    targeting,
+    targeting::{self, unit},
 };
 
 /// Options of `status`.
@@ -325,6 +325,10 @@ impl StatusArgs {
                     r.marked
                 )?;
             }
+            let on = r.pinned.iter().map(|l| l.cgroup.as_deref());
+            if let Some(text) = unit::pinned_restarts_text(on).filter(|_| r.marking.is_empty()) {
+                writeln!(out, "restarts:  {text}")?;
+            }
             return Ok(());
         };
         writeln!(
@@ -339,6 +343,10 @@ impl StatusArgs {
         )?;
         writeln!(out, "mode:      {}", st.mode)?;
         writeln!(out, "target:    {} ({})", st.target, st.cgroup.display())?;
+        if let Some(restarts) = st.restarts {
+            let text = unit::restarts_text(restarts, &st.cgroup, r.daemon_running);
+            writeln!(out, "restarts:  {text}")?;
+        }
         if r.marking.is_empty() {
             writeln!(out, "processes: {:?}", r.processes)?;
         } else {

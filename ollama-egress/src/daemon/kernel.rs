@@ -18,7 +18,9 @@ use crate::{
     model::Mode,
     targeting::{
         self, TargetError, TargetSpec, auto,
-        containers::{self, ContainerInfo},
+        containers::{self, ContainerTarget},
+        kube::PodTarget,
+        unit::{self, Restarts},
     },
 };
 
@@ -38,6 +40,9 @@ pub(super) struct KernelHandles {
     locks: Locks,
     /// The resolver's cgroup, when names are learned there too.
     resolver: Option<super::dns::Resolver>,
+    /// For `--unit`: the cgroup v2 mount and the unit, looked up again at each follow (the unit
+    /// may have moved into its slice, or run outside it).
+    unit: Option<(PathBuf, String)>,
 }
 
 impl KernelHandles {
@@ -54,7 +59,14 @@ impl KernelHandles {
             counters,
             locks,
             resolver: None,
+            unit: None,
         }
+    }
+
+    /// The handles of a unit's target, looked up again under `mount` at each follow.
+    pub(super) fn with_unit(mut self, mount: &Path, unit: Option<&str>) -> Self {
+        self.unit = unit.map(|u| (mount.to_owned(), u.to_owned()));
+        self
     }
 
     /// The handles, with the resolver programs attached to `resolver`'s cgroup.
@@ -80,28 +92,88 @@ impl KernelHandles {
         self.loaded.verify_attached(&self.cgroup)
     }
 
+    /// The target cgroup the programs are on.
+    pub(super) fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
     /// Re-attaches when the target cgroup was replaced (removed and made again at its path).
-    pub(super) fn follow_target(&mut self) {
+    /// What was found; `None` when attaching failed (logged).
+    pub(super) fn follow_target(&mut self) -> Option<Follow> {
         match self.loaded.follow(&self.cgroup) {
-            Ok(Follow::Reattached { old, new }) => {
+            Ok(found @ Follow::Reattached { old, new }) => {
                 warn!(
                     old_cgroup_id = old,
                     new_cgroup_id = new,
                     "the target cgroup {} was made again: attached to the new one",
                     self.cgroup.display()
                 );
-                // The lock was on the old directory: take the new one's.
-                match lock_target(&self.cgroup) {
-                    Ok(lock) => self.locks.target = lock,
-                    Err(e) => error!("locking the re-created target cgroup: {e}"),
-                }
+                self.relock();
+                Some(found)
             }
-            Ok(_) => {}
-            Err(e) => error!(
-                "the target cgroup {} was made again, but attaching to it failed: {e}",
-                self.cgroup.display()
-            ),
+            Ok(found) => Some(found),
+            Err(e) => {
+                error!(
+                    "the target cgroup {} was made again, but attaching to it failed: {e}",
+                    self.cgroup.display()
+                );
+                None
+            }
         }
+    }
+
+    /// For `--unit`: moves the programs to where the unit's target is now, when that is another
+    /// cgroup (the unit moved into its slice, or runs outside it); returns the new target and
+    /// how restarts are handled there.
+    pub(super) fn follow_unit(&mut self) -> Option<(PathBuf, Restarts)> {
+        let (mount, name) = self.unit.as_ref()?;
+        // Neither the unit nor its slice: keep following the path.
+        let mut found = unit::resolve_unit(mount, name).ok()?;
+        found.cgroup = found.cgroup.canonicalize().ok()?;
+        if found.cgroup == self.cgroup {
+            return None;
+        }
+        if let Err(e) = self.switch_target(&found.cgroup) {
+            error!(
+                "{} is now at {}, but attaching there failed: {e}",
+                found.unit,
+                found.cgroup.display()
+            );
+            return None;
+        }
+        warn!(
+            to = %found.cgroup.display(),
+            "{} moved: the programs are attached to its target now",
+            found.unit
+        );
+        if found.restarts == Restarts::Followed {
+            warn!("{}", unit::outside_slice_warning(&found));
+        }
+        Some((found.cgroup, found.restarts))
+    }
+
+    /// The lock was on the old directory: take the new one's.
+    fn relock(&mut self) {
+        match lock_target(&self.cgroup) {
+            Ok(lock) => self.locks.target = lock,
+            Err(e) => error!("locking the target cgroup {}: {e}", self.cgroup.display()),
+        }
+    }
+
+    /// Moves the programs to `cgroup`, the target made anew at another path (a container
+    /// re-created under a new id, a Kubernetes pod's replacement). Its lock is taken first; on an error the programs stay
+    /// where they were.
+    pub(super) fn switch_target(&mut self, cgroup: &Path) -> Result<(), DaemonError> {
+        let lock = lock_target(cgroup)?;
+        if self.loaded.follow(cgroup)? == Follow::Gone {
+            return Err(DaemonError::Loader(crate::loader::LoaderError::Cgroup {
+                path: cgroup.display().to_string(),
+                source: std::io::ErrorKind::NotFound.into(),
+            }));
+        }
+        self.cgroup = cgroup.to_owned();
+        self.locks.target = lock;
+        Ok(())
     }
 
     /// Closes the programs (links that are not pinned detach), keeping the locks and the
@@ -127,27 +199,69 @@ pub(super) fn program_ids(loaded: &Loaded) -> Vec<(String, u32)> {
 }
 
 /// The target as found: the cgroup the programs go on, and the container when it is one.
-pub(super) struct Resolved {
+pub struct Resolved {
     /// The cgroup v2 directory.
-    pub(super) cgroup: PathBuf,
+    pub cgroup: PathBuf,
     /// The container, for `--container`.
-    pub(super) container: Option<ContainerInfo>,
+    pub container: Option<ContainerTarget>,
+    /// For `--unit`: whether the unit's restarts are covered (its slice) or followed.
+    pub restarts: Option<Restarts>,
+}
+
+impl Resolved {
+    /// What events name as `container`: the container's name, or the pod's `namespace/name`.
+    pub(super) fn event_name(&self, pod: Option<&PodTarget>) -> Option<String> {
+        self.container
+            .as_ref()
+            .map(|c| c.info.name.clone())
+            .or_else(|| pod.map(|p| p.pod.key()))
+    }
 }
 
 /// Picks the target when none was given (logging which and why), then finds its cgroup.
-pub(super) fn resolve_target(opts: &mut RunOptions, mount: &Path) -> Result<Resolved, DaemonError> {
-    if opts.target == TargetSpec::Auto {
-        let found = auto::look(mount, opts.engine_socket.as_deref());
+pub(super) fn resolve_target(
+    opts: &mut RunOptions,
+    mount: &Path,
+    pod: Option<&PodTarget>,
+) -> Result<Resolved, DaemonError> {
+    resolve(&mut opts.target, opts.engine_socket.as_deref(), mount, pod)
+}
+
+/// Finds the cgroup of `target` as `run` does (`audit` too): an automatic target is first
+/// replaced by the one picked (logged with the reason); a pod target is the pod found (and
+/// waited for) before, `pod`.
+pub fn resolve(
+    target: &mut TargetSpec,
+    engine_socket: Option<&Path>,
+    mount: &Path,
+    pod: Option<&PodTarget>,
+) -> Result<Resolved, DaemonError> {
+    if *target == TargetSpec::Auto {
+        let found = auto::look(mount, engine_socket);
         let choice = auto::choose(&found, crate::defaults::PROCESS);
         info!(target = %choice.spec, "no target given, picked {}: {}", choice.spec, choice.reason);
-        opts.target = choice.spec;
+        *target = choice.spec;
     }
     let mut container = None;
-    let cgroup = match &opts.target {
+    let mut restarts = None;
+    let cgroup = match &*target {
         TargetSpec::Cgroup(p) => resolve_cgroup(p, mount)?,
-        TargetSpec::Unit(u) => targeting::find_unit_cgroup(mount, u)?,
+        TargetSpec::Unit(u) => {
+            let found = unit::resolve_unit(mount, u)?;
+            match found.restarts {
+                Restarts::Covered => info!(
+                    unit = %found.unit,
+                    cgroup = %found.cgroup.display(),
+                    "attaching to the slice of {}: its restarts stay judged from the first connection",
+                    found.unit
+                ),
+                Restarts::Followed => warn!("{}", unit::outside_slice_warning(&found)),
+            }
+            restarts = Some(found.restarts);
+            targeting::check_cgroup_dir(&found.cgroup, mount)?
+        }
         TargetSpec::Container(name) => {
-            let found = containers::find_container(opts.engine_socket.as_deref(), name, mount)
+            let found = containers::find_container(engine_socket, name, mount)
                 .map_err(TargetError::from)?;
             info!(
                 container = %found.info.name,
@@ -158,14 +272,29 @@ pub(super) fn resolve_target(opts: &mut RunOptions, mount: &Path) -> Result<Reso
                 cgroup = %found.cgroup.display(),
                 "found the container"
             );
-            container = Some(found.info);
-            targeting::check_cgroup_dir(&found.cgroup, mount)?
+            let cgroup = targeting::check_cgroup_dir(&found.cgroup, mount)?;
+            container = Some(found);
+            cgroup
         }
         // Processes found by name are judged where they are: the programs go on the cgroup v2
         // root and judge only the tasks the kernel marked (see `targeting::ProcessWatcher`).
         TargetSpec::Process(_) | TargetSpec::Auto => mount.to_owned(),
+        // Found (and waited for) before: `super::kube::wait_for_pod`.
+        TargetSpec::Pod(spec) => match pod {
+            Some(p) => targeting::check_cgroup_dir(&p.cgroup, mount)?,
+            None => {
+                return Err(DaemonError::NoCgroup {
+                    path: format!("(the cgroup of the pod matching {})", spec.selector),
+                    mount: mount.display().to_string(),
+                });
+            }
+        },
     };
-    Ok(Resolved { cgroup, container })
+    Ok(Resolved {
+        cgroup,
+        container,
+        restarts,
+    })
 }
 
 /// `--cgroup PATH`: a relative path is taken from the cgroup v2 root; a missing directory is

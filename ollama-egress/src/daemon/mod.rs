@@ -9,6 +9,7 @@
 
 mod dns;
 mod kernel;
+mod kube;
 pub mod names;
 mod privileges;
 mod report;
@@ -26,6 +27,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use ollama_egress_geo::GeoError;
 
 pub use dns::{DEFAULT_RESOLVER_UNIT, DnsError, DnsOptions};
+pub use kernel::{Resolved, resolve as resolve_target};
 pub use privileges::missing_capabilities;
 pub use sink::{EventTally, LogSink};
 pub use source::PolicySource;
@@ -58,6 +60,8 @@ pub struct RunOptions {
     pub asn_db: Option<PathBuf>,
     /// Where events and state are written.
     pub log_dir: PathBuf,
+    /// Also write every event as a JSON line on stdout (`--log-stdout`).
+    pub log_stdout: bool,
     /// Capacity of each policy table.
     pub max_prefixes: u32,
     /// Size of the event ring buffer in bytes.
@@ -163,6 +167,9 @@ pub fn table_policy(compiled: &CompiledPolicy, mode: Mode) -> TablePolicy<'_> {
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let signals = tasks::Signals::install()?;
-    let daemon = startup::start(opts, signals).await?;
+    let Some(daemon) = startup::start(opts, signals).await? else {
+        // Stopped while waiting for the target (a Kubernetes pod): nothing was attached.
+        return Ok(());
+    };
     daemon.run().await
 }

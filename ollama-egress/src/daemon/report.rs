@@ -12,6 +12,7 @@ use crate::{
     metrics::Metrics,
     model::{Direction, Verdict},
     policy::CompiledPolicy,
+    targeting::unit::Restarts,
 };
 
 /// The state file, the metrics and the tallies.
@@ -47,6 +48,21 @@ impl Report {
         self.state.policy = compiled.origin;
         self.state.rules = compiled.rules.len();
         self.state.prefixes = summary.prefixes;
+        self.write_state();
+    }
+
+    /// The target moved (a container re-created under a new id, a Kubernetes pod replaced):
+    /// the state file says so.
+    pub(super) fn set_target(&mut self, target: String, cgroup: PathBuf) {
+        self.state.target = target;
+        self.state.cgroup = cgroup;
+        self.write_state();
+    }
+
+    /// The programs moved to `cgroup` (a unit entered its slice, or runs outside it).
+    pub(super) fn retargeted(&mut self, cgroup: PathBuf, restarts: Restarts) {
+        self.state.cgroup = cgroup;
+        self.state.restarts = Some(restarts);
         self.write_state();
     }
 

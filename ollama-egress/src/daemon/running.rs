@@ -6,7 +6,14 @@ use super::{
     DaemonError, RunOptions, kernel::KernelHandles, report::Report, runtime::PolicyRuntime,
     tasks::Tasks, tasks::Wake,
 };
-use crate::model::Mode;
+use crate::{
+    loader::Follow,
+    model::Mode,
+    targeting::{
+        Seen,
+        follow::{ContainerFollow, Recreated},
+    },
+};
 
 /// A started daemon: attached, verified, recording.
 pub(super) struct Daemon {
@@ -17,6 +24,8 @@ pub(super) struct Daemon {
     kernel: KernelHandles,
     /// Writes the names table's snapshot next to the log.
     names: super::names::SnapshotWriter,
+    /// The container followed by name, for `--container`.
+    container: Option<ContainerFollow>,
 }
 
 impl Daemon {
@@ -36,7 +45,14 @@ impl Daemon {
             tasks,
             kernel,
             names: Default::default(),
+            container: None,
         }
+    }
+
+    /// The daemon follows this container by name (restarts and re-creation).
+    pub(super) fn following(mut self, container: Option<ContainerFollow>) -> Self {
+        self.container = container;
+        self
     }
 
     /// Runs until SIGINT or SIGTERM, then shuts down.
@@ -60,10 +76,100 @@ impl Daemon {
                     }
                 }
                 Wake::Check => verified = self.check(verified),
-                Wake::TargetRecreated => self.kernel.follow_target(),
+                Wake::TargetRecreated(seen) => self.follow(seen).await,
+                Wake::PodReplaced(t) => self.move_to_pod(&t),
             }
         }
         self.shutdown().await
+    }
+
+    /// The target's parent has a new directory, or the backstop timer fired: the target made
+    /// again at its path is re-attached to; a container followed by name that came back under
+    /// a new id is moved to.
+    async fn follow(&mut self, seen: Seen) {
+        if let Some((cgroup, restarts)) = self.kernel.follow_unit() {
+            self.tasks.moved_to(&cgroup, None);
+            self.report.retargeted(cgroup, restarts);
+            return;
+        }
+        let found = self.kernel.follow_target();
+        let Some(container) = self.container.clone() else {
+            return;
+        };
+        if let Some(Follow::Reattached { .. }) = found {
+            info!(
+                container = container.name(),
+                "re-attached to {} {:.1} ms after its cgroup appeared{}",
+                container.describe(),
+                ms_since(&seen),
+                by_timer(&seen)
+            );
+            return;
+        }
+        let candidates = container.candidates(&seen.created);
+        // The backstop asks the engine only while the cgroup followed is gone and the watch may
+        // have missed its new one (no watch, or a parent made again).
+        let backstop = seen.unwatched && found == Some(Follow::Gone);
+        if candidates.is_empty() && !backstop {
+            return;
+        }
+        let Some(parent) = self.kernel.cgroup().parent().map(ToOwned::to_owned) else {
+            return;
+        };
+        let asked = tokio::task::spawn_blocking(move || {
+            if backstop {
+                container.look_up(&parent)
+            } else {
+                container.identify(&parent, &candidates)
+            }
+        })
+        .await;
+        match asked {
+            Ok(Ok(Some(moved))) => self.move_to(moved, &seen),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => warn!("asking the engine about a new container cgroup: {e}"),
+            Err(e) => error!("asking the engine about a new container cgroup panicked: {e}"),
+        }
+    }
+
+    fn move_to(&mut self, moved: Recreated, seen: &Seen) {
+        let Some(container) = self.container.as_mut() else {
+            return;
+        };
+        let cgroup = moved.cgroup.clone();
+        if let Err(e) = self.kernel.switch_target(&cgroup) {
+            error!(
+                "{} was made again as {}, but attaching to its cgroup {} failed: {e}",
+                container.name(),
+                moved.id,
+                cgroup.display()
+            );
+            return;
+        }
+        container.moved_to(moved.id);
+        self.tasks.moved_to(&cgroup, None);
+        self.report.set_target(container.describe(), cgroup.clone());
+        info!(
+            container = container.name(),
+            cgroup = %cgroup.display(),
+            "re-attached to {} {:.1} ms after its cgroup appeared{}",
+            container.describe(),
+            ms_since(seen),
+            by_timer(seen)
+        );
+    }
+
+    /// `--pod-selector`: the programs go to the replacement pod's cgroup; events name it.
+    fn move_to_pod(&mut self, t: &crate::targeting::kube::PodTarget) {
+        let moved = self.kernel.switch_target(&t.cgroup);
+        super::kube::log_move(t, &moved);
+        if moved.is_ok() {
+            if let Ok(mut d) = self.runtime.decoder().lock() {
+                d.set_container(Some(t.pod.key()));
+            }
+            self.report.set_target(t.describe(), t.cgroup.clone());
+            self.tasks.moved_to(&t.cgroup, Some(&t.pod.uid));
+        }
     }
 
     fn reload(&mut self, reopen_geo: bool) {
@@ -116,6 +222,7 @@ impl Daemon {
             tasks,
             kernel,
             names: _,
+            container: _,
         } = self;
         // The tables before the programs, the programs before the tasks; the locks last.
         drop(runtime);
@@ -132,5 +239,19 @@ impl Daemon {
             info!("detached from {}", cgroup.display());
         }
         Ok(())
+    }
+}
+
+/// Milliseconds since the watch saw the new directory.
+fn ms_since(seen: &Seen) -> f64 {
+    seen.at.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Said of a wake-up by the backstop timer rather than the watch.
+fn by_timer(seen: &Seen) -> &'static str {
+    if seen.created.is_empty() {
+        " (found by the periodic check)"
+    } else {
+        ""
     }
 }

@@ -1,9 +1,13 @@
-//! The daemon's [`EventSink`]: the event log, the metrics, and per-verdict tallies for
-//! `status`. A failing disk is reported, never fatal.
+//! The daemon's [`EventSink`]: the event log, with `--log-stdout` a copy of each line on
+//! stdout, the metrics, and per-verdict tallies for `status`. A failing disk or a closed stdout
+//! is reported and counted, never fatal.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    io::Write,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use tracing::warn;
@@ -11,19 +15,21 @@ use tracing::warn;
 use super::state::Counters;
 
 use crate::{
-    logstore::{EventRecord, LogWriter},
+    logstore::{EventRecord, LogWriter, encode_line},
     metrics::Metrics,
     model::Verdict,
     pipeline::EventSink,
 };
 
-/// Events seen since start, by verdict, and log records lost to write errors.
+/// Events seen since start, by verdict, and log records lost to write errors (in the log file
+/// and, with `--log-stdout`, on stdout).
 #[derive(Debug, Default)]
 pub struct EventTally {
     allowed: AtomicU64,
     blocked: AtomicU64,
     would_block: AtomicU64,
     log_dropped: AtomicU64,
+    stdout_dropped: AtomicU64,
 }
 
 impl EventTally {
@@ -42,7 +48,10 @@ impl EventTally {
         c.allowed = self.allowed.load(Ordering::Relaxed);
         c.blocked = self.blocked.load(Ordering::Relaxed);
         c.would_block = self.would_block.load(Ordering::Relaxed);
-        counters.log_dropped = self.log_dropped.load(Ordering::Relaxed);
+        counters.log_dropped = self
+            .log_dropped
+            .load(Ordering::Relaxed)
+            .saturating_add(self.stdout_dropped.load(Ordering::Relaxed));
     }
 }
 
@@ -51,6 +60,15 @@ pub struct LogSink {
     writer: LogWriter,
     metrics: Arc<Metrics>,
     tally: Arc<EventTally>,
+    failing: bool,
+    stdout: Option<LineCopy>,
+}
+
+/// Where `--log-stdout` writes: each record as the same JSON line as in the log, one
+/// `write_all` and a flush per line (a log collector reading the pipe sees whole lines).
+struct LineCopy {
+    out: Box<dyn Write + Send>,
+    line: Vec<u8>,
     failing: bool,
 }
 
@@ -62,6 +80,46 @@ impl LogSink {
             metrics,
             tally,
             failing: false,
+            stdout: None,
+        }
+    }
+
+    /// Also writes every record, as a JSON line, to `out` (stdout for `--log-stdout`).
+    #[must_use]
+    pub fn with_copy_to(mut self, out: Box<dyn Write + Send>) -> Self {
+        self.stdout = Some(LineCopy {
+            out,
+            line: Vec::with_capacity(512),
+            failing: false,
+        });
+        self
+    }
+
+    fn copy(&mut self, rec: &EventRecord) {
+        let Some(copy) = self.stdout.as_mut() else {
+            return;
+        };
+        copy.line.clear();
+        let result = encode_line(rec, &mut copy.line)
+            .map_err(std::io::Error::other)
+            .and_then(|()| copy.out.write_all(&copy.line))
+            .and_then(|()| copy.out.flush());
+        match result {
+            Ok(()) => {
+                if copy.failing {
+                    warn!("stdout writable again: events are copied there again");
+                }
+                copy.failing = false;
+            }
+            Err(e) => {
+                self.tally.stdout_dropped.fetch_add(1, Ordering::Relaxed);
+                if !copy.failing {
+                    warn!(
+                        "cannot write events to stdout, they are kept in the log file only (enforcement continues): {e}"
+                    );
+                }
+                copy.failing = true;
+            }
         }
     }
 
@@ -94,6 +152,7 @@ impl EventSink for LogSink {
         self.metrics.observe_event(rec);
         let r = self.writer.write(rec);
         self.report(r);
+        self.copy(rec);
     }
 
     fn flush(&mut self) {
@@ -101,3 +160,6 @@ impl EventSink for LogSink {
         self.report(r);
     }
 }
+
+#[cfg(test)]
+mod tests;

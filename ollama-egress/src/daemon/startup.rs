@@ -30,20 +30,41 @@ use crate::{
     model::Mode,
     pipeline::{BootClock, Decoder},
     policy::CompiledPolicy,
-    targeting::{self, CgroupWatch, ProcessWatcher, TargetSpec, containers::ContainerInfo},
+    targeting::{
+        self, CgroupWatch, ProcessWatcher, TargetSpec, follow::ContainerFollow, kube::PodTarget,
+    },
 };
 
 /// Checks, loads, attaches; returns the running daemon.
-pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daemon, DaemonError> {
+/// `None`: stopped by a signal while waiting for the target to appear.
+pub(super) async fn start(
+    mut opts: RunOptions,
+    mut signals: Signals,
+) -> Result<Option<Daemon>, DaemonError> {
     check_privileges()?;
     let mount = targeting::cgroup2_mount()?;
     let inputs = read_inputs(&opts)?;
-    let kernel::Resolved { cgroup, container } = kernel::resolve_target(&mut opts, &mount)?;
+    // Bound before any wait for a pod: a liveness probe on the port passes while the daemon
+    // waits; `/metrics` answers (readiness) only once it guards.
+    let listener = metrics::bind(opts.metrics_addr, opts.metrics_allow_remote).await?;
+    let pod = match super::kube::wait_for_pod(&opts.target, &mount, &mut signals).await? {
+        super::kube::Waited::Stopped => return Ok(None),
+        super::kube::Waited::Pod(found) => Some(found),
+        super::kube::Waited::NotPod => None,
+    };
+    let pod_target = pod.as_ref().map(|p| &p.target);
+    let resolved = kernel::resolve_target(&mut opts, &mount, pod_target)?;
+    let container_name = resolved.event_name(pod_target);
+    let target_text = pod_target.map(PodTarget::describe);
+    let kernel::Resolved {
+        cgroup,
+        container,
+        restarts,
+    } = resolved;
     let mut claim = kernel::claim(&opts, &cgroup)?;
-    let outputs = open_outputs(&opts).await?;
+    let outputs = open_outputs(&opts, listener)?;
     kernel::raise_memlock();
     let mut loaded = load(&opts, &claim)?;
-    let container_name = container.as_ref().map(|c| c.name.clone());
     let (runtime, generation) = write_policy(&opts, &mut loaded, &claim, &inputs, container_name)?;
     let ring = loaded.take_events()?;
     let counters = Arc::new(loaded.take_counters()?);
@@ -54,15 +75,17 @@ pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daem
     outputs.metrics.set_policy(&inputs.compiled.summary());
     outputs.metrics.set_enforcing(opts.mode == Mode::Enforce);
     let watcher = watch_processes(&opts.target, &mut loaded)?;
-    let state = first_state(
+    let target_text = target_text.or_else(|| container.as_ref().map(|c| c.info.describe()));
+    let mut state = first_state(
         &opts,
-        container.as_ref(),
+        target_text,
         &cgroup,
         inputs,
         generation,
         &loaded,
         &outputs.listener,
     );
+    state.restarts = restarts;
     state
         .write(&opts.log_dir)
         .map_err(io_err("writing the state file"))?;
@@ -76,23 +99,54 @@ pub(super) async fn start(mut opts: RunOptions, signals: Signals) -> Result<Daem
     let workers = Workers {
         ring,
         decoder: runtime.decoder(),
-        sink: LogSink::new(writer, Arc::clone(&metrics), Arc::clone(&tally)),
+        sink: sink(&opts, writer, &metrics, &tally),
         listener,
         metrics: Arc::clone(&metrics),
         counters: Arc::clone(&counters),
         kernel_log,
     };
-    let tasks = Tasks::spawn(signals, watcher, CgroupWatch::new(&cgroup), workers);
+    // A container followed by name may come back under a new id beside its old cgroup: every
+    // new directory of the parent is looked at.
+    let watch = match &container {
+        Some(_) => CgroupWatch::any_in_parent(&cgroup),
+        None => CgroupWatch::new(&cgroup),
+    };
+    let tasks = Tasks::spawn(signals, watcher, watch, workers)
+        .with_pods(pod.map(super::kube::PodFollow::spawn));
     info!(metrics = ?state.metrics_addr, "ollama-egress ready");
-    let kernel = KernelHandles::new(cgroup, loaded, counters, claim.locks).with_resolver(resolver);
+    let unit = match (&opts.target, restarts) {
+        (TargetSpec::Unit(u), Some(_)) => Some(u.as_str()),
+        _ => None,
+    };
+    let kernel = KernelHandles::new(cgroup, loaded, counters, claim.locks)
+        .with_resolver(resolver)
+        .with_unit(&mount, unit);
     let report = Report::new(opts.log_dir.clone(), state, metrics, tally);
-    Ok(Daemon::new(opts, report, runtime, tasks, kernel))
+    let follow = container.as_ref().map(ContainerFollow::new);
+    Ok(Some(
+        Daemon::new(opts, report, runtime, tasks, kernel).following(follow),
+    ))
+}
+
+/// The event sink: the log, and stdout with `--log-stdout`.
+fn sink(
+    opts: &RunOptions,
+    writer: crate::logstore::LogWriter,
+    metrics: &Arc<crate::metrics::Metrics>,
+    tally: &Arc<EventTally>,
+) -> LogSink {
+    let sink = LogSink::new(writer, Arc::clone(metrics), Arc::clone(tally));
+    if opts.log_stdout {
+        sink.with_copy_to(Box::new(std::io::stdout()))
+    } else {
+        sink
+    }
 }
 
 /// The state file's first content.
 fn first_state(
     opts: &RunOptions,
-    container: Option<&ContainerInfo>,
+    target: Option<String>,
     cgroup: &Path,
     inputs: Inputs,
     generation: u32,
@@ -102,7 +156,7 @@ fn first_state(
     DaemonState {
         pid: std::process::id(),
         mode: opts.mode.as_str().to_owned(),
-        target: container.map_or_else(|| opts.target.to_string(), ContainerInfo::describe),
+        target: target.unwrap_or_else(|| opts.target.to_string()),
         cgroup: cgroup.to_owned(),
         policy: inputs.compiled.origin.clone(),
         generation,
@@ -116,6 +170,7 @@ fn first_state(
         prefixes: inputs.compiled.summary().prefixes,
         metrics_addr: listener.local_addr().ok().map(|a| a.to_string()),
         counters: Default::default(),
+        restarts: None,
     }
 }
 
@@ -171,9 +226,8 @@ struct Outputs {
     writer: LogWriter,
 }
 
-async fn open_outputs(opts: &RunOptions) -> Result<Outputs, DaemonError> {
+fn open_outputs(opts: &RunOptions, listener: TcpListener) -> Result<Outputs, DaemonError> {
     let metrics = Arc::new(Metrics::new(env!("CARGO_PKG_VERSION"))?);
-    let listener = metrics::bind(opts.metrics_addr, opts.metrics_allow_remote).await?;
     let writer = LogWriter::open(&opts.log_dir, RotateOptions::default())?;
     Ok(Outputs {
         metrics,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     model::{Direction, Verdict},
     policy::PrefixTotals,
+    targeting::unit::Restarts,
 };
 
 /// File name of the state file inside the log directory.
@@ -51,6 +52,10 @@ pub struct DaemonState {
     /// Counters since the daemon started (refreshed every few seconds).
     #[serde(default)]
     pub counters: Counters,
+    /// For a unit: whether its restarts are covered (attached to its slice) or followed
+    /// (attached to its own cgroup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<Restarts>,
 }
 
 /// Counts per verdict.

@@ -22,7 +22,7 @@ use crate::{
     loader::{KernelCounters, KernelLogger},
     metrics::{self, Metrics},
     pipeline::{Decoder, PipelineStats, forward_kernel_log, run_reader},
-    targeting::{CgroupWatch, ProcessWatcher},
+    targeting::{CgroupWatch, ProcessWatcher, Seen},
 };
 
 /// How often `--process` looks for new processes.
@@ -50,6 +50,14 @@ impl Signals {
             sighup: signal(SignalKind::hangup()).map_err(io_err("installing SIGHUP handler"))?,
         })
     }
+
+    /// Returns at SIGINT or SIGTERM (for waits before the daemon runs).
+    pub(super) async fn stopped(&mut self) {
+        tokio::select! {
+            _ = self.sigint.recv() => info!("SIGINT: stopping"),
+            _ = self.sigterm.recv() => info!("SIGTERM: stopping"),
+        }
+    }
 }
 
 /// What the task set woke the daemon for.
@@ -62,8 +70,10 @@ pub(super) enum Wake {
     PollInputs,
     /// Time to verify the attachment and refresh the state.
     Check,
-    /// The target cgroup may have been made again.
-    TargetRecreated,
+    /// The target cgroup may have been made again (or, for a container, made anew beside).
+    TargetRecreated(Seen),
+    /// `--pod-selector`: the pod was replaced by this one.
+    PodReplaced(crate::targeting::kube::PodTarget),
 }
 
 /// The spawned workers' inputs.
@@ -92,6 +102,7 @@ pub(super) struct Tasks {
     check: Interval,
     watcher: Option<ProcessWatcher>,
     follow: CgroupWatch,
+    pods: Option<super::kube::PodFollow>,
     reader: JoinHandle<std::io::Result<PipelineStats>>,
     server: JoinHandle<std::io::Result<()>>,
     stop_tx: watch::Sender<bool>,
@@ -146,9 +157,25 @@ impl Tasks {
             check: interval(CHECK_INTERVAL),
             watcher,
             follow,
+            pods: None,
             reader,
             server,
             stop_tx,
+        }
+    }
+
+    /// Follows a Kubernetes pod's replacements too.
+    pub(super) fn with_pods(mut self, pods: Option<super::kube::PodFollow>) -> Self {
+        self.pods = pods;
+        self
+    }
+
+    /// The daemon moved to another target cgroup (a container re-created under a new id, or a
+    /// replacement pod, `pod_uid`): its parent is watched from now on.
+    pub(super) fn moved_to(&mut self, cgroup: &std::path::Path, pod_uid: Option<&str>) {
+        self.follow.retarget(cgroup);
+        if let (Some(p), Some(uid)) = (&mut self.pods, pod_uid) {
+            p.moved_to(uid);
         }
     }
 
@@ -162,7 +189,12 @@ impl Tasks {
                 _ = self.inputs.tick() => return Wake::PollInputs,
                 _ = self.scan.tick(), if self.watcher.is_some() => self.scan_processes(),
                 _ = self.check.tick() => return Wake::Check,
-                () = self.follow.wait() => return Wake::TargetRecreated,
+                seen = self.follow.wait() => return Wake::TargetRecreated(seen),
+                r = pod_lookup(&mut self.pods) => {
+                    if let Some(t) = self.pods.as_mut().and_then(|p| p.decide(r)) {
+                        return Wake::PodReplaced(t);
+                    }
+                }
             }
         }
     }
@@ -194,5 +226,15 @@ impl Tasks {
             Ok(Err(e)) => error!("metrics server failed: {e}"),
             Err(e) => error!("metrics server panicked: {e}"),
         }
+    }
+}
+
+/// The next pod lookup; never, without `--pod-selector`.
+async fn pod_lookup(
+    pods: &mut Option<super::kube::PodFollow>,
+) -> Result<crate::targeting::kube::Lookup, crate::targeting::kube::KubeError> {
+    match pods {
+        Some(p) => p.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -34,7 +34,7 @@ pub use record::EventRecord;
 pub(crate) use record::tests::sample;
 pub(crate) use timespec::{SINCE_FORMS, UNTIL_FORMS};
 pub use timespec::{parse_since, parse_until};
-pub use writer::{DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, LogWriter, RotateOptions};
+pub use writer::{DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, LogWriter, RotateOptions, encode_line};
 
 /// Name of the active log file inside the log directory.
 pub const EVENTS_FILE: &str = "events.jsonl";

@@ -63,6 +63,24 @@ pub struct LogWriter {
     line: Vec<u8>,
 }
 
+/// Appends `record` to `out` as one JSON line, newline included: the line format of
+/// `events.jsonl` (and of `run --log-stdout`).
+///
+/// Terminal controls and bidi overrides from data (a process sets its own comm) are written as
+/// \uXXXX: `cat`/`tail -f` of the log cannot be made to rewrite a screen.
+pub fn encode_line(record: &EventRecord, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    let start = out.len();
+    serde_json::to_writer(&mut *out, record)?;
+    if let Ok(text) = std::str::from_utf8(&out[start..])
+        && let std::borrow::Cow::Owned(escaped) = crate::terminal::escape_json(text)
+    {
+        out.truncate(start);
+        out.extend_from_slice(escaped.as_bytes());
+    }
+    out.push(b'\n');
+    Ok(())
+}
+
 impl LogWriter {
     /// Opens `<dir>/events.jsonl` for appending, creating `dir` (mode 0750) and the file
     /// (mode 0640) when missing. Existing directories and files keep their permissions.
@@ -138,20 +156,10 @@ impl LogWriter {
         if self.broken_line {
             self.line.push(b'\n');
         }
-        serde_json::to_writer(&mut self.line, record).map_err(|source| LogError::Encode {
+        encode_line(record, &mut self.line).map_err(|source| LogError::Encode {
             path: self.path.clone(),
             source,
         })?;
-        // Terminal controls and bidi overrides from data (a process sets its own comm) are
-        // written as \uXXXX: `cat`/`tail -f` of the log cannot be made to rewrite a screen.
-        let start = usize::from(self.broken_line);
-        if let Ok(text) = std::str::from_utf8(&self.line[start..])
-            && let std::borrow::Cow::Owned(escaped) = crate::terminal::escape_json(text)
-        {
-            self.line.truncate(start);
-            self.line.extend_from_slice(escaped.as_bytes());
-        }
-        self.line.push(b'\n');
         let len = self.line.len() as u64;
         if self.size > 0 && self.size.saturating_add(len) > self.opts.max_bytes {
             self.rotate()?;

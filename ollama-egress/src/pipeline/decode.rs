@@ -109,6 +109,11 @@ impl Decoder {
         self
     }
 
+    /// Names another target on the events from now on (a Kubernetes pod's replacement).
+    pub fn set_container(&mut self, container: Option<String>) {
+        self.container = container;
+    }
+
     /// Makes a newly loaded policy generation known.
     pub fn push_generation(&mut self, info: GenerationInfo) {
         self.generations.push_back(info);

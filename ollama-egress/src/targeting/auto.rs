@@ -34,7 +34,7 @@ pub fn choose(found: &Found, process: &str) -> Choice {
     if let Some(cg) = &found.unit_cgroup {
         return Choice {
             spec: TargetSpec::Unit(UNIT.to_owned()),
-            reason: format!("systemd has the cgroup of {UNIT} ({})", cg.display()),
+            reason: format!("systemd has a cgroup for {UNIT} ({})", cg.display()),
         };
     }
     let mut matching: Vec<&ListedContainer> = found
@@ -73,10 +73,13 @@ pub fn choose(found: &Found, process: &str) -> Choice {
     }
 }
 
-/// Looks at this host: the unit's cgroup under `mount`, the engines' running containers.
+/// Looks at this host: the unit's target under `mount` (its cgroup, or its slice `ollama.slice`
+/// while it is stopped), the engines' running containers.
 pub fn look(mount: &Path, engine_socket: Option<&Path>) -> Found {
     Found {
-        unit_cgroup: super::find_unit_cgroup(mount, UNIT).ok(),
+        unit_cgroup: super::unit::resolve_unit(mount, UNIT)
+            .ok()
+            .map(|t| t.cgroup),
         containers: super::containers::running_containers(engine_socket),
     }
 }

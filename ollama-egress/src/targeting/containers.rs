@@ -372,7 +372,7 @@ fn engine_err(socket: &Path, detail: impl Into<String>) -> ContainerError {
 }
 
 /// One `GET` over the Unix socket; the status and the body.
-fn get(socket: &Path, path: &str) -> Result<(u16, String), ContainerError> {
+pub(crate) fn get(socket: &Path, path: &str) -> Result<(u16, String), ContainerError> {
     let io = |what: &str, e: std::io::Error| engine_err(socket, format!("{what}: {e}"));
     let mut stream = UnixStream::connect(socket).map_err(|e| io("connecting", e))?;
     stream

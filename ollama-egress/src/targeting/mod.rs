@@ -1,11 +1,15 @@
-//! What to attach to: the cgroup v2 mount, a cgroup path, a systemd unit's cgroup, or a managed
-//! cgroup that processes found by name are moved into.
+//! What to attach to: the cgroup v2 mount, a cgroup path, a systemd unit's slice or cgroup, a
+//! managed cgroup that processes found by name are moved into, a container's, a Kubernetes
+//! pod's.
 
 pub mod auto;
 pub mod containers;
+pub mod follow;
+pub mod kube;
 mod marks;
 mod procs;
 mod sockets;
+pub mod unit;
 mod watch;
 
 use std::{
@@ -18,7 +22,7 @@ pub use procs::{
     MarkMap, ProcStat, ProcessWatcher, SockMap, all_processes, find_processes_by_comm, parse_stat,
     targets,
 };
-pub use watch::{CgroupWatch, FOLLOW_INTERVAL};
+pub use watch::{CgroupWatch, FOLLOW_INTERVAL, Seen};
 
 /// Errors of finding or preparing the target cgroup.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +81,9 @@ pub enum TargetError {
     /// Finding a container failed.
     #[error(transparent)]
     Container(#[from] containers::ContainerError),
+    /// Finding the Kubernetes pod failed.
+    #[error(transparent)]
+    Kube(#[from] kube::KubeError),
     /// Creating the managed cgroup or moving a process into it failed.
     #[error("{what} {path}: {source}")]
     Write {
@@ -101,6 +108,8 @@ pub enum TargetSpec {
     Process(String),
     /// A Docker or Podman container, by name or id.
     Container(String),
+    /// The one pod on this Kubernetes node that a label selector matches.
+    Pod(kube::PodSpec),
     /// None given: picked at start-up ([`auto::choose`]).
     Auto,
 }
@@ -112,6 +121,7 @@ impl std::fmt::Display for TargetSpec {
             Self::Unit(u) => write!(f, "unit {u}"),
             Self::Process(n) => write!(f, "processes named {n}"),
             Self::Container(c) => write!(f, "container {c}"),
+            Self::Pod(p) => write!(f, "pod matching {}", p.selector),
             Self::Auto => write!(f, "automatic"),
         }
     }

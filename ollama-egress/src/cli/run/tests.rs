@@ -3,6 +3,7 @@
 use clap::Parser;
 
 use super::*;
+use crate::targeting::TargetSpec;
 
 #[derive(Debug, Parser)]
 struct Cli {
@@ -44,4 +45,53 @@ fn one_target_only() {
     let err =
         parse(&["--monitor", "--container", "a", "--unit", "ollama.service"]).expect_err("refused");
     assert!(err.contains("cannot be used with"), "{err}");
+}
+
+#[test]
+fn pod_selector_and_node_name() {
+    let o = parse(&[
+        "--enforce",
+        "--pod-selector",
+        "app.kubernetes.io/name=ollama",
+        "--node-name",
+        "worker-1",
+    ])
+    .expect("parses");
+    let TargetSpec::Pod(spec) = o.target else {
+        panic!("{:?}", o.target)
+    };
+    assert_eq!(spec.selector.to_string(), "app.kubernetes.io/name=ollama");
+    assert_eq!(spec.node.as_deref(), Some("worker-1"));
+    assert_eq!(spec.api, kube::ApiSpec::default());
+    assert_eq!(spec.namespace, None);
+    let o = parse(&[
+        "--monitor",
+        "--pod-selector",
+        "a=b",
+        "--pod-namespace",
+        "ai",
+    ])
+    .expect("parses");
+    let TargetSpec::Pod(spec) = o.target else {
+        panic!("{:?}", o.target)
+    };
+    assert_eq!(spec.namespace.as_deref(), Some("ai"));
+    let err = parse(&["--monitor", "--pod-namespace", "ai"]).expect_err("refused");
+    assert!(err.contains("--pod-selector"), "{err}");
+    let err = parse(&["--enforce", "--pod-selector", "app=oll@ma"]).expect_err("refused");
+    assert!(err.contains("column 8"), "{err}");
+    let err = parse(&["--enforce", "--pod-selector", "a=b", "--unit", "x"]).expect_err("refused");
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+#[test]
+fn log_stdout_is_off_unless_asked() {
+    assert!(!parse(&["--monitor"]).expect("parses").log_stdout);
+    let o = parse(&["--monitor", "--log-stdout"]).expect("parses");
+    assert!(o.log_stdout);
+    assert_eq!(
+        o.log_dir,
+        PathBuf::from(defaults::LOG_DIR),
+        "the log dir stays"
+    );
 }

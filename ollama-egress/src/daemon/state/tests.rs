@@ -27,6 +27,7 @@ fn round_trip_and_remove() {
             },
             ..Counters::default()
         },
+        restarts: Some(crate::targeting::unit::Restarts::Covered),
     };
     st.write(dir.path()).expect("write");
     let back = DaemonState::read(dir.path())
