@@ -20,5 +20,6 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
+pub mod suggest;
 pub mod targeting;
 pub mod terminal;

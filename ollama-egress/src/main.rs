@@ -23,11 +23,15 @@ fn main() -> std::process::ExitCode {
     if let Command::Audit(args) = &cli.command {
         return audit(args);
     }
+    let error_status = match &cli.command {
+        Command::Policy(cmd) => cmd.error_status(),
+        _ => 1,
+    };
     match dispatch(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(status) => std::process::ExitCode::from(status),
         Err(e) => {
             let _ = writeln!(io::stderr(), "error: {}", render_error(&e));
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(error_status)
         }
     }
 }
@@ -78,7 +82,8 @@ fn render_error(e: &anyhow::Error) -> String {
     out
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; the exit status (0 unless a command has a status of its own).
+fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match cli.command {
@@ -110,12 +115,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(_) => {}
         Command::Status(args) => args.run(&mut out)?,
         Command::Detach(args) => args.run(&mut out)?,
-        Command::Policy(cmd) => cmd.run(&mut out)?,
+        Command::Policy(cmd) => return cmd.run(&mut out, &mut io::stderr()),
         Command::Geo(cmd) => cmd.run(&mut out)?,
         Command::Completions(args) => args.run(&mut out)?,
         Command::Manpages(args) => args.run(&mut out)?,
     }
-    Ok(())
+    Ok(0)
 }
 
 /// Set by SIGINT while `logs --follow` runs, so it ends with its summary line.

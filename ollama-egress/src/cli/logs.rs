@@ -114,7 +114,7 @@ impl clap::ValueEnum for Verdict {
     }
 }
 
-fn since_arg(s: &str) -> Result<OffsetDateTime, String> {
+pub(crate) fn since_arg(s: &str) -> Result<OffsetDateTime, String> {
     parse_since(s, OffsetDateTime::now_utc()).map_err(|_| format!("expected {SINCE_FORMS}"))
 }
 

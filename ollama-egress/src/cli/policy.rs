@@ -1,4 +1,4 @@
-//! `ollama-egress policy check`.
+//! `ollama-egress policy check`, `policy suggest`, `policy replay`.
 
 use std::{io::Write, net::IpAddr, path::PathBuf};
 
@@ -38,24 +38,117 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write a policy (TOML, on stdout) that allows what the log shows was needed.
+    ///
+    /// Names where the log knows the `host` (exact; 3 or more names directly under one
+    /// parent become `*.parent`, see --wildcard-siblings, never `*.com` or `*.co.uk`). Other
+    /// addresses: one alone is a /32 (/128); several in one /24 (/48) become that /24 (/48);
+    /// with an ASN database, several in one network of their AS become the narrowest network
+    /// covering them (at least the /24 or /48, never past the AS's network); with --asns, the
+    /// AS number instead. Loopback always; a private or link-local range whole when the log
+    /// used it. `default = "deny"`. Every entry has a comment: connections, processes, ports,
+    /// first and last seen. Sources of inbound connections (and loopback) go in `[inbound]`,
+    /// only when the log has some. `allowed` and `would_block` records count, `blocked` ones only with
+    /// --include-blocked. Malformed log lines are counted on stderr and skipped.
+    Suggest(SuggestArgs),
+    /// Judge the logged connections with a policy file and print what would change, per
+    /// destination: allowed → blocked and blocked → allowed (host, address, the rule that
+    /// would decide, count, last seen), then a summary.
+    ///
+    /// Names are judged through the logged `host` (the domain rule for it, else the address
+    /// rules), as the kernel judges an address bound to that name. Exit status: 0 when
+    /// nothing that was allowed would be blocked, 1 when something would be, 2 on an error
+    /// (unreadable log, invalid policy).
+    Replay(ReplayArgs),
+}
+
+/// `policy suggest` options.
+#[derive(Debug, clap::Args)]
+pub struct SuggestArgs {
+    /// Only connections at or after this time: a duration ago (90s, 15m, 1h, 2d, 1h30m) or an
+    /// RFC 3339 time (2026-11-22T10:00:00Z).
+    #[arg(long, value_name = "DUR|TIME", value_parser = super::logs::since_arg)]
+    pub since: Option<time::OffsetDateTime>,
+    /// Directory holding events.jsonl: the daemon's --log-dir.
+    #[arg(long, value_name = "DIR", default_value = crate::defaults::LOG_DIR)]
+    pub log_dir: PathBuf,
+    /// Allow addresses the ASN database (or the log) tags by their AS number (`asns = [...]`:
+    /// every network of the AS) rather than by networks; the policy then needs the ASN
+    /// database to be checked and enforced.
+    #[arg(long)]
+    pub asns: bool,
+    /// How many sibling names under one parent become one `*.parent` rule (0 or 1: never).
+    #[arg(long, value_name = "N", default_value_t = crate::suggest::WILDCARD_SIBLINGS)]
+    pub wildcard_siblings: usize,
+    /// Count `blocked` records (enforce mode) as needed too.
+    #[arg(long)]
+    pub include_blocked: bool,
+    /// Geo databases: the ASN database bounds merged networks by AS.
+    #[command(flatten)]
+    pub geo: GeoArgs,
+}
+
+/// `policy replay` options.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The policy file (TOML) to judge the log with.
+    pub file: PathBuf,
+    /// Only connections at or after this time: a duration ago (90s, 15m, 1h, 2d, 1h30m) or an
+    /// RFC 3339 time (2026-11-22T10:00:00Z).
+    #[arg(long, value_name = "DUR|TIME", value_parser = super::logs::since_arg)]
+    pub since: Option<time::OffsetDateTime>,
+    /// Directory holding events.jsonl: the daemon's --log-dir.
+    #[arg(long, value_name = "DIR", default_value = crate::defaults::LOG_DIR)]
+    pub log_dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Geo databases, for country and ASN rules.
+    #[command(flatten)]
+    pub geo: GeoArgs,
 }
 
 impl PolicyCommand {
-    /// Runs the subcommand.
-    pub fn run(&self, out: &mut dyn Write) -> anyhow::Result<()> {
-        let Self::Check {
-            file,
-            geo,
-            explain,
-            log_dir,
-            json,
-        } = self;
+    /// Runs the subcommand; `err` gets warnings and summaries. Returns the exit status.
+    pub fn run(&self, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<u8> {
+        match self {
+            Self::Check {
+                file,
+                geo,
+                explain,
+                log_dir,
+                json,
+            } => check(file, geo, explain, log_dir, *json, out).map(|()| 0),
+            Self::Suggest(args) => history::suggest(args, out, err).map(|()| 0),
+            Self::Replay(args) => history::replay(args, out, err),
+        }
+    }
+
+    /// The exit status for an error of [`run`](Self::run): 2 for `replay` (1 means "would
+    /// block"), 1 otherwise.
+    pub fn error_status(&self) -> u8 {
+        match self {
+            Self::Replay(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn check(
+    file: &std::path::Path,
+    geo: &GeoArgs,
+    explain: &[Explain],
+    log_dir: &std::path::Path,
+    json: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    {
         let policy = inputs::load_policy(Some(file))?;
         let (country, asn) = inputs::geo_paths(geo.geo_db.as_deref(), geo.asn_db.as_deref());
         let db = inputs::open_geo(country.as_deref(), asn.as_deref())?;
         let compiled = inputs::compile_policy(&policy, db.as_deref())?;
         let summary = compiled.summary();
-        if *json {
+        if json {
             serde_json::to_writer_pretty(&mut *out, &summary).context("writing JSON")?;
             writeln!(out)?;
         } else {
@@ -205,6 +298,8 @@ fn judged_as(ip: IpAddr) -> String {
         None => String::new(),
     }
 }
+
+mod history;
 
 #[cfg(test)]
 mod tests;

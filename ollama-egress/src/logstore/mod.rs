@@ -28,7 +28,7 @@ mod writer;
 pub use filter::Filter;
 pub use follow::{DEFAULT_FOLLOW_BACKLOG, POLL_INTERVAL, follow};
 pub(crate) use lines::check_dir;
-pub use query::{QueryStats, log_files, query};
+pub use query::{QueryStats, log_files, query, scan};
 pub use record::EventRecord;
 #[cfg(test)]
 pub(crate) use record::tests::sample;

@@ -111,8 +111,40 @@ where
         }
         return Ok(stats);
     }
+    forward(&files, &matcher, &mut stats, |r, _, stats| emit(r, stats))?;
+    Ok(stats)
+}
+
+/// Streams every record of `dir` that matches `filter` to `sink` with its raw line, oldest
+/// first, in one forward pass (`filter.limit` is ignored). For readers that need a field the
+/// record does not keep; the same line reading, prefilter and counting as [`query`].
+pub fn scan<F>(dir: &Path, filter: &Filter, mut sink: F) -> Result<QueryStats, LogError>
+where
+    F: FnMut(&EventRecord, &[u8]) -> io::Result<()>,
+{
+    let files = log_files(dir)?;
+    let matcher = Matcher::new(filter);
+    let mut stats = QueryStats::default();
+    forward(&files, &matcher, &mut stats, |r, raw, stats| {
+        stats.emitted += 1;
+        sink(r, raw).map_err(|source| LogError::Output { source })
+    })?;
+    Ok(stats)
+}
+
+/// Reads `files` forwards, line by line, handing each matching record and its line to `emit`.
+fn forward<F>(
+    files: &[PathBuf],
+    matcher: &Matcher<'_>,
+    stats: &mut QueryStats,
+    mut emit: F,
+) -> Result<(), LogError>
+where
+    F: FnMut(&EventRecord, &[u8], &mut QueryStats) -> Result<(), LogError>,
+{
+    let mut seen = Vec::with_capacity(files.len());
     let mut buf = Vec::with_capacity(1024);
-    for path in &files {
+    for path in files {
         let Some((file, _)) = open_once(path, &mut seen)? else {
             continue;
         };
@@ -123,8 +155,8 @@ where
             let status = lines
                 .read_line(&mut buf)
                 .map_err(|e| LogError::read(path, e))?;
-            if let Some(record) = matcher.process(&buf, status, &mut stats) {
-                emit(&record, &mut stats)?;
+            if let Some(record) = matcher.process(&buf, status, stats) {
+                emit(&record, &buf, stats)?;
             }
             if status == ReadStatus::Eof {
                 break;
@@ -132,7 +164,7 @@ where
         }
         stats.bytes += lines.bytes_read();
     }
-    Ok(stats)
+    Ok(())
 }
 
 /// Opens `path` unless it is missing or is a file already in `seen` (by identity).

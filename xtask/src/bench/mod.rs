@@ -17,6 +17,7 @@
 //! | `policy_load` | compile + load times |
 //! | `events` | event pipeline, daemon RSS and CPU |
 //! | `dns` | the DNS responder and client, name learning per answer |
+//! | `history` | `policy suggest` and `policy replay` over a generated 1 GiB log |
 //! | `kstats` | kernel ns per program call from `bpf_stats` |
 //! | `report` | goals and tables, BENCHMARKS.md |
 
@@ -24,6 +25,7 @@ mod configs;
 mod daemon;
 mod dns;
 mod events;
+mod history;
 mod kstats;
 mod load;
 mod pairs;
@@ -90,6 +92,10 @@ pub struct Args {
     /// second, kernel and daemon CPU per answer) under the domain configuration.
     #[arg(long)]
     dns: bool,
+    /// Time `policy suggest` and `policy replay` over a generated event log of 1 GiB (64 MiB
+    /// with --quick): wall time and peak RSS.
+    #[arg(long)]
+    history: bool,
     /// Configurations to compare, comma-separated [default: all].
     #[arg(long, value_enum, value_delimiter = ',')]
     config: Vec<Config>,
@@ -165,12 +171,15 @@ struct Plan {
     denied: bool,
     load: bool,
     events: bool,
+    /// Log size for `--history`, bytes (0: not run).
+    history_bytes: u64,
     configs: Vec<Config>,
 }
 
 impl Plan {
     fn new(a: &Args) -> Self {
-        let all = !(a.tcp || a.udp || a.latency || a.denied || a.load || a.events || a.dns);
+        let all =
+            !(a.tcp || a.udp || a.latency || a.denied || a.load || a.events || a.dns || a.history);
         let mut workloads = Vec::new();
         for (on, w) in [
             (a.tcp, Workload::TcpConnect),
@@ -207,6 +216,11 @@ impl Plan {
             denied: a.denied || all,
             load: a.load || all,
             events: a.events || all,
+            history_bytes: match (a.history || all, a.quick) {
+                (false, _) => 0,
+                (true, false) => 1 << 30,
+                (true, true) => 64 << 20,
+            },
             configs: if a.config.is_empty() {
                 Config::ALL.to_vec()
             } else {
@@ -225,16 +239,25 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
         bail!("{} is missing: run `cargo xtask bench`", bin.display());
     }
     sys::remove_leftovers(&bin);
+    let mut results = Results {
+        machine: machine(&plan),
+        ..Results::default()
+    };
+    if plan.history_bytes > 0 {
+        progress("bench: policy suggest and replay over a generated log… ");
+        results.history =
+            history::measure(&bin, &target.join("bench/history"), plan.history_bytes)?;
+        eprintln!("done");
+    }
+    if plan.workloads.is_empty() && !plan.denied && !plan.load && !plan.events {
+        return finish(args, results, &target);
+    }
     let geo = geo_databases(
         &bin,
         args.geo_dir
             .clone()
             .unwrap_or_else(|| target.join("bench/geo")),
     )?;
-    let mut results = Results {
-        machine: machine(&plan),
-        ..Results::default()
-    };
     progress("bench: preparing the CN and 500k sets… ");
     let cn = PrefixSet::country("CN", &geo.0)?;
     let mut big = PrefixSet::synthetic("500k", 400_000, 100_000);
@@ -300,6 +323,11 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
         eprintln!(" done");
     }
     drop(stage);
+    finish(args, results, &target)
+}
+
+/// Prints the report and writes it.
+fn finish(args: &Args, mut results: Results, target: &Path) -> anyhow::Result<()> {
     results
         .machine
         .push(("load average at the end".to_owned(), loadavg()));

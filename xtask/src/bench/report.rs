@@ -37,6 +37,8 @@ pub struct Results {
     pub kernel: Vec<(Config, Workload, Vec<kstats::Cost>)>,
     /// Name learning under the domain configuration.
     pub learning: Option<dns::Learning>,
+    /// `policy suggest` and `policy replay` over a generated log.
+    pub history: Vec<super::history::HistoryStat>,
 }
 
 fn ms(d: Option<Duration>) -> String {
@@ -198,7 +200,31 @@ impl Results {
         self.events_md(&mut s);
         self.kernel_md(&mut s);
         self.learning_md(&mut s);
+        self.history_md(&mut s);
         s
+    }
+
+    fn history_md(&self, s: &mut String) {
+        let Some(first) = self.history.first() else {
+            return;
+        };
+        let _ = writeln!(
+            s,
+            "\n## From the log to a policy\n\n`policy suggest` and `policy replay` (a stricter policy) over a generated monitor log of {:.2} GiB, {} lines (names, CDN addresses, private and inbound connections, one malformed line in 10,000): wall time and peak RSS of the command.\n\n| command | wall | lines/s | peak RSS | output |\n|---|--:|--:|--:|---|",
+            first.bytes as f64 / f64::from(1u32 << 30),
+            num(first.lines as f64)
+        );
+        for h in &self.history {
+            let _ = writeln!(
+                s,
+                "| `{}` | {:.2} s | {} | {:.1} MiB | {} |",
+                h.what,
+                h.wall.as_secs_f64(),
+                num(h.lines as f64 / h.wall.as_secs_f64().max(1e-9)),
+                h.max_rss_kib as f64 / 1024.0,
+                h.output
+            );
+        }
     }
 
     fn kernel_md(&self, s: &mut String) {

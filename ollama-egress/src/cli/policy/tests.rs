@@ -79,3 +79,51 @@ fn explain_names_the_ipv4_address_an_ipv6_form_carries() {
     assert_eq!(judged_as(ip("2001:db8::1")), "");
     assert_eq!(judged_as(ip("203.0.113.7")), "");
 }
+
+fn cli_policy(args: &[&str]) -> PolicyCommand {
+    use clap::Parser as _;
+    let cli =
+        crate::cli::Cli::try_parse_from(["ollama-egress", "policy"].iter().chain(args.iter()))
+            .expect("valid arguments");
+    match cli.command {
+        crate::cli::Command::Policy(cmd) => cmd,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn replay_prints_json_a_script_can_read_and_exits_by_what_would_be_blocked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut r = crate::logstore::sample(time::macros::datetime!(2026-11-22 10:00:00 UTC));
+    r.verdict = crate::model::Verdict::Allowed;
+    r.comm = "o\u{1b}[2J".into();
+    let line = serde_json::to_string(&r).expect("json");
+    std::fs::write(dir.path().join("events.jsonl"), format!("{line}\nbad\n")).expect("log");
+    let strict = dir.path().join("p.toml");
+    std::fs::write(&strict, "default = \"deny\"\n").expect("policy");
+    let log = dir.path().display().to_string();
+    let file = strict.display().to_string();
+    let cmd = cli_policy(&["replay", &file, "--log-dir", &log, "--json"]);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(cmd.run(&mut out, &mut err).expect("replay"), 1);
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("one JSON document");
+    assert_eq!(v["would_block"][0]["dst"], "203.0.113.7");
+    assert_eq!(v["summary"]["malformed"], 1);
+    assert!(String::from_utf8_lossy(&err).contains("1 malformed line skipped"));
+    assert_eq!(cmd.error_status(), 2);
+    std::fs::write(&strict, "default = \"allow\"\n").expect("policy");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(cmd.run(&mut out, &mut err).expect("replay"), 0);
+    let cmd = cli_policy(&["suggest", "--log-dir", &log]);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(cmd.run(&mut out, &mut err).expect("suggest"), 0);
+    let text = String::from_utf8(out).expect("utf-8");
+    assert!(
+        text.contains("\"203.0.113.7/32\", # 1 connection, o?[2J, port 443"),
+        "{text}"
+    );
+    assert_eq!(cmd.error_status(), 1);
+    std::fs::write(&strict, "default = \"maybe\"\n").expect("policy");
+    let cmd = cli_policy(&["replay", &file, "--log-dir", &log]);
+    assert!(cmd.run(&mut Vec::new(), &mut Vec::new()).is_err());
+}
