@@ -2,7 +2,9 @@
 //! judged by its destination with one trie lookup, whatever socket type sent it, so traffic that
 //! never passed a sock_addr hook (raw and ping sockets, for one) is still dropped. A packet whose
 //! header sends it on elsewhere (an IPv4 source-route option, an IPv6 routing header, a header
-//! chain that cannot be read to its end) is denied. Ingress only counts.
+//! chain that cannot be read to its end) is denied. Packets of connections the target accepted
+//! are judged by the inbound policy instead (see `inbound`). Ingress counts, and judges inbound
+//! traffic by its source (dropped in enforce mode when denied).
 //!
 //! Every dropped packet is counted; the first drop per (socket, destination, policy generation)
 //! is also an event (`HOOK_SKB_EGRESS`), up to `BACKSTOP_EVENTS_PER_SECOND` per CPU; repeats
@@ -18,6 +20,7 @@ use aya_ebpf::{
         bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_loop, bpf_sk_fullsock, bpf_skb_load_bytes,
     },
     macros::cgroup_skb,
+    maps::PerCpuArray,
     programs::SkBuffContext,
 };
 use ollama_egress_common::{
@@ -29,6 +32,7 @@ use ollama_egress_common::{
 use crate::{
     dns::record_query,
     event::{Target, emit},
+    inbound,
     maps::{BACKSTOP_BUDGET, PACKET_COUNTERS},
     policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6, v4_daddr},
     seen::Seen,
@@ -100,6 +104,9 @@ struct Judged {
     proto: u8,
     /// Offset of the upper-layer header, 0 when unknown (a later fragment, an unreadable chain).
     l4_off: usize,
+    /// `DIRECTION_INGRESS` for a packet of a connection the target accepted (judged by the
+    /// inbound policy, `daddr` being the peer), `DIRECTION_EGRESS` otherwise.
+    direction: u32,
 }
 
 fn try_egress(ctx: &SkBuffContext) -> Result<i32, i64> {
@@ -167,10 +174,18 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
     // Options first: the walk is then verified once, not once per way the policy can decide.
     let source_route = ihl != IPV4_HDR_LEN && source_routed(ctx, ihl);
     let daddr4 = [h[16], h[17], h[18], h[19]];
-    let stored = verdict::of_packet(ctx, FAMILY_IPV4, v4_daddr(daddr4));
-    let mut decision = match verdict::current(stored) {
-        Some(d) => d,
-        None => verdict::settle(stored, judge_v4(daddr4)),
+    // A packet of a connection the target accepted is judged by the inbound policy, never as
+    // an outbound destination.
+    let (mut decision, direction) = match inbound::at_egress(ctx, FAMILY_IPV4, v4_daddr(daddr4)) {
+        Some(d) => (d, DIRECTION_INGRESS),
+        None => {
+            let stored = verdict::of_packet(ctx, FAMILY_IPV4, v4_daddr(daddr4));
+            let d = match verdict::current(stored) {
+                Some(d) => d,
+                None => verdict::settle(stored, judge_v4(daddr4)),
+            };
+            (d, DIRECTION_EGRESS)
+        }
     };
     if source_route && !decision.denies() {
         decision = deny_with(RULE_IPV4_SOURCE_ROUTE);
@@ -184,6 +199,7 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
         form: V4_FORM_NONE,
         proto: h[9],
         l4_off,
+        direction,
     })
 }
 
@@ -300,14 +316,20 @@ fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
         Some((v4, f)) => (FAMILY_IPV4, v4_daddr(v4), f),
         None => (FAMILY_IPV6, addr, V4_FORM_NONE),
     };
-    let stored = verdict::of_packet(ctx, family, daddr);
-    let mut decision = match verdict::current(stored) {
-        Some(d) => d,
+    let (mut decision, direction) = match inbound::at_egress(ctx, family, daddr) {
+        Some(d) => (d, DIRECTION_INGRESS),
         None => {
-            let judged = judge_v6(addr);
-            (family, daddr) = judged.named(&addr);
-            form = judged.form;
-            verdict::settle(stored, judged.decision)
+            let stored = verdict::of_packet(ctx, family, daddr);
+            let d = match verdict::current(stored) {
+                Some(d) => d,
+                None => {
+                    let judged = judge_v6(addr);
+                    (family, daddr) = judged.named(&addr);
+                    form = judged.form;
+                    verdict::settle(stored, judged.decision)
+                }
+            };
+            (d, DIRECTION_EGRESS)
         }
     };
     if elsewhere && !decision.denies() {
@@ -320,6 +342,7 @@ fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
         form,
         proto,
         l4_off,
+        direction,
     })
 }
 
@@ -384,17 +407,21 @@ pub(crate) fn walk_chain(ctx: &SkBuffContext, mut next: u8) -> Result<Chain, i64
 /// verdict) and within the CPU's event budget; counts it as unreported otherwise.
 #[inline(always)]
 fn report(ctx: &SkBuffContext, judged: &Judged) {
-    let dport =
+    let (sport, dport) =
         if judged.l4_off != 0 && (judged.proto == IPPROTO_TCP || judged.proto == IPPROTO_UDP) {
-            ctx.load::<[u8; 4]>(judged.l4_off)
-                .map_or(0, |p| u32::from(u16::from_be_bytes([p[2], p[3]])))
+            ctx.load::<[u8; 4]>(judged.l4_off).map_or((0, 0), |p| {
+                (
+                    u32::from(u16::from_be_bytes([p[0], p[1]])),
+                    u32::from(u16::from_be_bytes([p[2], p[3]])),
+                )
+            })
         } else {
-            0
+            (0, 0)
         };
     // SAFETY: `bpf_get_socket_cookie` accepts a cgroup_skb context (0 when there is no socket).
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let seen = Seen::new(cookie, judged.family, judged.daddr, dport, &judged.decision);
-    if seen.recorded() || !take_event_budget() {
+    if seen.recorded() || !take_budget(&BACKSTOP_BUDGET, BACKSTOP_EVENTS_PER_SECOND) {
         bump_stat(STAT_SKB_DROPS_UNREPORTED);
         return;
     }
@@ -406,15 +433,21 @@ fn report(ctx: &SkBuffContext, judged: &Judged) {
         dport,
         daddr: judged.daddr,
         v4_form: judged.form,
+        direction: judged.direction,
+        lport: if judged.direction == DIRECTION_INGRESS {
+            sport
+        } else {
+            0
+        },
     };
     emit(&target, &judged.decision, Some(ctx.get_socket_uid()));
 }
 
-/// Takes one event from this CPU's budget of `BACKSTOP_EVENTS_PER_SECOND`; `false` when the
+/// Takes one event from this CPU's budget in `map` of `per_second` events; `false` when the
 /// current one-second window has used it up.
 #[inline(always)]
-fn take_event_budget() -> bool {
-    let Some(b) = BACKSTOP_BUDGET.get_ptr_mut(0) else {
+pub(crate) fn take_budget(map: &PerCpuArray<EventBudget>, per_second: u64) -> bool {
+    let Some(b) = map.get_ptr_mut(0) else {
         return true;
     };
     // SAFETY: per-CPU slot; programs do not migrate CPUs while running.
@@ -425,33 +458,43 @@ fn take_event_budget() -> bool {
         b.window_start_ns = now;
         b.events = 0;
     }
-    if b.events >= BACKSTOP_EVENTS_PER_SECOND {
+    if b.events >= per_second {
         return false;
     }
     b.events += 1;
     true
 }
 
-/// Counts packets arriving at the cgroup by the verdict their source would get, and learns the
-/// DNS answers among them (see `dns`). Never drops.
+/// Judges inbound traffic (see `inbound`: connection attempts at the target's listeners,
+/// packets of accepted connections, datagrams from sources the socket never sent to) and drops
+/// it in enforce mode when the inbound policy denies its source; counts every packet by its
+/// verdict (replies to outbound traffic by the verdict their source would get as a
+/// destination) and learns the DNS answers among them (see `dns`).
 #[cgroup_skb(ingress)]
 pub fn ingress(ctx: SkBuffContext) -> i32 {
-    let _ = try_ingress(&ctx);
-    1
+    try_ingress(&ctx).unwrap_or(1)
 }
 
-fn try_ingress(ctx: &SkBuffContext) -> Result<(), i64> {
+fn try_ingress(ctx: &SkBuffContext) -> Result<i32, i64> {
     if !crate::exec::judges_socket(ctx) {
-        return Ok(());
+        return Ok(1);
     }
     let p = crate::dns::packet(ctx)?;
-    let decision = if p.family == FAMILY_IPV4 {
-        judge_v4([p.saddr[0], p.saddr[1], p.saddr[2], p.saddr[3]])
+    if let Some(d) = inbound::at_ingress(ctx, &p) {
+        count(DIRECTION_INGRESS, d.verdict, ctx.len());
+        if d.drops() {
+            return Ok(0);
+        }
     } else {
-        judge_v6(p.saddr).decision
-    };
-    count(DIRECTION_INGRESS, decision.verdict, ctx.len());
-    crate::dns::learn(ctx, &p)
+        let decision = if p.family == FAMILY_IPV4 {
+            judge_v4([p.saddr[0], p.saddr[1], p.saddr[2], p.saddr[3]])
+        } else {
+            judge_v6(p.saddr).decision
+        };
+        count(DIRECTION_INGRESS, decision.verdict, ctx.len());
+    }
+    crate::dns::learn(ctx, &p)?;
+    Ok(1)
 }
 
 #[inline(always)]

@@ -114,6 +114,8 @@ fn event(verdict: Verdict, proto: &str, country: Option<&str>) -> EventRecord {
         container: None,
         hook: None,
         via: None,
+        src: None,
+        sport: None,
     }
 }
 

@@ -37,6 +37,8 @@ pub(crate) fn sample(ts: OffsetDateTime) -> EventRecord {
         container: None,
         hook: None,
         via: None,
+        src: None,
+        sport: None,
     }
 }
 

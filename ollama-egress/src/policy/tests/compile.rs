@@ -425,6 +425,7 @@ fn programmatic_policies_are_normalised() {
             asns: vec![],
             domains: vec![],
         },
+        inbound: None,
         origin: "code".into(),
     };
     let geo = FakeGeo::default().country("CN", &["36.0.0.0/8"]);
