@@ -122,6 +122,10 @@ pub const ENFORCE_WITHOUT_POLICY_GLOBAL: &str = "ENFORCE_WITHOUT_POLICY";
 /// cannot be read to their end: the routers named in the option, not (only) the destination in
 /// the header, receive them, so they are judged as denied.
 pub const RULE_IPV4_SOURCE_ROUTE: u32 = u32::MAX - 2;
+/// Rule id of the inbound default (`inbound.default`): the policy compiler gives it the
+/// `0.0.0.0/0` and `::/0` entries of the inbound tries (no number of the rule table, so an
+/// `[inbound]` section renumbers no outbound rule).
+pub const RULE_INBOUND_DEFAULT: u32 = u32::MAX - 3;
 /// The lowest rule id reserved for rules of the kernel programs themselves (the device rules
 /// below included); the policy compiler numbers its rules below it.
 pub const RULE_RESERVED_MIN: u32 = u32::MAX - 31;
@@ -133,6 +137,7 @@ pub const fn reserved_rule_name(rule_id: u32) -> Option<&'static str> {
         RULE_IPV6_ROUTING_HEADER => Some("ipv6-routing-header"),
         RULE_NO_POLICY => Some("no-policy"),
         RULE_IPV4_SOURCE_ROUTE => Some("ipv4-source-route"),
+        RULE_INBOUND_DEFAULT => Some("inbound.default"),
         _ => device_rule_name(rule_id),
     }
 }

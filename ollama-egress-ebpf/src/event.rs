@@ -119,7 +119,7 @@ pub fn send(
 /// drains on a short timer anyway, so the kernel only wakes it once the buffer is a quarter
 /// full, before it could overflow.
 #[inline(always)]
-fn wakeup_flags() -> u64 {
+pub(crate) fn wakeup_flags() -> u64 {
     let size = EVENTS.query(u64::from(BPF_RB_RING_SIZE));
     let pending = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
     if pending >= size / 4 {

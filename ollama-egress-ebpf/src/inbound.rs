@@ -25,20 +25,26 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::bpf_sock,
     cty::c_void,
-    helpers::generated::{bpf_get_socket_cookie, bpf_sk_fullsock, bpf_sk_storage_get},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        generated::{
+            bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_sk_fullsock, bpf_sk_storage_get,
+        },
+    },
     macros::sock_ops,
     programs::{SkBuffContext, SockOpsContext},
 };
 use ollama_egress_common::{
-    DIRECTION_INGRESS, DedupKey, DedupValue, FAMILY_IPV4, FAMILY_IPV6, HOOK_SKB_INGRESS,
-    INBOUND_EVENTS_PER_SECOND, STAT_INBOUND_DECISIONS, STAT_INBOUND_UNREPORTED,
+    ConnectEvent, DIRECTION_INGRESS, DedupKey, DedupValue, EVENT_KIND_CONNECT, EventHeader,
+    FAMILY_IPV4, FAMILY_IPV6, HOOK_SKB_INGRESS, INBOUND_EVENTS_PER_SECOND, STAT_EVENTS_LOST,
+    STAT_INBOUND_DECISIONS, STAT_INBOUND_UNREPORTED,
     dns::{ORIGIN_TABLES, SOCK_INBOUND, SockVerdict},
 };
 
 use crate::{
     dns::Packet,
-    event::{Target, emit},
-    maps::{DATAGRAM_SEEN, INBOUND_BUDGET, INBOUND_SEEN, SOCK_VERDICT},
+    event::wakeup_flags,
+    maps::{DATAGRAM_SEEN, EVENTS, INBOUND_BUDGET, INBOUND_SCRATCH, INBOUND_SEEN, SOCK_VERDICT},
     policy::{Decision, active, bump_stat, decide, judge_inbound, v4_daddr},
     skb::{IPPROTO_TCP, IPPROTO_UDP, take_budget},
     verdict,
@@ -71,10 +77,14 @@ fn mark(ctx: &SockOpsContext) {
     let (family, addr) = if ctx.family() == FAMILY_IPV4 {
         (FAMILY_IPV4, v4_daddr(ctx.remote_ip4().to_ne_bytes()))
     } else if ctx.family() == FAMILY_IPV6 {
-        let w = ctx.remote_ip6();
         let mut a = [0u8; 16];
-        for (i, word) in w.iter().enumerate() {
-            a[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+        // SAFETY: the context is valid for the program's run; the verifier permits 4-byte reads
+        // of `remote_ip6`, one word at a time at constant offsets.
+        unsafe {
+            for i in 0..4 {
+                let w = read_volatile(&(*ctx.ops).remote_ip6[i]).to_ne_bytes();
+                a[i * 4..i * 4 + 4].copy_from_slice(&w);
+            }
         }
         (FAMILY_IPV6, a)
     } else {
@@ -121,6 +131,41 @@ fn store(v: &mut SockVerdict, family: u32, addr: [u8; 16], d: &Decision) {
     v.direction = SOCK_INBOUND;
 }
 
+/// An inbound decision, or none (`inbound` false). Fully initialised either way: an
+/// `Option<Decision>` leaves its payload undefined for `None`, and the verifier refuses the
+/// undefined registers the compiler then spills.
+#[derive(Clone, Copy)]
+pub struct Inbound {
+    /// Whether the packet is inbound traffic.
+    pub inbound: bool,
+    /// Its decision (meaningless when `inbound` is false).
+    pub decision: Decision,
+}
+
+impl Inbound {
+    #[inline(always)]
+    fn of(decision: Decision) -> Self {
+        Inbound {
+            inbound: true,
+            decision,
+        }
+    }
+
+    #[inline(always)]
+    fn not() -> Self {
+        Inbound {
+            inbound: false,
+            decision: Decision {
+                verdict: 0,
+                rule_id: 0,
+                generation: 0,
+                mode: 0,
+                origin: 0,
+            },
+        }
+    }
+}
+
 /// The packet's socket (`__sk_buff.sk`), null when it has none.
 #[inline(always)]
 fn socket(ctx: &SkBuffContext) -> *mut bpf_sock {
@@ -129,31 +174,31 @@ fn socket(ctx: &SkBuffContext) -> *mut bpf_sock {
 }
 
 /// The inbound decision of a packet leaving the target to `daddr` (of `family`, as judged),
-/// when it belongs to a connection the target accepted; `None` for every other packet (an
+/// when it belongs to a connection the target accepted; not inbound for every other packet (an
 /// outbound destination).
 #[inline(always)]
-pub fn at_egress(ctx: &SkBuffContext, family: u32, daddr: [u8; 16]) -> Option<Decision> {
+pub fn at_egress(ctx: &SkBuffContext, family: u32, daddr: [u8; 16]) -> Inbound {
     let sk = socket(ctx);
     if sk.is_null() {
-        return None;
+        return Inbound::not();
     }
     // SAFETY: `state` is readable on any socket the context points to (request sockets too).
     let state = unsafe { read_volatile(&(*sk).state) };
     if state == TCP_NEW_SYN_RECV {
-        return Some(judge_inbound(family, daddr).2);
+        return Inbound::of(judge_inbound(family, daddr).2);
     }
     // SAFETY: the helper accepts the context's socket pointer and returns a full socket or null.
     let full = unsafe { bpf_sk_fullsock(sk) };
     if full.is_null() {
-        return None;
+        return Inbound::not();
     }
     // SAFETY: `full` is a full socket; `protocol` is readable on it.
     let protocol = unsafe { read_volatile(&(*full).protocol) };
     if protocol != u32::from(IPPROTO_TCP) {
-        return None;
+        return Inbound::not();
     }
     if state == TCP_LISTEN {
-        return Some(judge_inbound(family, daddr).2);
+        return Inbound::of(judge_inbound(family, daddr).2);
     }
     marked(ctx, family, daddr)
 }
@@ -161,38 +206,60 @@ pub fn at_egress(ctx: &SkBuffContext, family: u32, daddr: [u8; 16]) -> Option<De
 /// The inbound decision of a socket marked at accept whose peer is `peer` (of `family`): the
 /// stored one under the same generation, else judged again and stored.
 #[inline(always)]
-fn marked(ctx: &SkBuffContext, family: u32, peer: [u8; 16]) -> Option<Decision> {
-    let p = verdict::stored(ctx)?;
+fn marked(ctx: &SkBuffContext, family: u32, peer: [u8; 16]) -> Inbound {
+    let p = verdict::stored(ctx);
+    if p.is_null() {
+        return Inbound::not();
+    }
     // SAFETY: `stored` returned this socket's storage, valid for the program's run.
     let v = unsafe { &mut *p };
     if v.direction != SOCK_INBOUND || v.family != family || v.daddr != peer {
-        return None;
+        return Inbound::not();
     }
     if let Some((_, cfg)) = active()
         && cfg.generation == v.generation
     {
-        return Some(decide(&cfg, v.action, v.rule_id));
+        return Inbound::of(decide(&cfg, v.action, v.rule_id));
     }
     let (family, addr, d) = judge_inbound(family, peer);
     if d.generation != 0 {
         store(v, family, addr, &d);
     }
-    Some(d)
+    Inbound::of(d)
 }
 
-/// The inbound decision of packet `p` arriving at the target, `None` when it is not inbound
+/// Returned by [`ingress_verdict`] for a packet that is not inbound traffic.
+pub const NOT_INBOUND: u32 = u32::MAX;
+/// Set in [`ingress_verdict`]'s answer when a decision was staged for [`report`].
+pub const STAGED: u32 = 1 << 16;
+
+/// The `VERDICT_*` of [`at_ingress`], [`NOT_INBOUND`] when the packet is not inbound traffic.
+/// A function of its own (a BPF subprogram, with its own stack frame): the ingress program's
+/// DNS walk needs most of the stack the verifier allows, and its frame no longer holds this.
+#[inline(never)]
+pub fn ingress_verdict(ctx: &SkBuffContext, p: &Packet) -> u32 {
+    let mut staged = false;
+    let inb = at_ingress(ctx, p, &mut staged);
+    if inb.inbound {
+        inb.decision.verdict | if staged { STAGED } else { 0 }
+    } else {
+        NOT_INBOUND
+    }
+}
+
+/// The inbound decision of packet `p` arriving at the target; not inbound for what is not
 /// traffic (a reply to an outbound connection or datagram, another protocol). Makes the event
 /// of a connection attempt or datagram source.
 #[inline(always)]
-pub fn at_ingress(ctx: &SkBuffContext, p: &Packet) -> Option<Decision> {
+fn at_ingress(ctx: &SkBuffContext, p: &Packet, staged: &mut bool) -> Inbound {
     let sk = socket(ctx);
     if sk.is_null() || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP) {
-        return None;
+        return Inbound::not();
     }
     // SAFETY: as in `at_egress`.
     let full = unsafe { bpf_sk_fullsock(sk) };
     if full.is_null() {
-        return None;
+        return Inbound::not();
     }
     // SAFETY: `full` is a full socket.
     let (state, protocol) = unsafe { (read_volatile(&(*full).state), read_volatile(&(*full).protocol)) };
@@ -216,9 +283,9 @@ pub fn at_ingress(ctx: &SkBuffContext, p: &Packet) -> Option<Decision> {
         if state == TCP_LISTEN {
             let (family, src, d) = judge_inbound(p.family, p.saddr);
             if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
-                decided(ctx, family, src, sport, dport, p.proto, &d);
+                *staged = decided(family, src, sport, dport, p.proto, &d);
             }
-            return Some(d);
+            return Inbound::of(d);
         }
         let (family, src) = judged_as(p.family, p.saddr);
         return marked(ctx, family, src);
@@ -226,13 +293,13 @@ pub fn at_ingress(ctx: &SkBuffContext, p: &Packet) -> Option<Decision> {
     if p.proto == IPPROTO_UDP && protocol == u32::from(IPPROTO_UDP) {
         let (family, src) = judged_as(p.family, p.saddr);
         if replies_to_sent(ctx, family, src, sport) {
-            return None;
+            return Inbound::not();
         }
         let (family, src, d) = judge_inbound(family, src);
-        decided(ctx, family, src, sport, dport, p.proto, &d);
-        return Some(d);
+        *staged = decided(family, src, sport, dport, p.proto, &d);
+        return Inbound::of(d);
     }
-    None
+    Inbound::not()
 }
 
 /// The family and address a source is judged as (an IPv4-mapped one as IPv4).
@@ -266,30 +333,53 @@ fn replies_to_sent(ctx: &SkBuffContext, family: u32, src: [u8; 16], sport: u32) 
     unsafe { DATAGRAM_SEEN.get(key) }.is_some()
 }
 
-/// Counts an inbound decision and makes its event, once per (socket, source, source port,
-/// generation, verdict) and within the CPU's budget; counts it as unreported otherwise.
+/// Stages the event of an inbound decision in the CPU's scratch entry, for [`report`] (which
+/// the ingress program calls next, from its own frame).
 #[inline(always)]
-fn decided(
-    ctx: &SkBuffContext,
-    family: u32,
-    src: [u8; 16],
-    sport: u32,
-    dport: u32,
-    proto: u8,
-    d: &Decision,
-) {
+fn decided(family: u32, src: [u8; 16], sport: u32, dport: u32, proto: u8, d: &Decision) -> bool {
+    let Some(ev) = INBOUND_SCRATCH.get_ptr_mut(0) else {
+        // No scratch entry (cannot happen for an array): still counted.
+        bump_stat(STAT_INBOUND_DECISIONS);
+        bump_stat(STAT_INBOUND_UNREPORTED);
+        return false;
+    };
+    // SAFETY: per-CPU slot; programs do not migrate CPUs while running.
+    let ev = unsafe { &mut *ev };
+    ev.family = family;
+    ev.protocol = u32::from(proto);
+    ev.dport = sport;
+    ev.verdict = d.verdict;
+    ev.rule_id = d.rule_id;
+    ev.generation = d.generation;
+    ev.daddr = src;
+    ev.mode = d.mode;
+    ev.lport = dport;
+    true
+}
+
+/// Counts the inbound decision staged by [`ingress_verdict`] and makes its event, once per
+/// (socket, source, source port, generation, verdict) and within the CPU's budget; counts it
+/// as unreported otherwise. A subprogram with its own frame, called by the ingress program.
+#[inline(never)]
+pub fn report(ctx: &SkBuffContext) {
     bump_stat(STAT_INBOUND_DECISIONS);
+    let Some(ev) = INBOUND_SCRATCH.get_ptr_mut(0) else {
+        bump_stat(STAT_INBOUND_UNREPORTED);
+        return;
+    };
+    // SAFETY: per-CPU slot; programs do not migrate CPUs while running.
+    let ev = unsafe { &mut *ev };
     // SAFETY: as in `replies_to_sent`.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let key = DedupKey {
         cookie,
-        daddr: src,
-        dport: sport,
-        family,
+        daddr: ev.daddr,
+        dport: ev.dport,
+        family: ev.family,
     };
     let value = DedupValue {
-        generation: d.generation,
-        verdict: d.verdict,
+        generation: ev.generation,
+        verdict: ev.verdict,
     };
     // SAFETY: the value is copied out before any update of the map.
     let seen = unsafe { INBOUND_SEEN.get(key) }.copied();
@@ -298,15 +388,25 @@ fn decided(
         return;
     }
     let _ = INBOUND_SEEN.insert(key, value, 0);
-    let target = Target {
-        hook: HOOK_SKB_INGRESS,
-        family,
-        protocol: u32::from(proto),
-        dport: sport,
-        daddr: src,
-        v4_form: 0,
-        direction: DIRECTION_INGRESS,
-        lport: dport,
+    // The event is built in the scratch entry and copied into the ring buffer from there: no
+    // 112-byte event on the stack.
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ev.header = EventHeader {
+        // SAFETY: helper without preconditions.
+        ts_boot_ns: unsafe { bpf_ktime_get_boot_ns() },
+        kind: EVENT_KIND_CONNECT,
+        size: ConnectEvent::SIZE as u32,
     };
-    emit(&target, d, Some(ctx.get_socket_uid()));
+    ev.tid = pid_tgid as u32;
+    ev.pid = (pid_tgid >> 32) as u32;
+    ev.uid = ctx.get_socket_uid();
+    ev.gid = (bpf_get_current_uid_gid() >> 32) as u32;
+    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    ev.hook = HOOK_SKB_INGRESS;
+    ev.v4_form = 0;
+    ev.direction = DIRECTION_INGRESS;
+    ev.reserved = 0;
+    if EVENTS.output::<ConnectEvent>(&*ev, wakeup_flags()).is_err() {
+        bump_stat(STAT_EVENTS_LOST);
+    }
 }

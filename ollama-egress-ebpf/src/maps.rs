@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use ollama_egress_common::{
-    COUNTER_ENTRIES, Counter, DEDUP_ENTRIES, DEFAULT_MAX_PREFIXES, DEFAULT_RINGBUF_BYTES, DedupKey,
+    COUNTER_ENTRIES, ConnectEvent, Counter, DEDUP_ENTRIES, DEFAULT_MAX_PREFIXES, DEFAULT_RINGBUF_BYTES, DedupKey,
     DedupValue, EventBudget, PolicyValue, STAT_COUNT, SlotConfig,
     dns::{
         BINDING_ENTRIES, Binding, BindingKey, DNS_QUERY_ENTRIES, DOMAIN_KEY_LEN, DnsConfig,
@@ -59,6 +59,10 @@ pub static INBOUND_SEEN: LruHashMap<DedupKey, DedupValue> =
 /// The inbound events' budget, per CPU.
 #[map(name = "INBOUND_BUDGET")]
 pub static INBOUND_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
+
+/// The inbound event being made, per CPU (built here, not on the ingress program's stack).
+#[map(name = "INBOUND_SCRATCH")]
+pub static INBOUND_SCRATCH: PerCpuArray<ConnectEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Index 0: the active policy slot.
 #[map(name = "ACTIVE_SLOT")]

@@ -26,7 +26,7 @@ use aya_ebpf::{
 use ollama_egress_common::{
     BACKSTOP_EVENTS_PER_SECOND, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, EventBudget,
     FAMILY_IPV4, FAMILY_IPV6, HOOK_SKB_EGRESS, RULE_IPV4_SOURCE_ROUTE, RULE_IPV6_ROUTING_HEADER,
-    STAT_SKB_DROPS_UNREPORTED, V4_FORM_NONE, counter_index, embedded_ipv4,
+    STAT_SKB_DROPS_UNREPORTED, V4_FORM_NONE, VERDICT_BLOCKED, counter_index, embedded_ipv4,
 };
 
 use crate::{
@@ -176,9 +176,10 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
     let daddr4 = [h[16], h[17], h[18], h[19]];
     // A packet of a connection the target accepted is judged by the inbound policy, never as
     // an outbound destination.
-    let (mut decision, direction) = match inbound::at_egress(ctx, FAMILY_IPV4, v4_daddr(daddr4)) {
-        Some(d) => (d, DIRECTION_INGRESS),
-        None => {
+    let inb = inbound::at_egress(ctx, FAMILY_IPV4, v4_daddr(daddr4));
+    let (mut decision, direction) = match inb.inbound {
+        true => (inb.decision, DIRECTION_INGRESS),
+        false => {
             let stored = verdict::of_packet(ctx, FAMILY_IPV4, v4_daddr(daddr4));
             let d = match verdict::current(stored) {
                 Some(d) => d,
@@ -316,9 +317,10 @@ fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
         Some((v4, f)) => (FAMILY_IPV4, v4_daddr(v4), f),
         None => (FAMILY_IPV6, addr, V4_FORM_NONE),
     };
-    let (mut decision, direction) = match inbound::at_egress(ctx, family, daddr) {
-        Some(d) => (d, DIRECTION_INGRESS),
-        None => {
+    let inb = inbound::at_egress(ctx, family, daddr);
+    let (mut decision, direction) = match inb.inbound {
+        true => (inb.decision, DIRECTION_INGRESS),
+        false => {
             let stored = verdict::of_packet(ctx, family, daddr);
             let d = match verdict::current(stored) {
                 Some(d) => d,
@@ -480,22 +482,36 @@ fn try_ingress(ctx: &SkBuffContext) -> Result<i32, i64> {
         return Ok(1);
     }
     let p = crate::dns::packet(ctx)?;
-    if let Some(d) = inbound::at_ingress(ctx, &p) {
-        count(DIRECTION_INGRESS, d.verdict, ctx.len());
-        if d.drops() {
+    let answer = inbound::ingress_verdict(ctx, &p);
+    if answer != inbound::NOT_INBOUND {
+        if answer & inbound::STAGED != 0 {
+            inbound::report(ctx);
+        }
+        let verdict = answer & !inbound::STAGED;
+        count(DIRECTION_INGRESS, verdict, ctx.len());
+        if verdict == VERDICT_BLOCKED {
             return Ok(0);
         }
     } else {
-        let decision = if p.family == FAMILY_IPV4 {
-            judge_v4([p.saddr[0], p.saddr[1], p.saddr[2], p.saddr[3]])
-        } else {
-            judge_v6(p.saddr).decision
-        };
-        count(DIRECTION_INGRESS, decision.verdict, ctx.len());
+        count_reply(ctx, &p);
     }
     crate::dns::learn(ctx, &p)?;
     Ok(1)
 }
+
+/// Counts a packet that is no inbound traffic (a reply to the target's outbound traffic) by
+/// the verdict its source would get as a destination. A subprogram: the ingress program's
+/// frame stays small enough for the DNS walk's.
+#[inline(never)]
+fn count_reply(ctx: &SkBuffContext, p: &crate::dns::Packet) {
+    let decision = if p.family == FAMILY_IPV4 {
+        judge_v4([p.saddr[0], p.saddr[1], p.saddr[2], p.saddr[3]])
+    } else {
+        judge_v6(p.saddr).decision
+    };
+    count(DIRECTION_INGRESS, decision.verdict, ctx.len());
+}
+
 
 #[inline(always)]
 fn count(direction: u32, verdict: u32, len: u32) {

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use ollama_egress_common::dns::MAX_DOMAIN_RULES;
 use ollama_egress_common::{
-    PolicyValue, RULE_RESERVED_MIN,
+    PolicyValue, RULE_INBOUND_DEFAULT, RULE_RESERVED_MIN,
 };
 use serde::Serialize;
 
@@ -145,7 +145,7 @@ pub fn compile(
             [(Action::Allow, &inb.allow), (Action::Deny, &inb.deny)],
         )?;
     }
-    b.inbound_default(inbound_default, origin)?;
+    b.inbound_default(inbound_default);
     if b.domains.len() > MAX_DOMAIN_RULES as usize {
         return Err(PolicyError::TooManyDomainRules {
             origin: origin.clone(),
@@ -355,11 +355,12 @@ impl Builder {
         Ok(())
     }
 
-    /// Adds rule `inbound.default`: `0.0.0.0/0` and `::/0` of the inbound tries, for each family
-    /// where no inbound rule lists that network itself (the kernel then never misses).
-    fn inbound_default(&mut self, action: Action, origin: &str) -> Result<(), PolicyError> {
-        let rule = self.next_id(origin)?;
+    /// Gives the inbound default (rule [`RULE_INBOUND_DEFAULT`], `inbound.default`)
+    /// `0.0.0.0/0` and `::/0` of the inbound tries, for each family where no inbound rule lists
+    /// that network itself (the kernel then never misses).
+    fn inbound_default(&mut self, action: Action) {
         let deny = action == Action::Deny;
+        let rule = RULE_INBOUND_DEFAULT;
         let all4 = Ipv4Net::default();
         let all6 = Ipv6Net::default();
         if !self.in_v4.iter().any(|c| c.net == all4) {
@@ -377,8 +378,6 @@ impl Builder {
             });
         }
         self.inbound_default = action;
-        self.push_rule("inbound.default".to_string(), action);
-        Ok(())
     }
 
     fn finish(mut self, origin: &str) -> CompiledPolicy {

@@ -30,4 +30,4 @@ pub use compile::{CompiledPolicy, Expander, Rule, compile};
 pub use domains::{DomainEntry, DomainPattern, canonical_name, most_specific};
 pub use error::{ExpandError, Location, PolicyError};
 pub use parse::{Action, InboundPolicy, Policy, RuleSet};
-pub use summary::{FamilyTotals, PolicySummary, PrefixTotals};
+pub use summary::{FamilyTotals, InboundSummary, PolicySummary, PrefixTotals};
