@@ -7,9 +7,7 @@ use aya_ebpf::{
         generated::bpf_ktime_get_boot_ns,
     },
 };
-use ollama_egress_common::{
-    ConnectEvent, EVENT_KIND_CONNECT, EventHeader, STAT_EVENTS_LOST,
-};
+use ollama_egress_common::{ConnectEvent, EVENT_KIND_CONNECT, EventHeader, STAT_EVENTS_LOST};
 
 use crate::{
     maps::EVENTS,

@@ -104,13 +104,8 @@ fn mark(ctx: &SockOpsContext) {
             return;
         }
         let map = (&raw const SOCK_VERDICT).cast_mut().cast::<c_void>();
-        bpf_sk_storage_get(
-            map,
-            sk.cast(),
-            (&raw mut fresh).cast(),
-            STORAGE_CREATE,
-        )
-        .cast::<SockVerdict>()
+        bpf_sk_storage_get(map, sk.cast(), (&raw mut fresh).cast(), STORAGE_CREATE)
+            .cast::<SockVerdict>()
     };
     if p.is_null() {
         return;
@@ -262,7 +257,12 @@ fn at_ingress(ctx: &SkBuffContext, p: &Packet, staged: &mut bool) -> Inbound {
         return Inbound::not();
     }
     // SAFETY: `full` is a full socket.
-    let (state, protocol) = unsafe { (read_volatile(&(*full).state), read_volatile(&(*full).protocol)) };
+    let (state, protocol) = unsafe {
+        (
+            read_volatile(&(*full).state),
+            read_volatile(&(*full).protocol),
+        )
+    };
     // Ports and (TCP) flags; 0 when the header cannot be read.
     let (sport, dport, flags) = if p.l4_off != 0 {
         let h = ctx.load::<[u8; 4]>(p.l4_off).unwrap_or([0; 4]);

@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use ollama_egress_common::{
-    COUNTER_ENTRIES, ConnectEvent, Counter, DEDUP_ENTRIES, DEFAULT_MAX_PREFIXES, DEFAULT_RINGBUF_BYTES, DedupKey,
-    DedupValue, EventBudget, PolicyValue, STAT_COUNT, SlotConfig,
+    COUNTER_ENTRIES, ConnectEvent, Counter, DEDUP_ENTRIES, DEFAULT_MAX_PREFIXES,
+    DEFAULT_RINGBUF_BYTES, DedupKey, DedupValue, EventBudget, PolicyValue, STAT_COUNT, SlotConfig,
     dns::{
         BINDING_ENTRIES, Binding, BindingKey, DNS_QUERY_ENTRIES, DOMAIN_KEY_LEN, DnsConfig,
         DnsQueryKey, DnsWalk, MAX_DOMAIN_RULES, SockVerdict,

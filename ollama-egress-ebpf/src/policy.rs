@@ -15,8 +15,7 @@ use ollama_egress_common::{
 
 use crate::maps::{
     ACTIVE_SLOT, BINDINGS_0, BINDINGS_1, INBOUND_V4_0, INBOUND_V4_1, INBOUND_V6_0, INBOUND_V6_1,
-    POLICY_V4_0, POLICY_V4_1, POLICY_V6_0, POLICY_V6_1,
-    SLOT_CONFIG, STATS,
+    POLICY_V4_0, POLICY_V4_1, POLICY_V6_0, POLICY_V6_1, SLOT_CONFIG, STATS,
 };
 
 /// The outcome of judging one destination.

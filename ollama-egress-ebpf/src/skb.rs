@@ -512,7 +512,6 @@ fn count_reply(ctx: &SkBuffContext, p: &crate::dns::Packet) {
     count(DIRECTION_INGRESS, decision.verdict, ctx.len());
 }
 
-
 #[inline(always)]
 fn count(direction: u32, verdict: u32, len: u32) {
     if let Some(c) = PACKET_COUNTERS.get_ptr_mut(counter_index(direction, verdict)) {

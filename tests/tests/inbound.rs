@@ -123,8 +123,8 @@ impl Net {
         let (a, b) = (format!("{tag}a"), format!("{tag}b"));
         assert!(a.len() <= 15, "veth name {a} too long");
         run(&[
-            "ip", "-n", &srv.name, "link", "add", &a, "type", "veth", "peer", "name", &b,
-            "netns", &cli.name,
+            "ip", "-n", &srv.name, "link", "add", &a, "type", "veth", "peer", "name", &b, "netns",
+            &cli.name,
         ]);
         for addr in ["192.0.2.1/24", "198.51.100.1/24", "203.0.113.1/24"] {
             run(&["ip", "-n", &srv.name, "addr", "add", addr, "dev", &a]);
@@ -137,7 +137,12 @@ impl Net {
         // The flood's forged sources arrive on a subnet of the veth: no reverse-path check.
         for key in ["all", "default", a.as_str()] {
             run(&[
-                "ip", "netns", "exec", &srv.name, "sysctl", "-qw",
+                "ip",
+                "netns",
+                "exec",
+                &srv.name,
+                "sysctl",
+                "-qw",
                 &format!("net.ipv4.conf.{key}.rp_filter=0"),
             ]);
         }
@@ -147,7 +152,16 @@ impl Net {
     /// One client from `src` (`tcp` or `udp`): what it got.
     fn client(&self, src: &str, proto: &str) -> String {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.cli.name, "python3", "-c", CLIENT, src, proto])
+            .args([
+                "netns",
+                "exec",
+                &self.cli.name,
+                "python3",
+                "-c",
+                CLIENT,
+                src,
+                proto,
+            ])
             .output()
             .expect("python3 (install python3)");
         assert!(
@@ -308,7 +322,9 @@ fn denied_sources_get_nothing_and_are_logged() {
     assert_eq!(s.net.client("198.51.100.10", "tcp"), "connect-timeout");
     assert_eq!(s.net.client("198.51.100.10", "udp"), "reply-timeout");
 
-    let allowed = s.daemon.wait_events(1, |e| is_inbound_from(e, "192.0.2.10"));
+    let allowed = s
+        .daemon
+        .wait_events(1, |e| is_inbound_from(e, "192.0.2.10"));
     assert_eq!(allowed[0]["verdict"], "allowed", "{allowed:?}");
     assert_eq!(allowed[0]["rule"], "inbound.allow.cidrs:192.0.2.0/24");
     let denied = s
@@ -322,13 +338,22 @@ fn denied_sources_get_nothing_and_are_logged() {
         assert_eq!(e["hook"], "skb-ingress");
         assert!(e["sport"].as_u64().is_some_and(|p| p > 0), "{e}");
     }
-    let ports: Vec<u64> = denied.iter().map(|e| e["dport"].as_u64().unwrap_or(0)).collect();
-    assert!(ports.contains(&11434) && ports.contains(&11435), "{denied:?}");
+    let ports: Vec<u64> = denied
+        .iter()
+        .map(|e| e["dport"].as_u64().unwrap_or(0))
+        .collect();
+    assert!(
+        ports.contains(&11434) && ports.contains(&11435),
+        "{denied:?}"
+    );
     // The retransmitted SYNs of the timed-out connect made no further events: one per attempt.
     let tcp = denied.iter().filter(|e| e["proto"] == "tcp").count();
     assert_eq!(tcp, 1, "{denied:?}");
 
-    let queried = logs_json(&s.daemon, &["--direction", "inbound", "--verdict", "blocked"]);
+    let queried = logs_json(
+        &s.daemon,
+        &["--direction", "inbound", "--verdict", "blocked"],
+    );
     assert_eq!(queried.len(), 2, "{queried:?}");
     std::thread::sleep(Duration::from_millis(2500));
     let m = s.daemon.metrics();
@@ -372,7 +397,11 @@ fn a_syn_flood_is_counted_exactly_with_bounded_events_and_memory() {
         .arg(ports.to_string())
         .output()
         .expect("python3 (install python3)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let mut fields = text.split_whitespace();
     let sent: u64 = fields.next().and_then(|n| n.parse().ok()).expect("count");
@@ -392,8 +421,7 @@ fn a_syn_flood_is_counted_exactly_with_bounded_events_and_memory() {
             .iter()
             .filter(|e| e["direction"] == "inbound")
             .count() as u64;
-        if (decisions as u64 == sent && events + unreported == sent) || Instant::now() > deadline
-        {
+        if (decisions as u64 == sent && events + unreported == sent) || Instant::now() > deadline {
             break (decisions as u64, unreported, events);
         }
         std::thread::sleep(Duration::from_millis(300));

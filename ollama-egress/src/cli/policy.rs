@@ -147,11 +147,7 @@ fn explain_lines(
         Explain::Ip(ip) => {
             let (action, rule) = compiled.lookup_inbound(*ip);
             vec![
-                format!(
-                    "{ip}{}: {}",
-                    judged_as(*ip),
-                    judge_ip(compiled, *ip, bound)
-                ),
+                format!("{ip}{}: {}", judged_as(*ip), judge_ip(compiled, *ip, bound)),
                 format!(
                     "{ip} as a source (inbound): {} by {}",
                     action.as_str(),

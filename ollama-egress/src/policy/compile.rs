@@ -16,9 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use ollama_egress_common::dns::MAX_DOMAIN_RULES;
-use ollama_egress_common::{
-    PolicyValue, RULE_INBOUND_DEFAULT, RULE_RESERVED_MIN,
-};
+use ollama_egress_common::{PolicyValue, RULE_INBOUND_DEFAULT, RULE_RESERVED_MIN};
 use serde::Serialize;
 
 use super::cidr::canonical;
@@ -343,9 +341,8 @@ impl Builder {
                 if self.has(&id) {
                     continue;
                 }
-                let nets = expand(expander, |e| e.asn_networks(asn)).map_err(|e| {
-                    expand_error(e, origin, &id, asns_list, asn.to_string(), "ASN")
-                })?;
+                let nets = expand(expander, |e| e.asn_networks(asn))
+                    .map_err(|e| expand_error(e, origin, &id, asns_list, asn.to_string(), "ASN"))?;
                 self.rule(id, action, origin, nets)?;
             }
             for pattern in &set.domains {
@@ -474,4 +471,3 @@ fn merge<N: Prefix>(mut candidates: Vec<Candidate<N>>) -> Vec<(N, PolicyValue)> 
     }
     out
 }
-

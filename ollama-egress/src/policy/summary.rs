@@ -145,7 +145,10 @@ impl fmt::Display for PolicySummary {
                 i.prefixes.ipv6.deny
             )?;
         } else {
-            write!(f, "\ninbound: no [inbound] section: every source may connect")?;
+            write!(
+                f,
+                "\ninbound: no [inbound] section: every source may connect"
+            )?;
         }
         Ok(())
     }
