@@ -444,3 +444,18 @@ fn a_syn_flood_is_counted_exactly_with_bounded_events_and_memory() {
     // The guarded port still serves an allowed client.
     assert_eq!(s.net.client("192.0.2.10", "tcp"), "reply pong ping");
 }
+
+#[test]
+fn the_changed_programs_verify_with_a_margin() {
+    let s = setup("--enforce", INBOUND_GUARD);
+    for name in ["egress", "ingress", "accepted"] {
+        let path = s.daemon.pin_dir.join("progs").join(name);
+        let info = aya::programs::ProgramInfo::from_pin(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let n = info
+            .verified_instruction_count()
+            .expect("the kernel reports verified instructions");
+        eprintln!("{name}: {n} verified instructions");
+        assert!(n < 500_000, "{name}: {n} of the verifier's 1,000,000");
+    }
+}
