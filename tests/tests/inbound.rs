@@ -101,7 +101,7 @@ fn run(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e} (install iproute2 and procps)"));
+        .unwrap_or_else(|e| panic!("running {args:?}: {e} (install iproute2)"));
     assert!(
         out.status.success(),
         "{args:?} failed: {}",
@@ -141,9 +141,9 @@ impl Net {
                 "netns",
                 "exec",
                 &srv.name,
-                "sysctl",
-                "-qw",
-                &format!("net.ipv4.conf.{key}.rp_filter=0"),
+                "sh",
+                "-c",
+                &format!("echo 0 > /proc/sys/net/ipv4/conf/{key}/rp_filter"),
             ]);
         }
         Self { srv, cli }
