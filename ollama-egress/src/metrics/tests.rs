@@ -37,6 +37,8 @@ const SERIES: &[(&str, &str)] = &[
     ("ollama_egress_dns_answers_total", "counter"),
     ("ollama_egress_dns_bindings", "gauge"),
     ("ollama_egress_dns_names_evicted_total", "counter"),
+    ("ollama_egress_inbound_decisions_total", "counter"),
+    ("ollama_egress_inbound_unreported_total", "counter"),
 ];
 
 type Labels = BTreeMap<String, String>;
