@@ -24,11 +24,18 @@ def tcp():
     s.bind(("0.0.0.0", 11434)); s.listen(4096)
     while True:
         c, a = s.accept()
-        try:
-            c.settimeout(5); data = c.recv(100); c.sendall(b"pong " + data)
-        except OSError:
-            pass
-        c.close()
+        threading.Thread(target=serve, args=(c,), daemon=True).start()
+def serve(c):
+    try:
+        c.settimeout(10)
+        while True:
+            data = c.recv(100)
+            if not data:
+                break
+            c.sendall(b"pong " + data)
+    except OSError:
+        pass
+    c.close()
 def udp():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("0.0.0.0", 11435))
@@ -57,9 +64,17 @@ if proto == "tcp":
         print("connect-error", e.errno); sys.exit(0)
     s.sendall(b"ping")
     try:
-        print("reply", s.recv(100).decode())
+        print("reply", s.recv(100).decode(), flush=True)
     except socket.timeout:
         print("reply-timeout")
+    if len(sys.argv) > 3:
+        # Hold the connection, then try again.
+        sys.stdin.readline()
+        s.sendall(b"again")
+        try:
+            print("reply", s.recv(100).decode())
+        except socket.timeout:
+            print("reply-timeout")
 else:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((src, 0)); s.settimeout(2)
@@ -215,7 +230,7 @@ struct Setup {
     _server: Server,
     _cg: TestCgroup,
     net: Net,
-    _tmp: tempfile::TempDir,
+    tmp: tempfile::TempDir,
 }
 
 fn setup(mode: &str, policy: &str) -> Setup {
@@ -233,7 +248,7 @@ fn setup(mode: &str, policy: &str) -> Setup {
         _server: server,
         _cg: cg,
         net,
-        _tmp: tmp,
+        tmp,
     }
 }
 
@@ -375,6 +390,48 @@ fn monitor_lets_denied_sources_in_and_records_would_block() {
     assert_eq!(ev[0]["verdict"], "would_block");
     assert_eq!(ev[0]["mode"], "monitor");
     assert_eq!(ev[0]["rule"], "inbound.default");
+}
+
+#[test]
+fn a_reload_that_denies_the_source_stops_its_accepted_connection() {
+    use std::io::{BufRead as _, Write as _};
+    let s = setup("--enforce", INBOUND_GUARD);
+    let mut client = Command::new("ip")
+        .args(["netns", "exec", &s.net.cli.name, "python3", "-c", CLIENT])
+        .args(["192.0.2.10", "tcp", "hold"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 (install python3)");
+    let mut out = std::io::BufReader::new(client.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("first reply");
+    assert_eq!(first.trim(), "reply pong ping");
+    // The same file without the allow rule for 192.0.2.0/24, then SIGHUP.
+    let denied = INBOUND_GUARD.replace(", \"192.0.2.0/24\"", "");
+    assert_ne!(denied, INBOUND_GUARD);
+    write_policy(s.tmp.path(), &denied);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(s.daemon.pid()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric_value(
+        &s.daemon.metrics(),
+        r#"ollama_egress_policy_reloads_total{result="success"}"#,
+    ) != Some(1.0)
+    {
+        assert!(Instant::now() < deadline, "the reload did not happen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut stdin = client.stdin.take().expect("stdin");
+    stdin.write_all(b"go\n").expect("tell the client");
+    let mut second = String::new();
+    out.read_line(&mut second).expect("second answer");
+    let _ = client.wait();
+    assert_eq!(
+        second.trim(),
+        "reply-timeout",
+        "the established connection outlived the policy that denies its source"
+    );
 }
 
 fn rss_kib(pid: u32) -> u64 {

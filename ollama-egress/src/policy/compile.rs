@@ -77,6 +77,8 @@ pub struct CompiledPolicy {
     /// `[inbound]` section); its rule `inbound.default` owns `0.0.0.0/0` and `::/0` of the
     /// inbound tries unless a rule lists those networks itself.
     pub inbound_default: Action,
+    /// Whether the policy has an `[inbound]` section.
+    pub inbound_section: bool,
     /// Inbound (source) IPv4 trie entries, sorted, merged as the outbound ones.
     pub inbound_v4: Vec<(Ipv4Net, PolicyValue)>,
     /// Inbound IPv6 trie entries.
@@ -144,6 +146,7 @@ pub fn compile(
         )?;
     }
     b.inbound_default(inbound_default);
+    b.inbound_section = policy.inbound.is_some();
     if b.domains.len() > MAX_DOMAIN_RULES as usize {
         return Err(PolicyError::TooManyDomainRules {
             origin: origin.clone(),
@@ -202,6 +205,7 @@ struct Builder {
     /// Whether [`rule`](Self::rule) adds to the inbound tries.
     inbound: bool,
     inbound_default: Action,
+    inbound_section: bool,
     in_v4: Vec<Candidate<Ipv4Net>>,
     in_v6: Vec<Candidate<Ipv6Net>>,
     /// Domain patterns → (deny, rule id); deny replaces allow.
@@ -218,6 +222,7 @@ impl Builder {
             v6: Vec::new(),
             inbound: false,
             inbound_default: Action::Allow,
+            inbound_section: false,
             in_v4: Vec::new(),
             in_v6: Vec::new(),
             domains: BTreeMap::new(),
@@ -415,6 +420,7 @@ impl Builder {
             v6,
             domains,
             inbound_default: self.inbound_default,
+            inbound_section: self.inbound_section,
             inbound_v4,
             inbound_v6,
         }

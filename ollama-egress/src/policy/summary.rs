@@ -72,8 +72,7 @@ impl CompiledPolicy {
         for (_, v) in &self.inbound_v6 {
             count(&mut inbound.ipv6, v.action);
         }
-        let section = self.rules.iter().any(|r| r.id.starts_with("inbound."))
-            || self.inbound_default == Action::Deny;
+        let section = self.inbound_section;
         let mut domains = FamilyTotals::default();
         for entry in &self.domains {
             count(&mut domains, entry.value.action);

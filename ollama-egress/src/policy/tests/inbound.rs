@@ -152,6 +152,21 @@ fn without_a_section_every_source_is_allowed_by_the_default() {
     );
     assert_eq!(c.inbound_v4.len(), 1);
     assert_eq!(c.inbound_v6.len(), 1);
+    assert!(!c.summary().inbound.section);
+    // A section that allows everything is still a section.
+    let open = compile(
+        &parse("[inbound]\ndefault = \"allow\"\n").expect("valid"),
+        None,
+    )
+    .expect("compiles");
+    assert!(open.summary().inbound.section);
+    assert!(
+        open.summary()
+            .to_string()
+            .contains("inbound: default allow"),
+        "{}",
+        open.summary()
+    );
 }
 
 #[test]
