@@ -132,6 +132,8 @@ fn record(verdict: Verdict, dst: &str, country: Option<&str>, rule: &str) -> Eve
         container: None,
         hook: None,
         via: None,
+        src: None,
+        sport: None,
     }
 }
 

@@ -99,6 +99,7 @@ pub fn check(data: &[u8]) {
     drop(w);
     let filter = Filter {
         verdict: Some(back.verdict),
+        direction: Some(back.direction),
         since: Some(back.ts),
         until: Some(back.ts),
         country: back.country.clone(),

@@ -35,8 +35,19 @@ pub const DEDUP_MAP: &str = "DATAGRAM_SEEN";
 /// Per-CPU array of one [`EventBudget`]: the cgroup_skb egress program's event rate bound.
 pub const BACKSTOP_BUDGET_MAP: &str = "BACKSTOP_BUDGET";
 
+/// Inbound policy LPM tries (IPv4), indexed by policy slot: the sources that may connect to the
+/// target. Written with the outbound tries of the same slot, so one flip switches both.
+pub const INBOUND_V4_MAPS: [&str; 2] = ["INBOUND_V4_0", "INBOUND_V4_1"];
+/// Inbound policy LPM tries (IPv6), indexed by policy slot.
+pub const INBOUND_V6_MAPS: [&str; 2] = ["INBOUND_V6_0", "INBOUND_V6_1"];
+/// LRU hash of [`DedupKey`] → [`DedupValue`]: inbound connection attempts (listener, source,
+/// source port) and datagram sources already reported.
+pub const INBOUND_SEEN_MAP: &str = "INBOUND_SEEN";
+/// Per-CPU array of one [`EventBudget`]: the inbound events' rate bound.
+pub const INBOUND_BUDGET_MAP: &str = "INBOUND_BUDGET";
+
 /// Every map of the kernel object, for pinning.
-pub const ALL_MAPS: [&str; 18] = [
+pub const ALL_MAPS: [&str; 24] = [
     POLICY_V4_MAPS[0],
     POLICY_V4_MAPS[1],
     POLICY_V6_MAPS[0],
@@ -55,6 +66,12 @@ pub const ALL_MAPS: [&str; 18] = [
     dns::DNS_QUERIES_MAP,
     dns::DNS_CONFIG_MAP,
     dns::SOCK_VERDICT_MAP,
+    INBOUND_V4_MAPS[0],
+    INBOUND_V4_MAPS[1],
+    INBOUND_V6_MAPS[0],
+    INBOUND_V6_MAPS[1],
+    INBOUND_SEEN_MAP,
+    INBOUND_BUDGET_MAP,
 ];
 
 /// Default capacity of each policy trie (prefixes per family and slot).
@@ -105,6 +122,10 @@ pub const ENFORCE_WITHOUT_POLICY_GLOBAL: &str = "ENFORCE_WITHOUT_POLICY";
 /// cannot be read to their end: the routers named in the option, not (only) the destination in
 /// the header, receive them, so they are judged as denied.
 pub const RULE_IPV4_SOURCE_ROUTE: u32 = u32::MAX - 2;
+/// Rule id of the inbound default (`inbound.default`): the policy compiler gives it the
+/// `0.0.0.0/0` and `::/0` entries of the inbound tries (no number of the rule table, so an
+/// `[inbound]` section renumbers no outbound rule).
+pub const RULE_INBOUND_DEFAULT: u32 = u32::MAX - 3;
 /// The lowest rule id reserved for rules of the kernel programs themselves (the device rules
 /// below included); the policy compiler numbers its rules below it.
 pub const RULE_RESERVED_MIN: u32 = u32::MAX - 31;
@@ -116,6 +137,7 @@ pub const fn reserved_rule_name(rule_id: u32) -> Option<&'static str> {
         RULE_IPV6_ROUTING_HEADER => Some("ipv6-routing-header"),
         RULE_NO_POLICY => Some("no-policy"),
         RULE_IPV4_SOURCE_ROUTE => Some("ipv4-source-route"),
+        RULE_INBOUND_DEFAULT => Some("inbound.default"),
         _ => device_rule_name(rule_id),
     }
 }
@@ -130,6 +152,16 @@ pub const STAT_SKB_DROPS_UNREPORTED: u32 = 1;
 /// Events the cgroup_skb egress program makes per second and CPU at most (a flood of drops to
 /// ever new destinations cannot flood the ring buffer and the log).
 pub const BACKSTOP_EVENTS_PER_SECOND: u64 = 1000;
+/// Inbound decisions that made no event of their own: repeats of a (socket, source, source
+/// port) already reported under the same generation and verdict (a retransmitted SYN, further
+/// datagrams), and decisions beyond [`INBOUND_EVENTS_PER_SECOND`] (a SYN flood). Every inbound
+/// decision is counted in [`STAT_INBOUND_DECISIONS`]; each is an event or counted here.
+pub const STAT_INBOUND_UNREPORTED: u32 = 6;
+/// Inbound decisions: connection attempts (SYNs) at the target's listeners and datagrams
+/// arriving at its sockets from sources it did not send to.
+pub const STAT_INBOUND_DECISIONS: u32 = 7;
+/// Inbound events made per second and CPU at most.
+pub const INBOUND_EVENTS_PER_SECOND: u64 = 1000;
 /// Number of `STAT_*` slots.
 pub const STAT_COUNT: u32 = 8;
 
@@ -154,6 +186,11 @@ pub const HOOK_SENDMSG6: u32 = 4;
 /// task running when the packet left (the sender for raw and ping sockets; possibly another task
 /// for a packet sent from softirq context, e.g. a TCP retransmission), `uid` the socket owner's.
 pub const HOOK_SKB_EGRESS: u32 = 5;
+/// `cgroup_skb/ingress`: an inbound decision (a connection attempt at a listener of the target,
+/// a datagram from a source the socket did not send to, a packet of an accepted connection
+/// whose source a new policy denies). `comm`/`pid` are those of the task running when the
+/// packet arrived (often none of the target's: softirq).
+pub const HOOK_SKB_INGRESS: u32 = 6;
 
 /// Length of a task's `comm`.
 pub const COMM_LEN: usize = 16;
@@ -260,7 +297,9 @@ pub struct ConnectEvent {
     pub daddr: [u8; 16],
     /// `MODE_*` of the policy slot that decided ([`MODE_MONITOR`] when no slot was valid).
     pub mode: u32,
-    /// `DIRECTION_*`: [`DIRECTION_EGRESS`] for outbound decisions.
+    /// `DIRECTION_*`: [`DIRECTION_EGRESS`] for outbound decisions, [`DIRECTION_INGRESS`] for
+    /// inbound ones (then `daddr`/`dport` are the peer's address and port, the source judged,
+    /// and `lport` the target's port).
     pub direction: u32,
     /// Local port in host byte order, 0 when unknown.
     pub lport: u32,

@@ -49,6 +49,8 @@ fn try_tun_open(ctx: &DeviceContext) -> i32 {
         dport: 0,
         daddr: [0; 16],
         v4_form: 0,
+        direction: ollama_egress_common::DIRECTION_EGRESS,
+        lport: 0,
     };
     emit(&target, &decision, None);
     if decision.drops() { 0 } else { 1 }
@@ -82,6 +84,8 @@ fn try_sockopt_guard(ctx: &SockoptContext) -> i32 {
         dport: optname as u32,
         daddr: [0; 16],
         v4_form: 0,
+        direction: ollama_egress_common::DIRECTION_EGRESS,
+        lport: 0,
     };
     emit(&target, &decision, None);
     if decision.drops() { 0 } else { 1 }

@@ -7,9 +7,7 @@ use aya_ebpf::{
         generated::bpf_ktime_get_boot_ns,
     },
 };
-use ollama_egress_common::{
-    ConnectEvent, DIRECTION_EGRESS, EVENT_KIND_CONNECT, EventHeader, STAT_EVENTS_LOST,
-};
+use ollama_egress_common::{ConnectEvent, EVENT_KIND_CONNECT, EventHeader, STAT_EVENTS_LOST};
 
 use crate::{
     maps::EVENTS,
@@ -30,6 +28,11 @@ pub struct Target {
     pub daddr: [u8; 16],
     /// `V4_FORM_*` of an IPv6 destination judged as IPv4 (0 otherwise).
     pub v4_form: u32,
+    /// `DIRECTION_*`: for [`DIRECTION_INGRESS`], `daddr`/`dport` are the peer's (the source
+    /// judged) and `lport` the target's port.
+    pub direction: u32,
+    /// Local port, host byte order, 0 when unknown.
+    pub lport: u32,
 }
 
 /// Who an event names.
@@ -103,8 +106,8 @@ pub fn send(
         v4_form: target.v4_form,
         daddr: target.daddr,
         mode: decision.mode,
-        direction: DIRECTION_EGRESS,
-        lport: 0,
+        direction: target.direction,
+        lport: target.lport,
         reserved: 0,
     });
     entry.submit(flags());
@@ -114,7 +117,7 @@ pub fn send(
 /// drains on a short timer anyway, so the kernel only wakes it once the buffer is a quarter
 /// full, before it could overflow.
 #[inline(always)]
-fn wakeup_flags() -> u64 {
+pub(crate) fn wakeup_flags() -> u64 {
     let size = EVENTS.query(u64::from(BPF_RB_RING_SIZE));
     let pending = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
     if pending >= size / 4 {

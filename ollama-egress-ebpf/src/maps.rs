@@ -6,8 +6,8 @@ use aya_ebpf::{
     maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use ollama_egress_common::{
-    COUNTER_ENTRIES, Counter, DEDUP_ENTRIES, DEFAULT_MAX_PREFIXES, DEFAULT_RINGBUF_BYTES, DedupKey,
-    DedupValue, EventBudget, PolicyValue, STAT_COUNT, SlotConfig,
+    COUNTER_ENTRIES, ConnectEvent, Counter, DEDUP_ENTRIES, DEFAULT_MAX_PREFIXES,
+    DEFAULT_RINGBUF_BYTES, DedupKey, DedupValue, EventBudget, PolicyValue, STAT_COUNT, SlotConfig,
     dns::{
         BINDING_ENTRIES, Binding, BindingKey, DNS_QUERY_ENTRIES, DOMAIN_KEY_LEN, DnsConfig,
         DnsQueryKey, DnsWalk, MAX_DOMAIN_RULES, SockVerdict,
@@ -33,6 +33,36 @@ pub static POLICY_V6_0: LpmTrie<[u8; 16], PolicyValue> =
 #[map(name = "POLICY_V6_1")]
 pub static POLICY_V6_1: LpmTrie<[u8; 16], PolicyValue> =
     LpmTrie::with_max_entries(DEFAULT_MAX_PREFIXES, 0);
+
+/// Inbound policy (sources), IPv4, slot 0; sized like the outbound tries.
+#[map(name = "INBOUND_V4_0")]
+pub static INBOUND_V4_0: LpmTrie<[u8; 4], PolicyValue> =
+    LpmTrie::with_max_entries(DEFAULT_MAX_PREFIXES, 0);
+/// Inbound policy, IPv4, slot 1.
+#[map(name = "INBOUND_V4_1")]
+pub static INBOUND_V4_1: LpmTrie<[u8; 4], PolicyValue> =
+    LpmTrie::with_max_entries(DEFAULT_MAX_PREFIXES, 0);
+/// Inbound policy, IPv6, slot 0.
+#[map(name = "INBOUND_V6_0")]
+pub static INBOUND_V6_0: LpmTrie<[u8; 16], PolicyValue> =
+    LpmTrie::with_max_entries(DEFAULT_MAX_PREFIXES, 0);
+/// Inbound policy, IPv6, slot 1.
+#[map(name = "INBOUND_V6_1")]
+pub static INBOUND_V6_1: LpmTrie<[u8; 16], PolicyValue> =
+    LpmTrie::with_max_entries(DEFAULT_MAX_PREFIXES, 0);
+
+/// Inbound attempts and datagram sources already reported.
+#[map(name = "INBOUND_SEEN")]
+pub static INBOUND_SEEN: LruHashMap<DedupKey, DedupValue> =
+    LruHashMap::with_max_entries(DEDUP_ENTRIES, 0);
+
+/// The inbound events' budget, per CPU.
+#[map(name = "INBOUND_BUDGET")]
+pub static INBOUND_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
+
+/// The inbound event being made, per CPU (built here, not on the ingress program's stack).
+#[map(name = "INBOUND_SCRATCH")]
+pub static INBOUND_SCRATCH: PerCpuArray<ConnectEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// Index 0: the active policy slot.
 #[map(name = "ACTIVE_SLOT")]

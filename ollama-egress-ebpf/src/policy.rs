@@ -14,8 +14,8 @@ use ollama_egress_common::{
 };
 
 use crate::maps::{
-    ACTIVE_SLOT, BINDINGS_0, BINDINGS_1, POLICY_V4_0, POLICY_V4_1, POLICY_V6_0, POLICY_V6_1,
-    SLOT_CONFIG, STATS,
+    ACTIVE_SLOT, BINDINGS_0, BINDINGS_1, INBOUND_V4_0, INBOUND_V4_1, INBOUND_V6_0, INBOUND_V6_1,
+    POLICY_V4_0, POLICY_V4_1, POLICY_V6_0, POLICY_V6_1, SLOT_CONFIG, STATS,
 };
 
 /// The outcome of judging one destination.
@@ -249,6 +249,38 @@ pub fn judge_v6(addr: [u8; 16]) -> V6Judgement {
 #[inline(always)]
 fn lookup_v6(slot: u32, addr: &[u8; 16]) -> Option<PolicyValue> {
     lookup(&POLICY_V6_0, &POLICY_V6_1, slot, *addr)
+}
+
+/// Judges the source `addr` (of `family`, as in `ConnectEvent::daddr`) of traffic arriving at
+/// the target by the active slot's inbound tries. Sources are judged as they arrive: an IPv6
+/// address by the IPv6 rules (an IPv4-mapped one, which only a dual-stack socket shows, by the
+/// IPv4 rules). The tries always hold the inbound default as `/0` entries, so a miss means the
+/// slot was not written by the daemon: denied (fail closed). Returns the family and address
+/// judged with the decision.
+#[inline(always)]
+pub fn judge_inbound(family: u32, addr: [u8; 16]) -> (u32, [u8; 16], Decision) {
+    let (family, addr) = match embedded_ipv4(&addr) {
+        Some((v4, V4_FORM_MAPPED)) if family == FAMILY_IPV6 => (FAMILY_IPV4, v4_daddr(v4)),
+        _ => (family, addr),
+    };
+    let Some((slot, cfg)) = active() else {
+        return (family, addr, unconfigured());
+    };
+    let hit = if family == FAMILY_IPV4 {
+        lookup(
+            &INBOUND_V4_0,
+            &INBOUND_V4_1,
+            slot,
+            [addr[0], addr[1], addr[2], addr[3]],
+        )
+    } else {
+        lookup(&INBOUND_V6_0, &INBOUND_V6_1, slot, addr)
+    };
+    let d = match hit {
+        Some(v) => decide(&cfg, v.action, v.rule_id),
+        None => decide(&cfg, ACTION_DENY, RULE_NO_POLICY),
+    };
+    (family, addr, d)
 }
 
 /// A denial that does not come from the policy's tables (e.g. an IPv6 routing header).

@@ -2,7 +2,9 @@
 //! judged by its destination with one trie lookup, whatever socket type sent it, so traffic that
 //! never passed a sock_addr hook (raw and ping sockets, for one) is still dropped. A packet whose
 //! header sends it on elsewhere (an IPv4 source-route option, an IPv6 routing header, a header
-//! chain that cannot be read to its end) is denied. Ingress only counts.
+//! chain that cannot be read to its end) is denied. Packets of connections the target accepted
+//! are judged by the inbound policy instead (see `inbound`). Ingress counts, and judges inbound
+//! traffic by its source (dropped in enforce mode when denied).
 //!
 //! Every dropped packet is counted; the first drop per (socket, destination, policy generation)
 //! is also an event (`HOOK_SKB_EGRESS`), up to `BACKSTOP_EVENTS_PER_SECOND` per CPU; repeats
@@ -13,22 +15,25 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::{
     EbpfContext as _,
-    cty::c_void,
-    helpers::generated::{
-        bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_loop, bpf_sk_fullsock, bpf_skb_load_bytes,
-    },
+    helpers::generated::{bpf_get_socket_cookie, bpf_ktime_get_boot_ns, bpf_sk_fullsock},
     macros::cgroup_skb,
+    maps::PerCpuArray,
     programs::SkBuffContext,
 };
 use ollama_egress_common::{
     BACKSTOP_EVENTS_PER_SECOND, Counter, DIRECTION_EGRESS, DIRECTION_INGRESS, EventBudget,
     FAMILY_IPV4, FAMILY_IPV6, HOOK_SKB_EGRESS, RULE_IPV4_SOURCE_ROUTE, RULE_IPV6_ROUTING_HEADER,
-    STAT_SKB_DROPS_UNREPORTED, V4_FORM_NONE, counter_index, embedded_ipv4,
+    STAT_SKB_DROPS_UNREPORTED, V4_FORM_NONE, VERDICT_BLOCKED, counter_index, embedded_ipv4,
 };
+
+mod options;
+
+use options::source_routed;
 
 use crate::{
     dns::record_query,
     event::{Target, emit},
+    inbound,
     maps::{BACKSTOP_BUDGET, PACKET_COUNTERS},
     policy::{Decision, bump_stat, deny_with, judge_v4, judge_v6, v4_daddr},
     seen::Seen,
@@ -39,22 +44,7 @@ pub(crate) const ETH_P_IP: u16 = 0x0800;
 pub(crate) const ETH_P_IPV6: u16 = 0x86DD;
 
 /// Length of the IPv4 header without options.
-const IPV4_HDR_LEN: usize = 20;
-/// Option bytes an IPv4 header can hold (IHL 15 × 4 − 20): each option is at least one byte,
-/// so a walk of this many steps reaches the end.
-const IPV4_MAX_OPTION_BYTES: usize = 40;
-/// Stack buffer for the IPv4 options: a power of two above `IPV4_MAX_OPTION_BYTES`, so that
-/// the option length byte after the last option byte is still inside it.
-const OPTION_BUF: usize = 64;
-/// IPv4 option: end of the option list.
-const IPOPT_END: u8 = 0;
-/// IPv4 option: no operation (one byte).
-const IPOPT_NOOP: u8 = 1;
-/// IPv4 option: loose source and record route.
-const IPOPT_LSRR: u8 = 0x83;
-/// IPv4 option: strict source and record route.
-const IPOPT_SSRR: u8 = 0x89;
-
+pub(crate) const IPV4_HDR_LEN: usize = 20;
 /// Offset of the IPv6 next-header field.
 const IPV6_NEXTHDR: usize = 6;
 /// Offset of the IPv6 source address.
@@ -100,6 +90,9 @@ struct Judged {
     proto: u8,
     /// Offset of the upper-layer header, 0 when unknown (a later fragment, an unreadable chain).
     l4_off: usize,
+    /// `DIRECTION_INGRESS` for a packet of a connection the target accepted (judged by the
+    /// inbound policy, `daddr` being the peer), `DIRECTION_EGRESS` otherwise.
+    direction: u32,
 }
 
 fn try_egress(ctx: &SkBuffContext) -> Result<i32, i64> {
@@ -167,10 +160,19 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
     // Options first: the walk is then verified once, not once per way the policy can decide.
     let source_route = ihl != IPV4_HDR_LEN && source_routed(ctx, ihl);
     let daddr4 = [h[16], h[17], h[18], h[19]];
-    let stored = verdict::of_packet(ctx, FAMILY_IPV4, v4_daddr(daddr4));
-    let mut decision = match verdict::current(stored) {
-        Some(d) => d,
-        None => verdict::settle(stored, judge_v4(daddr4)),
+    // A packet of a connection the target accepted is judged by the inbound policy, never as
+    // an outbound destination.
+    let inb = inbound::at_egress(ctx, FAMILY_IPV4, v4_daddr(daddr4));
+    let (mut decision, direction) = match inb.inbound {
+        true => (inb.decision, DIRECTION_INGRESS),
+        false => {
+            let stored = verdict::of_packet(ctx, FAMILY_IPV4, v4_daddr(daddr4));
+            let d = match verdict::current(stored) {
+                Some(d) => d,
+                None => verdict::settle(stored, judge_v4(daddr4)),
+            };
+            (d, DIRECTION_EGRESS)
+        }
     };
     if source_route && !decision.denies() {
         decision = deny_with(RULE_IPV4_SOURCE_ROUTE);
@@ -184,101 +186,8 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
         form: V4_FORM_NONE,
         proto: h[9],
         l4_off,
+        direction,
     })
-}
-
-/// Whether an IPv4 header of `ihl` bytes carries a source-route option (LSRR or SSRR), or
-/// options that cannot be read to their end (a length below 2 or past the header, a header
-/// shorter than 20 bytes): the routers named in such a header, not only its destination,
-/// receive the packet. Bytes after an end-of-list option are not looked at: receivers stop
-/// there too.
-#[inline(always)]
-fn source_routed(ctx: &SkBuffContext, ihl: usize) -> bool {
-    let n = ihl.wrapping_sub(IPV4_HDR_LEN);
-    if n == 0 || n > IPV4_MAX_OPTION_BYTES {
-        return true;
-    }
-    // One copy of the options onto the stack, then a walk without helper calls.
-    let mut walk = OptionWalk {
-        buf: [0; OPTION_BUF],
-        len: n as u64,
-        off: 0,
-        routed: 1,
-    };
-    // SAFETY: `buf` is writable for `OPTION_BUF` > `n` bytes; the helper checks the packet.
-    let r = unsafe {
-        bpf_skb_load_bytes(
-            ctx.as_ptr(),
-            IPV4_HDR_LEN as u32,
-            walk.buf.as_mut_ptr().cast(),
-            n as u32,
-        )
-    };
-    if r != 0 {
-        return true;
-    }
-    // `bpf_loop` (the verifier checks the step once, not once per iteration and path): every
-    // step consumes at least one of at most 40 bytes, so 40 steps reach the end and one more
-    // sees it.
-    // SAFETY: `option_step` has the callback signature and only touches `walk`, which outlives
-    // the call.
-    let done = unsafe {
-        bpf_loop(
-            IPV4_MAX_OPTION_BYTES as u32 + 1,
-            option_step as *mut c_void,
-            (&raw mut walk).cast(),
-            0,
-        )
-    };
-    done < 0 || walk.routed != 0
-}
-
-/// State of an IPv4 options walk.
-#[repr(C)]
-struct OptionWalk {
-    /// The options; zero past `len`. A power of two above `IPV4_MAX_OPTION_BYTES`, so that the
-    /// length byte after the last option byte is still inside it and masked indices need no
-    /// bounds check.
-    buf: [u8; OPTION_BUF],
-    /// Option bytes in the header.
-    len: u64,
-    /// Offset of the next option.
-    off: u64,
-    /// The verdict so far: non-zero until the walk ends cleanly.
-    routed: u64,
-}
-
-/// One step of the options walk: 0 to go on, 1 when the walk has its answer in `routed`.
-unsafe extern "C" fn option_step(_index: u32, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` is the `OptionWalk` that `source_routed` passed to `bpf_loop`.
-    let w = unsafe { &mut *ctx.cast::<OptionWalk>() };
-    let n = w.len as usize;
-    let off = w.off as usize;
-    if off >= n {
-        // Exactly at the end: every option was read; past it: the last one overran.
-        w.routed = u64::from(off > n);
-        return 1;
-    }
-    // `off` < `n` <= 40: the mask changes nothing but shows the verifier the bound.
-    let off = off & (OPTION_BUF - 1);
-    let kind = w.buf[off];
-    if kind == IPOPT_END {
-        w.routed = 0;
-        return 1;
-    }
-    if kind == IPOPT_LSRR || kind == IPOPT_SSRR {
-        return 1;
-    }
-    if kind == IPOPT_NOOP {
-        w.off = (off + 1) as u64;
-        return 0;
-    }
-    let len = usize::from(w.buf[(off + 1) & (OPTION_BUF - 1)]);
-    if len < 2 {
-        return 1;
-    }
-    w.off = (off + len) as u64;
-    0
 }
 
 fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
@@ -300,14 +209,21 @@ fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
         Some((v4, f)) => (FAMILY_IPV4, v4_daddr(v4), f),
         None => (FAMILY_IPV6, addr, V4_FORM_NONE),
     };
-    let stored = verdict::of_packet(ctx, family, daddr);
-    let mut decision = match verdict::current(stored) {
-        Some(d) => d,
-        None => {
-            let judged = judge_v6(addr);
-            (family, daddr) = judged.named(&addr);
-            form = judged.form;
-            verdict::settle(stored, judged.decision)
+    let inb = inbound::at_egress(ctx, family, daddr);
+    let (mut decision, direction) = match inb.inbound {
+        true => (inb.decision, DIRECTION_INGRESS),
+        false => {
+            let stored = verdict::of_packet(ctx, family, daddr);
+            let d = match verdict::current(stored) {
+                Some(d) => d,
+                None => {
+                    let judged = judge_v6(addr);
+                    (family, daddr) = judged.named(&addr);
+                    form = judged.form;
+                    verdict::settle(stored, judged.decision)
+                }
+            };
+            (d, DIRECTION_EGRESS)
         }
     };
     if elsewhere && !decision.denies() {
@@ -320,6 +236,7 @@ fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
         form,
         proto,
         l4_off,
+        direction,
     })
 }
 
@@ -384,17 +301,21 @@ pub(crate) fn walk_chain(ctx: &SkBuffContext, mut next: u8) -> Result<Chain, i64
 /// verdict) and within the CPU's event budget; counts it as unreported otherwise.
 #[inline(always)]
 fn report(ctx: &SkBuffContext, judged: &Judged) {
-    let dport =
+    let (sport, dport) =
         if judged.l4_off != 0 && (judged.proto == IPPROTO_TCP || judged.proto == IPPROTO_UDP) {
-            ctx.load::<[u8; 4]>(judged.l4_off)
-                .map_or(0, |p| u32::from(u16::from_be_bytes([p[2], p[3]])))
+            ctx.load::<[u8; 4]>(judged.l4_off).map_or((0, 0), |p| {
+                (
+                    u32::from(u16::from_be_bytes([p[0], p[1]])),
+                    u32::from(u16::from_be_bytes([p[2], p[3]])),
+                )
+            })
         } else {
-            0
+            (0, 0)
         };
     // SAFETY: `bpf_get_socket_cookie` accepts a cgroup_skb context (0 when there is no socket).
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let seen = Seen::new(cookie, judged.family, judged.daddr, dport, &judged.decision);
-    if seen.recorded() || !take_event_budget() {
+    if seen.recorded() || !take_budget(&BACKSTOP_BUDGET, BACKSTOP_EVENTS_PER_SECOND) {
         bump_stat(STAT_SKB_DROPS_UNREPORTED);
         return;
     }
@@ -406,15 +327,21 @@ fn report(ctx: &SkBuffContext, judged: &Judged) {
         dport,
         daddr: judged.daddr,
         v4_form: judged.form,
+        direction: judged.direction,
+        lport: if judged.direction == DIRECTION_INGRESS {
+            sport
+        } else {
+            0
+        },
     };
     emit(&target, &judged.decision, Some(ctx.get_socket_uid()));
 }
 
-/// Takes one event from this CPU's budget of `BACKSTOP_EVENTS_PER_SECOND`; `false` when the
+/// Takes one event from this CPU's budget in `map` of `per_second` events; `false` when the
 /// current one-second window has used it up.
 #[inline(always)]
-fn take_event_budget() -> bool {
-    let Some(b) = BACKSTOP_BUDGET.get_ptr_mut(0) else {
+pub(crate) fn take_budget(map: &PerCpuArray<EventBudget>, per_second: u64) -> bool {
+    let Some(b) = map.get_ptr_mut(0) else {
         return true;
     };
     // SAFETY: per-CPU slot; programs do not migrate CPUs while running.
@@ -425,33 +352,56 @@ fn take_event_budget() -> bool {
         b.window_start_ns = now;
         b.events = 0;
     }
-    if b.events >= BACKSTOP_EVENTS_PER_SECOND {
+    if b.events >= per_second {
         return false;
     }
     b.events += 1;
     true
 }
 
-/// Counts packets arriving at the cgroup by the verdict their source would get, and learns the
-/// DNS answers among them (see `dns`). Never drops.
+/// Judges inbound traffic (see `inbound`: connection attempts at the target's listeners,
+/// packets of accepted connections, datagrams from sources the socket never sent to) and drops
+/// it in enforce mode when the inbound policy denies its source; counts every packet by its
+/// verdict (replies to outbound traffic by the verdict their source would get as a
+/// destination) and learns the DNS answers among them (see `dns`).
 #[cgroup_skb(ingress)]
 pub fn ingress(ctx: SkBuffContext) -> i32 {
-    let _ = try_ingress(&ctx);
-    1
+    try_ingress(&ctx).unwrap_or(1)
 }
 
-fn try_ingress(ctx: &SkBuffContext) -> Result<(), i64> {
+fn try_ingress(ctx: &SkBuffContext) -> Result<i32, i64> {
     if !crate::exec::judges_socket(ctx) {
-        return Ok(());
+        return Ok(1);
     }
     let p = crate::dns::packet(ctx)?;
+    let answer = inbound::ingress_verdict(ctx, &p);
+    if answer != inbound::NOT_INBOUND {
+        if answer & inbound::STAGED != 0 {
+            inbound::report(ctx);
+        }
+        let verdict = answer & !inbound::STAGED;
+        count(DIRECTION_INGRESS, verdict, ctx.len());
+        if verdict == VERDICT_BLOCKED {
+            return Ok(0);
+        }
+    } else {
+        count_reply(ctx, &p);
+    }
+    crate::dns::learn(ctx, &p)?;
+    Ok(1)
+}
+
+/// Counts a packet that is no inbound traffic (a reply to the target's outbound traffic) by
+/// the verdict its source would get as a destination. A subprogram: the ingress program's
+/// frame stays small enough for the DNS walk's.
+#[inline(never)]
+fn count_reply(ctx: &SkBuffContext, p: &crate::dns::Packet) {
     let decision = if p.family == FAMILY_IPV4 {
         judge_v4([p.saddr[0], p.saddr[1], p.saddr[2], p.saddr[3]])
     } else {
         judge_v6(p.saddr).decision
     };
     count(DIRECTION_INGRESS, decision.verdict, ctx.len());
-    crate::dns::learn(ctx, &p)
 }
 
 #[inline(always)]

@@ -96,6 +96,8 @@ fn judge4(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
         dport: u32::from(u16::from_be(port as u16)),
         daddr: v4_daddr(v4),
         v4_form: 0,
+        direction: ollama_egress_common::DIRECTION_EGRESS,
+        lport: 0,
     };
     (target, judge_v4(v4))
 }
@@ -125,6 +127,8 @@ fn judge6(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
         dport,
         daddr,
         v4_form: judged.form,
+        direction: ollama_egress_common::DIRECTION_EGRESS,
+        lport: 0,
     };
     (target, judged.decision)
 }

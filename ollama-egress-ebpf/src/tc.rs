@@ -328,6 +328,8 @@ fn emit(ctx: &TcContext, frame: &Frame) {
         dport: frame.dport,
         daddr: frame.daddr,
         v4_form: 0,
+        direction: ollama_egress_common::DIRECTION_EGRESS,
+        lport: 0,
     };
     let sender = || {
         // SAFETY: helpers without preconditions (the skb is the program's).

@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use ollama_egress_common::{
     ACTION_ALLOW, VERDICT_ALLOWED,
-    dns::{ORIGIN_DOMAIN, ORIGIN_TABLES, SockVerdict},
+    dns::{ORIGIN_DOMAIN, ORIGIN_TABLES, SOCK_OUTBOUND, SockVerdict},
 };
 
 use crate::{
@@ -48,15 +48,20 @@ pub fn remember(ctx: &SockAddrContext, family: u32, daddr: [u8; 16], decision: &
     v.action = decision.action();
     v.rule_id = decision.rule_id;
     v.origin = decision.origin;
+    v.direction = SOCK_OUTBOUND;
 }
 
-/// The stored verdict of `ctx`'s socket, if it has one about `daddr` of `family` (as judged).
+/// The stored outbound verdict of `ctx`'s socket, if it has one about `daddr` of `family` (as
+/// judged).
 #[inline(always)]
 pub fn of_packet(ctx: &SkBuffContext, family: u32, daddr: [u8; 16]) -> Option<*mut SockVerdict> {
-    let p = stored(ctx)?;
+    let p = stored(ctx);
+    if p.is_null() {
+        return None;
+    }
     // SAFETY: `stored` returned this socket's storage, valid for the program's run.
     let v = unsafe { &*p };
-    if v.family != family || v.daddr != daddr {
+    if v.direction != SOCK_OUTBOUND || v.family != family || v.daddr != daddr {
         return None;
     }
     Some(p)
@@ -103,19 +108,19 @@ pub fn settle(v: Option<*mut SockVerdict>, mut d: Decision) -> Decision {
     d
 }
 
-/// The socket storage of the packet's socket, if it has one.
+/// The socket storage of the packet's socket, null if it has none (a raw pointer, not an
+/// `Option`: the verifier refuses the undefined payload of a `None` that the compiler spills).
 #[inline(always)]
-fn stored(ctx: &SkBuffContext) -> Option<*mut SockVerdict> {
+pub fn stored(ctx: &SkBuffContext) -> *mut SockVerdict {
     // SAFETY: `sk` is a context field programs may read (a socket pointer or null); the helper
     // accepts a non-null one and returns its storage or null (also for a socket that is not a
     // full socket).
     unsafe {
         let sk = read_volatile(&(*ctx.skb.skb).__bindgen_anon_2.sk);
         if sk.is_null() {
-            return None;
+            return null_mut();
         }
         let map = (&raw const SOCK_VERDICT).cast_mut().cast::<c_void>();
-        let p = bpf_sk_storage_get(map, sk.cast(), null_mut(), 0).cast::<SockVerdict>();
-        if p.is_null() { None } else { Some(p) }
+        bpf_sk_storage_get(map, sk.cast(), null_mut(), 0).cast::<SockVerdict>()
     }
 }

@@ -50,6 +50,7 @@ fn random_policy(rng: &mut Rng, n: usize, default: Action) -> Policy {
         default,
         allow,
         deny,
+        inbound: None,
         origin: "random".into(),
     }
 }

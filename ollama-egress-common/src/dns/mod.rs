@@ -149,7 +149,14 @@ pub struct Binding {
     pub reserved: u32,
 }
 
-/// The decision a socket's `connect()` got, kept with the socket.
+/// [`SockVerdict::direction`]: the socket connected out; `daddr` is its destination.
+pub const SOCK_OUTBOUND: u32 = 0;
+/// [`SockVerdict::direction`]: the socket is a connection the target accepted; `daddr` is the
+/// peer, judged by the inbound policy, and the socket's packets in both directions by it.
+pub const SOCK_INBOUND: u32 = 1;
+
+/// The decision a socket's `connect()` (or, for an accepted connection, its peer) got, kept
+/// with the socket.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SockVerdict {
@@ -165,8 +172,8 @@ pub struct SockVerdict {
     pub rule_id: u32,
     /// `ORIGIN_*`.
     pub origin: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// [`SOCK_OUTBOUND`] or [`SOCK_INBOUND`].
+    pub direction: u32,
 }
 
 /// One address of a [`DnsEvent`].

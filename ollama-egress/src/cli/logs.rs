@@ -13,7 +13,7 @@ use crate::logstore::{
     EVENTS_FILE, EventRecord, Filter, LogError, QueryStats, SINCE_FORMS, UNTIL_FORMS, check_dir,
     follow, parse_since, parse_until, query,
 };
-use crate::model::{CountryCode, Verdict};
+use crate::model::{CountryCode, Direction, Verdict};
 use crate::policy::DomainPattern;
 use crate::terminal::escape_json;
 
@@ -26,6 +26,10 @@ pub struct LogsArgs {
     /// Only events with this verdict (blocked is enforce mode, would_block monitor mode).
     #[arg(long, value_name = "V")]
     pub verdict: Option<Verdict>,
+    /// Only events of this direction: outbound (the target connects out) or inbound
+    /// (connections and datagrams arriving at the target; the inbound guard).
+    #[arg(long, value_name = "D")]
+    pub direction: Option<Direction>,
     /// Only events at or after this time: a duration ago (90s, 15m, 1h, 2d, 1h30m) or an
     /// RFC 3339 time (2026-11-22T10:00:00Z).
     #[arg(long, value_name = "DUR|TIME", value_parser = since_arg)]
@@ -73,6 +77,7 @@ impl LogsArgs {
         LogsArgs {
             log_dir: dir.into(),
             verdict: None,
+            direction: None,
             since: None,
             until: None,
             country: None,
@@ -91,6 +96,7 @@ impl LogsArgs {
     pub fn filter(&self) -> Filter {
         Filter {
             verdict: self.verdict,
+            direction: self.direction,
             since: self.since,
             until: self.until,
             country: self.country.clone(),

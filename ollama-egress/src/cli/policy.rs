@@ -237,11 +237,17 @@ fn explain_lines(
     bound: Option<&[NameBinding]>,
 ) -> Vec<String> {
     match item {
-        Explain::Ip(ip) => vec![format!(
-            "{ip}{}: {}",
-            judged_as(*ip),
-            judge_ip(compiled, *ip, bound)
-        )],
+        Explain::Ip(ip) => {
+            let (action, rule) = compiled.lookup_inbound(*ip);
+            vec![
+                format!("{ip}{}: {}", judged_as(*ip), judge_ip(compiled, *ip, bound)),
+                format!(
+                    "{ip} as a source (inbound): {} by {}",
+                    action.as_str(),
+                    compiled.rule_name(rule)
+                ),
+            ]
+        }
         Explain::Name(name) => {
             let mut lines = vec![match compiled.lookup_domain(name) {
                 Some(rule) => format!(

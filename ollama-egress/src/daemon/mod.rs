@@ -161,6 +161,8 @@ pub fn table_policy(compiled: &CompiledPolicy, mode: Mode) -> TablePolicy<'_> {
         default_action: compiled.default_action.to_kernel(),
         mode: mode.to_kernel(),
         domains: &compiled.domains,
+        inbound_v4: &compiled.inbound_v4,
+        inbound_v6: &compiled.inbound_v6,
     }
 }
 

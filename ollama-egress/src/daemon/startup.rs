@@ -309,7 +309,7 @@ fn attach(opts: &RunOptions, loaded: &mut Loaded, cgroup: &Path) -> Result<(), D
         cgroup = %cgroup.display(),
         target = %opts.target,
         mode = opts.mode.as_str(),
-        "attached egress, ingress, connect4, connect6, sendmsg4, sendmsg6; the kernel lists all six on the cgroup"
+        "attached egress, ingress, connect4, connect6, sendmsg4, sendmsg6, accepted (sockops); the kernel lists all seven on the cgroup"
     );
     Ok(())
 }

@@ -20,17 +20,20 @@ pub enum AttachPoint {
     Sendmsg4,
     /// `cgroup/sendmsg6`.
     Sendmsg6,
+    /// `sockops`: marks the connections the target accepts (the inbound guard).
+    SockOps,
 }
 
 impl AttachPoint {
     /// Every hook, in attach order: the egress backstop first.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Egress,
         Self::Ingress,
         Self::Connect4,
         Self::Connect6,
         Self::Sendmsg4,
         Self::Sendmsg6,
+        Self::SockOps,
     ];
 
     /// The program's function name in the kernel object.
@@ -42,6 +45,7 @@ impl AttachPoint {
             Self::Connect6 => "connect6",
             Self::Sendmsg4 => "sendmsg4",
             Self::Sendmsg6 => "sendmsg6",
+            Self::SockOps => "accepted",
         }
     }
 
@@ -74,6 +78,7 @@ impl AttachPoint {
             Self::Connect6 => 11, // BPF_CGROUP_INET6_CONNECT
             Self::Sendmsg4 => 14, // BPF_CGROUP_UDP4_SENDMSG
             Self::Sendmsg6 => 15, // BPF_CGROUP_UDP6_SENDMSG
+            Self::SockOps => 3,   // BPF_CGROUP_SOCK_OPS
         }
     }
 }

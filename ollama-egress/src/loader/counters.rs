@@ -2,8 +2,8 @@
 
 use aya::maps::{MapData, PerCpuArray};
 use ollama_egress_common::{
-    COUNTER_ENTRIES, Counter, DIRECTION_COUNT, PACKET_COUNTERS_MAP, STAT_EVENTS_LOST, STATS_MAP,
-    VERDICT_COUNT, counter_index,
+    COUNTER_ENTRIES, Counter, DIRECTION_COUNT, PACKET_COUNTERS_MAP, STAT_EVENTS_LOST,
+    STAT_INBOUND_DECISIONS, STAT_INBOUND_UNREPORTED, STATS_MAP, VERDICT_COUNT, counter_index,
 };
 
 use ollama_egress_common::dns::{STAT_DNS_IGNORED, STAT_DNS_LEARNED, STAT_DNS_MALFORMED};
@@ -25,6 +25,9 @@ pub struct CounterSnapshot {
     pub events_lost: u64,
     /// DNS answers learned, ignored (answering no query) and malformed, in that order.
     pub dns_answers: [u64; 3],
+    /// Inbound decisions (connection attempts, datagram sources), and those of them that made
+    /// no event of their own (repeats, over the rate bound), in that order.
+    pub inbound: [u64; 2],
 }
 
 impl KernelCounters {
@@ -69,6 +72,19 @@ impl KernelCounters {
                     source,
                 })?;
             snap.dns_answers[i] = values.iter().sum();
+        }
+        for (i, stat) in [STAT_INBOUND_DECISIONS, STAT_INBOUND_UNREPORTED]
+            .into_iter()
+            .enumerate()
+        {
+            let values = self
+                .stats
+                .get(&stat, 0)
+                .map_err(|source| LoaderError::Map {
+                    what: format!("reading {STATS_MAP}[{stat}]"),
+                    source,
+                })?;
+            snap.inbound[i] = values.iter().sum();
         }
         Ok(snap)
     }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use aya::programs::{
-    CgroupAttachMode, CgroupSkb, CgroupSockAddr, Program, ProgramError,
+    CgroupAttachMode, CgroupSkb, CgroupSockAddr, Program, ProgramError, SockOps,
     links::{FdLink, LinkError},
 };
 
@@ -154,6 +154,13 @@ impl Loaded {
     ) -> Result<FdLink, LoaderError> {
         let what = format!("attaching {} to {}", point.program_name(), cgroup.display());
         let prog = self.program(point)?;
+        if point == AttachPoint::SockOps {
+            return fd_link(&what, || {
+                let p = <&mut SockOps>::try_from(prog)?;
+                let id = p.attach(dir, CgroupAttachMode::Single)?;
+                p.take_link(id)
+            });
+        }
         match point.skb_type() {
             Some(ty) => fd_link(&what, || {
                 let p = <&mut CgroupSkb>::try_from(prog)?;

@@ -19,12 +19,13 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
-        CgroupSkb, CgroupSockAddr,
+        CgroupSkb, CgroupSockAddr, SockOps,
         links::{FdLink, PinnedLink},
     },
 };
 use ollama_egress_common::{
-    ALL_MAPS, EVENTS_MAP, PACKET_COUNTERS_MAP, POLICY_V4_MAPS, POLICY_V6_MAPS, STATS_MAP,
+    ALL_MAPS, EVENTS_MAP, INBOUND_V4_MAPS, INBOUND_V6_MAPS, PACKET_COUNTERS_MAP, POLICY_V4_MAPS,
+    POLICY_V6_MAPS, STATS_MAP,
 };
 
 pub use attach::{AttachPoint, attached_program_ids};
@@ -206,7 +207,12 @@ impl Loaded {
             return Err(LoaderError::NoObject);
         }
         let mut loader = EbpfLoader::new();
-        for name in POLICY_V4_MAPS.iter().chain(POLICY_V6_MAPS.iter()) {
+        for name in POLICY_V4_MAPS
+            .iter()
+            .chain(POLICY_V6_MAPS.iter())
+            .chain(INBOUND_V4_MAPS.iter())
+            .chain(INBOUND_V6_MAPS.iter())
+        {
             loader.map_max_entries(name, sizes.max_prefixes.max(1));
         }
         loader.map_max_entries(EVENTS_MAP, sizes.event_buffer_bytes);
@@ -229,9 +235,12 @@ impl Loaded {
                 kind: "program",
                 name: name.to_owned(),
             })?;
-            let res = match point.sock_addr_type() {
-                Some(_) => <&mut CgroupSockAddr>::try_from(prog).and_then(|p| p.load()),
-                None => <&mut CgroupSkb>::try_from(prog).and_then(|p| p.load()),
+            let res = match (point.sock_addr_type(), point) {
+                (Some(_), _) => <&mut CgroupSockAddr>::try_from(prog).and_then(|p| p.load()),
+                (None, AttachPoint::SockOps) => {
+                    <&mut SockOps>::try_from(prog).and_then(|p| p.load())
+                }
+                (None, _) => <&mut CgroupSkb>::try_from(prog).and_then(|p| p.load()),
             };
             res.map_err(|source| LoaderError::Program {
                 what: format!("loading program {name}"),

@@ -18,8 +18,10 @@ use ollama_egress_common::{
 
 use ollama_egress_common::dns::{Binding, BindingKey, DnsConfig};
 
+mod inbound;
 mod tries;
 
+use inbound::InboundTables;
 use tries::{Contents, Trie, read_trie, sync_trie, take_sized};
 
 use super::LoaderError;
@@ -90,6 +92,10 @@ pub struct TablePolicy<'a> {
     pub mode: u32,
     /// Domain trie entries.
     pub domains: &'a [DomainEntry],
+    /// Inbound (source) IPv4 prefixes, the inbound default among them as `0.0.0.0/0`.
+    pub inbound_v4: &'a [(Ipv4Net, PolicyValue)],
+    /// Inbound IPv6 prefixes, the inbound default among them as `::/0`.
+    pub inbound_v6: &'a [(Ipv6Net, PolicyValue)],
 }
 
 impl TablePolicy<'_> {
@@ -100,6 +106,8 @@ impl TablePolicy<'_> {
         for (family, needed, max) in [
             ("IPv4", self.v4.len(), max_v4),
             ("IPv6", self.v6.len(), max_v6),
+            ("inbound IPv4", self.inbound_v4.len(), max_v4),
+            ("inbound IPv6", self.inbound_v6.len(), max_v6),
         ] {
             if needed > max as usize {
                 return Err(TableError::Capacity {
@@ -131,9 +139,11 @@ pub struct PolicyTables {
     flipped_at: Option<Instant>,
     /// The domain maps; `None` for an object without name learning.
     domains: Option<DomainTables>,
+    /// The inbound tries.
+    inbound: InboundTables,
 }
 
-fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoaderError {
+pub(super) fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoaderError {
     move |source| LoaderError::Map {
         what: format!("opening {map}"),
         source,
@@ -192,7 +202,9 @@ impl PolicyTables {
             read_trie(&v6[1]).map_err(read(b6))?,
         ];
         let domains = DomainTables::from_ebpf(ebpf)?;
+        let inbound = InboundTables::from_ebpf(ebpf)?;
         Ok(Self {
+            inbound,
             domains,
             v4,
             v6,
@@ -233,6 +245,15 @@ impl PolicyTables {
                 },
                 source,
             }),
+        }
+    }
+
+    /// What the inbound table in force holds for the source `ip`, as the programs see it;
+    /// `None` when nothing matches or no policy is in force.
+    pub fn lookup_inbound(&self, ip: std::net::IpAddr) -> Result<Option<PolicyValue>, TableError> {
+        match self.active_slot {
+            Some(slot) => self.inbound.lookup(slot as usize, ip),
+            None => Ok(None),
         }
     }
 
@@ -313,6 +334,7 @@ impl PolicyTables {
         bindings: impl FnOnce(u32) -> Vec<(BindingKey, Binding)>,
     ) -> Result<u32, TableError> {
         policy.fits(self.max_v4, self.max_v6)?;
+        policy.fits(self.inbound.max_v4, self.inbound.max_v6)?;
         match &self.domains {
             Some(d) => d.check_capacity(policy.domains.len())?,
             None if !policy.domains.is_empty() => {
@@ -388,6 +410,8 @@ impl PolicyTables {
             &new_v6,
             POLICY_V6_MAPS[s],
         )?;
+        self.inbound
+            .write(s, policy.inbound_v4, policy.inbound_v6)?;
         // The slot is complete (its IP tries and domain trie belong together): valid, still
         // inactive. From here on the kernel binds the answers it learns in this slot for the
         // new generation, so nothing learned from now until the switch is lost.
@@ -470,6 +494,7 @@ impl PolicyTables {
         if let Some(d) = &mut self.domains {
             d.reread(next)?;
         }
+        self.inbound.reread(next)?;
         Ok(())
     }
 }

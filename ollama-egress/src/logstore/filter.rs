@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use time::OffsetDateTime;
 
 use super::EventRecord;
-use crate::model::Verdict;
+use crate::model::{Direction, Verdict};
 use crate::policy::DomainPattern;
 
 /// Which records a query returns. Every field left `None` matches everything; the fields that
@@ -15,6 +15,8 @@ use crate::policy::DomainPattern;
 pub struct Filter {
     /// Only this verdict.
     pub verdict: Option<Verdict>,
+    /// Only this direction (`outbound`, `inbound`).
+    pub direction: Option<Direction>,
     /// Only records at or after this time.
     pub since: Option<OffsetDateTime>,
     /// Only records at or before this time.
@@ -43,6 +45,7 @@ impl Filter {
     /// True when `r` passes every criterion that is set (`limit` aside).
     pub fn matches(&self, r: &EventRecord) -> bool {
         self.verdict.is_none_or(|v| v == r.verdict)
+            && self.direction.is_none_or(|d| d == r.direction)
             && self.since.is_none_or(|t| r.ts >= t)
             && self.until.is_none_or(|t| r.ts <= t)
             && self.port.is_none_or(|p| p == r.dport)

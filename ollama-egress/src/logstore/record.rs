@@ -72,6 +72,15 @@ pub struct EventRecord {
     /// address and `family` is `ipv4`): the form, e.g. `mapped`, `nat64`; `null` otherwise.
     #[serde(default)]
     pub via: Option<Via>,
+    /// For an inbound event (`direction: "inbound"`): the source of the connection or datagram,
+    /// the address judged (`dst` repeats it, so every reader of `dst`, `--dst` and the geo fields
+    /// finds the judged address where it always was); `dport` is then the target's port.
+    /// `null` for outbound events.
+    #[serde(default)]
+    pub src: Option<IpAddr>,
+    /// For an inbound event: the source's port; `null` for outbound events.
+    #[serde(default)]
+    pub sport: Option<u16>,
 }
 
 fn outbound() -> Direction {

@@ -5,7 +5,9 @@
 //!
 //! | series | type | labels | fed by |
 //! |---|---|---|---|
-//! | `ollama_egress_connections_total` | counter | `verdict`, `proto`, `country` | [`Metrics::observe_event`] |
+//! | `ollama_egress_connections_total` | counter | `direction`, `verdict`, `proto`, `country` | [`Metrics::observe_event`] |
+//! | `ollama_egress_inbound_decisions_total` | counter | — | [`Metrics::set_kernel`] |
+//! | `ollama_egress_inbound_unreported_total` | counter | — | [`Metrics::set_kernel`] |
 //! | `ollama_egress_packets_total` | counter | `direction`, `verdict` | [`Metrics::set_kernel`] |
 //! | `ollama_egress_bytes_total` | counter | `direction`, `verdict` | [`Metrics::set_kernel`] |
 //! | `ollama_egress_events_lost_total` | counter | — | [`Metrics::set_kernel`] |
@@ -137,6 +139,7 @@ struct KernelState {
     bytes: [[Absolute; V]; D],
     events_lost: Absolute,
     dns_answers: [Absolute; 3],
+    inbound: [Absolute; 2],
 }
 
 /// The `result` labels of `ollama_egress_dns_answers_total`, in [`CounterSnapshot::dns_answers`]
@@ -164,6 +167,7 @@ pub struct Metrics {
     reloads_error: IntCounter,
     enforcing: IntGauge,
     dns_answers: [IntCounter; 3],
+    inbound: [IntCounter; 2],
     dns_bindings: IntGauge,
     dns_evicted: IntCounter,
 }
@@ -182,9 +186,9 @@ impl Metrics {
         let connections = IntCounterVec::new(
             Opts::new(
                 "ollama_egress_connections_total",
-                "Connection decisions (one per connect() or first datagram of a socket), by verdict, protocol and destination country.",
+                "Connection decisions (one per connect() or first datagram of a socket; inbound: one per connection attempt or datagram source, within the event rate bound), by direction, verdict, protocol and country of the destination (inbound: of the source).",
             ),
-            &["verdict", "proto", "country"],
+            &["direction", "verdict", "proto", "country"],
         )?;
         let packets_vec = IntCounterVec::new(
             Opts::new(
@@ -238,6 +242,16 @@ impl Metrics {
             "ollama_egress_dns_names_evicted_total",
             "(address, name) bindings the daemon's names table dropped for room before their TTL ran out (their connections then show no host).",
         )?;
+        let inbound = [
+            IntCounter::new(
+                "ollama_egress_inbound_decisions_total",
+                "Inbound decisions in the kernel: connection attempts (SYNs) at the target's listeners and datagrams from sources its sockets did not send to.",
+            )?,
+            IntCounter::new(
+                "ollama_egress_inbound_unreported_total",
+                "Inbound decisions without an event of their own: repeats (a retransmitted SYN, further datagrams of a source) and decisions over the event rate bound (a SYN flood). Events plus these equal the decisions.",
+            )?,
+        ];
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "ollama_egress_build_info",
@@ -278,6 +292,9 @@ impl Metrics {
         registry.register(Box::new(dns_answers_vec))?;
         registry.register(Box::new(dns_bindings.clone()))?;
         registry.register(Box::new(dns_evicted.clone()))?;
+        for c in &inbound {
+            registry.register(Box::new(c.clone()))?;
+        }
 
         Ok(Self {
             registry,
@@ -291,6 +308,7 @@ impl Metrics {
             reloads_error,
             enforcing,
             dns_answers,
+            inbound,
             dns_bindings,
             dns_evicted,
         })
@@ -300,7 +318,12 @@ impl Metrics {
     pub fn observe_event(&self, rec: &EventRecord) {
         let country = country_label(rec.country.as_deref());
         self.connections
-            .with_label_values(&[rec.verdict.as_str(), &rec.proto.metric_label(), &country])
+            .with_label_values(&[
+                rec.direction.as_str(),
+                rec.verdict.as_str(),
+                &rec.proto.metric_label(),
+                &country,
+            ])
             .inc();
     }
 
@@ -320,6 +343,9 @@ impl Metrics {
         );
         for (i, n) in snap.dns_answers.iter().enumerate() {
             raise_to(&self.dns_answers[i], state.dns_answers[i].update(*n));
+        }
+        for (i, n) in snap.inbound.iter().enumerate() {
+            raise_to(&self.inbound[i], state.inbound[i].update(*n));
         }
     }
 

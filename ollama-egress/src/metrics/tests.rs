@@ -37,6 +37,8 @@ const SERIES: &[(&str, &str)] = &[
     ("ollama_egress_dns_answers_total", "counter"),
     ("ollama_egress_dns_bindings", "gauge"),
     ("ollama_egress_dns_names_evicted_total", "counter"),
+    ("ollama_egress_inbound_decisions_total", "counter"),
+    ("ollama_egress_inbound_unreported_total", "counter"),
 ];
 
 type Labels = BTreeMap<String, String>;
@@ -114,6 +116,8 @@ fn event(verdict: Verdict, proto: &str, country: Option<&str>) -> EventRecord {
         container: None,
         hook: None,
         via: None,
+        src: None,
+        sport: None,
     }
 }
 
@@ -209,8 +213,18 @@ fn events_map_to_bounded_labels() {
     m.observe_event(&event(Verdict::Allowed, "1", Some("")));
     m.observe_event(&event(Verdict::Allowed, "icmp-ish", Some("not a code")));
     let c = "ollama_egress_connections_total";
-    let get =
-        |v: &str, p: &str, cc: &str| value(&m, c, &[("verdict", v), ("proto", p), ("country", cc)]);
+    let get = |v: &str, p: &str, cc: &str| {
+        value(
+            &m,
+            c,
+            &[
+                ("direction", "outbound"),
+                ("verdict", v),
+                ("proto", p),
+                ("country", cc),
+            ],
+        )
+    };
     assert_eq!(get("blocked", "tcp", "CN"), Some(3.0));
     assert_eq!(get("would_block", "udp", "CN"), Some(1.0));
     assert_eq!(get("allowed", "tcp", "unknown"), Some(1.0));
@@ -374,6 +388,11 @@ fn policy_and_enforcing_gauges() {
             ipv6: FamilyTotals { allow: 1, deny: 0 },
         },
         domains: FamilyTotals::default(),
+        inbound: crate::policy::InboundSummary {
+            section: false,
+            default: Action::Allow,
+            prefixes: PrefixTotals::default(),
+        },
     };
     m.set_policy(&summary);
     let p = |f: &str, a: &str| {
@@ -490,7 +509,7 @@ async fn http_server_answers_metrics_and_404s_the_rest() {
         .expect("content length");
     assert_eq!(len_line.parse::<usize>().expect("length"), text.len());
     assert!(text.contains(
-        "ollama_egress_connections_total{country=\"CN\",proto=\"tcp\",verdict=\"blocked\"} 1"
+        "ollama_egress_connections_total{country=\"CN\",direction=\"outbound\",proto=\"tcp\",verdict=\"blocked\"} 1"
     ));
     assert!(text.contains("ollama_egress_build_info{version=\"9.9.9\"} 1"));
     // The refresh ran before the scrape rendered.

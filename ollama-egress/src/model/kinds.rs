@@ -162,6 +162,8 @@ vocabulary_enum!(
         Sendmsg6 => "sendmsg6" = k::HOOK_SENDMSG6,
         /// A packet the cgroup_skb egress backstop judged.
         SkbEgress => "skb-egress" = k::HOOK_SKB_EGRESS,
+        /// Traffic arriving at the target, judged by the inbound policy (cgroup_skb ingress).
+        SkbIngress => "skb-ingress" = k::HOOK_SKB_INGRESS,
         /// A frame judged at a network device (tc egress).
         DeviceEgress => "device-egress" = k::HOOK_DEVICE_EGRESS,
         /// Opening the TUN/TAP clone device.

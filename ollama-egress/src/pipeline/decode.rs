@@ -181,7 +181,19 @@ impl Decoder {
             (Family::Ipv6, IpAddr::V6(Ipv6Addr::from(ev.daddr)))
         };
         let info = self.geo.as_ref().map(|g| g.lookup(dst));
-        let host = self.names.host(dst, &rule, ev.header.ts_boot_ns);
+        let inbound = direction == Direction::Inbound;
+        // A source has no name the target looked up.
+        let host = if inbound {
+            None
+        } else {
+            self.names.host(dst, &rule, ev.header.ts_boot_ns)
+        };
+        // Inbound: the kernel's `dport` is the peer's port, `lport` the target's.
+        let (dport, src, sport) = if inbound {
+            (ev.lport, Some(dst), u16::try_from(ev.dport).ok())
+        } else {
+            (ev.dport, None, None)
+        };
         Ok(EventRecord {
             ts: self.clock.wall(ev.header.ts_boot_ns),
             verdict,
@@ -196,7 +208,7 @@ impl Decoder {
             proto: proto_name(u8::try_from(ev.protocol).unwrap_or(u8::MAX)),
             family,
             dst,
-            dport: u16::try_from(ev.dport).unwrap_or(0),
+            dport: u16::try_from(dport).unwrap_or(0),
             host,
             country: info.as_ref().and_then(|i| i.country.clone()),
             asn: info.as_ref().and_then(|i| i.asn),
@@ -205,6 +217,8 @@ impl Decoder {
             container: self.container.clone(),
             hook: Some(hook),
             via,
+            src,
+            sport,
         })
     }
 }

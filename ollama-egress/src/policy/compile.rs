@@ -13,20 +13,16 @@
 //! carries the same action and rule is dropped: the LPM result is the same for every address.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use ollama_egress_common::dns::MAX_DOMAIN_RULES;
-use ollama_egress_common::{
-    ACTION_DENY, PolicyValue, RULE_DEFAULT, RULE_RESERVED_MIN, V4_FORM_MAPPED, embedded_ipv4,
-};
+use ollama_egress_common::{PolicyValue, RULE_INBOUND_DEFAULT, RULE_RESERVED_MIN};
 use serde::Serialize;
 
 use super::cidr::canonical;
-use super::domains::{DomainEntry, DomainPattern, most_specific};
+use super::domains::{DomainEntry, DomainPattern};
 use super::error::{ExpandError, PolicyError};
-use super::parse::{Action, Policy};
-use crate::model::rule;
+use super::parse::{Action, Policy, RuleSet};
 
 /// Expands countries and ASNs into networks (implemented over the geo databases).
 pub trait Expander {
@@ -77,6 +73,16 @@ pub struct CompiledPolicy {
     /// Domain trie entries, sorted by pattern, each pattern once (a pattern in both lists is
     /// denied).
     pub domains: Vec<DomainEntry>,
+    /// The inbound action when no inbound rule matches ([`Action::Allow`] without an
+    /// `[inbound]` section); its rule `inbound.default` owns `0.0.0.0/0` and `::/0` of the
+    /// inbound tries unless a rule lists those networks itself.
+    pub inbound_default: Action,
+    /// Whether the policy has an `[inbound]` section.
+    pub inbound_section: bool,
+    /// Inbound (source) IPv4 trie entries, sorted, merged as the outbound ones.
+    pub inbound_v4: Vec<(Ipv4Net, PolicyValue)>,
+    /// Inbound IPv6 trie entries.
+    pub inbound_v6: Vec<(Ipv6Net, PolicyValue)>,
 }
 
 /// Compiles `policy`. Country and ASN rules need an `expander`; without one they are a
@@ -89,16 +95,27 @@ pub fn compile(
     let expander = match expander {
         Some(e) => Some(e),
         None => {
-            let rules: Vec<String> = [(Action::Allow, &policy.allow), (Action::Deny, &policy.deny)]
-                .into_iter()
-                .flat_map(|(action, set)| {
-                    let a = action.as_str();
-                    set.countries
-                        .iter()
-                        .map(move |cc| format!("{a}.countries:{}", cc.to_ascii_uppercase()))
-                        .chain(set.asns.iter().map(move |asn| format!("{a}.asns:{asn}")))
-                })
-                .collect();
+            let inbound = policy.inbound.as_ref();
+            let rules: Vec<String> = [
+                ("", Action::Allow, Some(&policy.allow)),
+                ("", Action::Deny, Some(&policy.deny)),
+                ("inbound.", Action::Allow, inbound.map(|i| &i.allow)),
+                ("inbound.", Action::Deny, inbound.map(|i| &i.deny)),
+            ]
+            .into_iter()
+            .filter_map(|(side, action, set)| set.map(|set| (side, action, set)))
+            .flat_map(|(side, action, set)| {
+                let a = action.as_str();
+                set.countries
+                    .iter()
+                    .map(move |cc| format!("{side}{a}.countries:{}", cc.to_ascii_uppercase()))
+                    .chain(
+                        set.asns
+                            .iter()
+                            .map(move |asn| format!("{side}{a}.asns:{asn}")),
+                    )
+            })
+            .collect();
             if !rules.is_empty() {
                 return Err(PolicyError::GeoDatabaseMissing {
                     origin: origin.clone(),
@@ -110,36 +127,26 @@ pub fn compile(
     };
 
     let mut b = Builder::new(policy.default);
-    for (action, set) in [(Action::Allow, &policy.allow), (Action::Deny, &policy.deny)] {
-        let [cidrs_list, countries_list, asns_list] = action.list_names();
-        for net in &set.cidrs {
-            let net = canonical(*net);
-            b.rule(format!("{cidrs_list}:{net}"), action, origin, [net])?;
-        }
-        for cc in &set.countries {
-            let cc = cc.to_ascii_uppercase();
-            let id = format!("{countries_list}:{cc}");
-            if b.has(&id) {
-                continue;
-            }
-            let nets = expand(expander, |e| e.country_networks(&cc)).map_err(|e| {
-                expand_error(e, origin, &id, countries_list, format!("{cc:?}"), "geo")
-            })?;
-            b.rule(id, action, origin, nets)?;
-        }
-        for &asn in &set.asns {
-            let id = format!("{asns_list}:{asn}");
-            if b.has(&id) {
-                continue;
-            }
-            let nets = expand(expander, |e| e.asn_networks(asn))
-                .map_err(|e| expand_error(e, origin, &id, asns_list, asn.to_string(), "ASN"))?;
-            b.rule(id, action, origin, nets)?;
-        }
-        for pattern in &set.domains {
-            b.domain(action, origin, pattern)?;
-        }
+    b.sets(
+        expander,
+        origin,
+        Action::list_names,
+        [(Action::Allow, &policy.allow), (Action::Deny, &policy.deny)],
+    )?;
+    // The inbound rules, in their own tries; rule ids after the outbound ones, so adding an
+    // `[inbound]` section renumbers no outbound rule.
+    b.inbound = true;
+    let inbound_default = policy.inbound.as_ref().map_or(Action::Allow, |i| i.default);
+    if let Some(inb) = &policy.inbound {
+        b.sets(
+            expander,
+            origin,
+            Action::inbound_list_names,
+            [(Action::Allow, &inb.allow), (Action::Deny, &inb.deny)],
+        )?;
     }
+    b.inbound_default(inbound_default);
+    b.inbound_section = policy.inbound.is_some();
     if b.domains.len() > MAX_DOMAIN_RULES as usize {
         return Err(PolicyError::TooManyDomainRules {
             origin: origin.clone(),
@@ -195,6 +202,12 @@ struct Builder {
     ids: HashSet<String>,
     v4: Vec<Candidate<Ipv4Net>>,
     v6: Vec<Candidate<Ipv6Net>>,
+    /// Whether [`rule`](Self::rule) adds to the inbound tries.
+    inbound: bool,
+    inbound_default: Action,
+    inbound_section: bool,
+    in_v4: Vec<Candidate<Ipv4Net>>,
+    in_v6: Vec<Candidate<Ipv6Net>>,
     /// Domain patterns → (deny, rule id); deny replaces allow.
     domains: BTreeMap<DomainPattern, (bool, u32)>,
 }
@@ -207,6 +220,11 @@ impl Builder {
             ids: HashSet::new(),
             v4: Vec::new(),
             v6: Vec::new(),
+            inbound: false,
+            inbound_default: Action::Allow,
+            inbound_section: false,
+            in_v4: Vec::new(),
+            in_v6: Vec::new(),
             domains: BTreeMap::new(),
         };
         b.rules.push(Rule {
@@ -282,25 +300,99 @@ impl Builder {
         }
         let rule = self.next_id(origin)?;
         let deny = action == Action::Deny;
+        let (v4, v6) = if self.inbound {
+            (&mut self.in_v4, &mut self.in_v6)
+        } else {
+            (&mut self.v4, &mut self.v6)
+        };
         for net in nets {
             match canonical(net) {
-                IpNet::V4(net) => self.v4.push(Candidate { net, deny, rule }),
-                IpNet::V6(net) => self.v6.push(Candidate { net, deny, rule }),
+                IpNet::V4(net) => v4.push(Candidate { net, deny, rule }),
+                IpNet::V6(net) => v6.push(Candidate { net, deny, rule }),
             }
         }
         self.push_rule(id, action);
         Ok(())
     }
 
+    /// Adds the rules of `sets` (`names` gives each action's list names), expanding countries
+    /// and ASNs through `expander`.
+    fn sets(
+        &mut self,
+        expander: Option<&dyn Expander>,
+        origin: &str,
+        names: fn(Action) -> [&'static str; 3],
+        sets: [(Action, &RuleSet); 2],
+    ) -> Result<(), PolicyError> {
+        for (action, set) in sets {
+            let [cidrs_list, countries_list, asns_list] = names(action);
+            for net in &set.cidrs {
+                let net = canonical(*net);
+                self.rule(format!("{cidrs_list}:{net}"), action, origin, [net])?;
+            }
+            for cc in &set.countries {
+                let cc = cc.to_ascii_uppercase();
+                let id = format!("{countries_list}:{cc}");
+                if self.has(&id) {
+                    continue;
+                }
+                let nets = expand(expander, |e| e.country_networks(&cc)).map_err(|e| {
+                    expand_error(e, origin, &id, countries_list, format!("{cc:?}"), "geo")
+                })?;
+                self.rule(id, action, origin, nets)?;
+            }
+            for &asn in &set.asns {
+                let id = format!("{asns_list}:{asn}");
+                if self.has(&id) {
+                    continue;
+                }
+                let nets = expand(expander, |e| e.asn_networks(asn))
+                    .map_err(|e| expand_error(e, origin, &id, asns_list, asn.to_string(), "ASN"))?;
+                self.rule(id, action, origin, nets)?;
+            }
+            for pattern in &set.domains {
+                self.domain(action, origin, pattern)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the inbound default (rule [`RULE_INBOUND_DEFAULT`], `inbound.default`)
+    /// `0.0.0.0/0` and `::/0` of the inbound tries, for each family where no inbound rule lists
+    /// that network itself (the kernel then never misses).
+    fn inbound_default(&mut self, action: Action) {
+        let deny = action == Action::Deny;
+        let rule = RULE_INBOUND_DEFAULT;
+        let all4 = Ipv4Net::default();
+        let all6 = Ipv6Net::default();
+        if !self.in_v4.iter().any(|c| c.net == all4) {
+            self.in_v4.push(Candidate {
+                net: all4,
+                deny,
+                rule,
+            });
+        }
+        if !self.in_v6.iter().any(|c| c.net == all6) {
+            self.in_v6.push(Candidate {
+                net: all6,
+                deny,
+                rule,
+            });
+        }
+        self.inbound_default = action;
+    }
+
     fn finish(mut self, origin: &str) -> CompiledPolicy {
         let v4 = merge(std::mem::take(&mut self.v4));
         let v6 = merge(std::mem::take(&mut self.v6));
-        for (_, value) in &v4 {
+        let inbound_v4 = merge(std::mem::take(&mut self.in_v4));
+        let inbound_v6 = merge(std::mem::take(&mut self.in_v6));
+        for (_, value) in v4.iter().chain(&inbound_v4) {
             if let Some(rule) = self.rules.get_mut(value.rule_id as usize) {
                 rule.v4_prefixes += 1;
             }
         }
-        for (_, value) in &v6 {
+        for (_, value) in v6.iter().chain(&inbound_v6) {
             if let Some(rule) = self.rules.get_mut(value.rule_id as usize) {
                 rule.v6_prefixes += 1;
             }
@@ -327,6 +419,10 @@ impl Builder {
             v4,
             v6,
             domains,
+            inbound_default: self.inbound_default,
+            inbound_section: self.inbound_section,
+            inbound_v4,
+            inbound_v6,
         }
     }
 }
@@ -380,87 +476,4 @@ fn merge<N: Prefix>(mut candidates: Vec<Candidate<N>>) -> Vec<(N, PolicyValue)> 
         out.push((c.net, value));
     }
     out
-}
-
-impl CompiledPolicy {
-    /// The stable name of numeric rule id `id` in this policy: the rule's id, the kernel's own
-    /// name for a reserved id ([`rule::special`]: `ipv6-routing-header`, `ipv4-source-route`,
-    /// ...), `unknown` for an id not in the table. Events and metrics name rules with
-    /// [`rule::event_rule`] instead, which also knows the generation an event came from.
-    pub fn rule_name(&self, id: u32) -> &str {
-        if let Some(name) = rule::special(id) {
-            return name;
-        }
-        self.rules
-            .get(id as usize)
-            .map_or("unknown", |r| r.id.as_str())
-    }
-
-    /// The numeric id of the rule named `name`.
-    pub fn rule_id(&self, name: &str) -> Option<u32> {
-        self.rules
-            .iter()
-            .position(|r| r.id == name)
-            .and_then(|i| u32::try_from(i).ok())
-    }
-
-    /// The verdict for destination `ip` and the numeric id of the rule that decided it, as the
-    /// kernel computes it. An IPv4 address in IPv6 form (see
-    /// [`ollama_egress_common::embedded_ipv4`]) is judged as its IPv4 address.
-    /// A reference implementation (a linear scan): correct, not fast.
-    pub fn lookup(&self, ip: IpAddr) -> (Action, u32) {
-        match self.lookup_entry(ip) {
-            // Any other action value cannot come from `compile`; fail closed regardless.
-            Some((_, value)) => (
-                Action::from_kernel(value.action).unwrap_or(Action::Deny),
-                value.rule_id,
-            ),
-            None => (self.default_action, RULE_DEFAULT),
-        }
-    }
-
-    /// The trie entry that decides destination `ip` (its longest matching prefix), or `None`
-    /// when the default action applies.
-    ///
-    /// An IPv4-mapped address is IPv4 traffic: its IPv4 address decides. Other IPv4 addresses
-    /// in IPv6 form (NAT64, 6to4, IPv4-compatible, IPv4-translated) leave as IPv6 and end at an
-    /// IPv4 host: an IPv6 deny rule that covers the address decides, else its IPv4 address does
-    /// (so allowing an IPv6 prefix never opens the IPv4 hosts behind a translator). The kernel
-    /// programs judge the same way.
-    pub fn lookup_entry(&self, ip: IpAddr) -> Option<(IpNet, PolicyValue)> {
-        match ip {
-            IpAddr::V4(a) => self.lookup_v4(a),
-            IpAddr::V6(a) => match embedded_ipv4(&a.octets()) {
-                Some((v4, V4_FORM_MAPPED)) => self.lookup_v4(Ipv4Addr::from(v4)),
-                Some((v4, _)) => match self.lookup_v6(a) {
-                    Some(hit) if hit.1.action == ACTION_DENY => Some(hit),
-                    _ => self.lookup_v4(Ipv4Addr::from(v4)),
-                },
-                None => self.lookup_v6(a),
-            },
-        }
-    }
-
-    /// The domain rule that decides the canonical `name` (the most specific matching pattern,
-    /// as the kernel's trie finds it), or `None` when no domain rule matches: then the IP rules
-    /// decide the name's addresses.
-    pub fn lookup_domain(&self, name: &str) -> Option<&DomainEntry> {
-        most_specific(&self.domains, name)
-    }
-
-    fn lookup_v4(&self, a: Ipv4Addr) -> Option<(IpNet, PolicyValue)> {
-        self.v4
-            .iter()
-            .filter(|(net, _)| net.contains(&a))
-            .max_by_key(|(net, _)| net.prefix_len())
-            .map(|(net, v)| (IpNet::V4(*net), *v))
-    }
-
-    fn lookup_v6(&self, a: Ipv6Addr) -> Option<(IpNet, PolicyValue)> {
-        self.v6
-            .iter()
-            .filter(|(net, _)| net.contains(&a))
-            .max_by_key(|(net, _)| net.prefix_len())
-            .map(|(net, v)| (IpNet::V6(*net), *v))
-    }
 }

@@ -168,6 +168,18 @@ pub enum PolicyError {
         reason: String,
     },
 
+    /// An `[inbound.allow]` or `[inbound.deny]` section lists domains: inbound rules judge the
+    /// source address of a connection, which has no name.
+    #[error(
+        "{at}: {list}: inbound rules judge a connection's source address, which has no name; use cidrs, countries or asns"
+    )]
+    InboundDomains {
+        /// The first entry.
+        at: Location,
+        /// `inbound.allow.domains` or `inbound.deny.domains`.
+        list: &'static str,
+    },
+
     /// The policy has more domain rules than the kernel's domain trie holds.
     #[error("{origin}: {count} domain rules; at most {max} are supported")]
     TooManyDomainRules {
@@ -261,6 +273,7 @@ impl PolicyError {
             | PolicyError::InvalidCountry { at, .. }
             | PolicyError::InvalidAsn { at, .. }
             | PolicyError::InvalidDomain { at, .. }
+            | PolicyError::InboundDomains { at, .. }
             | PolicyError::Duplicate { at, .. } => Some(at),
             _ => None,
         }

@@ -19,6 +19,7 @@ mod cidr;
 mod compile;
 mod domains;
 mod error;
+mod lookup;
 mod parse;
 mod summary;
 
@@ -28,5 +29,5 @@ mod tests;
 pub use compile::{CompiledPolicy, Expander, Rule, compile};
 pub use domains::{DomainEntry, DomainPattern, canonical_name, most_specific};
 pub use error::{ExpandError, Location, PolicyError};
-pub use parse::{Action, Policy, RuleSet};
-pub use summary::{FamilyTotals, PolicySummary, PrefixTotals};
+pub use parse::{Action, InboundPolicy, Policy, RuleSet};
+pub use summary::{FamilyTotals, InboundSummary, PolicySummary, PrefixTotals};

@@ -22,6 +22,22 @@ impl Action {
         }
     }
 
+    /// Names of the lists of this action in the `[inbound]` section.
+    pub(crate) fn inbound_list_names(self) -> [&'static str; 3] {
+        match self {
+            Action::Allow => [
+                "inbound.allow.cidrs",
+                "inbound.allow.countries",
+                "inbound.allow.asns",
+            ],
+            Action::Deny => [
+                "inbound.deny.cidrs",
+                "inbound.deny.countries",
+                "inbound.deny.asns",
+            ],
+        }
+    }
+
     /// Name of the domain list of this action in the file: `allow.domains` or `deny.domains`.
     pub(crate) fn domains_list(self) -> &'static str {
         match self {
@@ -66,14 +82,43 @@ pub struct Policy {
     pub allow: RuleSet,
     /// The `[deny]` rules (empty when the section is absent).
     pub deny: RuleSet,
+    /// Who may connect to the target: the `[inbound]` section; `None` when the file has none
+    /// (then every source may: the inbound default is allow).
+    pub inbound: Option<InboundPolicy>,
     /// Where the policy came from: the file path, or `built-in`.
     pub origin: String,
+}
+
+/// The `[inbound]` section: rules on the source of connections and datagrams arriving at the
+/// target (no domains: a source has no name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundPolicy {
+    /// The action when no inbound rule matches; [`Action::Deny`] when the section has no
+    /// `default` key.
+    pub default: Action,
+    /// `[inbound.allow]`.
+    pub allow: RuleSet,
+    /// `[inbound.deny]`.
+    pub deny: RuleSet,
 }
 
 /// The file as serde sees it: every key optional, unknown keys refused.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
+    #[serde(default)]
+    default: Option<Spanned<String>>,
+    #[serde(default)]
+    allow: Option<RawRuleSet>,
+    #[serde(default)]
+    deny: Option<RawRuleSet>,
+    #[serde(default)]
+    inbound: Option<RawInbound>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInbound {
     #[serde(default)]
     default: Option<Spanned<String>>,
     #[serde(default)]
@@ -120,23 +165,16 @@ impl Policy {
             message: friendlier(e.message().trim_end()),
         })?;
         let parser = Parser::new(text, origin);
-        let default = match &raw.default {
-            None => Action::Deny,
-            Some(value) => match value.get_ref().as_str() {
-                "allow" => Action::Allow,
-                "deny" => Action::Deny,
-                other => {
-                    return Err(PolicyError::BadAction {
-                        at: parser.location(value),
-                        value: other.to_string(),
-                    });
-                }
-            },
+        let default = parser.action(raw.default.as_ref())?;
+        let inbound = match raw.inbound {
+            None => None,
+            Some(section) => Some(parser.inbound(section)?),
         };
         Ok(Policy {
             default,
             allow: parser.rule_set(Action::Allow, raw.allow.unwrap_or_default())?,
             deny: parser.rule_set(Action::Deny, raw.deny.unwrap_or_default())?,
+            inbound,
             origin: origin.to_string(),
         })
     }
@@ -164,6 +202,7 @@ impl Policy {
                 ..RuleSet::default()
             },
             deny: RuleSet::default(),
+            inbound: None,
             origin: Policy::BUILTIN_ORIGIN.to_string(),
         }
     }
@@ -211,10 +250,63 @@ impl<'a> Parser<'a> {
         )
     }
 
+    /// A `default` key's action; [`Action::Deny`] when there is none.
+    fn action(&self, value: Option<&Spanned<String>>) -> Result<Action, PolicyError> {
+        match value {
+            None => Ok(Action::Deny),
+            Some(value) => match value.get_ref().as_str() {
+                "allow" => Ok(Action::Allow),
+                "deny" => Ok(Action::Deny),
+                other => Err(PolicyError::BadAction {
+                    at: self.location(value),
+                    value: other.to_string(),
+                }),
+            },
+        }
+    }
+
+    /// The `[inbound]` section.
+    fn inbound(&self, raw: RawInbound) -> Result<InboundPolicy, PolicyError> {
+        let default = self.action(raw.default.as_ref())?;
+        let mut sets = [RuleSet::default(), RuleSet::default()];
+        for (i, (action, raw_set)) in [(Action::Allow, raw.allow), (Action::Deny, raw.deny)]
+            .into_iter()
+            .enumerate()
+        {
+            let raw_set = raw_set.unwrap_or_default();
+            if let Some(first) = raw_set.domains.first() {
+                return Err(PolicyError::InboundDomains {
+                    at: self.location(first),
+                    list: match action {
+                        Action::Allow => "inbound.allow.domains",
+                        Action::Deny => "inbound.deny.domains",
+                    },
+                });
+            }
+            sets[i] = self.lists(action.inbound_list_names(), action, raw_set)?;
+        }
+        let [allow, deny] = sets;
+        Ok(InboundPolicy {
+            default,
+            allow,
+            deny,
+        })
+    }
+
     fn rule_set(&self, action: Action, raw: RawRuleSet) -> Result<RuleSet, PolicyError> {
+        self.lists(action.list_names(), action, raw)
+    }
+
+    /// The lists of one action, named `names` (cidrs, countries, asns) in errors.
+    fn lists(
+        &self,
+        names: [&'static str; 3],
+        action: Action,
+        raw: RawRuleSet,
+    ) -> Result<RuleSet, PolicyError> {
         let mut set = RuleSet::default();
 
-        let [cidrs_list, countries_list, asns_list] = action.list_names();
+        let [cidrs_list, countries_list, asns_list] = names;
 
         let list = cidrs_list;
         let mut seen = Seen::default();

@@ -40,6 +40,19 @@ pub struct PolicySummary {
     pub prefixes: PrefixTotals,
     /// Domain trie entries per action.
     pub domains: FamilyTotals,
+    /// The inbound guard: who may connect to the target.
+    pub inbound: InboundSummary,
+}
+
+/// The `[inbound]` part of a [`PolicySummary`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InboundSummary {
+    /// Whether the policy has an `[inbound]` section (without one every source may connect).
+    pub section: bool,
+    /// The inbound action when no inbound rule matches.
+    pub default: Action,
+    /// Inbound trie entries per family and action (the default's `/0` entries included).
+    pub prefixes: PrefixTotals,
 }
 
 impl CompiledPolicy {
@@ -52,6 +65,14 @@ impl CompiledPolicy {
         for (_, v) in &self.v6 {
             count(&mut prefixes.ipv6, v.action);
         }
+        let mut inbound = PrefixTotals::default();
+        for (_, v) in &self.inbound_v4 {
+            count(&mut inbound.ipv4, v.action);
+        }
+        for (_, v) in &self.inbound_v6 {
+            count(&mut inbound.ipv6, v.action);
+        }
+        let section = self.inbound_section;
         let mut domains = FamilyTotals::default();
         for entry in &self.domains {
             count(&mut domains, entry.value.action);
@@ -62,6 +83,11 @@ impl CompiledPolicy {
             default: self.default_action,
             rules: self.rules.iter().skip(1).cloned().collect(),
             prefixes,
+            inbound: InboundSummary {
+                section,
+                default: self.inbound_default,
+                prefixes: inbound,
+            },
         }
     }
 }
@@ -105,6 +131,23 @@ impl fmt::Display for PolicySummary {
         let d = &self.domains;
         if d.allow + d.deny > 0 {
             write!(f, "\ndomains: {} allow / {} deny", d.allow, d.deny)?;
+        }
+        let i = &self.inbound;
+        if i.section {
+            write!(
+                f,
+                "\ninbound: default {}; prefixes IPv4 {} allow / {} deny, IPv6 {} allow / {} deny",
+                i.default,
+                i.prefixes.ipv4.allow,
+                i.prefixes.ipv4.deny,
+                i.prefixes.ipv6.allow,
+                i.prefixes.ipv6.deny
+            )?;
+        } else {
+            write!(
+                f,
+                "\ninbound: no [inbound] section: every source may connect"
+            )?;
         }
         Ok(())
     }

@@ -55,16 +55,23 @@ fn explain_a_name_gives_its_rule_and_bound_addresses() {
     assert_eq!(
         explain_lines(&c, &ip("203.0.113.10"), Some(&table)),
         [
-            "203.0.113.10: allow by allow.domains:*.r2.cloudflarestorage.com (bound to x.r2.cloudflarestorage.com, 40s left)"
+            "203.0.113.10: allow by allow.domains:*.r2.cloudflarestorage.com (bound to x.r2.cloudflarestorage.com, 40s left)",
+            "203.0.113.10 as a source (inbound): allow by inbound.default"
         ]
     );
     assert_eq!(
         explain_lines(&c, &ip("198.51.100.1"), Some(&table)),
-        ["198.51.100.1: allow by allow.cidrs:198.51.100.0/24"]
+        [
+            "198.51.100.1: allow by allow.cidrs:198.51.100.0/24",
+            "198.51.100.1 as a source (inbound): allow by inbound.default"
+        ]
     );
     assert_eq!(
         explain_lines(&c, &ip("203.0.113.10"), None),
-        ["203.0.113.10: deny by default"]
+        [
+            "203.0.113.10: deny by default",
+            "203.0.113.10 as a source (inbound): allow by inbound.default"
+        ]
     );
 }
 

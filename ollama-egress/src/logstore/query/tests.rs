@@ -577,3 +577,21 @@ fn an_overlong_unterminated_last_line_is_counted() {
     assert_eq!(got, vec![0]);
     assert_eq!((stats.lines, stats.malformed), (2, 1), "{stats:?}");
 }
+
+#[test]
+fn the_direction_filter_keeps_one_direction() {
+    let mut inbound = sample(T0);
+    inbound.direction = crate::model::Direction::Inbound;
+    inbound.src = Some(inbound.dst);
+    inbound.sport = Some(40000);
+    let outbound = sample(T0);
+    let only = |d| Filter {
+        direction: Some(d),
+        ..Filter::default()
+    };
+    assert!(only(crate::model::Direction::Inbound).matches(&inbound));
+    assert!(!only(crate::model::Direction::Inbound).matches(&outbound));
+    assert!(only(crate::model::Direction::Outbound).matches(&outbound));
+    assert!(!only(crate::model::Direction::Outbound).matches(&inbound));
+    assert!(Filter::default().matches(&inbound));
+}

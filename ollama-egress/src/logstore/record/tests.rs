@@ -37,6 +37,8 @@ pub(crate) fn sample(ts: OffsetDateTime) -> EventRecord {
         container: None,
         hook: None,
         via: None,
+        src: None,
+        sport: None,
     }
 }
 
@@ -75,7 +77,7 @@ fn serialized_field_names_and_order() {
     let line = serde_json::to_string(&sample(datetime!(2026-11-22 10:00:00.123456 UTC))).unwrap();
     assert_eq!(
         line,
-        r#"{"ts":"2026-11-22T10:00:00.123456Z","verdict":"blocked","mode":"enforce","direction":"outbound","pid":4242,"tid":4243,"comm":"ollama","exe":"/usr/bin/ollama","uid":0,"gid":0,"proto":"tcp","family":"ipv4","dst":"203.0.113.7","dport":443,"host":null,"country":"CN","asn":45102,"as_org":"Alibaba","rule":"deny.countries:CN","container":null,"hook":null,"via":null}"#
+        r#"{"ts":"2026-11-22T10:00:00.123456Z","verdict":"blocked","mode":"enforce","direction":"outbound","pid":4242,"tid":4243,"comm":"ollama","exe":"/usr/bin/ollama","uid":0,"gid":0,"proto":"tcp","family":"ipv4","dst":"203.0.113.7","dport":443,"host":null,"country":"CN","asn":45102,"as_org":"Alibaba","rule":"deny.countries:CN","container":null,"hook":null,"via":null,"src":null,"sport":null}"#
     );
     // Every key of the design example appears, in the same relative order.
     let design: serde_json::Map<String, serde_json::Value> =

@@ -231,3 +231,28 @@ fn events_name_the_target_container() {
     let line = serde_json::to_string(&rec).expect("serializes");
     assert!(line.contains(r#""container":"ollama""#), "{line}");
 }
+
+#[test]
+fn an_inbound_event_names_the_source_and_the_targets_port() {
+    let mut ev = event();
+    ev.direction = ollama_egress_common::DIRECTION_INGRESS;
+    ev.hook = ollama_egress_common::HOOK_SKB_INGRESS;
+    ev.dport = 40123; // the peer's port
+    ev.lport = 11434; // Ollama's
+    ev.rule_id = ollama_egress_common::RULE_INBOUND_DEFAULT;
+    let rec = decoder().decode(&ev, None).expect("decodes");
+    assert_eq!(rec.direction, Direction::Inbound);
+    assert_eq!(rec.hook, Some(Hook::SkbIngress));
+    assert_eq!(rec.src, Some("203.0.113.7".parse().expect("ip")));
+    assert_eq!(rec.sport, Some(40123));
+    assert_eq!(rec.dport, 11434);
+    assert_eq!(rec.dst, rec.src.expect("src"));
+    assert_eq!(rec.host, None);
+    assert_eq!(rec.rule, "inbound.default");
+    let line = serde_json::to_string(&rec).expect("serialises");
+    assert!(
+        line.contains(r#""direction":"inbound""#)
+            && line.contains(r#""src":"203.0.113.7","sport":40123"#),
+        "{line}"
+    );
+}

@@ -335,7 +335,11 @@ fn rule_names() {
         c.rule_name(ollama_egress_common::RULE_TUN_DEVICE),
         "tun-device"
     );
-    assert_eq!(c.rule_name(u32::MAX - 3), "unknown");
+    assert_eq!(
+        c.rule_name(ollama_egress_common::RULE_INBOUND_DEFAULT),
+        "inbound.default"
+    );
+    assert_eq!(c.rule_name(u32::MAX - 4), "unknown");
     assert_eq!(c.rule_id("default"), Some(0));
     assert_eq!(c.rule_id("nope"), None);
 }
@@ -425,6 +429,7 @@ fn programmatic_policies_are_normalised() {
             asns: vec![],
             domains: vec![],
         },
+        inbound: None,
         origin: "code".into(),
     };
     let geo = FakeGeo::default().country("CN", &["36.0.0.0/8"]);
@@ -481,6 +486,6 @@ fn summary_counts_and_prints() {
         .summary();
     assert_eq!(
         empty.to_string(),
-        "policy test.toml: default allow\nprefixes: IPv4 0 allow / 0 deny, IPv6 0 allow / 0 deny"
+        "policy test.toml: default allow\nprefixes: IPv4 0 allow / 0 deny, IPv6 0 allow / 0 deny\ninbound: no [inbound] section: every source may connect"
     );
 }

@@ -2,6 +2,7 @@
 
 mod compile;
 mod domains;
+mod inbound;
 mod parse;
 mod random;
 

@@ -169,6 +169,7 @@ fn lookup_matches_brute_force() {
             default,
             allow,
             deny,
+            inbound: None,
             origin: format!("round {round}"),
         };
         let c = compile(&policy, Some(&geo)).expect("compiles");
