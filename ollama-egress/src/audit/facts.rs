@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
-use crate::model::Action;
+use crate::{loader::AttachPoint, model::Action};
 
 /// Everything the checks judge.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -95,10 +95,16 @@ pub struct Enforcement {
     pub error: Option<String>,
 }
 
-/// The hooks enforcement consists of, by program name.
-pub const HOOKS: [&str; 6] = [
-    "egress", "ingress", "connect4", "connect6", "sendmsg4", "sendmsg6",
-];
+/// The hooks enforcement consists of, by program name: every attach point the loader pins.
+pub const HOOKS: [&str; AttachPoint::ALL.len()] = {
+    let mut names = [""; AttachPoint::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = AttachPoint::ALL[i].program_name();
+        i += 1;
+    }
+    names
+};
 
 /// The unit's sandboxing.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

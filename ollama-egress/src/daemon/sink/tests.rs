@@ -57,6 +57,8 @@ fn event(verdict: Verdict, comm: &str) -> EventRecord {
         family: Family::Ipv4,
         dst: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
         dport: 443,
+        src: None,
+        sport: None,
         host: None,
         country: None,
         asn: None,
