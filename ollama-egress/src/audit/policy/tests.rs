@@ -23,20 +23,6 @@ cidrs = ["127.0.0.0/8", "192.168.1.0/24"]
 "#;
 
 #[test]
-fn inbound_table_is_seen() {
-    assert!(has_inbound_table(INBOUND));
-    assert!(!has_inbound_table(
-        "default = \"deny\"\n[allow]\ncidrs = [\"10.0.0.0/8\"]\n"
-    ));
-    assert!(!has_inbound_table("inbound = 1\n"), "a key, not a table");
-    assert!(!has_inbound_table("not toml ["));
-    let rest = without_inbound(INBOUND).expect("has one");
-    assert!(!has_inbound_table(&rest));
-    assert!(rest.contains("CN"), "{rest}");
-    assert_eq!(without_inbound("default = \"deny\"\n"), None);
-}
-
-#[test]
 fn facts_from_a_file_with_an_inbound_section() {
     let (_d, p) = file(INBOUND);
     let f = read(Some(&p)).expect("reads");
