@@ -297,9 +297,11 @@ fn inbound_sources_get_an_inbound_section_only_when_the_log_has_inbound_events()
         inbound.contains("\"127.0.0.0/8\", # loopback: always allowed"),
         "{inbound}"
     );
-    // The outbound part parses on its own (the inbound one needs a parser that knows it).
-    let outbound = text.strip_suffix(&inbound).unwrap();
-    Policy::from_toml_str(outbound, "x").unwrap();
+    // The whole suggestion parses, and its inbound section is the policy's.
+    let policy = Policy::from_toml_str(&text, "x").unwrap();
+    let section = policy.inbound.expect("an [inbound] section");
+    assert_eq!(section.default, crate::model::Action::Deny);
+    assert_eq!(section.allow.cidrs.len(), 4, "{:?}", section.allow.cidrs);
 }
 
 #[test]

@@ -22,9 +22,6 @@ pub struct Suggestion {
     pub aggregate: Aggregate,
     /// The log reading.
     pub stats: QueryStats,
-    /// Set when the `[inbound]` section does not parse with this build's policy parser: the
-    /// parser's message (the rest of the policy does).
-    pub inbound_unsupported: Option<String>,
 }
 
 /// Options of [`suggest`].
@@ -54,27 +51,18 @@ pub fn suggest(dir: &Path, opts: &SuggestOptions<'_>) -> Result<Suggestion, Sugg
         Ok(())
     })?;
     let source = dir.display().to_string();
-    let (toml, inbound) = match opts.geo.filter(|g| g.has_asn()) {
+    let (toml, _inbound) = match opts.geo.filter(|g| g.has_asn()) {
         Some(db) => write_policy(&agg, &mut AsnBounds::new(db), opts, &source),
         None => write_policy(&agg, &mut (), opts, &source),
     };
-    let outbound_only = match inbound.as_deref() {
-        Some(section) => toml.strip_suffix(section).unwrap_or(&toml),
-        None => &toml,
-    };
-    Policy::from_toml_str(outbound_only, "the suggested policy")
+    // What is printed parses as a policy, `[inbound]` included: a suggestion that does not is
+    // a bug here, never a file to fix by hand.
+    Policy::from_toml_str(&toml, "the suggested policy")
         .map_err(|e| SuggestError::Invalid(e.to_string()))?;
-    let inbound_unsupported = match inbound {
-        Some(_) => Policy::from_toml_str(&toml, "the suggested policy")
-            .err()
-            .map(|e| e.to_string()),
-        None => None,
-    };
     Ok(Suggestion {
         toml,
         aggregate: agg,
         stats,
-        inbound_unsupported,
     })
 }
 

@@ -64,12 +64,6 @@ pub(super) fn suggest(
             }
         );
     }
-    if let Some(e) = &s.inbound_unsupported {
-        let _ = writeln!(
-            err,
-            "warning: this build's policy parser does not accept the [inbound] section: {e}"
-        );
-    }
     Ok(())
 }
 
