@@ -1,0 +1,26 @@
+use std::io::Write as _;
+
+use super::Mapped;
+
+#[test]
+fn maps_the_whole_file() {
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(b"mapped bytes").unwrap();
+    let m = Mapped::map(&f, 12).unwrap();
+    assert_eq!(m.as_ref(), b"mapped bytes");
+}
+
+#[test]
+fn refuses_an_empty_file() {
+    let f = tempfile::tempfile().unwrap();
+    let err = Mapped::map(&f, 0).err().unwrap();
+    assert!(err.to_string().contains("empty"), "{err}");
+}
+
+#[test]
+fn refuses_a_file_whose_size_is_not_the_checked_one() {
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(b"grown after the check").unwrap();
+    let err = Mapped::map(&f, 5).err().unwrap();
+    assert!(err.to_string().contains("changed"), "{err}");
+}
