@@ -29,7 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|(i, n)| (*n, CODES[i % CODES.len()]))
         .collect();
     write_country_db(&dir.join("country.mmdb"), &countries)?;
-    let orgs: Vec<String> = (0..60_000).map(|i| format!("Example Network {i}")).collect();
+    let orgs: Vec<String> = (0..60_000)
+        .map(|i| format!("Example Network {i}"))
+        .collect();
     let asns: Vec<_> = nets
         .iter()
         .enumerate()

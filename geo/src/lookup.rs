@@ -1,9 +1,9 @@
 //! Opening country/ASN databases and looking addresses up in them.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::net::IpAddr;
 use std::ops::ControlFlow;
-use std::fs::File;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -49,6 +49,8 @@ pub struct DatabaseInfo {
 pub(crate) struct Db {
     pub(crate) path: PathBuf,
     pub(crate) reader: Reader<Mapped>,
+    /// The reader's mapping, for [`Mapped::release`] after a walk.
+    mapped: Mapped,
 }
 
 /// What a database is opened as; decides which fields its records must have.
@@ -86,10 +88,9 @@ impl Kind {
 impl Db {
     /// Open `path` and check that its records are in a layout this crate reads as `kind`.
     pub(crate) fn open(path: &Path, kind: Kind) -> Result<Db, GeoError> {
-        let file = File::open(path).map_err(|source| GeoError::Io {
-            action: "cannot read geo database",
+        let file = File::open(path).map_err(|e| GeoError::Open {
             path: path.to_path_buf(),
-            source,
+            source: e.into(),
         })?;
         Db::map(path, &file, kind)
     }
@@ -123,13 +124,14 @@ impl Db {
                 "it was replaced while it was opened (an update may be running)",
             )));
         }
-        let reader = Reader::from_source(mapped).map_err(|source| GeoError::Open {
+        let reader = Reader::from_source(mapped.clone()).map_err(|source| GeoError::Open {
             path: path.to_path_buf(),
             source,
         })?;
         let db = Db {
             path: path.to_path_buf(),
             reader,
+            mapped,
         };
         db.probe(kind)?;
         Ok(db)
@@ -197,6 +199,7 @@ impl Db {
                 break;
             }
         }
+        self.mapped.release();
         Ok(())
     }
 

@@ -16,18 +16,22 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd as _;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
-/// A read-only, private mapping of a whole file.
-pub struct Mapped {
+/// A read-only, private mapping of a whole file; clones share it, the last one unmaps it.
+#[derive(Clone)]
+pub struct Mapped(Arc<Region>);
+
+struct Region {
     ptr: NonNull<u8>,
     len: usize,
 }
 
 // SAFETY: the mapping is read-only and owned by this value; sharing `&[u8]` views of it
 // between threads is like sharing a `Vec<u8>`.
-unsafe impl Send for Mapped {}
+unsafe impl Send for Region {}
 // SAFETY: as above.
-unsafe impl Sync for Mapped {}
+unsafe impl Sync for Region {}
 
 impl Mapped {
     /// Maps all `len` bytes of `file` (its size when it was checked); an empty file is an
@@ -52,10 +56,10 @@ impl Mapped {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let mapped = Mapped {
+        let mapped = Mapped(Arc::new(Region {
             ptr: NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned null"))?,
             len,
-        };
+        }));
         if file.metadata()?.len() != len as u64 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -64,16 +68,27 @@ impl Mapped {
         }
         Ok(mapped)
     }
+
+    /// Drops this process's view of the pages read so far (after a walk of the whole tree):
+    /// they stay in the page cache, and the next access finds them there, but they no longer
+    /// count as this process's resident memory. The mapping stays valid.
+    pub fn release(&self) {
+        // SAFETY: advice on our own read-only mapping; MADV_DONTNEED on a private file mapping
+        // with no written pages only unmaps pages, which fault back in from the file.
+        unsafe {
+            libc::madvise(self.0.ptr.as_ptr().cast(), self.0.len, libc::MADV_DONTNEED);
+        }
+    }
 }
 
 impl AsRef<[u8]> for Mapped {
     fn as_ref(&self) -> &[u8] {
         // SAFETY: `ptr` maps `len` readable bytes until `drop`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts(self.0.ptr.as_ptr(), self.0.len) }
     }
 }
 
-impl Drop for Mapped {
+impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`, unmapped once.
         unsafe {

@@ -24,3 +24,15 @@ fn refuses_a_file_whose_size_is_not_the_checked_one() {
     let err = Mapped::map(&f, 5).err().unwrap();
     assert!(err.to_string().contains("changed"), "{err}");
 }
+
+#[test]
+fn still_reads_after_release() {
+    let mut f = tempfile::tempfile().unwrap();
+    f.write_all(&[7u8; 3 * 4096]).unwrap();
+    let m = Mapped::map(&f, 3 * 4096).unwrap();
+    assert!(m.as_ref().iter().all(|b| *b == 7));
+    m.release();
+    let clone = m.clone();
+    drop(m);
+    assert!(clone.as_ref().iter().all(|b| *b == 7));
+}
