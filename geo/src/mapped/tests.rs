@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)] // Tests panic on failure by design.
+
 use std::io::Write as _;
 
 use super::Mapped;
