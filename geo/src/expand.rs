@@ -62,7 +62,9 @@ fn to_ipnet(n: IpNetwork) -> Option<IpNet> {
 /// belongs to (or `None`). Records are classified once per distinct data offset.
 fn walk<F>(db: &Db, groups: usize, mut classify: F) -> Result<Vec<Vec<IpNet>>, GeoError>
 where
-    F: FnMut(&LookupResult<'_, Vec<u8>>) -> Result<Option<usize>, maxminddb::MaxMindDbError>,
+    F: FnMut(
+        &LookupResult<'_, crate::mapped::Mapped>,
+    ) -> Result<Option<usize>, maxminddb::MaxMindDbError>,
 {
     let mut out = vec![Vec::new(); groups];
     let mut by_offset: HashMap<usize, Option<usize>> = HashMap::new();

@@ -20,6 +20,7 @@ mod fetch;
 #[cfg(feature = "fixtures")]
 pub mod fixture;
 mod lookup;
+mod mapped;
 mod record;
 mod update;
 

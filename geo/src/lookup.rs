@@ -1,8 +1,10 @@
 //! Opening country/ASN databases and looking addresses up in them.
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::net::IpAddr;
 use std::ops::ControlFlow;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -12,6 +14,7 @@ use maxminddb::{LookupResult, Reader};
 
 use crate::cache::ClockCache;
 use crate::error::GeoError;
+use crate::mapped::Mapped;
 use crate::record::{Any, GeoRecord, describe};
 
 /// How many lookup results [`GeoDb`] keeps (one entry per destination address).
@@ -45,7 +48,9 @@ pub struct DatabaseInfo {
 /// One opened mmdb file.
 pub(crate) struct Db {
     pub(crate) path: PathBuf,
-    pub(crate) reader: Reader<Vec<u8>>,
+    pub(crate) reader: Reader<Mapped>,
+    /// The reader's mapping, for [`Mapped::release`] after a walk.
+    mapped: Mapped,
 }
 
 /// What a database is opened as; decides which fields its records must have.
@@ -82,18 +87,51 @@ impl Kind {
 
 impl Db {
     /// Open `path` and check that its records are in a layout this crate reads as `kind`.
-    ///
-    /// Up to [`PROBE_RECORDS`] distinct records are read; if none holds a country code (an
-    /// AS number), the database is refused as an unsupported layout, naming the fields of the
-    /// first record. A database with no data at all opens (it answers nothing).
     pub(crate) fn open(path: &Path, kind: Kind) -> Result<Db, GeoError> {
-        let reader = Reader::open_readfile(path).map_err(|source| GeoError::Open {
+        let file = File::open(path).map_err(|e| GeoError::Open {
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        Db::map(path, &file, kind)
+    }
+
+    /// Map `file` (opened from `path`) and check that its records are in a layout this crate
+    /// reads as `kind`.
+    ///
+    /// The file must be a regular file that is still the one at `path` once mapped (see
+    /// [`Mapped`] for why). Up to [`PROBE_RECORDS`] distinct records are read; if none holds
+    /// a country code (an AS number), the database is refused as an unsupported layout,
+    /// naming the fields of the first record. A database with no data at all opens (it
+    /// answers nothing).
+    pub(crate) fn map(path: &Path, file: &File, kind: Kind) -> Result<Db, GeoError> {
+        let io_err = |source| GeoError::Io {
+            action: "cannot map geo database",
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = file.metadata().map_err(io_err)?;
+        if !meta.file_type().is_file() {
+            return Err(io_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "it is not a regular file",
+            )));
+        }
+        let mapped = Mapped::map(file, meta.len()).map_err(io_err)?;
+        let now = std::fs::metadata(path).map_err(io_err)?;
+        if (now.dev(), now.ino(), now.len()) != (meta.dev(), meta.ino(), meta.len()) {
+            return Err(io_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "it was replaced while it was opened (an update may be running)",
+            )));
+        }
+        let reader = Reader::from_source(mapped.clone()).map_err(|source| GeoError::Open {
             path: path.to_path_buf(),
             source,
         })?;
         let db = Db {
             path: path.to_path_buf(),
             reader,
+            mapped,
         };
         db.probe(kind)?;
         Ok(db)
@@ -146,7 +184,7 @@ impl Db {
     /// an error reading the tree or decoding a record is [`GeoError::Corrupt`].
     pub(crate) fn each_network<F>(&self, mut visit: F) -> Result<(), GeoError>
     where
-        F: FnMut(&LookupResult<'_, Vec<u8>>) -> Result<ControlFlow<()>, maxminddb::MaxMindDbError>,
+        F: FnMut(&LookupResult<'_, Mapped>) -> Result<ControlFlow<()>, maxminddb::MaxMindDbError>,
     {
         let corrupt = |source| GeoError::Corrupt {
             path: self.path.clone(),
@@ -161,6 +199,7 @@ impl Db {
                 break;
             }
         }
+        self.mapped.release();
         Ok(())
     }
 
@@ -239,22 +278,34 @@ impl GeoDb {
     pub fn open(country: Option<&Path>, asn: Option<&Path>) -> Result<GeoDb, GeoError> {
         let country = country.map(|p| Db::open(p, Kind::Country)).transpose()?;
         let asn = asn.map(|p| Db::open(p, Kind::Asn)).transpose()?;
-        Ok(GeoDb {
+        Ok(GeoDb::with(country, asn))
+    }
+
+    /// Like [`GeoDb::open`], with files the caller opened (and checked) from those paths: each
+    /// is mapped, not read into memory, and must still be the file at its path once mapped.
+    pub fn open_files(
+        country: Option<(&Path, &File)>,
+        asn: Option<(&Path, &File)>,
+    ) -> Result<GeoDb, GeoError> {
+        let country = country
+            .map(|(p, f)| Db::map(p, f, Kind::Country))
+            .transpose()?;
+        let asn = asn.map(|(p, f)| Db::map(p, f, Kind::Asn)).transpose()?;
+        Ok(GeoDb::with(country, asn))
+    }
+
+    fn with(country: Option<Db>, asn: Option<Db>) -> GeoDb {
+        GeoDb {
             country,
             asn,
             cache: Mutex::new(ClockCache::new(LOOKUP_CACHE_ENTRIES)),
             memo: Mutex::new(ExpansionMemo::default()),
-        })
+        }
     }
 
     /// A `GeoDb` with no databases: every lookup answers nothing, every expansion fails.
     pub fn empty() -> GeoDb {
-        GeoDb {
-            country: None,
-            asn: None,
-            cache: Mutex::new(ClockCache::new(LOOKUP_CACHE_ENTRIES)),
-            memo: Mutex::new(ExpansionMemo::default()),
-        }
+        GeoDb::with(None, None)
     }
 
     /// Whether a country database is loaded.

@@ -77,7 +77,8 @@ fn geo_paths_in(
 }
 
 /// Opens the geo databases; `None` when there are none at all. Each must be a regular file
-/// (a symlink to one is fine) of at most [`MAX_GEO_BYTES`](crate::files::MAX_GEO_BYTES).
+/// (a symlink to one is fine) of at most [`MAX_GEO_BYTES`](crate::files::MAX_GEO_BYTES); the
+/// file checked is the file mapped (not read into memory).
 pub fn open_geo(
     country: Option<&Path>,
     asn: Option<&Path>,
@@ -85,14 +86,22 @@ pub fn open_geo(
     if country.is_none() && asn.is_none() {
         return Ok(None);
     }
-    for p in [country, asn].into_iter().flatten() {
-        files::open_regular(p, files::MAX_GEO_BYTES).map_err(|e| GeoError::Io {
-            action: "cannot read geo database",
-            path: p.to_owned(),
-            source: e.into_io(),
-        })?;
-    }
-    GeoDb::open(country, asn).map(|db| Some(Arc::new(db)))
+    let open = |p: &Path| {
+        files::open_regular(p, files::MAX_GEO_BYTES)
+            .map(|(f, _)| f)
+            .map_err(|e| GeoError::Io {
+                action: "cannot read geo database",
+                path: p.to_owned(),
+                source: e.into_io(),
+            })
+    };
+    let country = country.map(|p| open(p).map(|f| (p, f))).transpose()?;
+    let asn = asn.map(|p| open(p).map(|f| (p, f))).transpose()?;
+    GeoDb::open_files(
+        country.as_ref().map(|(p, f)| (*p, f)),
+        asn.as_ref().map(|(p, f)| (*p, f)),
+    )
+    .map(|db| Some(Arc::new(db)))
 }
 
 /// Opens the geo databases a running daemon watches (see

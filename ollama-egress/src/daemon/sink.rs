@@ -150,7 +150,7 @@ impl EventSink for LogSink {
     fn record(&mut self, rec: &EventRecord) {
         self.tally.count(rec.verdict);
         self.metrics.observe_event(rec);
-        let r = self.writer.write(rec);
+        let r = self.writer.stage(rec);
         self.report(r);
         self.copy(rec);
     }

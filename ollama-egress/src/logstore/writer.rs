@@ -42,11 +42,14 @@ impl Default for RotateOptions {
 
 /// Appends [`EventRecord`]s to `<dir>/events.jsonl`, one JSON object per line.
 ///
-/// Each record goes out in a single `write(2)` on an `O_APPEND` descriptor: readers never wait
-/// for a buffer, and a crash loses nothing written. A failed write or rotation (disk full,
-/// permissions) returns an error, counts the record in [`dropped`](Self::dropped) and leaves
-/// the writer usable: the next [`write`](Self::write) tries again. Not meant for several
-/// writers on one directory at once.
+/// [`write`](Self::write) puts each record out in a single `write(2)` on an `O_APPEND`
+/// descriptor; [`stage`](Self::stage) collects records and [`commit`](Self::commit) (or
+/// [`flush`](Self::flush), or a full batch of [`BATCH_BYTES`]) puts them out together, whole
+/// lines only, in one `write(2)`: the daemon stages a ring-buffer drain and commits it at its
+/// end. What is staged and not committed is committed on drop. A failed write or rotation
+/// (disk full, permissions) returns an error, counts the records in [`dropped`](Self::dropped)
+/// and leaves the writer usable: the next commit tries again. Not meant for several writers on
+/// one directory at once.
 #[derive(Debug)]
 pub struct LogWriter {
     dir: PathBuf,
@@ -60,8 +63,14 @@ pub struct LogWriter {
     broken_line: bool,
     written: u64,
     dropped: u64,
-    line: Vec<u8>,
+    /// Staged lines, not yet written.
+    pending: Vec<u8>,
+    /// How many records `pending` holds.
+    pending_records: u64,
 }
+
+/// Staged bytes at which [`LogWriter::stage`] commits by itself.
+pub const BATCH_BYTES: usize = 256 << 10;
 
 /// Appends `record` to `out` as one JSON line, newline included: the line format of
 /// `events.jsonl` (and of `run --log-stdout`).
@@ -96,7 +105,8 @@ impl LogWriter {
             broken_line: false,
             written: 0,
             dropped: 0,
-            line: Vec::with_capacity(512),
+            pending: Vec::with_capacity(16 << 10),
+            pending_records: 0,
         };
         writer.reopen()?;
         Ok(writer)
@@ -127,21 +137,65 @@ impl LogWriter {
     /// On error the record is not in the log (at most a fragment, which readers skip as a
     /// malformed line), [`dropped`](Self::dropped) counts it, and the writer stays usable.
     pub fn write(&mut self, record: &EventRecord) -> Result<(), LogError> {
-        match self.try_write(record) {
-            Ok(()) => {
-                self.written += 1;
-                Ok(())
-            }
-            Err(e) => {
-                self.dropped += 1;
-                Err(e)
-            }
-        }
+        self.stage(record)?;
+        self.commit()
     }
 
-    /// Flushes the active file. Records are not buffered in user space, so this only reports
-    /// an error the OS has kept for the file; it does not `fsync`.
+    /// Adds one record to the batch, committing the batch first and rotating when the record
+    /// would not fit in the active file, and committing when the batch reaches
+    /// [`BATCH_BYTES`]. Errors are those of [`write`](Self::write).
+    pub fn stage(&mut self, record: &EventRecord) -> Result<(), LogError> {
+        let start = self.pending.len();
+        if let Err(source) = encode_line(record, &mut self.pending) {
+            self.pending.truncate(start);
+            self.dropped += 1;
+            return Err(LogError::Encode {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        let before = self.size.saturating_add(start as u64);
+        if before > 0 && self.size.saturating_add(self.pending.len() as u64) > self.opts.max_bytes {
+            let line = self.pending.split_off(start);
+            let committed = self.commit();
+            if let Err(e) = self.rotate() {
+                self.dropped += 1;
+                return Err(e);
+            }
+            // A fresh file needs no newline to close a fragment.
+            self.broken_line = false;
+            self.pending.extend_from_slice(&line);
+            self.pending_records += 1;
+            return committed;
+        }
+        self.pending_records += 1;
+        if self.pending.len() >= BATCH_BYTES {
+            return self.commit();
+        }
+        Ok(())
+    }
+
+    /// Writes the staged records in one `write(2)`; on error none of them is in the log (at
+    /// most a fragment) and [`dropped`](Self::dropped) counts them all.
+    pub fn commit(&mut self) -> Result<(), LogError> {
+        if self.pending_records == 0 {
+            return Ok(());
+        }
+        let n = std::mem::take(&mut self.pending_records);
+        let result = self.write_pending();
+        self.pending.clear();
+        match result {
+            Ok(()) => self.written += n,
+            Err(_) => self.dropped += n,
+        }
+        result
+    }
+
+    /// Commits the staged records and flushes the active file. Records are not buffered in
+    /// user space past this, so the flush only reports an error the OS has kept for the file;
+    /// it does not `fsync`.
     pub fn flush(&mut self) -> Result<(), LogError> {
+        self.commit()?;
         match &mut self.file {
             Some(file) => file.flush().map_err(|source| LogError::Write {
                 path: self.path.clone(),
@@ -151,23 +205,9 @@ impl LogWriter {
         }
     }
 
-    fn try_write(&mut self, record: &EventRecord) -> Result<(), LogError> {
-        self.line.clear();
+    fn write_pending(&mut self) -> Result<(), LogError> {
         if self.broken_line {
-            self.line.push(b'\n');
-        }
-        encode_line(record, &mut self.line).map_err(|source| LogError::Encode {
-            path: self.path.clone(),
-            source,
-        })?;
-        let len = self.line.len() as u64;
-        if self.size > 0 && self.size.saturating_add(len) > self.opts.max_bytes {
-            self.rotate()?;
-            // A fresh file needs no newline to close a fragment.
-            if self.broken_line {
-                self.line.remove(0);
-                self.broken_line = false;
-            }
+            self.pending.insert(0, b'\n');
         }
         if self.file.is_none() {
             self.reopen()?;
@@ -179,15 +219,15 @@ impl LogWriter {
                 source: io::Error::other("log file not open"),
             });
         };
-        match file.write_all(&self.line) {
+        match file.write_all(&self.pending) {
             Ok(()) => {
-                self.size += self.line.len() as u64;
+                self.size += self.pending.len() as u64;
                 self.broken_line = false;
                 Ok(())
             }
             Err(source) => {
-                // Cut a partial line off again; if that fails too, the next line starts with a
-                // newline so the fragment stays a line of its own.
+                // Cut a partial batch off again; if that fails too, the next batch starts with
+                // a newline so the fragment stays a line of its own.
                 match file.set_len(self.size) {
                     Ok(()) => {}
                     Err(_) => self.broken_line = true,
@@ -252,6 +292,14 @@ impl LogWriter {
         self.file = None;
         self.size = 0;
         self.reopen()
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        if let Err(e) = self.commit() {
+            tracing::warn!("events lost when the log closed: {e}");
+        }
     }
 }
 

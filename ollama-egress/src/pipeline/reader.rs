@@ -8,7 +8,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use ollama_egress_common::{ConnectEvent, EventHeader, dns::EVENT_KIND_DNS};
+use ollama_egress_common::{COMM_LEN, ConnectEvent, EventHeader, dns::EVENT_KIND_DNS};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::watch,
@@ -44,21 +44,22 @@ fn event_kind(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_ne_bytes(kind.try_into().ok()?))
 }
 
-/// Executable paths by process, kept for a second: a process that makes many connections is
-/// looked up in `/proc` once, not once per event. Short enough that a reused pid is not
-/// mislabelled in practice.
+/// Executable paths by process and task name, kept for a second: a process that makes many
+/// connections is looked up in `/proc` once, not once per event. The task name is part of the
+/// key, so an `exec` (which renames the task) or a pid reused by another program is looked up
+/// afresh at once; the second bounds what an exec that keeps the name can mislabel.
 #[derive(Default)]
 pub struct ExeCache {
-    entries: HashMap<u32, (Instant, Option<String>)>,
+    entries: HashMap<(u32, [u8; COMM_LEN]), (Instant, Option<String>)>,
 }
 
 impl ExeCache {
     const TTL: Duration = Duration::from_secs(1);
     const MAX: usize = 4096;
 
-    fn get(&mut self, tgid: u32) -> Option<String> {
+    fn get(&mut self, tgid: u32, comm: [u8; COMM_LEN]) -> Option<String> {
         let now = Instant::now();
-        if let Some((at, exe)) = self.entries.get(&tgid)
+        if let Some((at, exe)) = self.entries.get(&(tgid, comm))
             && now.duration_since(*at) < Self::TTL
         {
             return exe.clone();
@@ -68,7 +69,7 @@ impl ExeCache {
                 .retain(|_, (at, _)| now.duration_since(*at) < Self::TTL);
         }
         let exe = exe_of(tgid);
-        self.entries.insert(tgid, (now, exe.clone()));
+        self.entries.insert((tgid, comm), (now, exe.clone()));
         exe
     }
 }
@@ -107,7 +108,7 @@ pub fn drain(
             continue;
         };
         drop(item);
-        let exe = exes.get(ev.pid);
+        let exe = exes.get(ev.pid, ev.comm);
         let rec = decoder
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -100,6 +100,9 @@ pub enum Worker {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// One TCP stream read for `secs`; prints bytes/s.
+    #[command(name = "worker-bulk", hide = true)]
+    Bulk(super::bulk::BulkArgs),
     /// The servers: TCP accept-and-close, TCP echo, UDP sink, DNS responder. Runs until stdin
     /// closes.
     #[command(name = "worker-serve", hide = true)]
@@ -167,6 +170,10 @@ pub fn worker(w: Worker) -> anyhow::Result<()> {
         } => {
             enter(&place)?;
             super::dns::client(server, secs, window.max(1), name.as_deref(), count)?
+        }
+        Worker::Bulk(a) => {
+            enter(&a.place)?;
+            super::bulk::receive(a.addr, a.secs)?
         }
         Worker::Serve {
             netns,

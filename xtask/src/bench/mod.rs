@@ -21,6 +21,7 @@
 //! | `kstats` | kernel ns per program call from `bpf_stats` |
 //! | `report` | goals and tables, BENCHMARKS.md |
 
+mod bulk;
 mod configs;
 mod daemon;
 mod dns;
@@ -76,6 +77,9 @@ pub struct Args {
     /// Run the UDP 64-byte packet-rate workload.
     #[arg(long)]
     udp: bool,
+    /// Run the TCP bulk-throughput workload (one stream received, a model download).
+    #[arg(long)]
+    bulk: bool,
     /// Run the TCP request/response latency workload.
     #[arg(long)]
     latency: bool,
@@ -178,12 +182,20 @@ struct Plan {
 
 impl Plan {
     fn new(a: &Args) -> Self {
-        let all =
-            !(a.tcp || a.udp || a.latency || a.denied || a.load || a.events || a.dns || a.history);
+        let all = !(a.tcp
+            || a.udp
+            || a.bulk
+            || a.latency
+            || a.denied
+            || a.load
+            || a.events
+            || a.dns
+            || a.history);
         let mut workloads = Vec::new();
         for (on, w) in [
             (a.tcp, Workload::TcpConnect),
             (a.udp, Workload::Udp),
+            (a.bulk, Workload::Bulk),
             (a.latency, Workload::Latency),
             (a.dns, Workload::Dns),
         ] {

@@ -25,6 +25,8 @@ pub enum Workload {
     Latency,
     /// DNS answers per second (a query for a fresh name each, 16 in flight).
     Dns,
+    /// One TCP stream received on loopback (a model download), MB/s.
+    Bulk,
 }
 
 impl Workload {
@@ -35,6 +37,7 @@ impl Workload {
             Workload::Udp => &[("UDP 64 B datagrams/s", true)],
             Workload::Latency => &[("TCP RR p50 µs", false), ("TCP RR p99 µs", false)],
             Workload::Dns => &[("DNS answers/s", true)],
+            Workload::Bulk => &[("TCP bulk MB/s", true)],
         }
     }
 }
@@ -92,6 +95,11 @@ fn once(
         Workload::Udp => ("worker-udp", "--addr", SocketAddrV4::new(lo, UDP_PORT)),
         Workload::Latency => ("worker-rr", "--addr", SocketAddrV4::new(lo, ECHO_PORT)),
         Workload::Dns => ("worker-dns", "--server", super::dns::DNS_ADDR),
+        Workload::Bulk => (
+            "worker-bulk",
+            "--addr",
+            SocketAddrV4::new(lo, super::bulk::BULK_PORT),
+        ),
     };
     let mut args = worker_args(name, &stage.ns.name, Some(cgroup));
     args.extend([
@@ -117,6 +125,7 @@ fn once(
         }
         Workload::Latency => vec![f("p50_ns") / 1000.0, f("p99_ns") / 1000.0],
         Workload::Dns => vec![f("rate")],
+        Workload::Bulk => vec![f("rate") / 1e6],
     })
 }
 

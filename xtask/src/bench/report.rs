@@ -115,6 +115,12 @@ impl Results {
             udp.map_or("–".into(), |p| format!("{:.3}×", p.ratio)),
             met(udp.map(|p| p.ratio >= 0.95)),
         ));
+        let bulk = self.pair(Config::EnforceCn, "TCP bulk MB/s");
+        g.push((
+            "TCP bulk throughput ≥ 99 % of baseline (CN)".to_owned(),
+            bulk.map_or("–".into(), |p| format!("{:.3}×", p.ratio)),
+            met(bulk.map(|p| p.ratio >= 0.99)),
+        ));
         for (set, limit) in [("CN", 0.1), ("500k", 1.0)] {
             let t = self
                 .loads

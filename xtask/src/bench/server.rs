@@ -1,4 +1,5 @@
-//! The servers the load workers talk to: accept-and-close, echo, a UDP sink and a DNS
+//! The servers the load workers talk to: accept-and-close, echo, a UDP sink, a bulk source
+//! ([`super::bulk`]) and a DNS
 //! responder ([`super::dns`]), in the bench's
 //! network namespace, until stdin reaches EOF.
 
@@ -26,6 +27,9 @@ pub(super) fn serve(
     let acceptor = listen(accept)?;
     let echoer = TcpListener::bind(echo).with_context(|| format!("listening on {echo}"))?;
     let sink = UdpSocket::bind(udp).with_context(|| format!("binding {udp}"))?;
+    let bulk = SocketAddrV4::new(*accept.ip(), super::bulk::BULK_PORT);
+    let bulk = TcpListener::bind(bulk).with_context(|| format!("listening on {bulk}"))?;
+    std::thread::spawn(move || super::bulk::serve(bulk));
     std::thread::spawn(move || {
         loop {
             // SAFETY: accept on our listening socket; the accepted descriptor is closed at once.

@@ -111,8 +111,31 @@ fn without_the_option_nothing_is_copied() {
     let (mut sink, _) = sink(tmp.path());
     assert!(sink.stdout.is_none());
     sink.record(&event(Verdict::Allowed, "ollama"));
+    sink.flush();
     let file = std::fs::read_to_string(tmp.path().join(EVENTS_FILE)).expect("log file");
     assert_eq!(file.lines().count(), 1);
+}
+
+/// Records of one drain go out together at its flush; nothing staged is lost when the sink
+/// is dropped without one.
+#[test]
+fn records_are_written_at_the_flush_and_at_drop() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let lines = || {
+        std::fs::read_to_string(tmp.path().join(EVENTS_FILE))
+            .expect("log file")
+            .lines()
+            .count()
+    };
+    let (mut sink, _) = sink(tmp.path());
+    sink.record(&event(Verdict::Allowed, "ollama"));
+    sink.record(&event(Verdict::Blocked, "ollama"));
+    assert_eq!(lines(), 0, "written before the batch ended");
+    sink.flush();
+    assert_eq!(lines(), 2);
+    sink.record(&event(Verdict::Allowed, "ollama"));
+    drop(sink);
+    assert_eq!(lines(), 3, "a staged record was lost at drop");
 }
 
 #[test]
@@ -123,6 +146,7 @@ fn a_closed_stdout_is_counted_and_the_log_file_keeps_everything() {
     for _ in 0..3 {
         sink.record(&event(Verdict::WouldBlock, "ollama"));
     }
+    sink.flush();
     let file = std::fs::read_to_string(tmp.path().join(EVENTS_FILE)).expect("log file");
     assert_eq!(file.lines().count(), 3, "{file}");
     let mut counters = Counters::default();

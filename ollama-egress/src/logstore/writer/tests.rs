@@ -203,3 +203,48 @@ fn terminal_controls_are_escaped_in_the_file() {
     let back: EventRecord = serde_json::from_str(text.trim_end()).unwrap();
     assert_eq!(back.comm, r.comm, "the value survives the escaping");
 }
+
+#[test]
+fn staged_records_rotate_like_written_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recs = records(40);
+    let line_len = serde_json::to_string(&recs[39]).unwrap().len() as u64 + 1;
+    let opts = RotateOptions {
+        max_bytes: line_len * 3 + 1,
+        max_files: 20,
+    };
+    let mut w = LogWriter::open(tmp.path(), opts).unwrap();
+    for r in &recs {
+        w.stage(r).unwrap();
+    }
+    w.commit().unwrap();
+    assert_eq!((w.written(), w.dropped()), (40, 0));
+    let mut rotated = rotated_files(tmp.path()).unwrap();
+    rotated.sort();
+    let mut all = Vec::new();
+    for (_, p) in rotated.iter().rev() {
+        assert!(fs::metadata(p).unwrap().len() <= opts.max_bytes);
+        all.extend(pids(p));
+    }
+    all.extend(pids(w.path()));
+    assert_eq!(all, (0..40).collect::<Vec<u32>>());
+}
+
+#[test]
+fn a_failed_commit_drops_the_whole_batch_and_the_writer_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recs = records(4);
+    let mut w = LogWriter::open(tmp.path(), RotateOptions::default()).unwrap();
+    w.file = Some(OpenOptions::new().append(true).open("/dev/full").unwrap());
+    w.stage(&recs[0]).unwrap();
+    w.stage(&recs[1]).unwrap();
+    let err = w.flush().unwrap_err();
+    assert!(matches!(err, LogError::Write { .. }), "{err}");
+    assert_eq!((w.written(), w.dropped()), (0, 2));
+    w.reopen().unwrap();
+    w.stage(&recs[2]).unwrap();
+    w.stage(&recs[3]).unwrap();
+    w.flush().unwrap();
+    assert_eq!(pids(w.path()), vec![2, 3]);
+    assert_eq!((w.written(), w.dropped()), (2, 2));
+}

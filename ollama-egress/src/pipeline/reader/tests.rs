@@ -29,3 +29,30 @@ fn records_are_dispatched_by_their_header_kind() {
     );
     assert_eq!(event_kind(&[0u8; 11]), None);
 }
+
+/// A task name the cache has not seen for a pid (an exec renamed the task, or the pid now
+/// belongs to another program) is looked up afresh, not answered from the old entry.
+#[test]
+fn the_exe_cache_looks_up_a_pid_again_under_a_new_task_name() {
+    let pid = std::process::id();
+    let name = |s: &str| {
+        let mut c = [0u8; COMM_LEN];
+        c[..s.len()].copy_from_slice(s.as_bytes());
+        c
+    };
+    let mut exes = ExeCache::default();
+    exes.entries.insert(
+        (pid, name("old-program")),
+        (Instant::now(), Some("/old/program".to_owned())),
+    );
+    assert_eq!(
+        exes.get(pid, name("old-program")).as_deref(),
+        Some("/old/program")
+    );
+    let real = exe_of(pid);
+    assert!(
+        real.is_some(),
+        "this test's own /proc/self/exe is unreadable"
+    );
+    assert_eq!(exes.get(pid, name("new-program")), real);
+}
