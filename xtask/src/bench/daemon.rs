@@ -118,11 +118,6 @@ impl Daemon {
         bail!("ollama-egress not ready after 120 s")
     }
 
-    /// Its pin directory.
-    pub fn pin_dir(&self) -> &Path {
-        &self.pin_dir
-    }
-
     /// The value of one series of its metrics (`name{labels}` exactly as exposed), 0 when
     /// absent.
     pub fn metric(&self, series: &str) -> anyhow::Result<u64> {

@@ -221,7 +221,7 @@ pub struct Learning {
 /// One client run of `secs` in the client cgroup under `daemon`.
 pub fn measure(stage: &Stage, daemon: &Daemon, secs: f64) -> anyhow::Result<Learning> {
     let learned_before = daemon.metric(r#"ollama_egress_dns_answers_total{result="learned"}"#)?;
-    let k_before = kstats::snapshot(daemon.pin_dir())?;
+    let k_before = kstats::snapshot(&daemon.log_dir)?;
     let cpu_before = cpu_time(daemon.pid()).unwrap_or_default();
     let out = run_worker(&client_args(stage, secs, None, None))?;
     let answers = out["answered"].as_u64().unwrap_or(0);
@@ -240,7 +240,7 @@ pub fn measure(stage: &Stage, daemon: &Daemon, secs: f64) -> anyhow::Result<Lear
     let cpu = cpu_time(daemon.pid())
         .unwrap_or_default()
         .saturating_sub(cpu_before);
-    let k_after = kstats::snapshot(daemon.pin_dir())?;
+    let k_after = kstats::snapshot(&daemon.log_dir)?;
     Ok(Learning {
         answers,
         rate: out["rate"].as_f64().unwrap_or(0.0),

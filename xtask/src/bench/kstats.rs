@@ -41,23 +41,21 @@ pub struct Run {
     pub count: u64,
 }
 
-/// The programs pinned under `pin_dir`, by name.
-pub fn snapshot(pin_dir: &Path) -> anyhow::Result<BTreeMap<String, Run>> {
-    let dir = pin_dir.join("progs");
+/// The daemon's programs (from its state file, so in monitor mode too, where nothing is
+/// pinned), by name.
+pub fn snapshot(log_dir: &Path) -> anyhow::Result<BTreeMap<String, Run>> {
+    let state = ollama_egress::daemon::DaemonState::read(log_dir)
+        .with_context(|| format!("reading the state file in {}", log_dir.display()))?
+        .with_context(|| format!("no state file in {}", log_dir.display()))?;
     let mut out = BTreeMap::new();
-    for entry in fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
-        let path = entry?.path();
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+    for (name, id) in state.programs {
         let text = super::sys::run(
             Command::new("bpftool")
-                .args(["-j", "prog", "show", "pinned"])
-                .arg(&path),
+                .args(["-j", "prog", "show", "id"])
+                .arg(id.to_string()),
         )?;
         let v: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("bpftool output for {}: {text}", path.display()))?;
+            .with_context(|| format!("bpftool output for program {name} ({id}): {text}"))?;
         let run = Run {
             time_ns: v["run_time_ns"].as_u64().unwrap_or(0),
             count: v["run_cnt"].as_u64().unwrap_or(0),

@@ -290,12 +290,12 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
                 configs::Applied::Firewall(_) => None,
             };
             for &w in &plan.workloads {
-                let before = daemon.map(|d| kstats::snapshot(d.pin_dir())).transpose()?;
+                let before = daemon.map(|d| kstats::snapshot(&d.log_dir)).transpose()?;
                 results
                     .pairs
                     .extend(pairs::measure(&stage, config, w, plan.reps, plan.secs)?);
                 if let (Some(d), Some(before)) = (daemon, before) {
-                    let after = kstats::snapshot(d.pin_dir())?;
+                    let after = kstats::snapshot(&d.log_dir)?;
                     results
                         .kernel
                         .push((config, w, kstats::delta(&before, &after)));
