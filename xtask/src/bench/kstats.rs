@@ -44,11 +44,19 @@ pub struct Run {
 /// The daemon's programs (from its state file, so in monitor mode too, where nothing is
 /// pinned), by name.
 pub fn snapshot(log_dir: &Path) -> anyhow::Result<BTreeMap<String, Run>> {
-    let state = ollama_egress::daemon::DaemonState::read(log_dir)
-        .with_context(|| format!("reading the state file in {}", log_dir.display()))?
-        .with_context(|| format!("no state file in {}", log_dir.display()))?;
+    let path = log_dir.join("state.json");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let state: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let programs = state["programs"]
+        .as_array()
+        .with_context(|| format!("no programs in {}", path.display()))?;
     let mut out = BTreeMap::new();
-    for (name, id) in state.programs {
+    for p in programs {
+        let (Some(name), Some(id)) = (p[0].as_str(), p[1].as_u64()) else {
+            anyhow::bail!("a program in {} is not [name, id]: {p}", path.display());
+        };
+        let name = name.to_owned();
         let text = super::sys::run(
             Command::new("bpftool")
                 .args(["-j", "prog", "show", "id"])
