@@ -52,40 +52,31 @@ impl KernelCounters {
                 }
             }
         }
-        let lost = self
-            .stats
-            .get(&STAT_EVENTS_LOST, 0)
-            .map_err(|source| LoaderError::Map {
-                what: format!("reading {STATS_MAP}"),
-                source,
-            })?;
-        snap.events_lost = lost.iter().sum();
+        snap.events_lost = self.stat(STAT_EVENTS_LOST)?;
         for (i, stat) in [STAT_DNS_LEARNED, STAT_DNS_IGNORED, STAT_DNS_MALFORMED]
             .into_iter()
             .enumerate()
         {
-            let values = self
-                .stats
-                .get(&stat, 0)
-                .map_err(|source| LoaderError::Map {
-                    what: format!("reading {STATS_MAP}[{stat}]"),
-                    source,
-                })?;
-            snap.dns_answers[i] = values.iter().sum();
+            snap.dns_answers[i] = self.stat(stat)?;
         }
         for (i, stat) in [STAT_INBOUND_DECISIONS, STAT_INBOUND_UNREPORTED]
             .into_iter()
             .enumerate()
         {
-            let values = self
-                .stats
-                .get(&stat, 0)
-                .map_err(|source| LoaderError::Map {
-                    what: format!("reading {STATS_MAP}[{stat}]"),
-                    source,
-                })?;
-            snap.inbound[i] = values.iter().sum();
+            snap.inbound[i] = self.stat(stat)?;
         }
         Ok(snap)
+    }
+
+    /// One `STATS` slot, summed over the CPUs.
+    fn stat(&self, stat: u32) -> Result<u64, LoaderError> {
+        let values = self
+            .stats
+            .get(&stat, 0)
+            .map_err(|source| LoaderError::Map {
+                what: format!("reading {STATS_MAP}[{stat}]"),
+                source,
+            })?;
+        Ok(values.iter().sum())
     }
 }
