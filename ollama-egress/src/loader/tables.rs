@@ -22,7 +22,7 @@ mod inbound;
 mod tries;
 
 use inbound::InboundTables;
-use tries::{Contents, Trie, read_trie, sync_trie, take_sized};
+use tries::{Contents, SlotTries, Trie, read_trie, sync_trie};
 
 use super::LoaderError;
 use super::domains::{DomainKey, DomainTables};
@@ -162,20 +162,16 @@ impl PolicyTables {
     /// their contents, the active slot and the generation are read back, so the next
     /// [`apply`](Self::apply) writes the slot that is not in force and only what changed.
     pub(super) fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, LoaderError> {
-        let [a4, b4] = POLICY_V4_MAPS;
-        let [a6, b6] = POLICY_V6_MAPS;
-        let (ma4, max_v4, fa4) = take_sized(ebpf, a4)?;
-        let (mb4, _, fb4) = take_sized(ebpf, b4)?;
-        let (ma6, max_v6, fa6) = take_sized(ebpf, a6)?;
-        let (mb6, _, fb6) = take_sized(ebpf, b6)?;
-        let v4 = [
-            Trie::<4>::try_from(ma4).map_err(map_err(a4))?,
-            Trie::<4>::try_from(mb4).map_err(map_err(b4))?,
-        ];
-        let v6 = [
-            Trie::<16>::try_from(ma6).map_err(map_err(a6))?,
-            Trie::<16>::try_from(mb6).map_err(map_err(b6))?,
-        ];
+        let SlotTries {
+            v4,
+            v6,
+            fds_v4,
+            fds_v6,
+            contents_v4,
+            contents_v6,
+            max_v4,
+            max_v6,
+        } = SlotTries::take(ebpf, POLICY_V4_MAPS, POLICY_V6_MAPS)?;
         let active: Array<MapData, u32> =
             Array::try_from(take(ebpf, ACTIVE_SLOT_MAP)?).map_err(map_err(ACTIVE_SLOT_MAP))?;
         let config: Array<MapData, SlotConfig> =
@@ -193,14 +189,6 @@ impl PolicyTables {
         } else {
             (None, 0)
         };
-        let contents_v4 = [
-            read_trie(&v4[0]).map_err(read(a4))?,
-            read_trie(&v4[1]).map_err(read(b4))?,
-        ];
-        let contents_v6 = [
-            read_trie(&v6[0]).map_err(read(a6))?,
-            read_trie(&v6[1]).map_err(read(b6))?,
-        ];
         let domains = DomainTables::from_ebpf(ebpf)?;
         let inbound = InboundTables::from_ebpf(ebpf)?;
         Ok(Self {
@@ -208,8 +196,8 @@ impl PolicyTables {
             domains,
             v4,
             v6,
-            fds_v4: [fa4, fb4],
-            fds_v6: [fa6, fb6],
+            fds_v4,
+            fds_v6,
             active,
             config,
             contents_v4,

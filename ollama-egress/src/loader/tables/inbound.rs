@@ -8,8 +8,8 @@ use aya::{Ebpf, maps::lpm_trie::Key};
 use ipnet::{Ipv4Net, Ipv6Net};
 use ollama_egress_common::{INBOUND_V4_MAPS, INBOUND_V6_MAPS, PolicyValue};
 
-use super::tries::{Contents, Trie, read_trie, sync_trie, take_sized};
-use super::{LoaderError, TableError, map_err};
+use super::tries::{Contents, SlotTries, Trie, read_trie, sync_trie};
+use super::{LoaderError, TableError};
 
 /// Handles on the inbound tries and what userspace last wrote into each.
 pub(super) struct InboundTables {
@@ -25,47 +25,19 @@ pub(super) struct InboundTables {
     pub(super) max_v6: u32,
 }
 
-fn read(what: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoaderError {
-    move |source| LoaderError::Map {
-        what: format!("reading {what}"),
-        source,
-    }
-}
-
 impl InboundTables {
     /// Takes the inbound tries out of a loaded object and reads back what they hold.
     pub(super) fn from_ebpf(ebpf: &mut Ebpf) -> Result<Self, LoaderError> {
-        let [a4, b4] = INBOUND_V4_MAPS;
-        let [a6, b6] = INBOUND_V6_MAPS;
-        let (ma4, max_v4, fa4) = take_sized(ebpf, a4)?;
-        let (mb4, _, fb4) = take_sized(ebpf, b4)?;
-        let (ma6, max_v6, fa6) = take_sized(ebpf, a6)?;
-        let (mb6, _, fb6) = take_sized(ebpf, b6)?;
-        let v4 = [
-            Trie::<4>::try_from(ma4).map_err(map_err(a4))?,
-            Trie::<4>::try_from(mb4).map_err(map_err(b4))?,
-        ];
-        let v6 = [
-            Trie::<16>::try_from(ma6).map_err(map_err(a6))?,
-            Trie::<16>::try_from(mb6).map_err(map_err(b6))?,
-        ];
-        let contents_v4 = [
-            read_trie(&v4[0]).map_err(read(a4))?,
-            read_trie(&v4[1]).map_err(read(b4))?,
-        ];
-        let contents_v6 = [
-            read_trie(&v6[0]).map_err(read(a6))?,
-            read_trie(&v6[1]).map_err(read(b6))?,
-        ];
+        let t = SlotTries::take(ebpf, INBOUND_V4_MAPS, INBOUND_V6_MAPS)?;
         Ok(Self {
-            v4,
-            v6,
-            fds_v4: [fa4, fb4],
-            fds_v6: [fa6, fb6],
-            contents_v4,
-            contents_v6,
-            max_v4,
-            max_v6,
+            v4: t.v4,
+            v6: t.v6,
+            fds_v4: t.fds_v4,
+            fds_v6: t.fds_v6,
+            contents_v4: t.contents_v4,
+            contents_v6: t.contents_v6,
+            max_v4: t.max_v4,
+            max_v6: t.max_v6,
         })
     }
 

@@ -15,7 +15,7 @@ use aya::{
 };
 use ollama_egress_common::PolicyValue;
 
-use super::{LoaderError, TableError, take};
+use super::{LoaderError, TableError, map_err, take};
 
 /// A policy trie of `N`-byte addresses.
 pub(super) type Trie<const N: usize> = LpmTrie<MapData, [u8; N], PolicyValue>;
@@ -131,4 +131,64 @@ fn write_batch<const N: usize>(
         )));
     }
     Ok(())
+}
+
+/// The IPv4 and IPv6 tries of both slots, as taken out of the object and read back.
+pub(super) struct SlotTries {
+    pub(super) v4: [Trie<4>; 2],
+    pub(super) v6: [Trie<16>; 2],
+    pub(super) fds_v4: [OwnedFd; 2],
+    pub(super) fds_v6: [OwnedFd; 2],
+    pub(super) contents_v4: [Contents<4>; 2],
+    pub(super) contents_v6: [Contents<16>; 2],
+    /// Capacity of each IPv4 trie.
+    pub(super) max_v4: u32,
+    /// Capacity of each IPv6 trie.
+    pub(super) max_v6: u32,
+}
+
+impl SlotTries {
+    /// Takes the slot tries named `[a4, b4]` and `[a6, b6]` and reads back what they hold.
+    pub(super) fn take(
+        ebpf: &mut Ebpf,
+        [a4, b4]: [&'static str; 2],
+        [a6, b6]: [&'static str; 2],
+    ) -> Result<Self, LoaderError> {
+        let read = |what: &'static str| {
+            move |source| LoaderError::Map {
+                what: format!("reading {what}"),
+                source,
+            }
+        };
+        let (ma4, max_v4, fa4) = take_sized(ebpf, a4)?;
+        let (mb4, _, fb4) = take_sized(ebpf, b4)?;
+        let (ma6, max_v6, fa6) = take_sized(ebpf, a6)?;
+        let (mb6, _, fb6) = take_sized(ebpf, b6)?;
+        let v4 = [
+            Trie::<4>::try_from(ma4).map_err(map_err(a4))?,
+            Trie::<4>::try_from(mb4).map_err(map_err(b4))?,
+        ];
+        let v6 = [
+            Trie::<16>::try_from(ma6).map_err(map_err(a6))?,
+            Trie::<16>::try_from(mb6).map_err(map_err(b6))?,
+        ];
+        let contents_v4 = [
+            read_trie(&v4[0]).map_err(read(a4))?,
+            read_trie(&v4[1]).map_err(read(b4))?,
+        ];
+        let contents_v6 = [
+            read_trie(&v6[0]).map_err(read(a6))?,
+            read_trie(&v6[1]).map_err(read(b6))?,
+        ];
+        Ok(Self {
+            v4,
+            v6,
+            fds_v4: [fa4, fb4],
+            fds_v6: [fa6, fb6],
+            contents_v4,
+            contents_v6,
+            max_v4,
+            max_v6,
+        })
+    }
 }
