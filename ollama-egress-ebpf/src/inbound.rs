@@ -124,6 +124,8 @@ fn store(v: &mut SockVerdict, family: u32, addr: [u8; 16], d: &Decision) {
     v.rule_id = d.rule_id;
     v.origin = ORIGIN_TABLES;
     v.direction = SOCK_INBOUND;
+    v.dport = 0;
+    v.reported = 0;
 }
 
 /// An inbound decision, or none (`inbound` false). Fully initialised either way: an
@@ -135,6 +137,9 @@ pub struct Inbound {
     pub inbound: bool,
     /// Its decision (meaningless when `inbound` is false).
     pub decision: Decision,
+    /// For a packet that is not inbound, at ingress: the `VERDICT_*` of the socket's stored
+    /// outbound verdict about its source, `verdict::NO_VERDICT` when there is none.
+    pub reply: u32,
 }
 
 impl Inbound {
@@ -143,6 +148,7 @@ impl Inbound {
         Inbound {
             inbound: true,
             decision,
+            reply: verdict::NO_VERDICT,
         }
     }
 
@@ -157,7 +163,16 @@ impl Inbound {
                 mode: 0,
                 origin: 0,
             },
+            reply: verdict::NO_VERDICT,
         }
+    }
+
+    /// Not inbound: a reply, counted by `verdict` (`verdict::NO_VERDICT`: by the tables).
+    #[inline(always)]
+    fn reply(verdict: u32) -> Self {
+        let mut r = Self::not();
+        r.reply = verdict;
+        r
     }
 }
 
@@ -170,9 +185,14 @@ fn socket(ctx: &SkBuffContext) -> *mut bpf_sock {
 
 /// The inbound decision of a packet leaving the target to `daddr` (of `family`, as judged),
 /// when it belongs to a connection the target accepted; not inbound for every other packet (an
-/// outbound destination).
+/// outbound destination). `p` is the socket's storage (`verdict::stored`, possibly null).
 #[inline(always)]
-pub fn at_egress(ctx: &SkBuffContext, family: u32, daddr: [u8; 16]) -> Inbound {
+pub fn at_egress(
+    ctx: &SkBuffContext,
+    p: *mut SockVerdict,
+    family: u32,
+    daddr: [u8; 16],
+) -> Inbound {
     let sk = socket(ctx);
     if sk.is_null() {
         return Inbound::not();
@@ -195,14 +215,14 @@ pub fn at_egress(ctx: &SkBuffContext, family: u32, daddr: [u8; 16]) -> Inbound {
     if state == TCP_LISTEN {
         return Inbound::of(judge_inbound(family, daddr).2);
     }
-    marked(ctx, family, daddr)
+    marked(p, family, daddr)
 }
 
 /// The inbound decision of a socket marked at accept whose peer is `peer` (of `family`): the
-/// stored one under the same generation, else judged again and stored.
+/// stored one (`p`, the socket's storage or null) under the same generation, else judged again
+/// and stored.
 #[inline(always)]
-fn marked(ctx: &SkBuffContext, family: u32, peer: [u8; 16]) -> Inbound {
-    let p = verdict::stored(ctx);
+fn marked(p: *mut SockVerdict, family: u32, peer: [u8; 16]) -> Inbound {
     if p.is_null() {
         return Inbound::not();
     }
@@ -223,10 +243,14 @@ fn marked(ctx: &SkBuffContext, family: u32, peer: [u8; 16]) -> Inbound {
     Inbound::of(d)
 }
 
-/// Returned by [`ingress_verdict`] for a packet that is not inbound traffic.
+/// Returned by [`ingress_verdict`] for a packet that is not inbound traffic and whose socket
+/// has no stored verdict about its source.
 pub const NOT_INBOUND: u32 = u32::MAX;
 /// Set in [`ingress_verdict`]'s answer when a decision was staged for [`report`].
 pub const STAGED: u32 = 1 << 16;
+/// Set in [`ingress_verdict`]'s answer for a reply counted by its socket's stored verdict (the
+/// low bits): not inbound traffic, never dropped.
+pub const REPLY: u32 = 1 << 17;
 
 /// The `VERDICT_*` of [`at_ingress`], [`NOT_INBOUND`] when the packet is not inbound traffic.
 /// A function of its own (a BPF subprogram, with its own stack frame): the ingress program's
@@ -237,6 +261,8 @@ pub fn ingress_verdict(ctx: &SkBuffContext, p: &Packet) -> u32 {
     let inb = at_ingress(ctx, p, &mut staged);
     if inb.inbound {
         inb.decision.verdict | if staged { STAGED } else { 0 }
+    } else if inb.reply != verdict::NO_VERDICT {
+        inb.reply | REPLY
     } else {
         NOT_INBOUND
     }
@@ -256,6 +282,7 @@ fn at_ingress(ctx: &SkBuffContext, p: &Packet, staged: &mut bool) -> Inbound {
     if full.is_null() {
         return Inbound::not();
     }
+    let stored = verdict::stored(ctx);
     // SAFETY: `full` is a full socket.
     let (state, protocol) = unsafe {
         (
@@ -288,12 +315,17 @@ fn at_ingress(ctx: &SkBuffContext, p: &Packet, staged: &mut bool) -> Inbound {
             return Inbound::of(d);
         }
         let (family, src) = judged_as(p.family, p.saddr);
-        return marked(ctx, family, src);
+        let inb = marked(stored, family, src);
+        if inb.inbound {
+            return inb;
+        }
+        return Inbound::reply(verdict::of_reply(stored, family, src, sport));
     }
     if p.proto == IPPROTO_UDP && protocol == u32::from(IPPROTO_UDP) {
         let (family, src) = judged_as(p.family, p.saddr);
-        if replies_to_sent(ctx, family, src, sport) {
-            return Inbound::not();
+        let reply = verdict::of_reply(stored, family, src, sport);
+        if reply != verdict::NO_VERDICT || replies_to_sent(ctx, stored, family, src, sport) {
+            return Inbound::reply(reply);
         }
         let (family, src, d) = judge_inbound(family, src);
         *staged = decided(family, src, sport, dport, p.proto, &d);
@@ -317,8 +349,14 @@ fn judged_as(family: u32, addr: [u8; 16]) -> (u32, [u8; 16]) {
 /// its connected peer (the verdict stored at `connect()`), or a destination one of its
 /// datagrams was judged for (the sendmsg hooks' record).
 #[inline(always)]
-fn replies_to_sent(ctx: &SkBuffContext, family: u32, src: [u8; 16], sport: u32) -> bool {
-    if verdict::of_packet(ctx, family, src).is_some() {
+fn replies_to_sent(
+    ctx: &SkBuffContext,
+    stored: *mut SockVerdict,
+    family: u32,
+    src: [u8; 16],
+    sport: u32,
+) -> bool {
+    if verdict::answered(stored, family, src, sport).is_some() {
         return true;
     }
     // SAFETY: `bpf_get_socket_cookie` accepts a cgroup_skb context.

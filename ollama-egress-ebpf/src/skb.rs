@@ -162,11 +162,13 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
     let daddr4 = [h[16], h[17], h[18], h[19]];
     // A packet of a connection the target accepted is judged by the inbound policy, never as
     // an outbound destination.
-    let inb = inbound::at_egress(ctx, FAMILY_IPV4, v4_daddr(daddr4));
+    // The socket's storage, looked up once for both questions.
+    let storage = verdict::stored(ctx);
+    let inb = inbound::at_egress(ctx, storage, FAMILY_IPV4, v4_daddr(daddr4));
     let (mut decision, direction) = match inb.inbound {
         true => (inb.decision, DIRECTION_INGRESS),
         false => {
-            let stored = verdict::of_packet(ctx, FAMILY_IPV4, v4_daddr(daddr4));
+            let stored = verdict::of_packet(storage, FAMILY_IPV4, v4_daddr(daddr4));
             let d = match verdict::current(stored) {
                 Some(d) => d,
                 None => verdict::settle(stored, judge_v4(daddr4)),
@@ -209,11 +211,12 @@ fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
         Some((v4, f)) => (FAMILY_IPV4, v4_daddr(v4), f),
         None => (FAMILY_IPV6, addr, V4_FORM_NONE),
     };
-    let inb = inbound::at_egress(ctx, family, daddr);
+    let storage = verdict::stored(ctx);
+    let inb = inbound::at_egress(ctx, storage, family, daddr);
     let (mut decision, direction) = match inb.inbound {
         true => (inb.decision, DIRECTION_INGRESS),
         false => {
-            let stored = verdict::of_packet(ctx, family, daddr);
+            let stored = verdict::of_packet(storage, family, daddr);
             let d = match verdict::current(stored) {
                 Some(d) => d,
                 None => {
@@ -379,10 +382,15 @@ fn try_ingress(ctx: &SkBuffContext) -> Result<i32, i64> {
         if answer & inbound::STAGED != 0 {
             inbound::report(ctx);
         }
-        let verdict = answer & !inbound::STAGED;
-        count(DIRECTION_INGRESS, verdict, ctx.len());
-        if verdict == VERDICT_BLOCKED {
-            return Ok(0);
+        if answer & inbound::REPLY != 0 {
+            // A reply to what the socket sent: counted by the socket's stored verdict.
+            count(DIRECTION_INGRESS, answer & !inbound::REPLY, ctx.len());
+        } else {
+            let verdict = answer & !inbound::STAGED;
+            count(DIRECTION_INGRESS, verdict, ctx.len());
+            if verdict == VERDICT_BLOCKED {
+                return Ok(0);
+            }
         }
     } else {
         count_reply(ctx, &p);
@@ -391,8 +399,9 @@ fn try_ingress(ctx: &SkBuffContext) -> Result<i32, i64> {
     Ok(1)
 }
 
-/// Counts a packet that is no inbound traffic (a reply to the target's outbound traffic) by
-/// the verdict its source would get as a destination. A subprogram: the ingress program's
+/// Counts a packet that is no inbound traffic (a reply to the target's outbound traffic) and
+/// whose socket keeps no verdict about its source, by the verdict its source would get as a
+/// destination. A subprogram: the ingress program's
 /// frame stays small enough for the DNS walk's.
 #[inline(never)]
 fn count_reply(ctx: &SkBuffContext, p: &crate::dns::Packet) {

@@ -70,8 +70,10 @@ fn try_decide(ctx: &SockAddrContext, hook: u32) -> Result<i32, Unrecorded> {
     let datagram = hook == HOOK_SENDMSG4 || hook == HOOK_SENDMSG6;
     if !datagram {
         crate::verdict::remember(ctx, target.family, target.daddr, &decision);
-    }
-    if !datagram || first_decision(ctx, &target, &decision) {
+        emit(&target, &decision, None);
+    } else if !crate::verdict::datagram(ctx, target.family, target.daddr, target.dport, &decision)
+        && first_decision(ctx, &target, &decision)
+    {
         emit(&target, &decision, None);
     }
     Ok(if decision.drops() { 0 } else { 1 })

@@ -2,7 +2,11 @@
 //! by the cgroup_skb egress backstop.
 //!
 //! - connect4/connect6 store the judged destination, the policy generation, the action, the
-//!   rule and whether a domain binding or the tables decided.
+//!   rule and whether a domain binding or the tables decided; sendmsg4/sendmsg6 store the last
+//!   datagram destination the same way (`SOCK_DATAGRAM`, never over a connect or accept
+//!   verdict), so its packet is not judged again and a repeated datagram is not looked up in
+//!   the de-dup map.
+//! - Ingress counts a reply from the stored destination by the stored verdict (`of_reply`).
 //! - The backstop, for a packet of a socket whose stored destination is the packet's (judged)
 //!   destination: under the same generation it takes that decision without walking the tables
 //!   (one socket-storage lookup); under another generation it judges again, except that a
@@ -19,7 +23,7 @@ use aya_ebpf::{
 };
 use ollama_egress_common::{
     ACTION_ALLOW, VERDICT_ALLOWED,
-    dns::{ORIGIN_DOMAIN, ORIGIN_TABLES, SOCK_OUTBOUND, SockVerdict},
+    dns::{ORIGIN_DOMAIN, ORIGIN_TABLES, SOCK_DATAGRAM, SOCK_OUTBOUND, SockVerdict},
 };
 
 use crate::{
@@ -49,23 +53,112 @@ pub fn remember(ctx: &SockAddrContext, family: u32, daddr: [u8; 16], decision: &
     v.rule_id = decision.rule_id;
     v.origin = decision.origin;
     v.direction = SOCK_OUTBOUND;
+    v.dport = 0;
+    v.reported = 0;
 }
 
-/// The stored outbound verdict of `ctx`'s socket, if it has one about `daddr` of `family` (as
-/// judged).
+/// Stores `decision` about a datagram to `daddr`:`dport` of `family` (as judged) with the
+/// sending socket, unless the socket keeps a connect or accept verdict; returns whether the
+/// same decision about the same destination was stored, and so reported, before (a repeated
+/// datagram then needs no de-dup lookup).
 #[inline(always)]
-pub fn of_packet(ctx: &SkBuffContext, family: u32, daddr: [u8; 16]) -> Option<*mut SockVerdict> {
-    let p = stored(ctx);
+pub fn datagram(
+    ctx: &SockAddrContext,
+    family: u32,
+    daddr: [u8; 16],
+    dport: u32,
+    decision: &Decision,
+) -> bool {
+    if decision.generation == 0 {
+        return false;
+    }
+    let mut fresh = SockVerdict::default();
+    // SAFETY: as in `remember`.
+    let p = unsafe { SOCK_VERDICT.get_or_insert_ptr_mut(ctx, Some(&mut fresh)) };
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: the helper returned this socket's storage, valid for the program's run.
+    let v = unsafe { &mut *p };
+    // A fresh storage has generation 0; a connect or accept verdict is never replaced.
+    if v.direction != SOCK_DATAGRAM && v.generation != 0 {
+        return false;
+    }
+    let action = decision.action();
+    if v.direction == SOCK_DATAGRAM
+        && v.reported == 1
+        && v.family == family
+        && v.daddr == daddr
+        && v.dport == dport
+        && v.generation == decision.generation
+        && v.action == action
+        && v.rule_id == decision.rule_id
+        && v.origin == decision.origin
+    {
+        return true;
+    }
+    v.daddr = daddr;
+    v.family = family;
+    v.generation = decision.generation;
+    v.action = action;
+    v.rule_id = decision.rule_id;
+    v.origin = decision.origin;
+    v.direction = SOCK_DATAGRAM;
+    v.dport = dport;
+    // The caller reports it now (or finds it reported in the de-dup map).
+    v.reported = 1;
+    false
+}
+
+/// The stored outbound (connect or datagram) verdict `p` (of [`stored`], possibly null), if it
+/// is about `daddr` of `family` (as judged).
+#[inline(always)]
+pub fn of_packet(p: *mut SockVerdict, family: u32, daddr: [u8; 16]) -> Option<*mut SockVerdict> {
     if p.is_null() {
         return None;
     }
     // SAFETY: `stored` returned this socket's storage, valid for the program's run.
     let v = unsafe { &*p };
-    if v.direction != SOCK_OUTBOUND || v.family != family || v.daddr != daddr {
+    if (v.direction != SOCK_OUTBOUND && v.direction != SOCK_DATAGRAM)
+        || v.family != family
+        || v.daddr != daddr
+    {
         return None;
     }
     Some(p)
 }
+
+/// The stored outbound verdict `p` (possibly null), if a packet from `src`:`sport` (of
+/// `family`, as judged) answers it: from the connected peer, or from the address and port of
+/// the last datagram destination.
+#[inline(always)]
+pub fn answered(
+    p: *mut SockVerdict,
+    family: u32,
+    src: [u8; 16],
+    sport: u32,
+) -> Option<*mut SockVerdict> {
+    let v = of_packet(p, family, src)?;
+    // SAFETY: `of_packet` returned this socket's storage, valid for the program's run.
+    if unsafe { (*v).direction == SOCK_DATAGRAM && (*v).dport != sport } {
+        return None;
+    }
+    Some(v)
+}
+
+/// The `VERDICT_*` a reply from `src`:`sport` (of `family`, as judged) is counted by: that of
+/// the stored outbound verdict `p` it [`answered`], under the active generation;
+/// [`NO_VERDICT`] when there is none (the tables then judge the source).
+#[inline(always)]
+pub fn of_reply(p: *mut SockVerdict, family: u32, src: [u8; 16], sport: u32) -> u32 {
+    match current(answered(p, family, src, sport)) {
+        Some(d) => d.verdict,
+        None => NO_VERDICT,
+    }
+}
+
+/// [`of_reply`] without a stored verdict.
+pub const NO_VERDICT: u32 = u32::MAX;
 
 /// The stored verdict's decision, when it was taken under the active policy generation.
 #[inline(always)]

@@ -379,6 +379,91 @@ fn denied_sources_get_nothing_and_are_logged() {
     assert_eq!(blocked, Some(1.0), "{m}");
 }
 
+/// The target's datagram to 198.51.100.10:7001, then what came back to its socket within 2 s.
+const DATAGRAM_TARGET: &str = r#"
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 0)); s.settimeout(0.5)
+s.sendto(b"hi", ("198.51.100.10", 7001))
+got = []; end = time.monotonic() + 2
+while time.monotonic() < end:
+    try:
+        d, a = s.recvfrom(100); got.append("%s:%d" % a)
+    except socket.timeout:
+        pass
+print(" ".join(sorted(got)) or "none", flush=True)
+"#;
+
+/// The peer of `DATAGRAM_TARGET`: answers from the port it was sent to and from another one.
+const DATAGRAM_PEER: &str = r#"
+import socket, time
+a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(("198.51.100.10", 7001))
+b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.bind(("198.51.100.10", 7002))
+print("ready", flush=True)
+a.settimeout(10)
+d, addr = a.recvfrom(100)
+a.sendto(b"same", addr); b.sendto(b"other", addr)
+time.sleep(0.5)
+"#;
+
+/// Outbound 198.51.100.0/24 is allowed, inbound only 192.0.2.0/24.
+const DATAGRAM_POLICY: &str = r#"
+default = "deny"
+[allow]
+cidrs = ["127.0.0.0/8", "198.51.100.0/24"]
+
+[inbound]
+default = "deny"
+[inbound.allow]
+cidrs = ["127.0.0.0/8", "192.0.2.0/24"]
+"#;
+
+#[test]
+fn a_datagram_from_another_port_of_a_sent_to_host_is_inbound() {
+    use std::io::BufRead as _;
+    let s = setup("--enforce", DATAGRAM_POLICY);
+    let mut peer = Command::new("ip")
+        .args(["netns", "exec", &s.net.cli.name, "python3", "-c", DATAGRAM_PEER])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the peer (install python3)");
+    let mut line = String::new();
+    std::io::BufReader::new(peer.stdout.take().expect("peer stdout"))
+        .read_line(&mut line)
+        .expect("peer ready line");
+    assert_eq!(line.trim(), "ready", "the peer did not start");
+    let procs = s._cg.path.join("cgroup.procs");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} && exec ip netns exec {} python3 -c \"$0\"",
+            procs.display(),
+            s.net.srv.name
+        ))
+        .arg(DATAGRAM_TARGET)
+        .output()
+        .expect("run the target's datagram client");
+    let _ = peer.kill();
+    let _ = peer.wait();
+    assert!(
+        out.status.success(),
+        "target: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The answer from the port the datagram went to is a reply; the one from another port of
+    // the same host is inbound traffic, which the inbound policy denies.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "198.51.100.10:7001",
+        "{}",
+        s.daemon.stderr_text()
+    );
+    let denied = s.daemon.wait_events(1, |e| {
+        is_inbound_from(e, "198.51.100.10") && e["sport"] == 7002
+    });
+    assert_eq!(denied[0]["verdict"], "blocked", "{denied:?}");
+}
+
 #[test]
 fn monitor_lets_denied_sources_in_and_records_would_block() {
     let s = setup("--monitor", INBOUND_GUARD);

@@ -154,6 +154,10 @@ pub const SOCK_OUTBOUND: u32 = 0;
 /// [`SockVerdict::direction`]: the socket is a connection the target accepted; `daddr` is the
 /// peer, judged by the inbound policy, and the socket's packets in both directions by it.
 pub const SOCK_INBOUND: u32 = 1;
+/// [`SockVerdict::direction`]: the last destination the socket's `sendmsg()` was judged for
+/// (`daddr`, `dport`), so the datagram's packet and the replies to it are counted by that
+/// decision without a table walk. Never replaces a [`SOCK_OUTBOUND`] or [`SOCK_INBOUND`] one.
+pub const SOCK_DATAGRAM: u32 = 2;
 
 /// The decision a socket's `connect()` (or, for an accepted connection, its peer) got, kept
 /// with the socket.
@@ -172,8 +176,14 @@ pub struct SockVerdict {
     pub rule_id: u32,
     /// `ORIGIN_*`.
     pub origin: u32,
-    /// [`SOCK_OUTBOUND`] or [`SOCK_INBOUND`].
+    /// [`SOCK_OUTBOUND`], [`SOCK_INBOUND`] or [`SOCK_DATAGRAM`].
     pub direction: u32,
+    /// Destination port of a [`SOCK_DATAGRAM`] verdict (host byte order), 0 otherwise.
+    pub dport: u32,
+    /// 1 when the event of a [`SOCK_DATAGRAM`] decision was made (or found made) already: a
+    /// repeated datagram to the same destination under the same decision needs no de-dup
+    /// lookup.
+    pub reported: u32,
 }
 
 /// One address of a [`DnsEvent`].
@@ -219,7 +229,7 @@ const _: () = assert!(core::mem::size_of::<DnsConfig>() == 16);
 const _: () = assert!(core::mem::size_of::<DnsQueryKey>() == 40);
 const _: () = assert!(core::mem::size_of::<BindingKey>() == 24);
 const _: () = assert!(core::mem::size_of::<Binding>() == 32);
-const _: () = assert!(core::mem::size_of::<SockVerdict>() == 40);
+const _: () = assert!(core::mem::size_of::<SockVerdict>() == 48);
 const _: () = assert!(core::mem::size_of::<DnsAddr>() == 24);
 const _: () = assert!(DnsEvent::SIZE == 16 + 16 + 16 + 24 * DNS_MAX_ADDRS + DOMAIN_KEY_LEN);
 
