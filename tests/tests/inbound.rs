@@ -423,7 +423,14 @@ fn a_datagram_from_another_port_of_a_sent_to_host_is_inbound() {
     use std::io::BufRead as _;
     let s = setup("--enforce", DATAGRAM_POLICY);
     let mut peer = Command::new("ip")
-        .args(["netns", "exec", &s.net.cli.name, "python3", "-c", DATAGRAM_PEER])
+        .args([
+            "netns",
+            "exec",
+            &s.net.cli.name,
+            "python3",
+            "-c",
+            DATAGRAM_PEER,
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn the peer (install python3)");
