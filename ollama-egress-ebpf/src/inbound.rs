@@ -38,7 +38,7 @@ use ollama_egress_common::{
     ConnectEvent, DIRECTION_INGRESS, DedupKey, DedupValue, EVENT_KIND_CONNECT, EventHeader,
     FAMILY_IPV4, FAMILY_IPV6, HOOK_SKB_INGRESS, INBOUND_EVENTS_PER_SECOND, STAT_EVENTS_LOST,
     STAT_INBOUND_DECISIONS, STAT_INBOUND_UNREPORTED,
-    dns::{ORIGIN_TABLES, SOCK_INBOUND, SockVerdict},
+    dns::{SOCK_INBOUND, SockVerdict},
 };
 
 use crate::{
@@ -112,20 +112,7 @@ fn mark(ctx: &SockOpsContext) {
     }
     // SAFETY: the helper returned this socket's storage, valid for the program's run.
     let v = unsafe { &mut *p };
-    store(v, family, addr, &d);
-}
-
-#[inline(always)]
-fn store(v: &mut SockVerdict, family: u32, addr: [u8; 16], d: &Decision) {
-    v.daddr = addr;
-    v.family = family;
-    v.generation = d.generation;
-    v.action = d.action();
-    v.rule_id = d.rule_id;
-    v.origin = ORIGIN_TABLES;
-    v.direction = SOCK_INBOUND;
-    v.dport = 0;
-    v.reported = 0;
+    *v = verdict::record(SOCK_INBOUND, family, addr, 0, &d);
 }
 
 /// An inbound decision, or none (`inbound` false). Fully initialised either way: an
@@ -238,7 +225,7 @@ fn marked(p: *mut SockVerdict, family: u32, peer: [u8; 16]) -> Inbound {
     }
     let (family, addr, d) = judge_inbound(family, peer);
     if d.generation != 0 {
-        store(v, family, addr, &d);
+        *v = verdict::record(SOCK_INBOUND, family, addr, 0, &d);
     }
     Inbound::of(d)
 }
@@ -319,13 +306,14 @@ fn at_ingress(ctx: &SkBuffContext, p: &Packet, staged: &mut bool) -> Inbound {
         if inb.inbound {
             return inb;
         }
-        return Inbound::reply(verdict::of_reply(stored, family, src, sport));
+        let sent = verdict::answered(stored, family, src, sport);
+        return Inbound::reply(verdict::of_reply(sent));
     }
     if p.proto == IPPROTO_UDP && protocol == u32::from(IPPROTO_UDP) {
         let (family, src) = judged_as(p.family, p.saddr);
-        let reply = verdict::of_reply(stored, family, src, sport);
-        if reply != verdict::NO_VERDICT || replies_to_sent(ctx, stored, family, src, sport) {
-            return Inbound::reply(reply);
+        let sent = verdict::answered(stored, family, src, sport);
+        if sent.is_some() || datagram_sent(ctx, family, src, sport) {
+            return Inbound::reply(verdict::of_reply(sent));
         }
         let (family, src, d) = judge_inbound(family, src);
         *staged = decided(family, src, sport, dport, p.proto, &d);
@@ -345,20 +333,11 @@ fn judged_as(family: u32, addr: [u8; 16]) -> (u32, [u8; 16]) {
     }
 }
 
-/// Whether a datagram from `src`:`sport` to the packet's socket answers what the socket sent:
-/// its connected peer (the verdict stored at `connect()`), or a destination one of its
-/// datagrams was judged for (the sendmsg hooks' record).
+/// Whether one of the packet's socket's datagrams was judged for `src`:`sport` (the sendmsg
+/// hooks' record), so a datagram from there answers it. The socket's connected peer and its
+/// last datagram destination are in its stored verdict (`verdict::answered`).
 #[inline(always)]
-fn replies_to_sent(
-    ctx: &SkBuffContext,
-    stored: *mut SockVerdict,
-    family: u32,
-    src: [u8; 16],
-    sport: u32,
-) -> bool {
-    if verdict::answered(stored, family, src, sport).is_some() {
-        return true;
-    }
+fn datagram_sent(ctx: &SkBuffContext, family: u32, src: [u8; 16], sport: u32) -> bool {
     // SAFETY: `bpf_get_socket_cookie` accepts a cgroup_skb context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     let key = DedupKey {

@@ -382,15 +382,11 @@ fn try_ingress(ctx: &SkBuffContext) -> Result<i32, i64> {
         if answer & inbound::STAGED != 0 {
             inbound::report(ctx);
         }
-        if answer & inbound::REPLY != 0 {
-            // A reply to what the socket sent: counted by the socket's stored verdict.
-            count(DIRECTION_INGRESS, answer & !inbound::REPLY, ctx.len());
-        } else {
-            let verdict = answer & !inbound::STAGED;
-            count(DIRECTION_INGRESS, verdict, ctx.len());
-            if verdict == VERDICT_BLOCKED {
-                return Ok(0);
-            }
+        let verdict = answer & !(inbound::STAGED | inbound::REPLY);
+        count(DIRECTION_INGRESS, verdict, ctx.len());
+        // A reply to what the socket sent (counted by its stored verdict) is never dropped.
+        if answer & inbound::REPLY == 0 && verdict == VERDICT_BLOCKED {
+            return Ok(0);
         }
     } else {
         count_reply(ctx, &p);
@@ -401,8 +397,8 @@ fn try_ingress(ctx: &SkBuffContext) -> Result<i32, i64> {
 
 /// Counts a packet that is no inbound traffic (a reply to the target's outbound traffic) and
 /// whose socket keeps no verdict about its source, by the verdict its source would get as a
-/// destination. A subprogram: the ingress program's
-/// frame stays small enough for the DNS walk's.
+/// destination. A subprogram: the ingress program's frame stays small enough for the DNS
+/// walk's.
 #[inline(never)]
 fn count_reply(ctx: &SkBuffContext, p: &crate::dns::Packet) {
     let decision = if p.family == FAMILY_IPV4 {

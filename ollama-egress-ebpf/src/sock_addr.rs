@@ -68,12 +68,16 @@ fn try_decide(ctx: &SockAddrContext, hook: u32) -> Result<i32, Unrecorded> {
         );
     }
     let datagram = hook == HOOK_SENDMSG4 || hook == HOOK_SENDMSG6;
-    if !datagram {
+    // One event per connect; per datagram destination only when neither the socket's stored
+    // verdict nor the de-dup map shows it reported.
+    let report = if datagram {
+        !crate::verdict::datagram(ctx, target.family, target.daddr, target.dport, &decision)
+            && first_decision(ctx, &target, &decision)
+    } else {
         crate::verdict::remember(ctx, target.family, target.daddr, &decision);
-        emit(&target, &decision, None);
-    } else if !crate::verdict::datagram(ctx, target.family, target.daddr, target.dport, &decision)
-        && first_decision(ctx, &target, &decision)
-    {
+        true
+    };
+    if report {
         emit(&target, &decision, None);
     }
     Ok(if decision.drops() { 0 } else { 1 })

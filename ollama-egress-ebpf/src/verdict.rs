@@ -31,6 +31,28 @@ use crate::{
     policy::{Decision, active, decide},
 };
 
+/// The stored form of `d` about `daddr`:`dport` of `family` (as judged), `direction` one of
+/// `SOCK_OUTBOUND`, `SOCK_INBOUND`, `SOCK_DATAGRAM`.
+#[inline(always)]
+pub fn record(
+    direction: u32,
+    family: u32,
+    daddr: [u8; 16],
+    dport: u32,
+    d: &Decision,
+) -> SockVerdict {
+    SockVerdict {
+        daddr,
+        family,
+        generation: d.generation,
+        action: d.action(),
+        rule_id: d.rule_id,
+        origin: d.origin,
+        direction,
+        dport,
+    }
+}
+
 /// Stores `decision` about `daddr` of `family` (as judged) with the connecting socket.
 #[inline(always)]
 pub fn remember(ctx: &SockAddrContext, family: u32, daddr: [u8; 16], decision: &Decision) {
@@ -46,15 +68,7 @@ pub fn remember(ctx: &SockAddrContext, family: u32, daddr: [u8; 16], decision: &
     }
     // SAFETY: the helper returned this socket's storage, valid for the program's run.
     let v = unsafe { &mut *p };
-    v.daddr = daddr;
-    v.family = family;
-    v.generation = decision.generation;
-    v.action = decision.action();
-    v.rule_id = decision.rule_id;
-    v.origin = decision.origin;
-    v.direction = SOCK_OUTBOUND;
-    v.dport = 0;
-    v.reported = 0;
+    *v = record(SOCK_OUTBOUND, family, daddr, 0, decision);
 }
 
 /// Stores `decision` about a datagram to `daddr`:`dport` of `family` (as judged) with the
@@ -84,29 +98,12 @@ pub fn datagram(
     if v.direction != SOCK_DATAGRAM && v.generation != 0 {
         return false;
     }
-    let action = decision.action();
-    if v.direction == SOCK_DATAGRAM
-        && v.reported == 1
-        && v.family == family
-        && v.daddr == daddr
-        && v.dport == dport
-        && v.generation == decision.generation
-        && v.action == action
-        && v.rule_id == decision.rule_id
-        && v.origin == decision.origin
-    {
+    let new = record(SOCK_DATAGRAM, family, daddr, dport, decision);
+    if *v == new {
         return true;
     }
-    v.daddr = daddr;
-    v.family = family;
-    v.generation = decision.generation;
-    v.action = action;
-    v.rule_id = decision.rule_id;
-    v.origin = decision.origin;
-    v.direction = SOCK_DATAGRAM;
-    v.dport = dport;
     // The caller reports it now (or finds it reported in the de-dup map).
-    v.reported = 1;
+    *v = new;
     false
 }
 
@@ -146,12 +143,12 @@ pub fn answered(
     Some(v)
 }
 
-/// The `VERDICT_*` a reply from `src`:`sport` (of `family`, as judged) is counted by: that of
-/// the stored outbound verdict `p` it [`answered`], under the active generation;
-/// [`NO_VERDICT`] when there is none (the tables then judge the source).
+/// The `VERDICT_*` a reply is counted by: that of the stored outbound verdict `v` it
+/// [`answered`], under the active generation; [`NO_VERDICT`] when there is none (the tables
+/// then judge the source).
 #[inline(always)]
-pub fn of_reply(p: *mut SockVerdict, family: u32, src: [u8; 16], sport: u32) -> u32 {
-    match current(answered(p, family, src, sport)) {
+pub fn of_reply(v: Option<*mut SockVerdict>) -> u32 {
+    match current(v) {
         Some(d) => d.verdict,
         None => NO_VERDICT,
     }

@@ -188,22 +188,27 @@ impl Net {
     }
 }
 
+/// Python `script` as the target: in cgroup `cg` and the server namespace.
+fn as_target(net: &Net, cg: &Path, script: &str) -> Command {
+    // Into the cgroup first: `ip netns exec` mounts a sysfs of its own, without the cgroup
+    // hierarchy.
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "echo $$ > {} && exec ip netns exec {} python3 -c \"$0\"",
+            cg.join("cgroup.procs").display(),
+            net.srv.name
+        ))
+        .arg(script);
+    cmd
+}
+
 /// The target: the server, in the target cgroup and the server namespace; killed on drop.
 struct Server(Child);
 
 impl Server {
     fn start(net: &Net, cg: &Path) -> Self {
-        let procs = cg.join("cgroup.procs");
-        // Into the cgroup first: `ip netns exec` mounts a sysfs of its own, without the
-        // cgroup hierarchy.
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "echo $$ > {} && exec ip netns exec {} python3 -c \"$0\"",
-                procs.display(),
-                net.srv.name
-            ))
-            .arg(SERVER)
+        let mut child = as_target(net, cg, SERVER)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -228,7 +233,7 @@ impl Drop for Server {
 struct Setup {
     daemon: Daemon,
     _server: Server,
-    _cg: TestCgroup,
+    cg: TestCgroup,
     net: Net,
     tmp: tempfile::TempDir,
 }
@@ -246,7 +251,7 @@ fn setup(mode: &str, policy: &str) -> Setup {
     Setup {
         daemon,
         _server: server,
-        _cg: cg,
+        cg,
         net,
         tmp,
     }
@@ -439,15 +444,7 @@ fn a_datagram_from_another_port_of_a_sent_to_host_is_inbound() {
         .read_line(&mut line)
         .expect("peer ready line");
     assert_eq!(line.trim(), "ready", "the peer did not start");
-    let procs = s._cg.path.join("cgroup.procs");
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {} && exec ip netns exec {} python3 -c \"$0\"",
-            procs.display(),
-            s.net.srv.name
-        ))
-        .arg(DATAGRAM_TARGET)
+    let out = as_target(&s.net, &s.cg.path, DATAGRAM_TARGET)
         .output()
         .expect("run the target's datagram client");
     let _ = peer.kill();

@@ -178,12 +178,9 @@ pub struct SockVerdict {
     pub origin: u32,
     /// [`SOCK_OUTBOUND`], [`SOCK_INBOUND`] or [`SOCK_DATAGRAM`].
     pub direction: u32,
-    /// Destination port of a [`SOCK_DATAGRAM`] verdict (host byte order), 0 otherwise.
+    /// Destination port of a [`SOCK_DATAGRAM`] verdict (host byte order), 0 otherwise. A
+    /// [`SOCK_DATAGRAM`] verdict is stored when its event is made (or found made) already.
     pub dport: u32,
-    /// 1 when the event of a [`SOCK_DATAGRAM`] decision was made (or found made) already: a
-    /// repeated datagram to the same destination under the same decision needs no de-dup
-    /// lookup.
-    pub reported: u32,
 }
 
 /// One address of a [`DnsEvent`].
@@ -229,7 +226,7 @@ const _: () = assert!(core::mem::size_of::<DnsConfig>() == 16);
 const _: () = assert!(core::mem::size_of::<DnsQueryKey>() == 40);
 const _: () = assert!(core::mem::size_of::<BindingKey>() == 24);
 const _: () = assert!(core::mem::size_of::<Binding>() == 32);
-const _: () = assert!(core::mem::size_of::<SockVerdict>() == 48);
+const _: () = assert!(core::mem::size_of::<SockVerdict>() == 44);
 const _: () = assert!(core::mem::size_of::<DnsAddr>() == 24);
 const _: () = assert!(DnsEvent::SIZE == 16 + 16 + 16 + 24 * DNS_MAX_ADDRS + DOMAIN_KEY_LEN);
 
