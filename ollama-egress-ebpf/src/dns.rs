@@ -40,7 +40,7 @@ use ollama_egress_common::{
 use crate::{
     maps::{DNS_CONFIG, DNS_QUERIES, DNS_SCRATCH, DOMAINS_0, DOMAINS_1, EVENTS, SLOT_CONFIG},
     policy::{bindings, bump_stat, v4_daddr},
-    skb::{Chain, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, walk_chain},
+    skb::{Chain, ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP, read, read_l4, walk_chain},
 };
 
 /// Bytes of a DNS header.
@@ -93,7 +93,7 @@ fn try_dns_ingress(ctx: &SkBuffContext) -> Result<(), i64> {
 pub fn packet(ctx: &SkBuffContext) -> Result<Packet, i64> {
     match u16::from_be(ctx.skb.protocol() as u16) {
         ETH_P_IP => {
-            let h: [u8; 20] = ctx.load(0)?;
+            let h: [u8; 20] = read(&ctx.skb, 0)?;
             let ihl = usize::from(h[0] & 0x0f) * 4;
             let later_fragment = (u16::from(h[6] & 0x1f) << 8) | u16::from(h[7]) != 0;
             Ok(Packet {
@@ -105,7 +105,7 @@ pub fn packet(ctx: &SkBuffContext) -> Result<Packet, i64> {
             })
         }
         ETH_P_IPV6 => {
-            let h: [u8; 40] = ctx.load(0)?;
+            let h: [u8; 40] = read(&ctx.skb, 0)?;
             let mut saddr = [0u8; 16];
             let mut daddr = [0u8; 16];
             saddr.copy_from_slice(&h[8..24]);
@@ -134,9 +134,13 @@ fn message(ctx: &SkBuffContext, proto: u8, l4_off: usize) -> Result<(u16, u16, u
     if l4_off == 0 || (proto != IPPROTO_UDP && proto != IPPROTO_TCP) {
         return Err(0);
     }
-    let ports: [u8; 4] = ctx.load(l4_off)?;
+    let ports: [u8; 4] = read_l4(&ctx.skb, l4_off, 0)?;
     let sport = u16::from_be_bytes([ports[0], ports[1]]);
     let dport = u16::from_be_bytes([ports[2], ports[3]]);
+    // Only DNS is looked at further: every other packet is done after its ports.
+    if sport != DNS_PORT && dport != DNS_PORT {
+        return Err(0);
+    }
     let total = ctx.len() as usize;
     let (off, len) = if proto == IPPROTO_UDP {
         let off = l4_off + UDP_HDR;

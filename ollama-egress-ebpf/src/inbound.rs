@@ -269,7 +269,7 @@ fn at_ingress(ctx: &SkBuffContext, p: &Packet, staged: &mut bool) -> Inbound {
     if full.is_null() {
         return Inbound::not();
     }
-    let stored = verdict::stored(ctx);
+    let stored = verdict::stored(ctx.skb.skb);
     // SAFETY: `full` is a full socket.
     let (state, protocol) = unsafe {
         (
@@ -279,9 +279,10 @@ fn at_ingress(ctx: &SkBuffContext, p: &Packet, staged: &mut bool) -> Inbound {
     };
     // Ports and (TCP) flags; 0 when the header cannot be read.
     let (sport, dport, flags) = if p.l4_off != 0 {
-        let h = ctx.load::<[u8; 4]>(p.l4_off).unwrap_or([0; 4]);
+        let h = crate::skb::read_l4::<[u8; 4]>(&ctx.skb, p.l4_off, 0).unwrap_or([0; 4]);
         let flags = if p.proto == IPPROTO_TCP {
-            ctx.load::<u8>(p.l4_off + 13).unwrap_or(0)
+            // Data offset and flags: the flags are the second byte.
+            crate::skb::read_l4::<[u8; 2]>(&ctx.skb, p.l4_off, 12).map_or(0, |b| b[1])
         } else {
             0
         };

@@ -26,7 +26,10 @@ use ollama_egress_common::{
     STAT_SKB_DROPS_UNREPORTED, V4_FORM_NONE, VERDICT_BLOCKED, counter_index, embedded_ipv4,
 };
 
+mod bytes;
 mod options;
+
+pub(crate) use bytes::{ETH_HLEN, read, read_l3, read_l4};
 
 use options::source_routed;
 
@@ -52,7 +55,7 @@ const IPV6_SADDR: usize = 8;
 /// Offset of the IPv6 destination address.
 const IPV6_DADDR: usize = 24;
 /// Length of the fixed IPv6 header.
-const IPV6_HDR_LEN: usize = 40;
+pub(crate) const IPV6_HDR_LEN: usize = 40;
 /// Extension headers accepted before the upper-layer header; a chain that has not reached its
 /// upper-layer header after that many is denied (legitimate packets carry a handful at most).
 const MAX_EXT_HEADERS: usize = 8;
@@ -141,7 +144,7 @@ fn unhooked_socket(ctx: &SkBuffContext) -> bool {
 }
 
 fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
-    let h: [u8; IPV4_HDR_LEN] = ctx.load(0)?;
+    let h: [u8; IPV4_HDR_LEN] = read(&ctx.skb, 0)?;
     let ihl = usize::from(h[0] & 0x0f) * 4;
     // DNS queries first, before the decision: the verifier then checks the recording once, not
     // once per way the policy can decide. A query of a packet that is then dropped never gets
@@ -163,7 +166,7 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
     // A packet of a connection the target accepted is judged by the inbound policy, never as
     // an outbound destination.
     // The socket's storage, looked up once for both questions.
-    let storage = verdict::stored(ctx);
+    let storage = verdict::stored(ctx.skb.skb);
     let inb = inbound::at_egress(ctx, storage, FAMILY_IPV4, v4_daddr(daddr4));
     let (mut decision, direction) = match inb.inbound {
         true => (inb.decision, DIRECTION_INGRESS),
@@ -193,8 +196,9 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
 }
 
 fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
-    let addr: [u8; 16] = ctx.load(IPV6_DADDR)?;
-    let next: u8 = ctx.load(IPV6_NEXTHDR)?;
+    let addr: [u8; 16] = read(&ctx.skb, IPV6_DADDR)?;
+    // Next header and hop limit: the next header is the first byte.
+    let next = read::<[u8; 2]>(&ctx.skb, IPV6_NEXTHDR)?[0];
     // The chain first: the walk is then verified once, not once per way the policy decides.
     // An allowed destination only counts if it is the final one: a routing header with
     // segments left, or a header chain that cannot be read to its end within the limit, could
@@ -204,14 +208,14 @@ fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
         Ok(Chain::Elsewhere) | Err(_) => (true, next, 0),
     };
     // DNS queries before the decision, as for IPv4.
-    let saddr: [u8; 16] = ctx.load(IPV6_SADDR)?;
+    let saddr: [u8; 16] = read(&ctx.skb, IPV6_SADDR)?;
     let _ = record_query(ctx, FAMILY_IPV6, Some(saddr), addr, proto, l4_off);
     // The destination as the policy judges it, for the socket's stored verdict.
     let (mut family, mut daddr, mut form) = match embedded_ipv4(&addr) {
         Some((v4, f)) => (FAMILY_IPV4, v4_daddr(v4), f),
         None => (FAMILY_IPV6, addr, V4_FORM_NONE),
     };
-    let storage = verdict::stored(ctx);
+    let storage = verdict::stored(ctx.skb.skb);
     let inb = inbound::at_egress(ctx, storage, family, daddr);
     let (mut decision, direction) = match inb.inbound {
         true => (inb.decision, DIRECTION_INGRESS),

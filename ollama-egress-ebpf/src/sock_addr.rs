@@ -9,7 +9,8 @@ use aya_ebpf::{
     macros::cgroup_sock_addr, programs::SockAddrContext,
 };
 use ollama_egress_common::{
-    FAMILY_IPV4, HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6,
+    FAMILY_IPV4, FAMILY_IPV6, HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6,
+    embedded_ipv4,
 };
 
 use crate::{
@@ -53,11 +54,20 @@ fn try_decide(ctx: &SockAddrContext, hook: u32) -> Result<i32, Unrecorded> {
     if !crate::exec::judges_task(ctx).ok_or(Unrecorded)? {
         return Ok(1);
     }
-    let sa = ctx.sock_addr;
-    let (target, decision) = if hook == HOOK_CONNECT4 || hook == HOOK_SENDMSG4 {
-        judge4(sa, hook)
+    let dest = destination(ctx.sock_addr, hook);
+    let datagram = hook == HOOK_SENDMSG4 || hook == HOOK_SENDMSG6;
+    if datagram {
+        let (family, daddr) = dest.judged_as();
+        // A repeated datagram to the socket's last datagram destination under the same
+        // policy: decided, and reported, already.
+        if let Some(d) = crate::verdict::repeated_datagram(ctx, family, daddr, dest.dport) {
+            return Ok(if d.drops() { 0 } else { 1 });
+        }
+    }
+    let (target, decision) = if dest.v6 {
+        judge6(&dest, hook)
     } else {
-        judge6(sa, hook)
+        judge4(&dest, hook)
     };
     if decision.generation == 0 {
         // Userspace writes a policy before attaching: this only happens if the policy maps were
@@ -67,7 +77,6 @@ fn try_decide(ctx: &SockAddrContext, hook: u32) -> Result<i32, Unrecorded> {
             "no policy in force: connection allowed without a decision"
         );
     }
-    let datagram = hook == HOOK_SENDMSG4 || hook == HOOK_SENDMSG6;
     // One event per connect; per datagram destination only when neither the socket's stored
     // verdict nor the de-dup map shows it reported.
     let report = if datagram {
@@ -83,24 +92,70 @@ fn try_decide(ctx: &SockAddrContext, hook: u32) -> Result<i32, Unrecorded> {
     Ok(if decision.drops() { 0 } else { 1 })
 }
 
+/// The destination of a `connect()` or datagram, as the caller gave it.
+struct Destination {
+    /// An IPv6 address (else IPv4).
+    v6: bool,
+    /// The address, network byte order (IPv4 in the first four bytes).
+    addr: [u8; 16],
+    /// The port, host byte order.
+    dport: u32,
+    /// The socket's protocol.
+    protocol: u32,
+}
+
+impl Destination {
+    /// The destination as the policy judges it first: an IPv4 address in IPv6 form as IPv4.
+    #[inline(always)]
+    fn judged_as(&self) -> (u32, [u8; 16]) {
+        if !self.v6 {
+            return (FAMILY_IPV4, self.addr);
+        }
+        match embedded_ipv4(&self.addr) {
+            Some((v4, _)) => (FAMILY_IPV4, v4_daddr(v4)),
+            None => (FAMILY_IPV6, self.addr),
+        }
+    }
+}
+
+/// Reads the destination of the hook's context.
 #[inline(always)]
-fn judge4(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
+fn destination(sa: *mut bpf_sock_addr, hook: u32) -> Destination {
+    let v6 = hook == HOOK_CONNECT6 || hook == HOOK_SENDMSG6;
+    let mut addr = [0u8; 16];
     // SAFETY: the context pointer is valid for the program's run; the verifier permits 4-byte
-    // reads of these fields.
-    let (ip, port, protocol) = unsafe {
+    // reads of these fields (`user_ip6` one word at a time).
+    let (port, protocol) = unsafe {
+        if v6 {
+            for i in 0..4 {
+                let w = read_volatile(&(*sa).user_ip6[i]).to_ne_bytes();
+                addr[i * 4..i * 4 + 4].copy_from_slice(&w);
+            }
+        } else {
+            addr[..4].copy_from_slice(&read_volatile(&(*sa).user_ip4).to_ne_bytes());
+        }
         (
-            read_volatile(&(*sa).user_ip4),
             read_volatile(&(*sa).user_port),
             read_volatile(&(*sa).protocol),
         )
     };
-    let v4 = ip.to_ne_bytes();
+    Destination {
+        v6,
+        addr,
+        dport: u32::from(u16::from_be(port as u16)),
+        protocol,
+    }
+}
+
+#[inline(always)]
+fn judge4(dest: &Destination, hook: u32) -> (Target, Decision) {
+    let v4 = [dest.addr[0], dest.addr[1], dest.addr[2], dest.addr[3]];
     let target = Target {
         hook,
         family: FAMILY_IPV4,
-        protocol,
-        dport: u32::from(u16::from_be(port as u16)),
-        daddr: v4_daddr(v4),
+        protocol: dest.protocol,
+        dport: dest.dport,
+        daddr: dest.addr,
         v4_form: 0,
         direction: ollama_egress_common::DIRECTION_EGRESS,
         lport: 0,
@@ -109,28 +164,15 @@ fn judge4(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
 }
 
 #[inline(always)]
-fn judge6(sa: *mut bpf_sock_addr, hook: u32) -> (Target, Decision) {
-    let mut addr = [0u8; 16];
-    // SAFETY: as in `judge4`; `user_ip6` is read one 4-byte word at a time.
-    let (port, protocol) = unsafe {
-        for i in 0..4 {
-            let w = read_volatile(&(*sa).user_ip6[i]).to_ne_bytes();
-            addr[i * 4..i * 4 + 4].copy_from_slice(&w);
-        }
-        (
-            read_volatile(&(*sa).user_port),
-            read_volatile(&(*sa).protocol),
-        )
-    };
-    let dport = u32::from(u16::from_be(port as u16));
-    let judged = judge_v6(addr);
+fn judge6(dest: &Destination, hook: u32) -> (Target, Decision) {
+    let judged = judge_v6(dest.addr);
     // The event names the address that decided: the IPv4 one for an IPv4 address in IPv6 form.
-    let (family, daddr) = judged.named(&addr);
+    let (family, daddr) = judged.named(&dest.addr);
     let target = Target {
         hook,
         family,
-        protocol,
-        dport,
+        protocol: dest.protocol,
+        dport: dest.dport,
         daddr,
         v4_form: judged.form,
         direction: ollama_egress_common::DIRECTION_EGRESS,

@@ -4,9 +4,11 @@
 //! socket) are judged here by their destination with the same policy lookup.
 //!
 //! The common case is a packet of a socket outside the target: one helper call and a compare.
-//! Packets of the target's inet sockets to the socket's own connected peer were judged by the
-//! cgroup hooks already and pass untouched; so do TCP request and time-wait sockets (replies of
-//! accepted connections). Everything else of the target is parsed (Ethernet, up to two VLAN
+//! Packets of the target's inet sockets to the socket's own connected peer, or to a destination
+//! the socket's stored verdict allows by the tables under the active generation (see `verdict`),
+//! were judged by the cgroup hooks already and pass without a table walk; so do TCP request and
+//! time-wait sockets (replies of accepted connections). Headers are read directly from the
+//! frame where it holds them (see `skb::read`). Everything else of the target is parsed (Ethernet, up to two VLAN
 //! tags, IPv4, IPv6) and judged; a frame that is not IP, or whose IP header could send it on
 //! elsewhere (IPv4 options, IPv6 hop-by-hop, routing or destination options), is denied.
 
@@ -22,13 +24,15 @@ use aya_ebpf::{
 };
 use ollama_egress_common::{
     Counter, DeviceTarget, FAMILY_IPV4, FAMILY_IPV6, HOOK_DEVICE_EGRESS, RULE_DEVICE_IP_OPTIONS,
-    RULE_DEVICE_NON_IP, VERDICT_COUNT,
+    RULE_DEVICE_NON_IP, VERDICT_COUNT, dns::ORIGIN_TABLES, embedded_ipv4,
 };
 
 use crate::{
     event::{Sender, Target, send},
     policy::{Decision, deny_with, judge_v4, judge_v6, v4_daddr},
     seen::Seen,
+    skb::{ETH_HLEN, read, read_l3},
+    verdict,
 };
 
 /// Which cgroup subtree is judged (written by userspace before the programs are attached).
@@ -47,7 +51,6 @@ const TC_ACT_SHOT: i32 = 2;
 const AF_INET: u32 = 2;
 const AF_INET6: u32 = 10;
 
-const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
@@ -122,7 +125,15 @@ fn judge_target_frame(ctx: &TcContext, framing: Framing) -> i32 {
         return TC_ACT_UNSPEC;
     }
     let frame = match parse(ctx, framing) {
-        Ok(f) => f,
+        Ok(h) => {
+            // What the cgroup hooks judged passes before any table is walked: the connected
+            // peer, and a destination the socket's stored verdict allows (its last
+            // datagram's) under the active generation.
+            if own_peer(full, &h) || (!h.options && judged_by_hooks(ctx, &h)) {
+                return TC_ACT_UNSPEC;
+            }
+            judge(&h)
+        }
         Err(rule) => Frame {
             decision: deny_with(rule),
             family: 0,
@@ -131,9 +142,6 @@ fn judge_target_frame(ctx: &TcContext, framing: Framing) -> i32 {
             dport: 0,
         },
     };
-    if frame.family != 0 && own_peer(full, &frame) {
-        return TC_ACT_UNSPEC;
-    }
     count(frame.decision.verdict, ctx.len());
     if frame.decision.denies() && first_report(ctx, &frame) {
         emit(ctx, &frame);
@@ -158,14 +166,83 @@ struct Frame {
     dport: u32,
 }
 
-/// Parses the frame and judges its destination; `Err(rule)` for a frame denied by its form.
+/// The IP header of a frame, as read.
+struct Header {
+    /// An IPv6 header (else IPv4).
+    v6: bool,
+    /// The destination as it stands in the header (IPv4 in the first four bytes).
+    addr: [u8; 16],
+    /// IP protocol (for IPv6 the header after a fragment header).
+    protocol: u8,
+    /// TCP/UDP destination port, host byte order; 0 for other protocols.
+    dport: u32,
+    /// Options (IPv4) or extension headers (IPv6, other than one fragment header) that could
+    /// send the frame on elsewhere: denied whatever the destination.
+    options: bool,
+}
+
+impl Header {
+    /// The destination as the policy judges it first: an IPv4 address in IPv6 form as IPv4.
+    #[inline(always)]
+    fn judged_as(&self) -> (u32, [u8; 16]) {
+        if !self.v6 {
+            return (FAMILY_IPV4, self.addr);
+        }
+        match embedded_ipv4(&self.addr) {
+            Some((v4, _)) => (FAMILY_IPV4, v4_daddr(v4)),
+            None => (FAMILY_IPV6, self.addr),
+        }
+    }
+}
+
+/// Judges the destination of a frame that no cgroup hook judged.
 #[inline(always)]
-fn parse(ctx: &TcContext, framing: Framing) -> Result<Frame, u32> {
+fn judge(h: &Header) -> Frame {
+    let (decision, family, daddr) = if h.v6 {
+        // An IPv4 address in IPv6 form is judged, and named, as that IPv4 address.
+        let judged = judge_v6(h.addr);
+        let (family, daddr) = judged.named(&h.addr);
+        (judged.decision, family, daddr)
+    } else {
+        let v4 = [h.addr[0], h.addr[1], h.addr[2], h.addr[3]];
+        (judge_v4(v4), FAMILY_IPV4, h.addr)
+    };
+    Frame {
+        decision: if h.options {
+            deny_with(RULE_DEVICE_IP_OPTIONS)
+        } else {
+            decision
+        },
+        family,
+        daddr,
+        protocol: u32::from(h.protocol),
+        dport: h.dport,
+    }
+}
+
+/// Whether the socket's stored verdict (`verdict`) allows this frame's destination by the
+/// tables of the active generation, so that judging it again would allow it too. Only an
+/// allow: a socket keeps the refusal of a `connect()` it then sends past (through a tunnel
+/// whose outer packets carry it, to that very host); and only the tables' (the policy as it
+/// stands), not a domain binding's, which may have expired since.
+#[inline(always)]
+fn judged_by_hooks(ctx: &TcContext, h: &Header) -> bool {
+    let (family, daddr) = h.judged_as();
+    let stored = verdict::stored(ctx.skb.skb);
+    matches!(
+        verdict::current(verdict::of_packet(stored, family, daddr)),
+        Some(d) if !d.denies() && d.origin == ORIGIN_TABLES
+    )
+}
+
+/// Reads the frame's IP header; `Err(rule)` for a frame denied by its form.
+#[inline(always)]
+fn parse(ctx: &TcContext, framing: Framing) -> Result<Header, u32> {
     let (ethertype, l3) = match framing {
         Framing::Other => return Err(RULE_DEVICE_NON_IP),
         Framing::Ip => {
-            let b: u8 = ctx.load(0).map_err(|_| RULE_DEVICE_NON_IP)?;
-            match b >> 4 {
+            let b: [u8; 2] = read(&ctx.skb, 0).map_err(|_| RULE_DEVICE_NON_IP)?;
+            match b[0] >> 4 {
                 4 => (ETH_P_IP, 0),
                 6 => (ETH_P_IPV6, 0),
                 _ => return Err(RULE_DEVICE_NON_IP),
@@ -173,62 +250,61 @@ fn parse(ctx: &TcContext, framing: Framing) -> Result<Frame, u32> {
         }
         Framing::Ethernet => ethernet(ctx)?,
     };
-    let version: u8 = ctx.load(l3).map_err(|_| RULE_DEVICE_NON_IP)?;
     if ethertype == ETH_P_IP {
+        let h: [u8; 20] = read_l3(&ctx.skb, l3, 0).map_err(|_| RULE_DEVICE_NON_IP)?;
+        let version = h[0];
         if version >> 4 != 4 || version & 0xf < 5 {
             return Err(RULE_DEVICE_NON_IP);
         }
-        let daddr4: [u8; 4] = ctx.load(l3 + 16).map_err(|_| RULE_DEVICE_NON_IP)?;
-        let proto: u8 = ctx.load(l3 + 9).map_err(|_| RULE_DEVICE_NON_IP)?;
+        let proto = h[9];
         // Options (source routes among them) could send the packet on elsewhere.
         let options = version != 0x45;
-        let frag: [u8; 2] = ctx.load(l3 + 6).map_err(|_| RULE_DEVICE_NON_IP)?;
-        let first_fragment = (frag[0] & 0x1f) == 0 && frag[1] == 0;
-        let dport = if first_fragment && !options {
-            port(ctx, proto, l3 + 20)
+        let first_fragment = (h[6] & 0x1f) == 0 && h[7] == 0;
+        let dport = if first_fragment && !options && (proto == IPPROTO_TCP || proto == IPPROTO_UDP)
+        {
+            port(read_l3(&ctx.skb, l3, 20))
         } else {
             0
         };
-        Ok(Frame {
-            decision: if options {
-                deny_with(RULE_DEVICE_IP_OPTIONS)
-            } else {
-                judge_v4(daddr4)
-            },
-            family: FAMILY_IPV4,
-            daddr: v4_daddr(daddr4),
-            protocol: u32::from(proto),
+        Ok(Header {
+            v6: false,
+            addr: v4_daddr([h[16], h[17], h[18], h[19]]),
+            protocol: proto,
             dport,
+            options,
         })
     } else {
-        if version >> 4 != 6 {
+        let h: [u8; 40] = read_l3(&ctx.skb, l3, 0).map_err(|_| RULE_DEVICE_NON_IP)?;
+        if h[0] >> 4 != 6 {
             return Err(RULE_DEVICE_NON_IP);
         }
-        let addr: [u8; 16] = ctx.load(l3 + 24).map_err(|_| RULE_DEVICE_NON_IP)?;
-        let mut next: u8 = ctx.load(l3 + 6).map_err(|_| RULE_DEVICE_NON_IP)?;
-        let mut l4 = l3 + 40;
+        let mut addr = [0u8; 16];
+        addr.copy_from_slice(&h[24..40]);
+        let mut next = h[6];
+        let mut fragment = false;
         if next == NEXTHDR_FRAGMENT {
-            next = ctx.load(l4).map_err(|_| RULE_DEVICE_NON_IP)?;
-            l4 += 8;
+            let f: [u8; 2] = read_l3(&ctx.skb, l3, 40).map_err(|_| RULE_DEVICE_NON_IP)?;
+            next = f[0];
+            fragment = true;
         }
         // Hop-by-hop, routing and destination options could send it on elsewhere.
         let options = matches!(
             next,
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_FRAGMENT
         );
-        // An IPv4 address in IPv6 form is judged, and named, as that IPv4 address.
-        let judged = judge_v6(addr);
-        let (family, daddr) = judged.named(&addr);
-        Ok(Frame {
-            decision: if options {
-                deny_with(RULE_DEVICE_IP_OPTIONS)
-            } else {
-                judged.decision
-            },
-            family,
-            daddr,
-            protocol: u32::from(next),
-            dport: if options { 0 } else { port(ctx, next, l4) },
+        let dport = if options || (next != IPPROTO_TCP && next != IPPROTO_UDP) {
+            0
+        } else if fragment {
+            port(read_l3(&ctx.skb, l3, 48))
+        } else {
+            port(read_l3(&ctx.skb, l3, 40))
+        };
+        Ok(Header {
+            v6: true,
+            addr,
+            protocol: next,
+            dport,
+            options,
         })
     }
 }
@@ -238,7 +314,7 @@ fn parse(ctx: &TcContext, framing: Framing) -> Result<Frame, u32> {
 fn ethernet(ctx: &TcContext) -> Result<(u16, usize), u32> {
     let mut off = ETH_HLEN - 2;
     for _ in 0..3 {
-        let t: [u8; 2] = ctx.load(off).map_err(|_| RULE_DEVICE_NON_IP)?;
+        let t: [u8; 2] = read(&ctx.skb, off).map_err(|_| RULE_DEVICE_NON_IP)?;
         match u16::from_be_bytes(t) {
             ETH_P_8021Q | ETH_P_8021AD => off += 4,
             ty @ (ETH_P_IP | ETH_P_IPV6) => return Ok((ty, off + 2)),
@@ -248,40 +324,31 @@ fn ethernet(ctx: &TcContext) -> Result<(u16, usize), u32> {
     Err(RULE_DEVICE_NON_IP)
 }
 
-/// The TCP/UDP destination port at `l4`, host byte order; 0 for other protocols.
+/// The TCP/UDP destination port (host byte order) from the first four bytes of the header; 0
+/// when they cannot be read.
 #[inline(always)]
-fn port(ctx: &TcContext, proto: u8, l4: usize) -> u32 {
-    if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
-        return 0;
-    }
-    ctx.load::<[u8; 2]>(l4 + 2)
-        .map_or(0, |p| u32::from(u16::from_be_bytes(p)))
+fn port(ports: Result<[u8; 4], i64>) -> u32 {
+    ports.map_or(0, |p| u32::from(u16::from_be_bytes([p[2], p[3]])))
 }
 
 /// Whether the frame goes to the connected peer of the inet socket that sent it: the cgroup
 /// hooks judged that destination (and keep judging it, per socket).
 #[inline(always)]
-fn own_peer(sk: *mut bpf_sock, frame: &Frame) -> bool {
+fn own_peer(sk: *mut bpf_sock, h: &Header) -> bool {
     // SAFETY: a full socket returned by `bpf_sk_fullsock`; these fields are readable.
     let (family, dst4, dst6) = unsafe { ((*sk).family, (*sk).dst_ip4, (*sk).dst_ip6) };
     if family != AF_INET && family != AF_INET6 {
         return false;
     }
-    if frame.family == FAMILY_IPV4 {
+    if !h.v6 {
         let d = dst4.to_ne_bytes();
-        d != [0; 4]
-            && d == [
-                frame.daddr[0],
-                frame.daddr[1],
-                frame.daddr[2],
-                frame.daddr[3],
-            ]
+        d != [0; 4] && d == [h.addr[0], h.addr[1], h.addr[2], h.addr[3]]
     } else {
         let mut d = [0u8; 16];
         for (i, w) in dst6.iter().enumerate() {
             d[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }
-        d != [0; 16] && d == frame.daddr
+        d != [0; 16] && d == h.addr
     }
 }
 

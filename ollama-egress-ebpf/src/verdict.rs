@@ -6,7 +6,11 @@
 //!   datagram destination the same way (`SOCK_DATAGRAM`, never over a connect or accept
 //!   verdict), so its packet is not judged again and a repeated datagram is not looked up in
 //!   the de-dup map.
+//! - sendmsg4/sendmsg6 take a repeated datagram's decision from the stored one
+//!   (`repeated_datagram`: same destination and port, same generation, no domain rules).
 //! - Ingress counts a reply from the stored destination by the stored verdict (`of_reply`).
+//! - The tc device programs pass a frame to a destination the stored verdict allows by the
+//!   tables under the active generation without walking them.
 //! - The backstop, for a packet of a socket whose stored destination is the packet's (judged)
 //!   destination: under the same generation it takes that decision without walking the tables
 //!   (one socket-storage lookup); under another generation it judges again, except that a
@@ -18,7 +22,7 @@
 use core::ptr::{null_mut, read_volatile};
 
 use aya_ebpf::{
-    cty::c_void, helpers::generated::bpf_sk_storage_get, programs::SkBuffContext,
+    bindings::__sk_buff, cty::c_void, helpers::generated::bpf_sk_storage_get,
     programs::SockAddrContext,
 };
 use ollama_egress_common::{
@@ -105,6 +109,37 @@ pub fn datagram(
     // The caller reports it now (or finds it reported in the de-dup map).
     *v = new;
     false
+}
+
+/// The decision stored with the sending socket about its last datagram destination, if that is
+/// `daddr`:`dport` of `family` (as judged first) and it was taken under the active generation:
+/// a repeated datagram then needs no table walk and no event. Not in a slot with domain rules:
+/// a name learned since could bind the address to another rule, so such slots judge every
+/// datagram.
+#[inline(always)]
+pub fn repeated_datagram(
+    ctx: &SockAddrContext,
+    family: u32,
+    daddr: [u8; 16],
+    dport: u32,
+) -> Option<Decision> {
+    // SAFETY: the context's socket is valid for the program's run; no storage is created.
+    let p = unsafe { SOCK_VERDICT.get_ptr_mut(ctx) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the helper returned this socket's storage, valid for the program's run.
+    let v = unsafe { &*p };
+    if v.direction != SOCK_DATAGRAM || v.family != family || v.daddr != daddr || v.dport != dport {
+        return None;
+    }
+    let (_, cfg) = active()?;
+    if cfg.domain_rules != 0 || v.generation != cfg.generation {
+        return None;
+    }
+    let mut d = decide(&cfg, v.action, v.rule_id);
+    d.origin = v.origin;
+    Some(d)
 }
 
 /// The stored outbound (connect or datagram) verdict `p` (of [`stored`], possibly null), if it
@@ -201,12 +236,12 @@ pub fn settle(v: Option<*mut SockVerdict>, mut d: Decision) -> Decision {
 /// The socket storage of the packet's socket, null if it has none (a raw pointer, not an
 /// `Option`: the verifier refuses the undefined payload of a `None` that the compiler spills).
 #[inline(always)]
-pub fn stored(ctx: &SkBuffContext) -> *mut SockVerdict {
-    // SAFETY: `sk` is a context field programs may read (a socket pointer or null); the helper
-    // accepts a non-null one and returns its storage or null (also for a socket that is not a
-    // full socket).
+pub fn stored(skb: *mut __sk_buff) -> *mut SockVerdict {
+    // SAFETY: `skb` is the program's context (cgroup_skb or tc); `sk` is a field such programs
+    // may read (a socket pointer or null); the helper accepts a non-null one and returns its
+    // storage or null (also for a socket that is not a full socket).
     unsafe {
-        let sk = read_volatile(&(*ctx.skb.skb).__bindgen_anon_2.sk);
+        let sk = read_volatile(&(*skb).__bindgen_anon_2.sk);
         if sk.is_null() {
             return null_mut();
         }

@@ -753,7 +753,20 @@ fn device_enforcement_is_pinned_and_removed_by_detach() {
 
 #[test]
 fn vxlan_outer_packets_to_a_denied_host_are_dropped() {
-    let s = Setup::new("oe-dev-vx", "--enforce");
+    vxlan_outer_packets_dropped("oe-dev-vx", None);
+}
+
+/// The inner socket first tried to connect to the tunnel's denied remote: the verdict it keeps
+/// about that host (a refusal) must not let the outer packets through.
+#[test]
+fn vxlan_outer_packets_are_dropped_when_the_inner_socket_was_refused_the_remote() {
+    vxlan_outer_packets_dropped("oe-dev-vxr", Some("198.51.100.7:4789"));
+}
+
+/// Sends five datagrams to an allowed host behind a VXLAN tunnel whose remote is denied (after
+/// a `connect()` of the socket to `connect_first`), and checks that none reach the remote.
+fn vxlan_outer_packets_dropped(name: &str, connect_first: Option<&str>) {
+    let s = Setup::new(name, "--enforce");
     // The tunnel is made by a process in the cgroup (CAP_NET_ADMIN); its remote is the
     // denied host, its inner network an allowed one.
     let netns = ns_fd(&s.a);
@@ -816,16 +829,21 @@ fn vxlan_outer_packets_to_a_denied_host_are_dropped() {
     let got = s.arrivals(
         "vb",
         || {
-            let p = probe(&[
+            let cgroup = s.cg.path.display().to_string();
+            let mut args = vec![
                 "--netns",
                 &s.a.name,
                 "--cgroup",
-                &s.cg.path.display().to_string(),
+                &cgroup,
                 "udp",
                 "10.9.0.2:9",
                 "--count",
                 "5",
-            ]);
+            ];
+            if let Some(first) = connect_first {
+                args.extend(["--connect-first", first]);
+            }
+            let p = probe(&args);
             assert!(p.ok(), "the inner destination is allowed: {}", p.json);
         },
         is_vxlan,

@@ -190,11 +190,13 @@ impl KernelHandles {
     }
 }
 
-/// Kernel ids of the attached programs, by program name.
+/// Kernel ids of the loaded programs, by program name: those of the cgroup attach points, then
+/// the device programs (tc, guards).
 pub(super) fn program_ids(loaded: &Loaded) -> Vec<(String, u32)> {
     AttachPoint::ALL
         .iter()
         .filter_map(|p| Some((p.program_name().to_owned(), loaded.program_id(*p).ok()?)))
+        .chain(loaded.device_program_ids())
         .collect()
 }
 

@@ -32,7 +32,7 @@ pub struct DaemonState {
     pub policy: String,
     /// Policy generation in force.
     pub generation: u32,
-    /// Kernel ids of the attached programs, by program name.
+    /// Kernel ids of the loaded programs (cgroup and device), by program name.
     pub programs: Vec<(String, u32)>,
     /// When the daemon started (RFC 3339).
     pub started: String,

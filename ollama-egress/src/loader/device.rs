@@ -95,6 +95,15 @@ pub(super) fn sys_err(what: String) -> impl FnOnce(io::Error) -> LoaderError {
 }
 
 impl Loaded {
+    /// Kernel ids of the device programs (tc and guards), by program name.
+    pub fn device_program_ids(&self) -> Vec<(String, u32)> {
+        TC_PROGRAMS
+            .into_iter()
+            .chain(GUARDS.map(|(name, _)| name))
+            .filter_map(|name| Some((name.to_owned(), self.program_id_of(name).ok()?)))
+            .collect()
+    }
+
     /// Points the device programs at `cgroup`, attaches the cgroup device program to it and
     /// the tc program to every network device, and starts watching for new devices. Pinned
     /// links are adopted (their programs replaced) as the cgroup links are.

@@ -68,6 +68,9 @@ enum Action {
         addr: SocketAddr,
         #[arg(long, default_value_t = 1)]
         count: u32,
+        /// First `connect()` the socket to this address (whatever the outcome), then send.
+        #[arg(long)]
+        connect_first: Option<SocketAddr>,
     },
     /// UDP connect, then send.
     UdpConnected { addr: SocketAddr },
@@ -388,7 +391,11 @@ fn act(action: &Action, fake_server: Option<&[UdpSocket; 2]>) -> Outcome {
             None => result(started, Err(std::io::Error::other("no fake server"))),
         },
         Action::Tcp { addr } => result(started, tcp(addr)),
-        Action::Udp { addr, count } => {
+        Action::Udp {
+            addr,
+            count,
+            connect_first,
+        } => {
             let r = (|| {
                 let bind: SocketAddr = if addr.is_ipv4() {
                     "0.0.0.0:0".parse().map_err(std::io::Error::other)?
@@ -396,6 +403,10 @@ fn act(action: &Action, fake_server: Option<&[UdpSocket; 2]>) -> Outcome {
                     "[::]:0".parse().map_err(std::io::Error::other)?
                 };
                 let s = UdpSocket::bind(bind)?;
+                if let Some(first) = connect_first {
+                    // A refused connect leaves the socket unconnected.
+                    let _ = s.connect(first);
+                }
                 for _ in 0..*count {
                     s.send_to(b"probe", addr)?;
                 }

@@ -1,6 +1,7 @@
 //! Kernel cost per program call from `bpf_stats`: the kernel's run-time and run-count of each
 //! program the daemon pinned (`<pin-dir>/progs/<name>`), read with `bpftool` before and after
-//! a workload, while `kernel.bpf_stats_enabled` is on.
+//! a workload, while `kernel.bpf_stats_enabled` is on (only then: the statistics read the clock
+//! around every program call, which the throughput pairs must not pay).
 
 use std::{collections::BTreeMap, fs, path::Path, process::Command};
 
@@ -82,6 +83,16 @@ pub struct Cost {
     pub calls: u64,
     /// Nanoseconds per call.
     pub ns_per_call: f64,
+}
+
+/// The cost per call of the programs of the daemon whose state is in `log_dir` over `run`,
+/// with the statistics on for that run only.
+pub fn over(log_dir: &Path, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Vec<Cost>> {
+    let _stats = StatsOn::enable()?;
+    let before = snapshot(log_dir)?;
+    run()?;
+    let after = snapshot(log_dir)?;
+    Ok(delta(&before, &after))
 }
 
 /// The programs that ran between two snapshots, with their cost per call.

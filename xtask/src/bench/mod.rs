@@ -280,7 +280,6 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
     let stage = Stage::new(bin, geo, cn, (big, big_geo))?;
 
     if !plan.workloads.is_empty() || plan.denied {
-        let _stats = kstats::StatsOn::enable()?;
         for &config in &plan.configs {
             sys::check_interrupted()?;
             progress(&format!("bench: {:<30}", config.label()));
@@ -290,21 +289,26 @@ fn orchestrate(args: &Args) -> anyhow::Result<()> {
                 configs::Applied::Firewall(_) => None,
             };
             for &w in &plan.workloads {
-                let before = daemon.map(|d| kstats::snapshot(&d.log_dir)).transpose()?;
+                // The pairs run with `bpf_stats` off, as a deployment runs: the statistics
+                // read the clock twice around every program call, a cost nftables and the
+                // baseline do not pay. The kernel cost is then read over one more run of the
+                // configuration with the statistics on.
                 results
                     .pairs
                     .extend(pairs::measure(&stage, config, w, plan.reps, plan.secs)?);
-                if let (Some(d), Some(before)) = (daemon, before) {
-                    let after = kstats::snapshot(&d.log_dir)?;
-                    results
-                        .kernel
-                        .push((config, w, kstats::delta(&before, &after)));
+                if let Some(d) = daemon {
+                    results.kernel.push((
+                        config,
+                        w,
+                        kstats::over(&d.log_dir, || pairs::configured(&stage, w, plan.secs))?,
+                    ));
                 }
             }
             if let Some(d) = daemon
                 && config == Config::EnforceCnDomains
                 && plan.workloads.contains(&Workload::Dns)
             {
+                let _stats = kstats::StatsOn::enable()?;
                 results.learning = Some(dns::measure(&stage, d, plan.secs * 3.0)?);
             }
             if plan.denied {

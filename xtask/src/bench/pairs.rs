@@ -78,6 +78,13 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// One run of `w` in the client cgroup, under the configuration applied; its values are not
+/// kept (a run for the kernel's statistics).
+pub fn configured(stage: &Stage, w: Workload, secs: f64) -> anyhow::Result<()> {
+    check_interrupted()?;
+    once(stage, w, &stage.client.path, secs).map(drop)
+}
+
 /// One run of `w` in `cgroup`; the values of its metrics.
 fn once(
     stage: &Stage,

@@ -239,7 +239,7 @@ impl Results {
         }
         let _ = writeln!(
             s,
-            "\n## Kernel cost per call (`bpf_stats`)\n\nThe kernel's run time of each program of the daemon divided by its run count, over a workload's configuration runs (`kernel.bpf_stats_enabled` on for the whole bench; the workloads' metric names the workload).\n\n| configuration | workload | program | calls | ns per call |\n|---|---|---|--:|--:|"
+            "\n## Kernel cost per call (`bpf_stats`)\n\nThe kernel's run time of each program of the daemon divided by its run count, over one more run of the workload under the configuration after its pairs, with `kernel.bpf_stats_enabled` on for that run only (the statistics read the clock around every program call; the pairs run without them, as a deployment does). The workload's metric names the workload.\n\n| configuration | workload | program | calls | ns per call |\n|---|---|---|--:|--:|"
         );
         for (config, w, costs) in &self.kernel {
             for c in costs {
