@@ -205,6 +205,20 @@ impl V6Judgement {
     }
 }
 
+/// The family and address (as `ConnectEvent::daddr` holds it) by which a destination `addr`
+/// (IPv6 when `v6`, else IPv4 in the first four bytes) is judged first: an IPv4 address in IPv6
+/// form as IPv4, as the stored verdicts name it.
+#[inline(always)]
+pub fn judged_first(v6: bool, addr: [u8; 16]) -> (u32, [u8; 16]) {
+    if !v6 {
+        return (FAMILY_IPV4, addr);
+    }
+    match embedded_ipv4(&addr) {
+        Some((v4, _)) => (FAMILY_IPV4, v4_daddr(v4)),
+        None => (FAMILY_IPV6, addr),
+    }
+}
+
 /// An IPv4 address (network byte order) as `ConnectEvent::daddr` holds it: in the first four
 /// bytes.
 #[inline(always)]

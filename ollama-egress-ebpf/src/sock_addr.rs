@@ -9,13 +9,12 @@ use aya_ebpf::{
     macros::cgroup_sock_addr, programs::SockAddrContext,
 };
 use ollama_egress_common::{
-    FAMILY_IPV4, FAMILY_IPV6, HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6,
-    embedded_ipv4,
+    FAMILY_IPV4, HOOK_CONNECT4, HOOK_CONNECT6, HOOK_SENDMSG4, HOOK_SENDMSG6,
 };
 
 use crate::{
     event::{Target, emit},
-    policy::{Decision, judge_v4, judge_v6, v4_daddr},
+    policy::{Decision, judge_v4, judge_v6, judged_first},
     seen::Seen,
 };
 
@@ -108,13 +107,7 @@ impl Destination {
     /// The destination as the policy judges it first: an IPv4 address in IPv6 form as IPv4.
     #[inline(always)]
     fn judged_as(&self) -> (u32, [u8; 16]) {
-        if !self.v6 {
-            return (FAMILY_IPV4, self.addr);
-        }
-        match embedded_ipv4(&self.addr) {
-            Some((v4, _)) => (FAMILY_IPV4, v4_daddr(v4)),
-            None => (FAMILY_IPV6, self.addr),
-        }
+        judged_first(self.v6, self.addr)
     }
 }
 

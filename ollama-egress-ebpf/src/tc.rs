@@ -24,12 +24,12 @@ use aya_ebpf::{
 };
 use ollama_egress_common::{
     Counter, DeviceTarget, FAMILY_IPV4, FAMILY_IPV6, HOOK_DEVICE_EGRESS, RULE_DEVICE_IP_OPTIONS,
-    RULE_DEVICE_NON_IP, VERDICT_COUNT, dns::ORIGIN_TABLES, embedded_ipv4,
+    RULE_DEVICE_NON_IP, VERDICT_COUNT, dns::ORIGIN_TABLES,
 };
 
 use crate::{
     event::{Sender, Target, send},
-    policy::{Decision, deny_with, judge_v4, judge_v6, v4_daddr},
+    policy::{Decision, deny_with, judge_v4, judge_v6, judged_first, v4_daddr},
     seen::Seen,
     skb::{ETH_HLEN, read, read_l3},
     verdict,
@@ -185,13 +185,7 @@ impl Header {
     /// The destination as the policy judges it first: an IPv4 address in IPv6 form as IPv4.
     #[inline(always)]
     fn judged_as(&self) -> (u32, [u8; 16]) {
-        if !self.v6 {
-            return (FAMILY_IPV4, self.addr);
-        }
-        match embedded_ipv4(&self.addr) {
-            Some((v4, _)) => (FAMILY_IPV4, v4_daddr(v4)),
-            None => (FAMILY_IPV6, self.addr),
-        }
+        judged_first(self.v6, self.addr)
     }
 }
 
