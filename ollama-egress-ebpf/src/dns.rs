@@ -190,10 +190,8 @@ pub fn record_query(
     proto: u8,
     l4_off: usize,
 ) -> Result<(), i64> {
+    // `message` returns only packets to or from port 53.
     let (sport, dport, off, _) = message(ctx, proto, l4_off)?;
-    if dport != DNS_PORT && sport != DNS_PORT {
-        return Ok(());
-    }
     let (id, response) = id_and_qr(ctx, off)?;
     if response {
         if sport == DNS_PORT

@@ -56,7 +56,7 @@ fn try_decide(ctx: &SockAddrContext, hook: u32) -> Result<i32, Unrecorded> {
     let dest = destination(ctx.sock_addr, hook);
     let datagram = hook == HOOK_SENDMSG4 || hook == HOOK_SENDMSG6;
     if datagram {
-        let (family, daddr) = dest.judged_as();
+        let (family, daddr) = judged_first(dest.v6, dest.addr);
         // A repeated datagram to the socket's last datagram destination under the same
         // policy: decided, and reported, already.
         if let Some(d) = crate::verdict::repeated_datagram(ctx, family, daddr, dest.dport) {
@@ -101,14 +101,6 @@ struct Destination {
     dport: u32,
     /// The socket's protocol.
     protocol: u32,
-}
-
-impl Destination {
-    /// The destination as the policy judges it first: an IPv4 address in IPv6 form as IPv4.
-    #[inline(always)]
-    fn judged_as(&self) -> (u32, [u8; 16]) {
-        judged_first(self.v6, self.addr)
-    }
 }
 
 /// Reads the destination of the hook's context.

@@ -7,10 +7,11 @@
 //! Packets of the target's inet sockets to the socket's own connected peer, or to a destination
 //! the socket's stored verdict allows by the tables under the active generation (see `verdict`),
 //! were judged by the cgroup hooks already and pass without a table walk; so do TCP request and
-//! time-wait sockets (replies of accepted connections). Headers are read directly from the
-//! frame where it holds them (see `skb::read`). Everything else of the target is parsed (Ethernet, up to two VLAN
-//! tags, IPv4, IPv6) and judged; a frame that is not IP, or whose IP header could send it on
-//! elsewhere (IPv4 options, IPv6 hop-by-hop, routing or destination options), is denied.
+//! time-wait sockets (replies of accepted connections). Everything else of the target is
+//! parsed (Ethernet, up to two VLAN tags, IPv4, IPv6; headers read directly from the frame where
+//! it holds them, see `skb::read`) and judged; a frame that is not IP, or whose IP header could
+//! send it on elsewhere (IPv4 options, IPv6 hop-by-hop, routing or destination options), is
+//! denied.
 
 use aya_ebpf::{
     bindings::bpf_sock,
@@ -181,14 +182,6 @@ struct Header {
     options: bool,
 }
 
-impl Header {
-    /// The destination as the policy judges it first: an IPv4 address in IPv6 form as IPv4.
-    #[inline(always)]
-    fn judged_as(&self) -> (u32, [u8; 16]) {
-        judged_first(self.v6, self.addr)
-    }
-}
-
 /// Judges the destination of a frame that no cgroup hook judged.
 #[inline(always)]
 fn judge(h: &Header) -> Frame {
@@ -221,7 +214,7 @@ fn judge(h: &Header) -> Frame {
 /// stands), not a domain binding's, which may have expired since.
 #[inline(always)]
 fn judged_by_hooks(ctx: &TcContext, h: &Header) -> bool {
-    let (family, daddr) = h.judged_as();
+    let (family, daddr) = judged_first(h.v6, h.addr);
     let stored = verdict::stored(ctx.skb.skb);
     matches!(
         verdict::current(verdict::of_packet(stored, family, daddr)),
