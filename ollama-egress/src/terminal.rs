@@ -26,9 +26,16 @@ pub fn is_unsafe(c: char) -> bool {
         )
 }
 
+/// Whether every byte is printable ASCII (space to `~`), so that no character is
+/// [unsafe](is_unsafe): a byte scan, far cheaper than decoding characters, and what nearly every
+/// text is (the event log writer checks each line with it).
+pub fn is_printable_ascii(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| matches!(b, b' '..=b'~'))
+}
+
 /// `s` with every [unsafe](is_unsafe) character replaced by `?`; borrowed when there is none.
 pub fn printable(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(is_unsafe) {
+    if is_printable_ascii(s.as_bytes()) || !s.chars().any(is_unsafe) {
         return Cow::Borrowed(s);
     }
     Cow::Owned(
@@ -44,7 +51,7 @@ pub fn printable(s: &str) -> Cow<'_, str> {
 /// `\uXXXX` is the same character: the value is unchanged and the text stays valid JSON. All
 /// of them are in the Basic Multilingual Plane, so one escape each suffices.
 pub fn escape_json(json: &str) -> Cow<'_, str> {
-    if !json.chars().any(is_unsafe) {
+    if is_printable_ascii(json.as_bytes()) || !json.chars().any(is_unsafe) {
         return Cow::Borrowed(json);
     }
     let mut out = String::with_capacity(json.len() + 16);

@@ -80,7 +80,8 @@ pub const BATCH_BYTES: usize = 256 << 10;
 pub fn encode_line(record: &EventRecord, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     let start = out.len();
     serde_json::to_writer(&mut *out, record)?;
-    if let Ok(text) = std::str::from_utf8(&out[start..])
+    if !crate::terminal::is_printable_ascii(&out[start..])
+        && let Ok(text) = std::str::from_utf8(&out[start..])
         && let std::borrow::Cow::Owned(escaped) = crate::terminal::escape_json(text)
     {
         out.truncate(start);

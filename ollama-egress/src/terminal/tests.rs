@@ -30,3 +30,27 @@ fn escaped_json_is_valid_and_holds_the_same_value() {
     let back: serde_json::Value = serde_json::from_str(&escaped).unwrap_or_default();
     assert_eq!(back["comm"], NASTY);
 }
+
+#[test]
+fn the_ascii_scan_agrees_with_the_character_check() {
+    // Every single byte, and every character up to U+0800 plus the unsafe ones above it: the
+    // byte scan may only say "printable" where no character is unsafe.
+    for b in 0u8..=0x7f {
+        let s = char::from(b).to_string();
+        assert_eq!(
+            is_printable_ascii(s.as_bytes()),
+            !is_unsafe(char::from(b)),
+            "byte {b:#04x}"
+        );
+    }
+    for c in (0x80u32..0x800).chain([0x061c, 0x200e, 0x202e, 0x2066, 0x2028]) {
+        let s = char::from_u32(c).map(String::from).unwrap_or_default();
+        assert!(!is_printable_ascii(s.as_bytes()), "U+{c:04X}");
+    }
+    assert!(is_printable_ascii(b"{\"comm\":\"ollama\",\"dport\":443}"));
+    assert!(!is_printable_ascii(NASTY.as_bytes()));
+    assert!(matches!(
+        escape_json("{\"comm\":\"ollama\"}"),
+        Cow::Borrowed(_)
+    ));
+}

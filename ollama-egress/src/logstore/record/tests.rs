@@ -126,3 +126,39 @@ fn bad_ts_is_an_error() {
         .to_string();
     assert!(err.contains("invalid ts \"yesterday\""), "{err}");
 }
+
+#[test]
+fn the_fixed_timestamp_writer_matches_the_format() {
+    use time::{Duration, UtcOffset};
+    let by_format = |t: OffsetDateTime| t.to_offset(UtcOffset::UTC).format(ts_format::FORMAT);
+    // Edges of the digits, a leap day, a non-UTC offset, and a walk over 400 years in steps
+    // that visit every month, hour and sub-second digit.
+    let mut times = vec![
+        datetime!(1970-01-01 00:00:00 UTC),
+        datetime!(0000-01-01 00:00:00 UTC),
+        datetime!(9999-12-31 23:59:59.999_999_999 UTC),
+        datetime!(2024-02-29 12:34:56.000_001 UTC),
+        datetime!(2026-11-22 10:00:00.123_456_789 +05:30),
+        datetime!(2026-11-22 01:00:00 -07:00),
+    ];
+    let mut t = datetime!(1800-01-01 00:00:00 UTC);
+    while t.year() < 2200 {
+        times.push(t);
+        t += Duration::seconds(3_700_001) + Duration::nanoseconds(123_457_089);
+    }
+    for t in times {
+        let mut buf = [0; 27];
+        let fixed = ts_format::write_fixed(t, &mut buf).map(str::to_owned);
+        assert_eq!(fixed, by_format(t).ok(), "{t}");
+        assert_eq!(ts_format::format(t).ok(), by_format(t).ok(), "{t}");
+    }
+    // Outside years 0..=9999 the format decides, as before.
+    for t in [
+        datetime!(-0001-06-01 00:00:00 UTC),
+        datetime!(-9999-01-01 00:00:00 UTC),
+    ] {
+        let mut buf = [0; 27];
+        assert_eq!(ts_format::write_fixed(t, &mut buf), None, "{t}");
+        assert_eq!(ts_format::format(t).ok(), by_format(t).ok(), "{t}");
+    }
+}
