@@ -110,7 +110,7 @@ pub(crate) mod ts_format {
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
     /// Length of the stored form: `2026-11-22T10:00:00.123456Z`.
-    const LEN: usize = 27;
+    pub(crate) const LEN: usize = 27;
 
     /// Formats a time the way the log stores it.
     pub(crate) fn format(ts: OffsetDateTime) -> Result<String, time::error::Format> {
@@ -167,6 +167,8 @@ pub(crate) mod ts_format {
         parse(&text).map_err(|e| D::Error::custom(format_args!("invalid ts {text:?}: {e}")))
     }
 }
+
+pub(crate) mod json;
 
 #[cfg(test)]
 pub(crate) mod tests;

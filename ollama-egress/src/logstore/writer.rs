@@ -79,7 +79,9 @@ pub const BATCH_BYTES: usize = 256 << 10;
 /// \uXXXX: `cat`/`tail -f` of the log cannot be made to rewrite a screen.
 pub fn encode_line(record: &EventRecord, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     let start = out.len();
-    serde_json::to_writer(&mut *out, record)?;
+    if !super::record::json::write(record, out) {
+        serde_json::to_writer(&mut *out, record)?;
+    }
     if !crate::terminal::is_printable_ascii(&out[start..])
         && let Ok(text) = std::str::from_utf8(&out[start..])
         && let std::borrow::Cow::Owned(escaped) = crate::terminal::escape_json(text)

@@ -180,7 +180,7 @@ impl Decoder {
         } else {
             (Family::Ipv6, IpAddr::V6(Ipv6Addr::from(ev.daddr)))
         };
-        let info = self.geo.as_ref().map(|g| g.lookup(dst));
+        let info = self.geo.as_ref().map(|g| g.lookup(dst)).unwrap_or_default();
         let inbound = direction == Direction::Inbound;
         // A source has no name the target looked up.
         let host = if inbound {
@@ -210,9 +210,9 @@ impl Decoder {
             dst,
             dport: u16::try_from(dport).unwrap_or(0),
             host,
-            country: info.as_ref().and_then(|i| i.country.clone()),
-            asn: info.as_ref().and_then(|i| i.asn),
-            as_org: info.and_then(|i| i.as_org),
+            country: info.country,
+            asn: info.asn,
+            as_org: info.as_org,
             rule,
             container: self.container.clone(),
             hook: Some(hook),

@@ -41,12 +41,13 @@ fn the_exe_cache_looks_up_a_pid_again_under_a_new_task_name() {
         c
     };
     let mut exes = ExeCache::default();
+    let now = Instant::now();
     exes.entries.insert(
         (pid, name("old-program")),
-        (Instant::now(), Some("/old/program".to_owned())),
+        (now, Some("/old/program".to_owned())),
     );
     assert_eq!(
-        exes.get(pid, name("old-program")).as_deref(),
+        exes.get(pid, name("old-program"), now).as_deref(),
         Some("/old/program")
     );
     let real = exe_of(pid);
@@ -54,5 +55,32 @@ fn the_exe_cache_looks_up_a_pid_again_under_a_new_task_name() {
         real.is_some(),
         "this test's own /proc/self/exe is unreadable"
     );
-    assert_eq!(exes.get(pid, name("new-program")), real);
+    assert_eq!(exes.get(pid, name("new-program"), now), real);
+}
+
+/// An entry older than the cache's second, by the time the caller passes, is looked up again.
+#[test]
+fn the_exe_cache_looks_up_a_pid_again_after_its_second() {
+    let pid = std::process::id();
+    let comm = [b'x'; COMM_LEN];
+    let mut exes = ExeCache::default();
+    let then = Instant::now();
+    exes.entries
+        .insert((pid, comm), (then, Some("/old/program".to_owned())));
+    let almost = then + ExeCache::TTL - Duration::from_millis(1);
+    assert_eq!(
+        exes.get(pid, comm, almost).as_deref(),
+        Some("/old/program"),
+        "an entry younger than a second was looked up again"
+    );
+    let real = exe_of(pid);
+    assert!(
+        real.is_some(),
+        "this test's own /proc/self/exe is unreadable"
+    );
+    assert_eq!(
+        exes.get(pid, comm, then + ExeCache::TTL),
+        real,
+        "an entry a second old was still answered from the cache"
+    );
 }
