@@ -34,6 +34,7 @@
 //! [`serve`] answers `GET /metrics` over plain HTTP/1.1 on a listener bound with [`bind`]
 //! (which applies [`check_bind_address`]: loopback only unless `--metrics-allow-remote`).
 
+mod series;
 mod server;
 
 #[cfg(test)]
@@ -53,7 +54,7 @@ pub use server::{
 use crate::{
     loader::CounterSnapshot,
     logstore::EventRecord,
-    model::{Action, CountryCode, Direction, Family, Verdict},
+    model::{Action, Direction, Family, Verdict},
     policy::PolicySummary,
 };
 
@@ -101,13 +102,6 @@ pub fn direction_name(direction: u32) -> &'static str {
 /// `verdict`.
 pub fn verdict_name(verdict: u32) -> &'static str {
     Verdict::label_of_kernel(verdict)
-}
-
-/// The `country` label of an event: an ISO 3166 alpha-2 code in upper case, or `unknown`.
-fn country_label(country: Option<&str>) -> String {
-    country
-        .and_then(|c| CountryCode::parse(c).ok())
-        .map_or_else(|| UNKNOWN_COUNTRY.to_owned(), String::from)
 }
 
 /// One kernel counter exported as a Prometheus counter: the kernel's absolute value plus what
@@ -158,6 +152,8 @@ fn raise_to(counter: &IntCounter, total: u64) {
 pub struct Metrics {
     registry: Registry,
     connections: IntCounterVec,
+    /// `connections` series by typed labels, for [`Metrics::observe_event`].
+    series: Mutex<series::SeriesCache>,
     packets: [[IntCounter; V]; D],
     bytes: [[IntCounter; V]; D],
     events_lost: IntCounter,
@@ -299,6 +295,7 @@ impl Metrics {
         Ok(Self {
             registry,
             connections,
+            series: Mutex::default(),
             packets,
             bytes,
             events_lost,
@@ -316,14 +313,10 @@ impl Metrics {
 
     /// Counts one decoded connection event in `connections_total`.
     pub fn observe_event(&self, rec: &EventRecord) {
-        let country = country_label(rec.country.as_deref());
-        self.connections
-            .with_label_values(&[
-                rec.direction.as_str(),
-                rec.verdict.as_str(),
-                &rec.proto.metric_label(),
-                &country,
-            ])
+        self.series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(series::Labels::of(rec), &self.connections)
             .inc();
     }
 

@@ -202,6 +202,53 @@ fn series_for_dashboards_exist_before_any_traffic() {
     );
 }
 
+/// Far more series than the typed-label cache has slots, each counted in turns: evicted
+/// and found again, every count lands in its own series.
+#[test]
+fn connection_series_count_right_when_their_cache_slots_collide() {
+    let m = Metrics::new("0.1.0").expect("metrics");
+    let countries: Vec<String> = (b'A'..=b'Z')
+        .flat_map(|a| (b'A'..=b'E').map(move |b| format!("{}{}", char::from(a), char::from(b))))
+        .collect();
+    let verdicts = [Verdict::Allowed, Verdict::Blocked, Verdict::WouldBlock];
+    let protos = ["tcp", "udp", "1", "not a protocol"];
+    for round in 1..=3 {
+        for cc in &countries {
+            for v in verdicts {
+                for p in protos {
+                    for _ in 0..round {
+                        m.observe_event(&event(v, p, Some(cc)));
+                    }
+                }
+            }
+        }
+    }
+    let c = "ollama_egress_connections_total";
+    assert_eq!(
+        series_of(&m, c).len(),
+        countries.len() * verdicts.len() * protos.len(),
+        "series were lost or made up"
+    );
+    let all = samples(&m.render().expect("render"));
+    for cc in &countries {
+        for v in verdicts {
+            for (p, label) in protos.iter().zip(["tcp", "udp", "1", "other"]) {
+                let labels = [
+                    ("direction", "outbound"),
+                    ("verdict", v.as_str()),
+                    ("proto", label),
+                    ("country", cc.as_str()),
+                ];
+                assert_eq!(
+                    all.get(&(c.to_owned(), self::labels(&labels))),
+                    Some(&6.0),
+                    "wrong count for {v} {p} {cc}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn events_map_to_bounded_labels() {
     let m = Metrics::new("0.1.0").expect("metrics");

@@ -285,4 +285,4 @@ impl Action {
 }
 
 /// The label value of a kernel number that is none of an enum's values.
-pub(super) const OTHER_LABEL: &str = "other";
+pub(crate) const OTHER_LABEL: &str = "other";

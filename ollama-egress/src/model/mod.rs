@@ -17,6 +17,7 @@ mod kinds;
 mod proto;
 pub mod rule;
 
+pub(crate) use kinds::OTHER_LABEL;
 pub use kinds::{
     Action, Direction, Family, Hook, Mode, ParseValueError, UnknownKernelValue, Verdict, Via,
 };
