@@ -237,9 +237,7 @@ pub fn measure(stage: &Stage, daemon: &Daemon, secs: f64) -> anyhow::Result<Lear
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let cpu = cpu_time(daemon.pid())
-        .unwrap_or_default()
-        .saturating_sub(cpu_before);
+    let cpu = cpu_before.until(&cpu_time(daemon.pid()).unwrap_or_default());
     let k_after = kstats::snapshot(&daemon.log_dir)?;
     Ok(Learning {
         answers,

@@ -106,7 +106,7 @@ pub fn measure(
                 let c1 = cpu_time(pid);
                 report.rss_idle_kib = rss_kib(pid).map(|r| r.0);
                 if let (Some(a), Some(b)) = (c0, c1) {
-                    report.idle_cpu_pct = Some((b - a).as_secs_f64() / 2.0 * 100.0);
+                    report.idle_cpu_pct = Some(a.until(&b).as_secs_f64() / 2.0 * 100.0);
                 }
             }
             let step = burst(stage, &daemon, series, rate, secs)?;
@@ -172,7 +172,7 @@ fn burst(
     }
     let wall = drained_at.max(burst_end) - t0;
     let cpu = match (cpu0, cpu_time(pid)) {
-        (Some(a), Some(b)) => b.saturating_sub(a),
+        (Some(a), Some(b)) => a.until(&b),
         _ => Duration::ZERO,
     };
     let logged = count_pid(&daemon.log_dir, wpid);

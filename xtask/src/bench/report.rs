@@ -399,7 +399,8 @@ impl Results {
              decision from the client cgroup, paced at the target rate by two client threads (max = \
              unpaced). *Logged* counts the worker's lines in the event log once it stops \
              growing; *lost* is the kernel's counter of events the ring buffer could not take; \
-             *unaccounted* = decisions − logged − lost.\n\n| series | target/s | achieved/s | decisions | logged | lost (kernel) | unaccounted | daemon CPU | CPU per event | drain after burst |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+             *unaccounted* = decisions − logged − lost. *Daemon CPU* is its threads' time on a CPU \
+             (`schedstat`, nanoseconds) from the burst's start until its log stops growing.\n\n| series | target/s | achieved/s | decisions | logged | lost (kernel) | unaccounted | daemon CPU | CPU per event | drain after burst |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
         );
         for st in &e.steps {
             let _ = writeln!(

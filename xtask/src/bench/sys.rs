@@ -3,6 +3,7 @@
 //! running daemon with its pins. Plus the SIGINT/SIGTERM flag and small process helpers.
 
 use std::{
+    collections::BTreeMap,
     fs,
     io::Write as _,
     path::{Path, PathBuf},
@@ -317,8 +318,36 @@ pub fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
-/// User + system CPU time a process used so far.
-pub fn cpu_time(pid: u32) -> Option<Duration> {
+/// CPU time a process used so far, as the kernel counts it twice: per thread in nanoseconds
+/// (`/proc/PID/task/TID/schedstat`, the time on a CPU) and for the whole process in clock ticks
+/// (`/proc/PID/stat` utime + stime, 10 ms each, which also keeps what exited threads used).
+#[derive(Clone, Debug, Default)]
+pub struct CpuSample {
+    ticks: Duration,
+    /// Nanoseconds on a CPU by thread id.
+    threads: BTreeMap<u32, u64>,
+}
+
+impl CpuSample {
+    /// The CPU used from `self` to `later`: by the threads' nanoseconds when every thread of
+    /// `self` is still there (a thread new in `later` counts from 0), else by the ticks (a
+    /// thread that exited took its nanoseconds with it). The ticks alone are too coarse for
+    /// bursts of half a second: ±10 ms of 50–150 ms.
+    pub fn until(&self, later: &CpuSample) -> Duration {
+        if self.threads.is_empty() || self.threads.keys().any(|t| !later.threads.contains_key(t)) {
+            return later.ticks.saturating_sub(self.ticks);
+        }
+        let ns = later
+            .threads
+            .iter()
+            .map(|(tid, &ns)| ns.saturating_sub(self.threads.get(tid).copied().unwrap_or(0)))
+            .sum();
+        Duration::from_nanos(ns)
+    }
+}
+
+/// [`CpuSample`] of process `pid` now; `None` when it is gone.
+pub fn cpu_time(pid: u32) -> Option<CpuSample> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised comm; utime and stime are fields 14 and 15.
     let rest = text.rsplit_once(')')?.1;
@@ -328,11 +357,67 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
         .ok()
         .filter(|&h| h > 0)?;
-    Some(Duration::from_micros(ticks * 1_000_000 / hz))
+    let mut threads = BTreeMap::new();
+    for entry in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Some(tid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A thread that exits between the listing and the read is left out, and then found
+        // missing by `until`, which falls back to the ticks.
+        let Some(ns) = fs::read_to_string(entry.path().join("schedstat"))
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        threads.insert(tid, ns);
+    }
+    Some(CpuSample {
+        ticks: Duration::from_micros(ticks * 1_000_000 / hz),
+        threads,
+    })
 }
 
 /// Prints progress without a newline (flushed).
 pub fn progress(text: &str) {
     eprint!("{text}");
     let _ = std::io::stderr().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(ticks_ms: u64, threads: &[(u32, u64)]) -> CpuSample {
+        CpuSample {
+            ticks: Duration::from_millis(ticks_ms),
+            threads: threads.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn cpu_is_counted_by_thread_nanoseconds_and_by_ticks_once_a_thread_exited() {
+        let before = sample(100, &[(1, 5_000_000), (2, 7_000_000)]);
+        // Both threads still there, one new: the nanoseconds, the new thread from 0.
+        let later = sample(120, &[(1, 6_500_000), (2, 7_250_000), (3, 300_000)]);
+        assert_eq!(before.until(&later), Duration::from_nanos(2_050_000));
+        // Thread 2 exited: its nanoseconds are gone, so the ticks answer.
+        let exited = sample(130, &[(1, 6_500_000)]);
+        assert_eq!(before.until(&exited), Duration::from_millis(30));
+        // No thread could be read before: the ticks.
+        assert_eq!(sample(100, &[]).until(&later), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn this_process_has_a_thread_sample() {
+        let now = cpu_time(std::process::id()).expect("own /proc entry");
+        assert!(
+            now.threads.contains_key(&std::process::id()),
+            "the main thread's schedstat was not read: {now:?}"
+        );
+    }
 }
