@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::record::json;
 use super::{EVENTS_FILE, EventRecord, LogError};
 
 /// Default size at which `events.jsonl` is rotated: 64 MiB.
@@ -79,10 +80,15 @@ pub const BATCH_BYTES: usize = 256 << 10;
 /// \uXXXX: `cat`/`tail -f` of the log cannot be made to rewrite a screen.
 pub fn encode_line(record: &EventRecord, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     let start = out.len();
-    if !super::record::json::write(record, out) {
-        serde_json::to_writer(&mut *out, record)?;
-    }
-    if !crate::terminal::is_printable_ascii(&out[start..])
+    let text = match json::write(record, out) {
+        Some(text) => text,
+        None => {
+            serde_json::to_writer(&mut *out, record)?;
+            json::Text::Other
+        }
+    };
+    if text == json::Text::Other
+        && !crate::terminal::is_printable_ascii(&out[start..])
         && let Ok(text) = std::str::from_utf8(&out[start..])
         && let std::borrow::Cow::Owned(escaped) = crate::terminal::escape_json(text)
     {

@@ -11,14 +11,25 @@ use std::net::IpAddr;
 
 use super::{EventRecord, ts_format};
 
+/// What the strings of a written line held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Text {
+    /// Only printable ASCII: the whole line is (the rest is the encoder's own ASCII), so it
+    /// holds no terminal control.
+    PrintableAscii,
+    /// Something else (an escape, a control, any non-ASCII character): the caller checks the
+    /// line for terminal controls.
+    Other,
+}
+
 /// Appends `record` as one JSON object (no newline) to `out`, as `serde_json::to_writer`
-/// would. Returns `false`, leaving `out` untouched, for a timestamp the fixed-width writer does
+/// would. Returns `None`, leaving `out` untouched, for a timestamp the fixed-width writer does
 /// not cover (years outside 0–9999): the caller serializes that record through serde.
-pub(crate) fn write(record: &EventRecord, out: &mut Vec<u8>) -> bool {
+pub(crate) fn write(record: &EventRecord, out: &mut Vec<u8>) -> Option<Text> {
     let mut ts = [0; ts_format::LEN];
-    let Some(ts) = ts_format::write_fixed(record.ts, &mut ts) else {
-        return false;
-    };
+    let ts = ts_format::write_fixed(record.ts, &mut ts)?;
+    let mut printable = true;
+    let text = &mut printable;
     out.extend_from_slice(b"{\"ts\":\"");
     out.extend_from_slice(ts.as_bytes());
     out.push(b'"');
@@ -33,15 +44,15 @@ pub(crate) fn write(record: &EventRecord, out: &mut Vec<u8>) -> bool {
     key(out, "tid");
     number(out, record.tid);
     key(out, "comm");
-    string(out, &record.comm);
+    string(out, &record.comm, text);
     key(out, "exe");
-    optional(out, record.exe.as_deref(), string);
+    optional_string(out, record.exe.as_deref(), text);
     key(out, "uid");
     number(out, record.uid);
     key(out, "gid");
     number(out, record.gid);
     key(out, "proto");
-    string(out, &record.proto.as_str());
+    string(out, &record.proto.as_str(), text);
     key(out, "family");
     name(out, record.family.as_str());
     key(out, "dst");
@@ -49,17 +60,17 @@ pub(crate) fn write(record: &EventRecord, out: &mut Vec<u8>) -> bool {
     key(out, "dport");
     number(out, record.dport);
     key(out, "host");
-    optional(out, record.host.as_deref(), string);
+    optional_string(out, record.host.as_deref(), text);
     key(out, "country");
-    optional(out, record.country.as_deref(), string);
+    optional_string(out, record.country.as_deref(), text);
     key(out, "asn");
     optional(out, record.asn, number);
     key(out, "as_org");
-    optional(out, record.as_org.as_deref(), string);
+    optional_string(out, record.as_org.as_deref(), text);
     key(out, "rule");
-    string(out, &record.rule);
+    string(out, &record.rule, text);
     key(out, "container");
-    optional(out, record.container.as_deref(), string);
+    optional_string(out, record.container.as_deref(), text);
     key(out, "hook");
     optional(out, record.hook.map(|h| h.as_str()), name);
     key(out, "via");
@@ -69,7 +80,11 @@ pub(crate) fn write(record: &EventRecord, out: &mut Vec<u8>) -> bool {
     key(out, "sport");
     optional(out, record.sport, number);
     out.push(b'}');
-    true
+    Some(if printable {
+        Text::PrintableAscii
+    } else {
+        Text::Other
+    })
 }
 
 /// `,"name":` after the previous value (the first field, `ts`, writes its own `{"ts":`).
@@ -84,6 +99,14 @@ fn key(out: &mut Vec<u8>, name: &str) {
 fn optional<T>(out: &mut Vec<u8>, value: Option<T>, write: fn(&mut Vec<u8>, T)) {
     match value {
         Some(value) => write(out, value),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A [`string`], or `null`.
+fn optional_string(out: &mut Vec<u8>, value: Option<&str>, printable: &mut bool) {
+    match value {
+        Some(value) => string(out, value, printable),
         None => out.extend_from_slice(b"null"),
     }
 }
@@ -115,13 +138,14 @@ fn address(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
-/// Whether `bytes` holds nothing JSON escapes: no control character, quote or backslash.
-/// Whole chunks without an early exit inside, which the compiler turns into vector compares.
-fn needs_no_escape(bytes: &[u8]) -> bool {
+/// Whether `bytes` is printable ASCII without a quote or backslash: nothing JSON escapes and
+/// nothing a terminal acts on. Whole chunks without an early exit inside, which the compiler
+/// turns into vector compares.
+fn plain(bytes: &[u8]) -> bool {
     bytes.chunks(16).all(|chunk| {
-        chunk
-            .iter()
-            .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
+        chunk.iter().fold(true, |ok, &b| {
+            ok & (b' '..=b'~').contains(&b) & (b != b'"') & (b != b'\\')
+        })
     })
 }
 
@@ -134,16 +158,18 @@ fn name(out: &mut Vec<u8>, value: &'static str) {
 }
 
 /// A JSON string with serde_json's escapes: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, and
-/// `\u00XX` (lower-case hex) for the other control characters; everything else as is (the
-/// line is checked for terminal controls as a whole afterwards).
-fn string(out: &mut Vec<u8>, s: &str) {
+/// `\u00XX` (lower-case hex) for the other control characters; everything else as is. Clears
+/// `printable` unless `s` is [`plain`] (then the line is checked for terminal controls as a
+/// whole afterwards).
+fn string(out: &mut Vec<u8>, s: &str, printable: &mut bool) {
     out.push(b'"');
     let bytes = s.as_bytes();
-    if needs_no_escape(bytes) {
+    if plain(bytes) {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
     }
+    *printable = false;
     let mut plain = 0;
     let mut unicode = *b"\\u0000";
     for (i, &b) in bytes.iter().enumerate() {

@@ -13,8 +13,14 @@ use time::{Duration, OffsetDateTime};
 fn assert_same(record: &EventRecord) {
     let expected = serde_json::to_vec(record).unwrap();
     let mut out = b"previous line\n".to_vec();
-    assert!(write(record, &mut out), "the encoder declined {record:?}");
+    let text = write(record, &mut out).unwrap_or_else(|| panic!("the encoder declined {record:?}"));
     let (prefix, written) = out.split_at(14);
+    // Only a line of printable ASCII may skip the terminal-control check.
+    assert!(
+        text == Text::Other || crate::terminal::is_printable_ascii(written),
+        "a line that needs the terminal-control check was said to be printable: {}",
+        String::from_utf8_lossy(written)
+    );
     assert_eq!(
         prefix, b"previous line\n",
         "the encoder changed what was before it"
@@ -51,6 +57,30 @@ fn empty(ts: OffsetDateTime) -> EventRecord {
 }
 
 const TS: OffsetDateTime = datetime!(2026-11-22 10:00:00.123456789 UTC);
+
+#[test]
+fn a_line_of_printable_ascii_strings_skips_the_terminal_check_and_others_do_not() {
+    let mut out = Vec::new();
+    assert_eq!(write(&full(TS), &mut out), Some(Text::PrintableAscii));
+    for other in [
+        "tab\t",
+        "quote\"",
+        "back\\slash",
+        "ümlaut",
+        "\u{202e}",
+        "\u{7f}",
+    ] {
+        let record = EventRecord {
+            as_org: Some(other.into()),
+            ..full(TS)
+        };
+        assert_eq!(
+            write(&record, &mut out),
+            Some(Text::Other),
+            "{other:?} was taken for printable ASCII"
+        );
+    }
+}
 
 #[test]
 fn the_sample_and_records_with_every_optional_field_present_and_absent_match_serde() {
@@ -196,7 +226,7 @@ fn timestamps_match_serde_and_others_are_left_to_it() {
     ] {
         let mut out = b"kept".to_vec();
         assert!(
-            !write(&sample(outside), &mut out),
+            write(&sample(outside), &mut out).is_none(),
             "a year outside 0-9999 was written"
         );
         assert_eq!(out, b"kept", "a declined record left bytes behind");
