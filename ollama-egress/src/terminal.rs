@@ -30,12 +30,15 @@ pub fn is_unsafe(c: char) -> bool {
 /// [unsafe](is_unsafe): a byte scan, far cheaper than decoding characters, and what nearly every
 /// text is (the event log writer checks each line with it).
 pub fn is_printable_ascii(bytes: &[u8]) -> bool {
-    // Whole chunks without an early exit inside, which the compiler turns into vector compares.
-    bytes.chunks(32).all(|chunk| {
-        chunk
-            .iter()
-            .fold(true, |ok, b| ok & matches!(b, b' '..=b'~'))
-    })
+    every_byte(bytes, |b| matches!(b, b' '..=b'~'))
+}
+
+/// Whether `ok` holds for every byte: whole chunks without an early exit inside, which the
+/// compiler turns into vector compares (for a cheap `ok`).
+pub(crate) fn every_byte(bytes: &[u8], ok: impl Fn(u8) -> bool + Copy) -> bool {
+    bytes
+        .chunks(32)
+        .all(|chunk| chunk.iter().fold(true, |all, &b| all & ok(b)))
 }
 
 /// `s` with every [unsafe](is_unsafe) character replaced by `?`; borrowed when there is none.

@@ -46,7 +46,7 @@ pub(crate) fn write(record: &EventRecord, out: &mut Vec<u8>) -> Option<Text> {
     key(out, "comm");
     string(out, &record.comm, text);
     key(out, "exe");
-    optional_string(out, record.exe.as_deref(), text);
+    optional(out, record.exe.as_deref(), |out, s| string(out, s, text));
     key(out, "uid");
     number(out, record.uid);
     key(out, "gid");
@@ -60,17 +60,21 @@ pub(crate) fn write(record: &EventRecord, out: &mut Vec<u8>) -> Option<Text> {
     key(out, "dport");
     number(out, record.dport);
     key(out, "host");
-    optional_string(out, record.host.as_deref(), text);
+    optional(out, record.host.as_deref(), |out, s| string(out, s, text));
     key(out, "country");
-    optional_string(out, record.country.as_deref(), text);
+    optional(out, record.country.as_deref(), |out, s| {
+        string(out, s, text)
+    });
     key(out, "asn");
     optional(out, record.asn, number);
     key(out, "as_org");
-    optional_string(out, record.as_org.as_deref(), text);
+    optional(out, record.as_org.as_deref(), |out, s| string(out, s, text));
     key(out, "rule");
     string(out, &record.rule, text);
     key(out, "container");
-    optional_string(out, record.container.as_deref(), text);
+    optional(out, record.container.as_deref(), |out, s| {
+        string(out, s, text)
+    });
     key(out, "hook");
     optional(out, record.hook.map(|h| h.as_str()), name);
     key(out, "via");
@@ -96,17 +100,9 @@ fn key(out: &mut Vec<u8>, name: &str) {
 }
 
 /// `value`, or `null`.
-fn optional<T>(out: &mut Vec<u8>, value: Option<T>, write: fn(&mut Vec<u8>, T)) {
+fn optional<T>(out: &mut Vec<u8>, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {
     match value {
         Some(value) => write(out, value),
-        None => out.extend_from_slice(b"null"),
-    }
-}
-
-/// A [`string`], or `null`.
-fn optional_string(out: &mut Vec<u8>, value: Option<&str>, printable: &mut bool) {
-    match value {
-        Some(value) => string(out, value, printable),
         None => out.extend_from_slice(b"null"),
     }
 }
@@ -139,13 +135,10 @@ fn address(out: &mut Vec<u8>, ip: IpAddr) {
 }
 
 /// Whether `bytes` is printable ASCII without a quote or backslash: nothing JSON escapes and
-/// nothing a terminal acts on. Whole chunks without an early exit inside, which the compiler
-/// turns into vector compares.
+/// nothing a terminal acts on.
 fn plain(bytes: &[u8]) -> bool {
-    bytes.chunks(16).all(|chunk| {
-        chunk.iter().fold(true, |ok, &b| {
-            ok & (b' '..=b'~').contains(&b) & (b != b'"') & (b != b'\\')
-        })
+    crate::terminal::every_byte(bytes, |b| {
+        (b' '..=b'~').contains(&b) & (b != b'"') & (b != b'\\')
     })
 }
 
