@@ -116,7 +116,7 @@ pub(crate) mod ts_format {
     pub(crate) fn format(ts: OffsetDateTime) -> Result<String, time::error::Format> {
         let mut buf = [0; LEN];
         match write_fixed(ts, &mut buf) {
-            Some(text) => Ok(text.to_owned()),
+            Some(()) => Ok(text(&buf).to_owned()),
             None => ts.to_offset(UtcOffset::UTC).format(FORMAT),
         }
     }
@@ -124,19 +124,46 @@ pub(crate) mod ts_format {
     /// [`FORMAT`] written digit by digit into `buf`, for years 0 to 9999 (`None` for others,
     /// which [`format`] leaves to the `time` formatter): the format machinery cost more per
     /// event than the rest of a line's fields together.
-    pub(crate) fn write_fixed(ts: OffsetDateTime, buf: &mut [u8; LEN]) -> Option<&str> {
-        let ts = ts.to_offset(UtcOffset::UTC);
-        let year = u32::try_from(ts.year()).ok().filter(|y| *y <= 9999)?;
-        let (hour, minute, second, micro) = ts.to_hms_micro();
+    pub(crate) fn write_fixed(ts: OffsetDateTime, buf: &mut [u8; LEN]) -> Option<()> {
+        // The UTC calendar from the Unix time (the instant, whatever the offset), in integer
+        // steps: the `time` crate's conversions cost more than the rest of the digits.
+        let secs = ts.unix_timestamp();
+        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+        let year = u32::try_from(year).ok().filter(|y| *y <= 9999)?;
+        let second_of_day = u32::try_from(secs.rem_euclid(86_400)).ok()?;
+        let micro = ts.nanosecond() / 1_000;
         *buf = *b"0000-00-00T00:00:00.000000Z";
         digits(&mut buf[0..4], year);
-        digits(&mut buf[5..7], u32::from(u8::from(ts.month())));
-        digits(&mut buf[8..10], u32::from(ts.day()));
-        digits(&mut buf[11..13], u32::from(hour));
-        digits(&mut buf[14..16], u32::from(minute));
-        digits(&mut buf[17..19], u32::from(second));
+        digits(&mut buf[5..7], month);
+        digits(&mut buf[8..10], day);
+        digits(&mut buf[11..13], second_of_day / 3_600);
+        digits(&mut buf[14..16], second_of_day / 60 % 60);
+        digits(&mut buf[17..19], second_of_day % 60);
         digits(&mut buf[20..26], micro);
-        std::str::from_utf8(buf).ok()
+        Some(())
+    }
+
+    /// Year, month (1–12) and day (1–31) of the proleptic Gregorian calendar `days` after
+    /// 1970-01-01 (H. Hinnant's `civil_from_days`, exact over the whole `i64` day range used
+    /// here).
+    fn civil_from_days(days: i64) -> (i64, u32, u32) {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        // Day of the era, 0..=146_096, and year of the era, 0..=399.
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+        // Day of the year from March 1st, and the month from March (0 = March).
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        (year, month, day)
+    }
+
+    /// What [`write_fixed`] wrote, as text (ASCII digits and separators only).
+    pub(crate) fn text(buf: &[u8; LEN]) -> &str {
+        std::str::from_utf8(buf).unwrap_or_default()
     }
 
     /// `value`'s last `out.len()` decimal digits, zero-padded.
@@ -154,8 +181,8 @@ pub(crate) mod ts_format {
 
     pub(crate) fn serialize<S: Serializer>(ts: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
         let mut buf = [0; LEN];
-        if let Some(text) = write_fixed(*ts, &mut buf) {
-            return s.serialize_str(text);
+        if write_fixed(*ts, &mut buf).is_some() {
+            return s.serialize_str(text(&buf));
         }
         let text = format(*ts).map_err(S::Error::custom)?;
         s.serialize_str(&text)

@@ -256,3 +256,35 @@ fn an_inbound_event_names_the_source_and_the_targets_port() {
         "{line}"
     );
 }
+
+#[test]
+fn the_wall_clock_matches_the_nanosecond_conversion_on_both_sides_of_every_edge() {
+    let ns = 1_000_000_000_i128;
+    for offset in [
+        0,
+        1_795_000_000_123_456_789,
+        -1,
+        -ns,
+        -ns - 1,
+        -86_400 * ns + 7,
+        i128::from(i64::MAX) - 5 * ns,
+        i128::from(i64::MAX),
+        i128::from(i64::MIN),
+        i128::from(i64::MAX) + 1,
+        i128::from(i64::MIN) - 3 * ns - 1,
+    ] {
+        for boot in [
+            0,
+            1,
+            999_999_999,
+            1_000_000_000,
+            86_400 * 1_000_000_000 + 5,
+            u64::MAX,
+        ] {
+            let clock = BootClock::with_offset(offset);
+            let expected = OffsetDateTime::from_unix_timestamp_nanos(offset + i128::from(boot))
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+            assert_eq!(clock.wall(boot), expected, "offset {offset}, boot {boot}");
+        }
+    }
+}

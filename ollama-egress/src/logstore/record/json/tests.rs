@@ -232,3 +232,55 @@ fn timestamps_match_serde_and_others_are_left_to_it() {
         assert_eq!(out, b"kept", "a declined record left bytes behind");
     }
 }
+
+#[test]
+fn the_word_scan_finds_every_byte_that_is_not_plain_at_every_place() {
+    let mut checked = 0;
+    for len in 1..=24 {
+        for at in 0..len {
+            for b in 0..=u8::MAX {
+                let mut bytes = vec![b'a'; len];
+                bytes[at] = b;
+                assert_eq!(
+                    plain(&bytes),
+                    plain_byte(b),
+                    "byte {b:#04x} at {at} of {len} bytes"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 70_000);
+    assert!(plain(b""));
+    assert!(plain(
+        b"the quick brown fox jumps over the lazy dog, 0123456789 ~!"
+    ));
+}
+
+#[test]
+fn a_line_longer_than_the_buffer_is_left_to_serde_whole() {
+    let long = "/opt/".to_string() + &"a".repeat(LINE_MAX);
+    let record = EventRecord {
+        exe: Some(long),
+        ..full(TS)
+    };
+    let mut out = b"kept".to_vec();
+    assert_eq!(
+        write(&record, &mut out),
+        None,
+        "a line over the buffer was written"
+    );
+    assert_eq!(out, b"kept", "a declined line left bytes behind");
+    let mut line = Vec::new();
+    crate::logstore::writer::encode_line(&record, &mut line).unwrap();
+    let mut expected = serde_json::to_vec(&record).unwrap();
+    expected.push(b'\n');
+    assert_eq!(line, expected, "the long line is not serde's");
+    // One that just fits is written here.
+    let fits = EventRecord {
+        exe: Some("a".repeat(LINE_MAX - serde_json::to_vec(&full(TS)).unwrap().len() + 15)),
+        ..full(TS)
+    };
+    assert_eq!(serde_json::to_vec(&fits).unwrap().len(), LINE_MAX);
+    assert_same(&fits);
+}
