@@ -31,12 +31,12 @@ impl<K: Hash + Eq + Copy, V: Clone> ClockCache<K, V> {
         }
     }
 
-    /// The cached value for `key`, marking it recently used.
-    pub(crate) fn get(&mut self, key: &K) -> Option<V> {
+    /// The cached value for `key`, borrowed, marking it recently used.
+    pub(crate) fn get(&mut self, key: &K) -> Option<&V> {
         let &i = self.index.get(key)?;
         let slot = &mut self.slots[i];
         slot.referenced = true;
-        Some(slot.value.clone())
+        Some(&slot.value)
     }
 
     /// Store `value` under `key`, evicting an old entry when full.

@@ -333,13 +333,20 @@ impl GeoDb {
     /// IPv4-mapped IPv6 addresses are looked up as IPv4. An address a database does not
     /// cover, or a damaged record, leaves the fields `None` (a damaged record is logged).
     pub fn lookup(&self, ip: IpAddr) -> GeoInfo {
+        self.lookup_with(ip, GeoInfo::clone)
+    }
+
+    /// [`lookup`](Self::lookup), handing `f` the answer borrowed (from the cache when it holds
+    /// it), so a caller that copies the strings into buffers of its own allocates nothing.
+    pub fn lookup_with<R>(&self, ip: IpAddr, f: impl FnOnce(&GeoInfo) -> R) -> R {
         let ip = normalize_ip(ip);
         if let Some(hit) = self.lock_cache().get(&ip) {
-            return hit;
+            return f(hit);
         }
         let info = self.lookup_uncached(ip);
-        self.lock_cache().insert(ip, info.clone());
-        info
+        let answer = f(&info);
+        self.lock_cache().insert(ip, info);
+        answer
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, ClockCache<IpAddr, GeoInfo>> {

@@ -15,15 +15,17 @@ pub fn special(id: u32) -> Option<&'static str> {
 
 /// The name of rule `id` for an event of policy generation `generation`; `rules` are that
 /// generation's rule names (indexed by id), `None` when the generation is not known.
-pub fn event_rule(id: u32, generation: u32, rules: Option<&[String]>) -> String {
+/// Borrowed from `rules` (or a constant) where it can be.
+pub fn event_rule(id: u32, generation: u32, rules: Option<&[String]>) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
     if let Some(name) = special(id) {
-        return name.to_owned();
+        return Cow::Borrowed(name);
     }
     match rules {
-        Some(rules) => rules
-            .get(id as usize)
-            .cloned()
-            .unwrap_or_else(|| format!("rule#{id}")),
-        None => format!("rule#{id}@{generation}"),
+        Some(rules) => match rules.get(id as usize) {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(format!("rule#{id}")),
+        },
+        None => Cow::Owned(format!("rule#{id}@{generation}")),
     }
 }

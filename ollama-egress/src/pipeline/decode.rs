@@ -165,24 +165,68 @@ impl Decoder {
         ev: &ConnectEvent,
         exe: Option<String>,
     ) -> Result<EventRecord, UnknownKernelValue> {
+        let mut rec = blank_record();
+        self.decode_into(ev, exe.as_deref(), &mut rec)?;
+        Ok(rec)
+    }
+
+    /// [`decode`](Self::decode) into `rec`, a record kept from the previous event: every field
+    /// is written (an exhaustive destructuring, so a new field cannot keep the previous
+    /// event's value), the strings into the buffers `rec` already has, so an event costs no
+    /// allocation. On an error `rec` is partly written and must not be used.
+    pub fn decode_into(
+        &self,
+        ev: &ConnectEvent,
+        exe: Option<&str>,
+        rec: &mut EventRecord,
+    ) -> Result<(), UnknownKernelValue> {
+        let EventRecord {
+            ts,
+            verdict,
+            mode,
+            direction,
+            pid,
+            tid,
+            comm,
+            exe: rec_exe,
+            uid,
+            gid,
+            proto,
+            family,
+            dst,
+            dport,
+            host,
+            country,
+            asn,
+            as_org,
+            rule,
+            container,
+            hook,
+            via,
+            src,
+            sport,
+        } = rec;
         let generation = self
             .generations
             .iter()
             .rev()
             .find(|g| g.generation == ev.generation);
-        let rule = rule::event_rule(
-            ev.rule_id,
-            ev.generation,
-            generation.map(|g| g.rules.as_slice()),
+        *verdict = Verdict::from_kernel(ev.verdict)?;
+        *mode = Mode::from_kernel(ev.mode)?;
+        *direction = Direction::from_kernel(ev.direction)?;
+        *hook = Some(Hook::from_kernel(ev.hook)?);
+        *via = Via::from_kernel(ev.v4_form)?;
+        set(
+            rule,
+            &rule::event_rule(
+                ev.rule_id,
+                ev.generation,
+                generation.map(|g| g.rules.as_slice()),
+            ),
         );
-        let verdict = Verdict::from_kernel(ev.verdict)?;
-        let mode = Mode::from_kernel(ev.mode)?;
-        let direction = Direction::from_kernel(ev.direction)?;
-        let hook = Hook::from_kernel(ev.hook)?;
-        let via = Via::from_kernel(ev.v4_form)?;
         // Events of hooks with no address (a device open, a socket option) carry family 0 and
         // are shown as `::`.
-        let (family, dst) = if ev.family == FAMILY_IPV4 {
+        let (fam, addr) = if ev.family == FAMILY_IPV4 {
             let a = &ev.daddr;
             (
                 Family::Ipv4,
@@ -191,53 +235,101 @@ impl Decoder {
         } else {
             (Family::Ipv6, IpAddr::V6(Ipv6Addr::from(ev.daddr)))
         };
-        let info = self.geo.as_ref().map(|g| g.lookup(dst)).unwrap_or_default();
-        let inbound = direction == Direction::Inbound;
+        *family = fam;
+        *dst = addr;
+        match &self.geo {
+            Some(g) => g.lookup_with(addr, |info| {
+                set_optional(country, info.country.as_deref());
+                *asn = info.asn;
+                set_optional(as_org, info.as_org.as_deref());
+            }),
+            None => {
+                *country = None;
+                *asn = None;
+                *as_org = None;
+            }
+        }
+        let inbound = *direction == Direction::Inbound;
         // A source has no name the target looked up.
-        let host = if inbound {
+        let name = if inbound {
             None
         } else {
-            self.names.host(dst, &rule, ev.header.ts_boot_ns)
+            self.names.host(addr, rule, ev.header.ts_boot_ns)
         };
+        set_optional(host, name);
         // Inbound: the kernel's `dport` is the peer's port, `lport` the target's.
-        let (dport, src, sport) = if inbound {
-            (ev.lport, Some(dst), u16::try_from(ev.dport).ok())
+        let port = if inbound {
+            *src = Some(addr);
+            *sport = u16::try_from(ev.dport).ok();
+            ev.lport
         } else {
-            (ev.dport, None, None)
+            *src = None;
+            *sport = None;
+            ev.dport
         };
-        Ok(EventRecord {
-            ts: self.clock.wall(ev.header.ts_boot_ns),
-            verdict,
-            mode,
-            direction,
-            pid: ev.pid,
-            tid: ev.tid,
-            comm: comm_string(&ev.comm),
-            exe,
-            uid: ev.uid,
-            gid: ev.gid,
-            proto: proto_name(u8::try_from(ev.protocol).unwrap_or(u8::MAX)),
-            family,
-            dst,
-            dport: u16::try_from(dport).unwrap_or(0),
-            host,
-            country: info.country,
-            asn: info.asn,
-            as_org: info.as_org,
-            rule,
-            container: self.container.clone(),
-            hook: Some(hook),
-            via,
-            src,
-            sport,
-        })
+        *dport = u16::try_from(port).unwrap_or(0);
+        *ts = self.clock.wall(ev.header.ts_boot_ns);
+        *pid = ev.pid;
+        *tid = ev.tid;
+        set_comm(comm, &ev.comm);
+        set_optional(rec_exe, exe);
+        *uid = ev.uid;
+        *gid = ev.gid;
+        *proto = proto_name(u8::try_from(ev.protocol).unwrap_or(u8::MAX));
+        set_optional(container, self.container.as_deref());
+        Ok(())
     }
 }
 
-/// The NUL-terminated task name as a string.
-fn comm_string(comm: &[u8; COMM_LEN]) -> String {
+/// A record to [`Decoder::decode_into`] (every field is overwritten there).
+pub fn blank_record() -> EventRecord {
+    EventRecord {
+        ts: OffsetDateTime::UNIX_EPOCH,
+        verdict: Verdict::Allowed,
+        mode: Mode::Monitor,
+        direction: Direction::Outbound,
+        pid: 0,
+        tid: 0,
+        comm: String::new(),
+        exe: None,
+        uid: 0,
+        gid: 0,
+        proto: proto_name(0),
+        family: Family::Ipv4,
+        dst: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        dport: 0,
+        host: None,
+        country: None,
+        asn: None,
+        as_org: None,
+        rule: String::new(),
+        container: None,
+        hook: None,
+        via: None,
+        src: None,
+        sport: None,
+    }
+}
+
+/// `value` into `slot`, in the buffer it has.
+fn set(slot: &mut String, value: &str) {
+    slot.clear();
+    slot.push_str(value);
+}
+
+/// `value` into `slot`, in the buffer it has when it has one.
+fn set_optional(slot: &mut Option<String>, value: Option<&str>) {
+    match (slot.as_mut(), value) {
+        (Some(s), Some(v)) => set(s, v),
+        (None, Some(v)) => *slot = Some(v.to_owned()),
+        (_, None) => *slot = None,
+    }
+}
+
+/// The NUL-terminated task name into `slot` (invalid UTF-8 replaced, as `from_utf8_lossy`).
+fn set_comm(slot: &mut String, comm: &[u8; COMM_LEN]) {
     let end = comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-    String::from_utf8_lossy(&comm[..end]).into_owned()
+    set(slot, &String::from_utf8_lossy(&comm[..end]));
 }
 
 /// The executable of process `tgid`, best effort (the process may have exited).

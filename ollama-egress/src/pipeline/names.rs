@@ -265,7 +265,7 @@ impl NamesTable {
     /// The `host` of a connection to `addr` decided by rule `rule` (its stable name) at
     /// `now_ns`: the live name bound to `addr` that the deciding domain rule matches, else the
     /// most recently bound live name, else `None`.
-    pub fn host(&self, addr: IpAddr, rule: &str, now_ns: u64) -> Option<String> {
+    pub fn host(&self, addr: IpAddr, rule: &str, now_ns: u64) -> Option<&str> {
         let entry = self.addrs.get(&bound_form(addr))?;
         let mut live: Vec<&Bound> = entry.names.iter().filter(|b| b.until_ns > now_ns).collect();
         live.sort_by_key(|b| std::cmp::Reverse(b.seq));
@@ -276,7 +276,7 @@ impl NamesTable {
         pattern
             .and_then(|p| live.iter().find(|b| p.matches(&b.name)))
             .or(live.first())
-            .map(|b| b.name.clone())
+            .map(|b| b.name.as_str())
     }
 
     /// The live bindings at `now_ns`, sorted by address then name.

@@ -14,7 +14,7 @@ use tokio::{
     sync::watch,
 };
 
-use super::decode::{Decoder, exe_of};
+use super::decode::{Decoder, blank_record, exe_of};
 use super::names::decode_dns_event;
 use crate::logstore::EventRecord;
 
@@ -58,19 +58,19 @@ impl ExeCache {
     const TTL: Duration = Duration::from_secs(1);
     const MAX: usize = 4096;
 
-    fn get(&mut self, tgid: u32, comm: [u8; COMM_LEN], now: Instant) -> Option<String> {
-        if let Some((at, exe)) = self.entries.get(&(tgid, comm))
-            && now.duration_since(*at) < Self::TTL
-        {
-            return exe.clone();
+    fn get(&mut self, tgid: u32, comm: [u8; COMM_LEN], now: Instant) -> Option<&str> {
+        let fresh = self
+            .entries
+            .get(&(tgid, comm))
+            .is_some_and(|(at, _)| now.duration_since(*at) < Self::TTL);
+        if !fresh {
+            if self.entries.len() >= Self::MAX {
+                self.entries
+                    .retain(|_, (at, _)| now.duration_since(*at) < Self::TTL);
+            }
+            self.entries.insert((tgid, comm), (now, exe_of(tgid)));
         }
-        if self.entries.len() >= Self::MAX {
-            self.entries
-                .retain(|_, (at, _)| now.duration_since(*at) < Self::TTL);
-        }
-        let exe = exe_of(tgid);
-        self.entries.insert((tgid, comm), (now, exe.clone()));
-        exe
+        self.entries.get(&(tgid, comm))?.1.as_deref()
     }
 }
 
@@ -88,6 +88,8 @@ pub fn drain(
 ) -> usize {
     let mut n = 0;
     let mut now = Instant::now();
+    // One record for the drain's events: its strings keep their buffers from one to the next.
+    let mut rec = blank_record();
     while let Some(item) = ring.next() {
         n += 1;
         if n % CLOCK_EVERY == 0 {
@@ -117,12 +119,12 @@ pub fn drain(
         };
         drop(item);
         let exe = exes.get(ev.pid, ev.comm, now);
-        let rec = decoder
+        let decoded = decoder
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .decode(&ev, exe);
-        match rec {
-            Ok(rec) => {
+            .decode_into(&ev, exe, &mut rec);
+        match decoded {
+            Ok(()) => {
                 sink.record(&rec);
                 stats.decoded += 1;
             }

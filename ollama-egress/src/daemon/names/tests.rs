@@ -25,13 +25,11 @@ fn the_snapshot_round_trips_and_a_restart_learns_it_back() {
     let mut d = Decoder::new(BootClock::now(), None);
     assert_eq!(restore(&mut d, dir.path()), 1);
     assert_eq!(
-        d.names()
-            .host(
-                "198.51.100.7".parse().expect("ip"),
-                "default",
-                boot_now_ns()
-            )
-            .as_deref(),
+        d.names().host(
+            "198.51.100.7".parse().expect("ip"),
+            "default",
+            boot_now_ns()
+        ),
         Some("registry.ollama.ai")
     );
 }

@@ -215,7 +215,86 @@ fn connect_events_get_the_host_their_address_was_bound_to() {
 
 #[test]
 fn comm_without_nul_uses_all_bytes() {
-    assert_eq!(comm_string(b"0123456789abcdef"), "0123456789abcdef");
+    let mut comm = "a longer name kept from before".to_owned();
+    set_comm(&mut comm, b"0123456789abcdef");
+    assert_eq!(comm, "0123456789abcdef");
+    set_comm(&mut comm, b"ab\xff\0\0\0\0\0\0\0\0\0\0\0\0\0");
+    assert_eq!(comm, "ab\u{fffd}");
+}
+
+/// Every field that can be set, set: an inbound IPv6 event from a geo-tagged source, with
+/// an executable and a container.
+fn busy_event() -> ConnectEvent {
+    let mut ev = event();
+    ev.family = FAMILY_IPV6;
+    ev.daddr = "2001:db8::5".parse::<Ipv6Addr>().expect("ip").octets();
+    ev.direction = ollama_egress_common::DIRECTION_INGRESS;
+    ev.hook = ollama_egress_common::HOOK_SKB_INGRESS;
+    ev.dport = 40123;
+    ev.lport = 11434;
+    ev.v4_form = ollama_egress_common::V4_FORM_MAPPED;
+    ev.comm = *b"a-much-longer-n\0";
+    ev.rule_id = 999;
+    ev.generation = 77;
+    ev
+}
+
+#[test]
+fn a_kept_record_takes_every_field_of_the_next_event_and_nothing_of_the_last() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (country, asn) = ollama_egress_geo::fixture::documentation_fixture()
+        .write_to(dir.path())
+        .expect("fixture");
+    let geo = Arc::new(GeoDb::open(Some(&country), Some(&asn)).expect("geo"));
+    let tagged = |container: Option<&str>| {
+        let mut d = decoder().with_container(container.map(str::to_owned));
+        d.set_geo(Some(Arc::clone(&geo)));
+        d
+    };
+    let ip: IpAddr = "203.0.113.7".parse().expect("ip");
+    let mut named = tagged(None);
+    named.learn(&LearnedAnswer {
+        at_boot_ns: 1_000_000,
+        name: "ollama.com".into(),
+        addrs: vec![(ip, 60)],
+    });
+    // An outbound event to a named, tagged address without exe or container; an inbound one
+    // with everything else; one the geo database does not know; and without a database.
+    let quiet = (&named, event(), None);
+    let busy_decoder = tagged(Some("docker:0123456789ab"));
+    let busy = (&busy_decoder, busy_event(), Some("/usr/local/bin/ollama"));
+    let mut unknown_ev = event();
+    unknown_ev.daddr[..4].copy_from_slice(&[10, 1, 2, 3]);
+    let unknown = (&named, unknown_ev, Some("/x"));
+    let bare_decoder = decoder();
+    let bare = (&bare_decoder, event(), None);
+    let cases = [quiet, busy, unknown, bare];
+    for (d1, ev1, exe1) in &cases {
+        for (d2, ev2, exe2) in &cases {
+            let mut kept = d1.decode(ev1, exe1.map(str::to_owned)).expect("decodes");
+            d2.decode_into(ev2, *exe2, &mut kept).expect("decodes");
+            let fresh = d2.decode(ev2, exe2.map(str::to_owned)).expect("decodes");
+            assert_eq!(kept, fresh, "a kept record differs from a fresh one");
+        }
+    }
+    // The cases are what they claim to be.
+    let rec = named.decode(&event(), None).expect("decodes");
+    assert_eq!(
+        (rec.host.as_deref(), rec.country.as_deref(), rec.asn),
+        (Some("ollama.com"), Some("CN"), Some(64500))
+    );
+    let rec = busy_decoder
+        .decode(&busy_event(), Some("/e".into()))
+        .expect("decodes");
+    assert_eq!(
+        (
+            rec.country.as_deref(),
+            rec.as_org.as_deref(),
+            rec.src.is_some()
+        ),
+        (Some("DE"), Some("Example DE Net"), true)
+    );
+    assert_eq!(rec.rule, "rule#999@77");
 }
 
 #[test]

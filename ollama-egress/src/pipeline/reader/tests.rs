@@ -47,7 +47,7 @@ fn the_exe_cache_looks_up_a_pid_again_under_a_new_task_name() {
         (now, Some("/old/program".to_owned())),
     );
     assert_eq!(
-        exes.get(pid, name("old-program"), now).as_deref(),
+        exes.get(pid, name("old-program"), now),
         Some("/old/program")
     );
     let real = exe_of(pid);
@@ -55,7 +55,7 @@ fn the_exe_cache_looks_up_a_pid_again_under_a_new_task_name() {
         real.is_some(),
         "this test's own /proc/self/exe is unreadable"
     );
-    assert_eq!(exes.get(pid, name("new-program"), now), real);
+    assert_eq!(exes.get(pid, name("new-program"), now), real.as_deref());
 }
 
 /// An entry older than the cache's second, by the time the caller passes, is looked up again.
@@ -69,7 +69,7 @@ fn the_exe_cache_looks_up_a_pid_again_after_its_second() {
         .insert((pid, comm), (then, Some("/old/program".to_owned())));
     let almost = then + ExeCache::TTL - Duration::from_millis(1);
     assert_eq!(
-        exes.get(pid, comm, almost).as_deref(),
+        exes.get(pid, comm, almost),
         Some("/old/program"),
         "an entry younger than a second was looked up again"
     );
@@ -80,7 +80,7 @@ fn the_exe_cache_looks_up_a_pid_again_after_its_second() {
     );
     assert_eq!(
         exes.get(pid, comm, then + ExeCache::TTL),
-        real,
+        real.as_deref(),
         "an entry a second old was still answered from the cache"
     );
 }
