@@ -59,18 +59,22 @@ impl ExeCache {
     const MAX: usize = 4096;
 
     fn get(&mut self, tgid: u32, comm: [u8; COMM_LEN], now: Instant) -> Option<&str> {
-        let fresh = self
-            .entries
-            .get(&(tgid, comm))
-            .is_some_and(|(at, _)| now.duration_since(*at) < Self::TTL);
-        if !fresh {
-            if self.entries.len() >= Self::MAX {
-                self.entries
-                    .retain(|_, (at, _)| now.duration_since(*at) < Self::TTL);
-            }
-            self.entries.insert((tgid, comm), (now, exe_of(tgid)));
+        let key = (tgid, comm);
+        // A full cache sheds its stale entries before it takes a new key.
+        if self.entries.len() >= Self::MAX && !self.entries.contains_key(&key) {
+            self.entries
+                .retain(|_, (at, _)| now.duration_since(*at) < Self::TTL);
         }
-        self.entries.get(&(tgid, comm))?.1.as_deref()
+        // One hash lookup on a hit.
+        let (at, exe) = self
+            .entries
+            .entry(key)
+            .or_insert_with(|| (now, exe_of(tgid)));
+        if now.duration_since(*at) >= Self::TTL {
+            *at = now;
+            *exe = exe_of(tgid);
+        }
+        exe.as_deref()
     }
 }
 
