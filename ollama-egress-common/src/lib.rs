@@ -47,7 +47,7 @@ pub const INBOUND_SEEN_MAP: &str = "INBOUND_SEEN";
 pub const INBOUND_BUDGET_MAP: &str = "INBOUND_BUDGET";
 
 /// Every map of the kernel object, for pinning.
-pub const ALL_MAPS: [&str; 24] = [
+pub const ALL_MAPS: [&str; 26] = [
     POLICY_V4_MAPS[0],
     POLICY_V4_MAPS[1],
     POLICY_V6_MAPS[0],
@@ -66,6 +66,8 @@ pub const ALL_MAPS: [&str; 24] = [
     dns::DNS_QUERIES_MAP,
     dns::DNS_CONFIG_MAP,
     dns::SOCK_VERDICT_MAP,
+    dns::SOCK_CONNECTED_MAP,
+    dns::SOCK_CONNECTED_ON_MAP,
     INBOUND_V4_MAPS[0],
     INBOUND_V4_MAPS[1],
     INBOUND_V6_MAPS[0],

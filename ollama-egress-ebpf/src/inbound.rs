@@ -307,8 +307,8 @@ fn at_ingress(ctx: &SkBuffContext, p: &Packet, staged: &mut bool) -> Inbound {
         if inb.inbound {
             return inb;
         }
-        let sent = verdict::answered(stored, family, src, sport);
-        return Inbound::reply(verdict::of_reply(sent));
+        let skb = ctx.skb.skb;
+        return Inbound::reply(verdict::reply_of(skb, stored, family, src, sport));
     }
     if p.proto == IPPROTO_UDP && protocol == u32::from(IPPROTO_UDP) {
         let (family, src) = judged_as(p.family, p.saddr);

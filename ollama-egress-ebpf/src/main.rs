@@ -7,7 +7,8 @@
 //!   connection or datagram destination, immediate EPERM when enforcing).
 //! - `dns`: DNS queries recorded at egress, answers learned at ingress (also `dns_egress` and
 //!   `dns_ingress` for the resolver's cgroup); `verdict`: the decision a socket got at connect,
-//!   honoured by the egress backstop; `inbound`: the inbound guard (sock_ops marks accepted
+//!   honoured by the egress backstop (and `connected_destroyed`, a BTF tracepoint that forgets a
+//!   destroyed TCP socket's); `inbound`: the inbound guard (sock_ops marks accepted
 //!   connections; SYNs, datagrams and accepted connections judged by the inbound policy).
 //! - `tc`: tc/tcx egress on network devices (frames of the target's sockets that no cgroup_skb
 //!   program sees: packet sockets, tunnels); `device`: the target may not open /dev/net/tun.

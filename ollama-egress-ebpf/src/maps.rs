@@ -3,14 +3,14 @@
 use aya_ebpf::{
     btf_maps::SkStorage,
     macros::{btf_map, map},
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use ollama_egress_common::{
     COUNTER_ENTRIES, ConnectEvent, Counter, DEDUP_ENTRIES, DEFAULT_MAX_PREFIXES,
     DEFAULT_RINGBUF_BYTES, DedupKey, DedupValue, EventBudget, PolicyValue, STAT_COUNT, SlotConfig,
     dns::{
         BINDING_ENTRIES, Binding, BindingKey, DNS_QUERY_ENTRIES, DOMAIN_KEY_LEN, DnsConfig,
-        DnsQueryKey, DnsWalk, MAX_DOMAIN_RULES, SockVerdict,
+        DnsQueryKey, DnsWalk, MAX_DOMAIN_RULES, SOCK_CONNECTED_ENTRIES, SockVerdict,
     },
 };
 
@@ -126,6 +126,15 @@ pub static DNS_CONFIG: Array<DnsConfig> = Array::with_max_entries(1, 0);
 #[map(name = "DNS_SCRATCH")]
 pub static DNS_SCRATCH: PerCpuArray<DnsWalk> = PerCpuArray::with_max_entries(1, 0);
 
-/// The decision each connected socket got at `connect()`.
+/// The decision a socket got at `connect()`, `accept()` or its last `sendmsg()` (see `verdict`).
 #[btf_map(name = "SOCK_VERDICT")]
 pub static SOCK_VERDICT: SkStorage<SockVerdict> = SkStorage::new();
+
+/// The tables' `connect()` verdicts of TCP sockets, by socket cookie (see `verdict`).
+#[map(name = "SOCK_CONNECTED")]
+pub static SOCK_CONNECTED: HashMap<u64, SockVerdict> =
+    HashMap::with_max_entries(SOCK_CONNECTED_ENTRIES, 0);
+
+/// Non-zero once `connected_destroyed` is attached (written by userspace).
+#[map(name = "SOCK_CONNECTED_ON")]
+pub static SOCK_CONNECTED_ON: Array<u32> = Array::with_max_entries(1, 0);

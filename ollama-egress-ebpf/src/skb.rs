@@ -166,7 +166,7 @@ fn judge_egress_v4(ctx: &SkBuffContext) -> Result<Judged, i64> {
     // A packet of a connection the target accepted is judged by the inbound policy, never as
     // an outbound destination.
     // The socket's storage, looked up once for both questions.
-    let storage = verdict::stored(ctx.skb.skb);
+    let storage = verdict::stored_any(ctx.skb.skb);
     let inb = inbound::at_egress(ctx, storage, FAMILY_IPV4, v4_daddr(daddr4));
     let (mut decision, direction) = match inb.inbound {
         true => (inb.decision, DIRECTION_INGRESS),
@@ -215,7 +215,7 @@ fn judge_egress_v6(ctx: &SkBuffContext) -> Result<Judged, i64> {
         Some((v4, f)) => (FAMILY_IPV4, v4_daddr(v4), f),
         None => (FAMILY_IPV6, addr, V4_FORM_NONE),
     };
-    let storage = verdict::stored(ctx.skb.skb);
+    let storage = verdict::stored_any(ctx.skb.skb);
     let inb = inbound::at_egress(ctx, storage, family, daddr);
     let (mut decision, direction) = match inb.inbound {
         true => (inb.decision, DIRECTION_INGRESS),

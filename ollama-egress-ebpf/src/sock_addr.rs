@@ -82,7 +82,7 @@ fn try_decide(ctx: &SockAddrContext, hook: u32) -> Result<i32, Unrecorded> {
         !crate::verdict::datagram(ctx, target.family, target.daddr, target.dport, &decision)
             && first_decision(ctx, &target, &decision)
     } else {
-        crate::verdict::remember(ctx, target.family, target.daddr, &decision);
+        crate::verdict::remember(ctx, target.protocol, target.family, target.daddr, &decision);
         true
     };
     if report {

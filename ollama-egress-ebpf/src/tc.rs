@@ -215,7 +215,7 @@ fn judge(h: &Header) -> Frame {
 #[inline(always)]
 fn judged_by_hooks(ctx: &TcContext, h: &Header) -> bool {
     let (family, daddr) = judged_first(h.v6, h.addr);
-    let stored = verdict::stored(ctx.skb.skb);
+    let stored = verdict::stored_any(ctx.skb.skb);
     matches!(
         verdict::current(verdict::of_packet(stored, family, daddr)),
         Some(d) if !d.denies() && d.origin == ORIGIN_TABLES

@@ -1,6 +1,13 @@
-//! The verdict a socket's `connect()` got, kept with the socket (`SOCK_VERDICT`), and honoured
-//! by the cgroup_skb egress backstop.
+//! The verdict a socket's `connect()` got, kept with the socket, and honoured by the cgroup_skb
+//! egress backstop.
 //!
+//! - Where it is kept: a TCP `connect()` the tables decided goes into `SOCK_CONNECTED`, a
+//!   preallocated hash by socket cookie whose entry [`connected_destroyed`] deletes when the
+//!   socket is destroyed (socket storage costs two allocations at connect and their release,
+//!   about a third of a connection's kernel time). Every other verdict (a domain binding's, a
+//!   UDP socket's, an accepted connection's, one that finds the hash full, or any while the
+//!   deleting program is not attached) is socket storage (`SOCK_VERDICT`). A socket that has
+//!   storage keeps its newest verdict there, and the packet programs look there first.
 //! - connect4/connect6 store the judged destination, the policy generation, the action, the
 //!   rule and whether a domain binding or the tables decided; sendmsg4/sendmsg6 store the last
 //!   datagram destination the same way (`SOCK_DATAGRAM`, never over a connect or accept
@@ -22,8 +29,12 @@
 use core::ptr::{null_mut, read_volatile};
 
 use aya_ebpf::{
-    bindings::__sk_buff, cty::c_void, helpers::generated::bpf_sk_storage_get,
-    programs::SockAddrContext,
+    EbpfContext as _,
+    bindings::__sk_buff,
+    cty::c_void,
+    helpers::generated::{bpf_get_socket_cookie, bpf_sk_storage_get},
+    macros::btf_tracepoint,
+    programs::{BtfTracePointContext, SockAddrContext},
 };
 use ollama_egress_common::{
     ACTION_ALLOW, VERDICT_ALLOWED,
@@ -31,8 +42,9 @@ use ollama_egress_common::{
 };
 
 use crate::{
-    maps::SOCK_VERDICT,
+    maps::{SOCK_CONNECTED, SOCK_CONNECTED_ON, SOCK_VERDICT},
     policy::{Decision, active, decide},
+    skb::IPPROTO_TCP,
 };
 
 /// The stored form of `d` about `daddr`:`dport` of `family` (as judged), `direction` one of
@@ -57,22 +69,64 @@ pub fn record(
     }
 }
 
-/// Stores `decision` about `daddr` of `family` (as judged) with the connecting socket.
+/// Stores `decision` about `daddr` of `family` (as judged) with the connecting socket of IP
+/// protocol `protocol`: in the socket's storage if it has one, else a TCP socket's verdict of
+/// the tables in `SOCK_CONNECTED`, else in storage made for it.
 #[inline(always)]
-pub fn remember(ctx: &SockAddrContext, family: u32, daddr: [u8; 16], decision: &Decision) {
+pub fn remember(
+    ctx: &SockAddrContext,
+    protocol: u32,
+    family: u32,
+    daddr: [u8; 16],
+    decision: &Decision,
+) {
     if decision.generation == 0 {
         return;
     }
+    let new = record(SOCK_OUTBOUND, family, daddr, 0, decision);
+    // SAFETY: the context's socket is valid for the program's run; no storage is created.
+    let p = unsafe { SOCK_VERDICT.get_ptr_mut(ctx) };
+    if !p.is_null() {
+        // SAFETY: the helper returned this socket's storage, valid for the program's run.
+        unsafe { *p = new };
+        return;
+    }
+    if protocol == u32::from(IPPROTO_TCP)
+        && decision.origin == ORIGIN_TABLES
+        && SOCK_CONNECTED_ON.get(0).is_some_and(|on| *on != 0)
+    {
+        // SAFETY: `bpf_get_socket_cookie` accepts a sock_addr context.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+        if SOCK_CONNECTED.insert(cookie, new, 0).is_ok() {
+            return;
+        }
+    }
     let mut fresh = SockVerdict::default();
-    // SAFETY: the context's socket is valid for the program's run; the helper creates the
-    // storage from `fresh` when the socket has none.
+    // SAFETY: as above; the helper creates the storage from `fresh` when the socket has none.
     let p = unsafe { SOCK_VERDICT.get_or_insert_ptr_mut(ctx, Some(&mut fresh)) };
     if p.is_null() {
         return;
     }
     // SAFETY: the helper returned this socket's storage, valid for the program's run.
-    let v = unsafe { &mut *p };
-    *v = record(SOCK_OUTBOUND, family, daddr, 0, decision);
+    unsafe { *p = new };
+}
+
+/// A TCP socket is destroyed (`tcp_destroy_sock`, for every TCP socket of the machine, when
+/// nothing more can be sent on it): its `SOCK_CONNECTED` entry, if any, goes.
+#[btf_tracepoint(function = "tcp_destroy_sock")]
+pub fn connected_destroyed(ctx: BtfTracePointContext) -> i32 {
+    // SAFETY: the tracepoint's first argument is the `struct sock *` being destroyed, which
+    // the helper accepts.
+    let cookie = unsafe {
+        let sk: *mut c_void = ctx.arg(0);
+        bpf_get_socket_cookie(sk)
+    };
+    // A lookup first: most sockets of the machine have no entry, and it takes no lock.
+    // SAFETY: only tested for presence.
+    if unsafe { SOCK_CONNECTED.get(cookie) }.is_some() {
+        let _ = SOCK_CONNECTED.remove(cookie);
+    }
+    0
 }
 
 /// Stores `decision` about a datagram to `daddr`:`dport` of `family` (as judged) with the
@@ -233,8 +287,45 @@ pub fn settle(v: Option<*mut SockVerdict>, mut d: Decision) -> Decision {
     d
 }
 
+/// The stored verdict of the packet's socket: its socket storage (see [`stored`]), else its
+/// `SOCK_CONNECTED` entry, null if neither. For the egress programs, which compare it with the
+/// packet's destination.
+#[inline(always)]
+pub fn stored_any(skb: *mut __sk_buff) -> *mut SockVerdict {
+    kept(skb, stored(skb))
+}
+
+/// `p` (the socket storage of the packet's socket, possibly null) if not null, else the
+/// socket's `SOCK_CONNECTED` entry or null.
+#[inline(always)]
+fn kept(skb: *mut __sk_buff, p: *mut SockVerdict) -> *mut SockVerdict {
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: the helper accepts the skb of a cgroup_skb or tc program (0 without a socket).
+    let cookie = unsafe { bpf_get_socket_cookie(skb.cast()) };
+    SOCK_CONNECTED.get_ptr_mut(cookie).unwrap_or(null_mut())
+}
+
+/// [`of_reply`] for a packet from `src`:`sport` (of `family`, as judged) to the packet's
+/// socket, whose storage is `p` (possibly null; else its `SOCK_CONNECTED` entry is asked). At
+/// ingress only here: a pointer into either map that lived on would make the verifier walk all
+/// that follows once per map.
+#[inline(always)]
+pub fn reply_of(
+    skb: *mut __sk_buff,
+    p: *mut SockVerdict,
+    family: u32,
+    src: [u8; 16],
+    sport: u32,
+) -> u32 {
+    of_reply(answered(kept(skb, p), family, src, sport))
+}
+
 /// The socket storage of the packet's socket, null if it has none (a raw pointer, not an
 /// `Option`: the verifier refuses the undefined payload of a `None` that the compiler spills).
+/// A TCP socket's verdict of the tables may be in `SOCK_CONNECTED` instead: see
+/// [`stored_any`] and [`reply_of`].
 #[inline(always)]
 pub fn stored(skb: *mut __sk_buff) -> *mut SockVerdict {
     // SAFETY: `skb` is the program's context (cgroup_skb or tc); `sk` is a field such programs

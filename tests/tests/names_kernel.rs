@@ -15,7 +15,10 @@ use std::{
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key};
 use ollama_egress_common::{
     ACTION_ALLOW, FAMILY_IPV4, PolicyValue, SlotConfig,
-    dns::{Binding, BindingKey, DOMAIN_KEY_LEN, STAT_DNS_IGNORED, STAT_DNS_LEARNED, domain_key},
+    dns::{
+        Binding, BindingKey, DOMAIN_KEY_LEN, ORIGIN_TABLES, SOCK_CONNECTED_ENTRIES, SOCK_OUTBOUND,
+        STAT_DNS_IGNORED, STAT_DNS_LEARNED, SockVerdict, domain_key,
+    },
 };
 use ollama_egress_tests::{NetNs, Scenario, ScenarioSpec, probe, with};
 
@@ -195,8 +198,26 @@ fn answers_to_the_cgroups_queries_bind_their_addresses_and_forged_ones_are_ignor
     probe(&with(&inside, &["tcp", "198.51.100.8:8080"])).assert_eperm("a name without a rule");
 }
 
-/// An echo server on 198.51.100.7:9090 in the namespace (outside the cgroup), killed on drop.
+/// An echo server on port 9090 of an address in the namespace (outside the cgroup), killed on
+/// drop.
 struct Echo(Child);
+
+impl Echo {
+    /// Starts the server on `addr`:9090 and waits until it listens.
+    fn start(ns: &NetNs, addr: &str) -> Self {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "python3", "-c", ECHO, addr])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("echo server");
+        assert_eq!(line.trim(), "listening", "the echo server on {addr}");
+        Self(child)
+    }
+}
 
 impl Drop for Echo {
     fn drop(&mut self) {
@@ -206,10 +227,10 @@ impl Drop for Echo {
 }
 
 const ECHO: &str = r#"
-import socket, threading
+import socket, sys, threading
 l = socket.socket()
 l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind(("198.51.100.7", 9090))
+l.bind((sys.argv[1], 9090))
 l.listen(8)
 print("listening", flush=True)
 def serve(c):
@@ -223,19 +244,23 @@ while True:
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 "#;
 
-/// Resolves `allowed.example`, connects to 198.51.100.7:9090, exchanges one message, says
-/// "connected", waits for a line on stdin, then exchanges another and says "ok" or "timeout".
+/// With "resolve" as its second argument, resolves `allowed.example`; connects to port 9090 of
+/// its first argument, exchanges one message, says "connected" and the socket's cookie, waits
+/// for a line on stdin, then exchanges another and says "ok" or "timeout".
 const LONG_CLIENT: &str = r#"
 import socket, struct, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-q = b"\x07allowed\x07example\0\0\x01\0\x01"
-s.settimeout(3.0)
-s.sendto(struct.pack(">HHHHHH", 0x2222, 0x0100, 1, 0, 0, 0) + q, ("198.51.100.53", 53))
-s.recv(2048)
-c = socket.create_connection(("198.51.100.7", 9090), timeout=3.0)
+if sys.argv[2] == "resolve":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    q = b"\x07allowed\x07example\0\0\x01\0\x01"
+    s.settimeout(3.0)
+    s.sendto(struct.pack(">HHHHHH", 0x2222, 0x0100, 1, 0, 0, 0) + q, ("198.51.100.53", 53))
+    s.recv(2048)
+c = socket.create_connection((sys.argv[1], 9090), timeout=3.0)
 c.sendall(b"a")
 assert c.recv(10) == b"a"
-print("connected", flush=True)
+SO_COOKIE = 57
+cookie = struct.unpack("=Q", c.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8))[0]
+print("connected", cookie, flush=True)
 sys.stdin.readline()
 c.settimeout(3.0)
 try:
@@ -257,41 +282,79 @@ fn active_bindings(pin_dir: &Path) -> HashMap<MapData, BindingKey, Binding> {
     HashMap::try_from(Map::LruHashMap(data)).expect("bindings")
 }
 
+/// The pinned `SOCK_CONNECTED` map: the TCP connect verdicts the tables decided, by cookie.
+fn connected_verdicts(pin_dir: &Path) -> HashMap<MapData, u64, SockVerdict> {
+    let data = MapData::from_pin(pin_dir.join("maps/SOCK_CONNECTED")).expect("SOCK_CONNECTED");
+    HashMap::try_from(Map::HashMap(data)).expect("a hash")
+}
+
+/// [`LONG_CLIENT`] in the scenario's cgroup and namespace, connected; killed on drop.
+struct LongClient {
+    child: Child,
+    out: BufReader<std::process::ChildStdout>,
+    /// The connected socket's cookie.
+    cookie: u64,
+}
+
+impl LongClient {
+    /// Connects to `addr`:9090 (after resolving `allowed.example` with `resolve`).
+    fn connect(s: &Scenario, addr: &str, resolve: bool) -> Self {
+        let join = format!(
+            "echo $$ > '{}/cgroup.procs' && exec ip netns exec '{}' python3 -c \"$0\" \"$@\"",
+            s.cg.path.display(),
+            s.ns.name
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &join, LONG_CLIENT, addr])
+            .arg(if resolve { "resolve" } else { "direct" })
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("client");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("client output");
+        let cookie = match line.split_whitespace().collect::<Vec<_>>()[..] {
+            ["connected", cookie] => cookie.parse().expect("a cookie"),
+            _ => panic!("the client did not connect to {addr}: {line:?}"),
+        };
+        Self { child, out, cookie }
+    }
+
+    /// Lets the client exchange its second message and end; "ok" when it went both ways.
+    fn exchange(&mut self) -> String {
+        self.child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"go\n")
+            .expect("signal");
+        let mut line = String::new();
+        self.out.read_line(&mut line).expect("client output");
+        let _ = self.child.wait();
+        line.trim().to_owned()
+    }
+}
+
+impl Drop for LongClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn a_connection_allowed_through_a_name_outlives_its_binding() {
     let s = Scenario::start(ScenarioSpec::new("oe-nkv", ADDRS, "--enforce", POLICY));
     let _dns = Dnsmasq::start(&s.ns);
     let pins = s.daemon.pin_dir.clone();
     allow_name(&pins, "allowed.example");
-    let mut echo = Command::new("ip")
-        .args(["netns", "exec", &s.ns.name, "python3", "-c", ECHO])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(echo.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("echo server");
-    let _echo = Echo(echo);
-
-    let join = format!(
-        "echo $$ > '{}/cgroup.procs' && exec ip netns exec '{}' python3 -c \"$0\"",
-        s.cg.path.display(),
-        s.ns.name
-    );
-    let mut client = Command::new("sh")
-        .args(["-c", &join, LONG_CLIENT])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("client");
-    let mut out = BufReader::new(client.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("client output");
-    assert_eq!(
-        line.trim(),
-        "connected",
-        "the allowed name's address refused"
+    let _echo = Echo::start(&s.ns, "198.51.100.7");
+    let mut client = LongClient::connect(&s, "198.51.100.7", true);
+    // A binding's verdict is socket storage, never in the hash of the tables' verdicts.
+    assert!(
+        connected_verdicts(&pins).get(&client.cookie, 0).is_err(),
+        "a domain verdict in SOCK_CONNECTED"
     );
 
     // The binding goes (as at TTL expiry): new connections fall through to the default.
@@ -308,16 +371,109 @@ fn a_connection_allowed_through_a_name_outlives_its_binding() {
         .assert_eperm("a new connection without a binding");
 
     // The established one keeps flowing: the backstop takes the socket's stored verdict.
-    client
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"go\n")
-        .expect("signal");
-    line.clear();
-    out.read_line(&mut line).expect("client output");
-    let _ = client.wait();
-    assert_eq!(line.trim(), "ok", "the established connection was cut");
+    assert_eq!(
+        client.exchange(),
+        "ok",
+        "the established connection was cut"
+    );
+}
+
+#[test]
+fn a_connect_verdict_of_the_tables_is_kept_by_cookie_and_goes_with_its_socket() {
+    let s = Scenario::start(ScenarioSpec::new("oe-nkc", ADDRS, "--enforce", POLICY));
+    let pins = s.daemon.pin_dir.clone();
+    let _echo = Echo::start(&s.ns, "198.51.100.53");
+    let mut client = LongClient::connect(&s, "198.51.100.53", false);
+
+    let table = connected_verdicts(&pins);
+    let v = table
+        .get(&client.cookie, 0)
+        .expect("the tables' verdict of a TCP connect, by the socket's cookie");
+    let mut daddr = [0u8; 16];
+    daddr[..4].copy_from_slice(&[198, 51, 100, 53]);
+    assert_eq!(
+        (v.direction, v.origin, v.action, v.family, v.daddr),
+        (
+            SOCK_OUTBOUND,
+            ORIGIN_TABLES,
+            ACTION_ALLOW,
+            FAMILY_IPV4,
+            daddr
+        ),
+        "the kept verdict"
+    );
+    assert_ne!(v.generation, 0, "the kept verdict's generation");
+    assert_eq!(
+        client.exchange(),
+        "ok",
+        "the connection by its kept verdict"
+    );
+
+    // The client is gone: once its socket is destroyed (after the closing handshake), so is
+    // the entry.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while table.get(&client.cookie, 0).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the entry of a closed connection's socket is still in SOCK_CONNECTED"
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn connect_verdicts_are_forgotten_while_pinned_enforcement_runs_without_a_daemon() {
+    let mut s = Scenario::start(ScenarioSpec::new("oe-nkp", ADDRS, "--enforce", POLICY));
+    let pins = s.daemon.pin_dir.clone();
+    let _echo = Echo::start(&s.ns, "198.51.100.53");
+    assert!(s.daemon.stop(), "the daemon stopped cleanly");
+    let mut client = LongClient::connect(&s, "198.51.100.53", false);
+    let table = connected_verdicts(&pins);
+    assert!(
+        table.get(&client.cookie, 0).is_ok(),
+        "no entry for a connect under pinned enforcement"
+    );
+    assert_eq!(
+        client.exchange(),
+        "ok",
+        "the connection under pinned enforcement"
+    );
+    // The cleanup link is pinned with the others: the entry goes with the socket.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while table.get(&client.cookie, 0).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "a closed socket's entry stays while no daemon runs"
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_full_table_of_connect_verdicts_breaks_no_connection() {
+    let s = Scenario::start(ScenarioSpec::new("oe-nkf", ADDRS, "--enforce", POLICY));
+    let pins = s.daemon.pin_dir.clone();
+    let _echo = Echo::start(&s.ns, "198.51.100.53");
+    // Cookies no socket has (the kernel counts them up from 1): the table is full.
+    let mut table = connected_verdicts(&pins);
+    let filler = SockVerdict::default();
+    for i in 0..u64::from(SOCK_CONNECTED_ENTRIES) {
+        if let Err(e) = table.insert(u64::MAX - i, filler, 0) {
+            // Entries of sockets the test machine made meanwhile may take a few places.
+            assert!(i > 0, "filling SOCK_CONNECTED: {e}");
+            break;
+        }
+    }
+    let mut client = LongClient::connect(&s, "198.51.100.53", false);
+    assert!(
+        table.get(&client.cookie, 0).is_err(),
+        "an entry in a full SOCK_CONNECTED"
+    );
+    assert_eq!(
+        client.exchange(),
+        "ok",
+        "a connection whose verdict went to socket storage"
+    );
 }
 
 /// Asks for `name` over TCP (the two-byte length, then the query) and prints the answer size.

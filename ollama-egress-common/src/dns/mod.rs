@@ -38,6 +38,16 @@ pub const DNS_QUERIES_MAP: &str = "DNS_QUERIES";
 pub const DNS_CONFIG_MAP: &str = "DNS_CONFIG";
 /// Socket storage of [`SockVerdict`]s.
 pub const SOCK_VERDICT_MAP: &str = "SOCK_VERDICT";
+/// Hash socket cookie (`u64`) → [`SockVerdict`], preallocated: the `connect()` verdicts of TCP
+/// sockets that the tables decided, kept without a socket-storage allocation and deleted when
+/// the socket is destroyed.
+pub const SOCK_CONNECTED_MAP: &str = "SOCK_CONNECTED";
+/// Entries of [`SOCK_CONNECTED_MAP`]; a connect that finds it full keeps its verdict in socket
+/// storage.
+pub const SOCK_CONNECTED_ENTRIES: u32 = 16_384;
+/// Array of one `u32`: non-zero once the program that deletes a destroyed socket's
+/// [`SOCK_CONNECTED_MAP`] entry is attached (until then every verdict goes to socket storage).
+pub const SOCK_CONNECTED_ON_MAP: &str = "SOCK_CONNECTED_ON";
 
 /// Domain rules per slot at most.
 pub const MAX_DOMAIN_RULES: u32 = 16_384;

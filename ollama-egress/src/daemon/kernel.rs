@@ -197,6 +197,7 @@ pub(super) fn program_ids(loaded: &Loaded) -> Vec<(String, u32)> {
         .iter()
         .filter_map(|p| Some((p.program_name().to_owned(), loaded.program_id(*p).ok()?)))
         .chain(loaded.device_program_ids())
+        .chain(loaded.cleanup_program_id())
         .collect()
 }
 

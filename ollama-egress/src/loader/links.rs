@@ -59,6 +59,9 @@ impl Loaded {
                 .push(keep_link(link, pin.as_deref(), point.program_name())?);
         }
         self.attach_devices(cgroup, &dir)?;
+        if self.cleanup.is_none() {
+            self.attach_connected_cleanup()?;
+        }
         if let Some(p) = self.pins.clone() {
             self.pin_programs(&p)?;
         }

@@ -2,6 +2,7 @@
 //! they are attached.
 
 mod attach;
+mod connected;
 mod counters;
 mod device;
 mod domains;
@@ -169,6 +170,9 @@ pub struct Loaded {
     attached_cgroup: Option<u64>,
     /// The tc programs' links on the network devices, kept up to date while this lives.
     devices: Option<netdev::DeviceWatch>,
+    /// The link of `connected_destroyed` (see `connected`), once attached; apart from `links`,
+    /// which follow the target cgroup.
+    cleanup: Option<LinkHandle>,
 }
 
 /// A link kept open by the daemon. Dropping it closes the descriptor; a pinned link stays
@@ -255,6 +259,7 @@ impl Loaded {
             links: Vec::new(),
             attached_cgroup: None,
             devices: None,
+            cleanup: None,
         })
     }
 
