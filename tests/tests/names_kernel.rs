@@ -288,6 +288,18 @@ fn connected_verdicts(pin_dir: &Path) -> HashMap<MapData, u64, SockVerdict> {
     HashMap::try_from(Map::HashMap(data)).expect("a hash")
 }
 
+/// Waits up to 5 s for `cookie`'s entry in `table` to go (its socket destroyed).
+fn wait_forgotten(table: &HashMap<MapData, u64, SockVerdict>, cookie: u64, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while table.get(&cookie, 0).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "a closed socket's entry is still in SOCK_CONNECTED {when}"
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
 /// [`LONG_CLIENT`] in the scenario's cgroup and namespace, connected; killed on drop.
 struct LongClient {
     child: Child,
@@ -411,14 +423,7 @@ fn a_connect_verdict_of_the_tables_is_kept_by_cookie_and_goes_with_its_socket() 
 
     // The client is gone: once its socket is destroyed (after the closing handshake), so is
     // the entry.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while table.get(&client.cookie, 0).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "the entry of a closed connection's socket is still in SOCK_CONNECTED"
-        );
-        sleep(Duration::from_millis(100));
-    }
+    wait_forgotten(&table, client.cookie, "after the connection closed");
 }
 
 #[test]
@@ -439,14 +444,7 @@ fn connect_verdicts_are_forgotten_while_pinned_enforcement_runs_without_a_daemon
         "the connection under pinned enforcement"
     );
     // The cleanup link is pinned with the others: the entry goes with the socket.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while table.get(&client.cookie, 0).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "a closed socket's entry stays while no daemon runs"
-        );
-        sleep(Duration::from_millis(100));
-    }
+    wait_forgotten(&table, client.cookie, "while no daemon runs");
 }
 
 #[test]

@@ -30,13 +30,7 @@ impl Loaded {
                 0
             }
         };
-        let map = self
-            .ebpf
-            .map_mut(SOCK_CONNECTED_ON_MAP)
-            .ok_or_else(|| LoaderError::Missing {
-                kind: "map",
-                name: SOCK_CONNECTED_ON_MAP.to_owned(),
-            })?;
+        let map = self.map_mut(SOCK_CONNECTED_ON_MAP)?;
         let merr = |source| LoaderError::Map {
             what: format!("writing {SOCK_CONNECTED_ON_MAP}"),
             source,

@@ -141,13 +141,7 @@ impl Loaded {
             level: cgroup_level(cgroup),
             reserved: 0,
         };
-        let map = self
-            .ebpf
-            .map_mut(DEVICE_TARGET_MAP)
-            .ok_or_else(|| LoaderError::Missing {
-                kind: "map",
-                name: DEVICE_TARGET_MAP.to_owned(),
-            })?;
+        let map = self.map_mut(DEVICE_TARGET_MAP)?;
         let mut arr: Array<_, DeviceTarget> =
             Array::try_from(map).map_err(|source| LoaderError::Map {
                 what: format!("opening {DEVICE_TARGET_MAP}"),

@@ -172,7 +172,7 @@ impl Loaded {
         })
     }
 
-    fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map, LoaderError> {
+    pub(super) fn map_mut(&mut self, name: &str) -> Result<&mut aya::maps::Map, LoaderError> {
         self.ebpf.map_mut(name).ok_or_else(|| LoaderError::Missing {
             kind: "map",
             name: name.to_owned(),
