@@ -111,5 +111,15 @@ pub fn delta(before: &BTreeMap<String, Run>, after: &BTreeMap<String, Run>) -> V
         .collect()
 }
 
+/// All the programs' time over `costs` divided by the calls of `per` (the program that runs
+/// once per operation of the workload: `connect4` per connection, `sendmsg4` per datagram):
+/// what one operation costs in the kernel, every program it wakes included. `None` when `per`
+/// did not run.
+pub fn per_operation(costs: &[Cost], per: &str) -> Option<f64> {
+    let ops = costs.iter().find(|c| c.program == per)?.calls;
+    let total: f64 = costs.iter().map(|c| c.calls as f64 * c.ns_per_call).sum();
+    Some(total / ops as f64)
+}
+
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,16 @@ pub enum Workload {
 }
 
 impl Workload {
+    /// The program that runs once per operation, and what the operation is called, for the
+    /// kernel cost per operation: `None` where no program counts operations one to one.
+    pub fn operation(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Workload::TcpConnect => Some(("connect4", "connection")),
+            Workload::Udp => Some(("sendmsg4", "datagram")),
+            Workload::Latency | Workload::Dns | Workload::Bulk => None,
+        }
+    }
+
     /// The metrics it yields, with whether higher is better.
     pub fn metrics(self) -> &'static [(&'static str, bool)] {
         match self {

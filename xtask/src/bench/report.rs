@@ -239,7 +239,7 @@ impl Results {
         }
         let _ = writeln!(
             s,
-            "\n## Kernel cost per call (`bpf_stats`)\n\nThe kernel's run time of each program of the daemon divided by its run count, over one more run of the workload under the configuration after its pairs, with `kernel.bpf_stats_enabled` on for that run only (the statistics read the clock around every program call; the pairs run without them, as a deployment does). The workload's metric names the workload.\n\n| configuration | workload | program | calls | ns per call |\n|---|---|---|--:|--:|"
+            "\n## Kernel cost per call (`bpf_stats`)\n\nThe kernel's run time of each program of the daemon divided by its run count, over one more run of the workload under the configuration after its pairs, with `kernel.bpf_stats_enabled` on for that run only (the statistics read the clock around every program call; the pairs run without them, as a deployment does). The workload's metric names the workload; *every program, per connection* (or datagram) is the time of all of them over the `connect4` (`sendmsg4`) calls: what one operation costs in the kernel.\n\n| configuration | workload | program | calls | ns per call |\n|---|---|---|--:|--:|"
         );
         for (config, w, costs) in &self.kernel {
             for c in costs {
@@ -251,6 +251,17 @@ impl Results {
                     c.program,
                     num(c.calls as f64),
                     c.ns_per_call
+                );
+            }
+            let per = w
+                .operation()
+                .and_then(|(program, op)| Some((op, kstats::per_operation(costs, program)?)));
+            if let Some((op, ns)) = per {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | every program, per {op} | | {ns:.0} |",
+                    config.label(),
+                    w.metrics()[0].0,
                 );
             }
         }
