@@ -70,8 +70,10 @@ pub fn record(
 }
 
 /// Stores `decision` about `daddr` of `family` (as judged) with the connecting socket of IP
-/// protocol `protocol`: in the socket's storage if it has one, else a TCP socket's verdict of
-/// the tables in `SOCK_CONNECTED`, else in storage made for it.
+/// protocol `protocol`: a TCP socket's verdict of the tables in `SOCK_CONNECTED` unless the
+/// socket has storage already (its newest verdict stays there, where readers look first);
+/// every other verdict, and one the hash cannot take, in the socket's storage (made if
+/// needed: one lookup, as before the hash).
 #[inline(always)]
 pub fn remember(
     ctx: &SockAddrContext,
@@ -84,17 +86,17 @@ pub fn remember(
         return;
     }
     let new = record(SOCK_OUTBOUND, family, daddr, 0, decision);
-    // SAFETY: the context's socket is valid for the program's run; no storage is created.
-    let p = unsafe { SOCK_VERDICT.get_ptr_mut(ctx) };
-    if !p.is_null() {
-        // SAFETY: the helper returned this socket's storage, valid for the program's run.
-        unsafe { *p = new };
-        return;
-    }
     if protocol == u32::from(IPPROTO_TCP)
         && decision.origin == ORIGIN_TABLES
         && SOCK_CONNECTED_ON.get(0).is_some_and(|on| *on != 0)
     {
+        // SAFETY: the context's socket is valid for the program's run; no storage is created.
+        let p = unsafe { SOCK_VERDICT.get_ptr_mut(ctx) };
+        if !p.is_null() {
+            // SAFETY: the helper returned this socket's storage, valid for the program's run.
+            unsafe { *p = new };
+            return;
+        }
         // SAFETY: `bpf_get_socket_cookie` accepts a sock_addr context.
         let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
         if SOCK_CONNECTED.insert(cookie, new, 0).is_ok() {
@@ -102,7 +104,8 @@ pub fn remember(
         }
     }
     let mut fresh = SockVerdict::default();
-    // SAFETY: as above; the helper creates the storage from `fresh` when the socket has none.
+    // SAFETY: the context's socket is valid for the program's run; the helper creates the
+    // storage from `fresh` when the socket has none.
     let p = unsafe { SOCK_VERDICT.get_or_insert_ptr_mut(ctx, Some(&mut fresh)) };
     if p.is_null() {
         return;
